@@ -1,0 +1,101 @@
+// The run configuration: one option table (key, type, default, help) read from YAML and then
+// from repeatable `--set key=value` overrides (precedence: default < file < --set), validated,
+// and dumped resolved. Owns nothing about what the options do.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dpo {
+
+struct RunOptions {
+  std::string output_dir;  // required
+  int64_t seed = 0;
+  int64_t log_every = 1;
+};
+
+struct ModelOptions {
+  std::string policy;     // Hugging Face directory
+  std::string reference;  // resolved to `policy` when not given
+  std::string dtype;      // resolved: "float32" | "bfloat16" | "float16" (auto: float32 on cpu, bfloat16 on cuda)
+  std::string device;     // resolved: "cpu" | "cuda" (auto: cuda when available)
+};
+
+struct DataOptions {
+  std::string train;
+  std::string eval;  // empty = none
+  int64_t max_length = 512;
+  int64_t max_prompt_length = 256;
+  std::string truncation = "keep_end";  // keep_end | keep_start
+};
+
+struct LossOptions {
+  std::string type = "sigmoid";  // sigmoid | ipo | ipo_sum | hinge | robust
+  double beta = 0.1;
+  double label_smoothing = 0.0;
+};
+
+struct ReferenceOptions {
+  std::string logps_path;  // empty = none (live reference model)
+};
+
+struct TrainOptions {
+  int64_t global_batch_size = 64;
+  int64_t micro_batch_size = 8;
+  int64_t epochs = 1;
+  int64_t max_steps = -1;
+  std::string optimizer = "rmsprop";
+  double lr = 1e-6;
+  int64_t warmup_steps = 150;
+  double weight_decay = 0.0;
+  double max_grad_norm = 10.0;
+  bool shuffle = true;
+  int64_t save_every = 0;
+  int64_t eval_every = 0;
+};
+
+struct DistOptions {
+  std::string backend = "auto";  // auto | nccl | mpi
+  int64_t bucket_mb = 25;
+};
+
+struct Config {
+  RunOptions run;
+  ModelOptions model;
+  DataOptions data;
+  LossOptions loss;
+  ReferenceOptions reference;
+  TrainOptions train;
+  DistOptions dist;
+};
+
+enum class OptionType { String, Int, Float, Bool };
+
+// One row of the option table. `choices`, when non-empty, lists the accepted string values.
+struct OptionSpec {
+  std::string key;  // "section.name"
+  OptionType type;
+  std::string default_value;  // as YAML text; "" with required=true means no default
+  std::string help;
+  bool required = false;
+  std::vector<std::string> choices;
+};
+
+const std::vector<OptionSpec>& option_table();
+
+// Reads `path` (YAML), applies each "key=value" of `overrides`, fills defaults, validates, resolves
+// "auto" values. Errors name the file and key; an unknown key suggests the closest valid one.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides);
+// The same from YAML text (`source` names it in messages); used by tests.
+Config config_from_yaml_text(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                             const std::string& source = "<config>");
+
+// The full resolved config as YAML text (every key of the table, defaults filled in).
+std::string dump_config(const Config& config);
+// Writes dump_config() to `<run.output_dir>/config.resolved.yaml` (temporary name, then rename).
+void write_resolved_config(const Config& config);
+
+// Help text listing every option with type, default and help, grouped by section.
+std::string options_help();
+
+}  // namespace dpo

@@ -1,0 +1,29 @@
+// The one exception type of dpo. Its message is a single line that names the file, line, key
+// or tensor at fault; the CLI prints it and exits non-zero (under MPI the failing rank aborts
+// the job). Code never prints-and-exits on its own.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+#include <fmt/format.h>
+
+namespace dpo {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+// fail("{}:{}: field '{}' is missing", path, line, field) throws dpo::Error.
+template <typename... Args>
+[[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
+  throw Error(fmt::format(format, std::forward<Args>(args)...));
+}
+
+// Writes go to `final_path + ".tmp-<pid>"` first and are renamed into place only when whole, so a
+// crash never leaves a half-written file or directory under the final name.
+std::string temporary_path_for(const std::string& final_path);
+// Renames tmp to final (replacing an existing directory/file at final).
+void commit_path(const std::string& tmp, const std::string& final_path);
+
+}  // namespace dpo

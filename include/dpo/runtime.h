@@ -1,0 +1,17 @@
+// Process set-up that must happen before libtorch/OpenBLAS do real work: the thread-pool
+// environment (read by the libraries when they load, so it is fixed by re-executing the binary)
+// and the intra-op thread count.
+#pragma once
+
+namespace dpo {
+
+// If OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT are unset, sets them (PASSIVE / 4: the two pools
+// otherwise spin and steal each other's cores) and re-executes the current binary with the same
+// arguments. Returns normally when the environment is already right. Call first thing in main.
+void ensure_thread_environment(int argc, char** argv);
+
+// Sets libtorch's intra-op threads to the cores available to this process divided by
+// `local_ranks`, at least 1; returns the count.
+int configure_threads(int local_ranks = 1);
+
+}  // namespace dpo
