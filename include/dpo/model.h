@@ -57,6 +57,11 @@ class CausalLMImpl : public torch::nn::Module {
 };
 using CausalLM = std::shared_ptr<CausalLMImpl>;
 
+// A small default config.json for `dpo init-model --arch gpt2|llama` (HF key names); the CLI
+// applies `--set key=value` on top of it before model_spec_from_hf_config.
+nlohmann::json default_hf_config(Architecture arch);
+Architecture parse_architecture(const std::string& name);  // "gpt2" | "llama"
+
 // A freshly constructed model with the initialisation transformers uses (normal(0, 0.02) weights,
 // zero biases, unit norms), seeded.
 CausalLM build_model(const ModelSpec& spec, uint64_t seed);

@@ -59,6 +59,10 @@ std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int
 // temporary name, then rename.
 void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs);
 
+// A human-readable multi-line description of a JSONL or HDF5 preference file (for `dpo inspect`):
+// format, record count, per-field token-length min/mean/max, largest token id, chosen==rejected.
+std::string describe_preference_file(const std::string& path);
+
 // A loaded, truncated, validated dataset. Example i is the i-th kept pair in file order;
 // source_index(i) is its 0-based record index in the file (for messages).
 class PreferenceDataset {
