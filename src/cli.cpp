@@ -1,1 +1,315 @@
-// placeholder: implemented in its own change
+#include "dpo/cli.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "dpo/config.h"
+#include "dpo/error.h"
+#include "dpo/evaluate.h"
+#include "dpo/inspect.h"
+#include "dpo/model.h"
+#include "dpo/preference_data.h"
+#include "dpo/runtime.h"
+#include "dpo/synthetic_task.h"
+#include "dpo/text_distance.h"
+
+namespace dpo {
+namespace {
+
+struct Flag {
+  std::string name;  // "--config"
+  std::string value_name;  // "" for a switch
+  std::string help;
+  bool repeatable = false;
+};
+
+struct Command {
+  std::string name, summary, usage;
+  std::vector<Flag> flags;
+  int positionals = 0;
+  std::function<int(const std::map<std::string, std::vector<std::string>>&, const std::vector<std::string>&)> run;
+};
+
+struct ParsedArgs {
+  std::map<std::string, std::vector<std::string>> flags;
+  std::vector<std::string> positionals;
+  bool help = false;
+};
+
+std::string command_help(const Command& c) {
+  std::string out = fmt::format("usage: dpo {}\n\n{}\n", c.usage, c.summary);
+  if (!c.flags.empty()) out += "\noptions:\n";
+  for (const auto& f : c.flags) {
+    const std::string lhs = f.value_name.empty() ? f.name : f.name + " " + f.value_name;
+    out += fmt::format("  {:<24} {}{}\n", lhs, f.help, f.repeatable ? " (repeatable)" : "");
+  }
+  out += fmt::format("  {:<24} {}\n", "--help", "show this help");
+  return out;
+}
+
+ParsedArgs parse_args(const Command& c, const std::vector<std::string>& args) {
+  ParsedArgs parsed;
+  std::vector<std::string> names;
+  for (const auto& f : c.flags) names.push_back(f.name);
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string arg = args[i];
+    if (arg == "--help" || arg == "-h") {
+      parsed.help = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0) {
+      parsed.positionals.push_back(arg);
+      continue;
+    }
+    std::string value;
+    bool has_inline_value = false;
+    if (const auto eq = arg.find('='); eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      has_inline_value = true;
+    }
+    const Flag* flag = nullptr;
+    for (const auto& f : c.flags)
+      if (f.name == arg) flag = &f;
+    if (!flag) {
+      const std::string guess = closest_match(arg, names);
+      fail("dpo {}: unknown option '{}'{}", c.name, arg, guess.empty() ? "" : fmt::format(" (did you mean '{}'?)", guess));
+    }
+    if (flag->value_name.empty()) {
+      if (has_inline_value) fail("dpo {}: option '{}' takes no value", c.name, arg);
+      parsed.flags[arg].push_back("true");
+      continue;
+    }
+    if (!has_inline_value) {
+      if (i + 1 >= args.size()) fail("dpo {}: option '{}' needs a value {}", c.name, arg, flag->value_name);
+      value = args[++i];
+    }
+    auto& values = parsed.flags[arg];
+    if (!values.empty() && !flag->repeatable) fail("dpo {}: option '{}' given twice", c.name, arg);
+    values.push_back(value);
+  }
+  if (!parsed.help && static_cast<int>(parsed.positionals.size()) != c.positionals)
+    fail("dpo {}: expected {} argument(s), got {} (usage: dpo {})", c.name, c.positionals, parsed.positionals.size(),
+         c.usage);
+  return parsed;
+}
+
+const std::string& single(const std::map<std::string, std::vector<std::string>>& flags, const std::string& name,
+                          const std::string& command) {
+  const auto it = flags.find(name);
+  if (it == flags.end()) fail("dpo {}: option {} is required", command, name);
+  return it->second.front();
+}
+
+std::vector<std::string> all_of(const std::map<std::string, std::vector<std::string>>& flags, const std::string& name) {
+  const auto it = flags.find(name);
+  return it == flags.end() ? std::vector<std::string>{} : it->second;
+}
+
+// A --set value as JSON: integers, floats, booleans and null by their YAML spelling, else a string.
+nlohmann::json json_scalar(const std::string& text) {
+  if (text == "true" || text == "false") return text == "true";
+  if (text == "null" || text == "~") return nullptr;
+  try {
+    size_t used = 0;
+    const long long i = std::stoll(text, &used);
+    if (used == text.size()) return i;
+    const double d = std::stod(text, &used);
+    if (used == text.size()) return d;
+  } catch (const std::exception&) {
+  }
+  return text;
+}
+
+Config config_from_flags(const std::map<std::string, std::vector<std::string>>& flags, const std::string& command) {
+  return load_config(single(flags, "--config", command), all_of(flags, "--set"));
+}
+
+const std::vector<Flag> kConfigFlags = {
+    {"--config", "FILE", "YAML run configuration"},
+    {"--set", "KEY=VALUE", "override a config key, e.g. --set loss.beta=0.2", true},
+    {"--dump-config", "", "print the resolved configuration and exit"},
+};
+
+void print_metrics(const std::map<std::string, double>& means) {
+  for (const auto& name : MetricSums::preference_metric_names()) fmt::print("  {:<20} {:>12.6f}\n", name, means.at(name));
+}
+
+int cmd_eval(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
+  const Config config = config_from_flags(flags, "eval");
+  if (flags.count("--dump-config")) {
+    fmt::print("{}", dump_config(config));
+    return 0;
+  }
+  write_resolved_config(config);
+  const int threads = configure_threads();
+  fmt::print("dpo eval: policy {} | reference {} | {} on {} ({} threads)\n", config.model.policy,
+             config.model.reference, config.model.dtype, config.model.device, threads);
+  const auto means = run_eval(config);
+  fmt::print("eval metrics over {} pairs (loss {}, beta {}):\n", static_cast<int64_t>(means.at("pairs")),
+             config.loss.type, config.loss.beta);
+  print_metrics(means);
+  fmt::print("wrote {}\n", (std::filesystem::path(config.run.output_dir) / "eval_metrics.json").string());
+  return 0;
+}
+
+int cmd_init_model(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
+  const Architecture arch = parse_architecture(single(flags, "--arch", "init-model"));
+  nlohmann::json hf = default_hf_config(arch);
+  for (const auto& kv : all_of(flags, "--set")) {
+    const auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) fail("--set {}: expected KEY=VALUE", kv);
+    const std::string key = kv.substr(0, eq);
+    if (!hf.contains(key)) {
+      std::vector<std::string> keys;
+      for (const auto& item : hf.items()) keys.push_back(item.key());
+      const std::string guess = closest_match(key, keys);
+      fail("--set {}: unknown config.json key '{}' for this architecture{}", kv, key,
+           guess.empty() ? "" : fmt::format(" (did you mean '{}'?)", guess));
+    }
+    hf[key] = json_scalar(kv.substr(eq + 1));
+  }
+  const ModelSpec spec = model_spec_from_hf_config(hf, "--set");
+  const auto seed_flags = all_of(flags, "--seed");
+  const uint64_t seed = seed_flags.empty() ? 0 : std::stoull(seed_flags.front());
+  CausalLM model = build_model(spec, seed);
+  const auto dtype_flags = all_of(flags, "--dtype");
+  if (!dtype_flags.empty()) model->to(parse_dtype(dtype_flags.front()));
+  const std::string out = single(flags, "--out", "init-model");
+  save_model(*model, out);
+  fmt::print("{}", describe_model_dir(out));
+  return 0;
+}
+
+int cmd_inspect(const std::map<std::string, std::vector<std::string>>&, const std::vector<std::string>& pos) {
+  fmt::print("{}", inspect_path(pos.at(0)));
+  return 0;
+}
+
+bool is_hdf5_name(const std::string& path) {
+  const std::string ext = std::filesystem::path(path).extension().string();
+  return ext == ".h5" || ext == ".hdf5";
+}
+
+int cmd_convert_data(const std::map<std::string, std::vector<std::string>>&, const std::vector<std::string>& pos) {
+  const std::string& in = pos.at(0);
+  const std::string& out = pos.at(1);
+  const auto pairs = read_preference_file(in);
+  if (is_hdf5_name(out)) write_preference_hdf5(out, pairs);
+  else if (std::filesystem::path(out).extension() == ".jsonl") write_preference_jsonl(out, pairs);
+  else fail("{}: output must end in .h5, .hdf5 or .jsonl", out);
+  fmt::print("{}: wrote {} pairs from {}\n", out, pairs.size(), in);
+  return 0;
+}
+
+int cmd_make_demo_data(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
+  auto integer = [&](const std::string& name, int64_t fallback) {
+    const auto v = all_of(flags, name);
+    if (v.empty()) return fallback;
+    const nlohmann::json j = json_scalar(v.front());
+    if (!j.is_number_integer() || j.get<int64_t>() <= 0) fail("{}: expected a positive integer, got '{}'", name, v.front());
+    return j.get<int64_t>();
+  };
+  const std::filesystem::path out = single(flags, "--out", "make-demo-data");
+  SyntheticTaskOptions options;
+  options.vocab_size = integer("--vocab-size", 256);
+  options.seed = static_cast<uint64_t>(integer("--seed", 1));
+  options.pairs = integer("--train-pairs", 2048);
+  std::filesystem::create_directories(out);
+  write_preference_jsonl((out / "train.jsonl").string(), make_synthetic_pairs(options));
+  options.seed += 1000003;  // held-out pairs from a different stream
+  options.pairs = integer("--eval-pairs", 256);
+  write_preference_jsonl((out / "eval.jsonl").string(), make_synthetic_pairs(options));
+  fmt::print("wrote {} and {} (synthetic task: a response is better the more of its tokens occur in the prompt)\n",
+             (out / "train.jsonl").string(), (out / "eval.jsonl").string());
+  return 0;
+}
+
+std::vector<Command> commands() {
+  return {
+      {"eval", "Preference metrics of model.policy against model.reference on data.eval, printed and written to "
+               "<run.output_dir>/eval_metrics.json.",
+       "eval --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_eval},
+      {"init-model", "Write a randomly initialised model in Hugging Face layout (config.json + model.safetensors).",
+       "init-model --arch gpt2|llama --out DIR [--set KEY=VALUE]...",
+       {{"--arch", "NAME", "gpt2 or llama"},
+        {"--out", "DIR", "output directory"},
+        {"--set", "KEY=VALUE", "a config.json key, e.g. --set hidden_size=128 (llama) or n_embd=128 (gpt2)", true},
+        {"--seed", "N", "initialisation seed (default 0)"},
+        {"--dtype", "NAME", "float32 (default), bfloat16 or float16"}},
+       0, cmd_init_model},
+      {"inspect", "Describe a model directory, or a JSONL / HDF5 preference dataset.", "inspect PATH", {}, 1, cmd_inspect},
+      {"convert-data", "Convert a preference dataset between JSONL and HDF5 (by the output's extension).",
+       "convert-data IN OUT", {}, 2, cmd_convert_data},
+      {"make-demo-data", "Write train.jsonl and eval.jsonl of a synthetic preference task with a known reward.",
+       "make-demo-data --out DIR [--train-pairs N] [--eval-pairs N] [--vocab-size V] [--seed S]",
+       {{"--out", "DIR", "output directory"},
+        {"--train-pairs", "N", "training pairs (default 2048)"},
+        {"--eval-pairs", "N", "held-out pairs (default 256)"},
+        {"--vocab-size", "V", "vocabulary size (default 256)"},
+        {"--seed", "S", "seed (default 1)"}},
+       0, cmd_make_demo_data},
+  };
+}
+
+std::string main_help(const std::vector<Command>& cmds) {
+  std::string out = "usage: dpo COMMAND [OPTIONS]\n\nDirect Preference Optimization for causal language models.\n\ncommands:\n";
+  for (const auto& c : cmds) out += fmt::format("  {:<16} {}\n", c.name, c.summary.substr(0, c.summary.find('.') + 1));
+  out += "\n`dpo COMMAND --help` describes a command; `dpo --version` prints the version.\n\nconfig keys:\n";
+  out += options_help();
+  return out;
+}
+
+// libtorch's messages carry a C++ backtrace after the first line; users need the first line.
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  const std::vector<Command> cmds = commands();
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::fputs(main_help(cmds).c_str(), args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "--version") {
+    fmt::print("dpo {}\n", DPO_VERSION);
+    return 0;
+  }
+  try {
+    const Command* command = nullptr;
+    std::vector<std::string> names;
+    for (const auto& c : cmds) {
+      names.push_back(c.name);
+      if (c.name == args[0]) command = &c;
+    }
+    if (!command) {
+      const std::string guess = closest_match(args[0], names);
+      fail("unknown command '{}'{}; see dpo --help", args[0], guess.empty() ? "" : fmt::format(" (did you mean '{}'?)", guess));
+    }
+    const ParsedArgs parsed = parse_args(*command, std::vector<std::string>(args.begin() + 1, args.end()));
+    if (parsed.help) {
+      fmt::print("{}", command_help(*command));
+      return 0;
+    }
+    return command->run(parsed.flags, parsed.positionals);
+  } catch (const Error& e) {
+    fmt::print(stderr, "dpo: error: {}\n", e.what());
+  } catch (const c10::Error& e) {
+    fmt::print(stderr, "dpo: error: {}\n", first_line(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "dpo: error: {}\n", first_line(e.what()));
+  }
+  return 1;
+}
+
+}  // namespace dpo

@@ -10,6 +10,9 @@
 
 namespace dpo {
 
+// The truncation settings of data.* as a rule.
+TruncationRule truncation_rule(const DataOptions& data);
+
 // Metric sums of `policy` vs `reference` over every pair of `dataset`, in batches of
 // `batch_size` pairs, under inference mode.
 MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages dpo builds against, only those missing. Run as root (or via sudo).
+set -euo pipefail
+packages=(
+  build-essential cmake pkg-config
+  libtorch-dev             # libtorch 1.13 (CPU)
+  libopenblas0-pthread     # without it libtorch falls back to reference BLAS (~30x slower matmuls)
+  libopenmpi-dev openmpi-bin
+  libhdf5-openmpi-dev      # parallel HDF5, Open MPI build
+  libyaml-cpp-dev libfmt-dev nlohmann-json3-dev catch2
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
