@@ -130,6 +130,11 @@ TEST_CASE("responses are cut to max_length minus the (cut) prompt, keeping their
     CHECK(t.truncated);
     CHECK(same_pair(t.pair, make_pair({1, 2}, {3, 4, 5}, {8, 9})));
   }
+  SECTION("a response one token over the budget loses exactly that token") {
+    const auto t = dpo::truncate_pair(make_pair({1, 2}, {3, 4, 5, 6}, {7}), rule(5, 2));
+    CHECK(t.truncated);
+    CHECK(same_pair(t.pair, make_pair({1, 2}, {3, 4, 5}, {7})));
+  }
   SECTION("a prompt as long as max_length leaves no response") {
     const auto t = dpo::truncate_pair(make_pair({1, 2, 3, 4, 5, 6, 7, 8}, {9, 10}, {11}), rule(4, 4));
     CHECK(t.truncated);
