@@ -512,7 +512,7 @@ std::string options_help() {
     } else {
       default_text = fmt::format("[{}]", spec.default_value);
     }
-    out += fmt::format("  {:<20} {:<7} {:<12} {}", spec.key.substr(section.size() + 1), type_name(spec.type),
+    out += fmt::format("  {:<20} {:<7} {:<16} {}", spec.key.substr(section.size() + 1), type_name(spec.type),
                        default_text, spec.help);
     if (!spec.choices.empty()) out += fmt::format(" (one of: {})", join(spec.choices, " | "));
     out += "\n";
