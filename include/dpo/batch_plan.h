@@ -1,0 +1,39 @@
+// Which examples make up each optimizer step, and which of them each rank and micro-step takes:
+// a pure function of (seed, epoch, step, rank), so that resuming, re-running and changing the
+// number of ranks all see the same global batches.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace dpo {
+
+class BatchPlan {
+ public:
+  // Errors (naming the train.* keys) unless global_batch_size == micro_batch_size x accumulation x
+  // world_size for a whole number of accumulation steps.
+  BatchPlan(int64_t num_examples, int64_t global_batch_size, int64_t micro_batch_size, int64_t world_size,
+            uint64_t seed, bool shuffle);
+
+  int64_t num_examples() const { return num_examples_; }
+  int64_t global_batch_size() const { return global_batch_size_; }
+  int64_t accumulation_steps() const { return accumulation_steps_; }
+  // ceil(num_examples / global_batch_size): a partial last batch is kept, never padded or repeated.
+  int64_t steps_per_epoch() const;
+
+  // A permutation of [0, num_examples) (the identity without shuffle). Deterministic across
+  // platforms: our own Fisher-Yates over a counter-based generator, not std::shuffle.
+  std::vector<int64_t> epoch_order(int64_t epoch) const;
+  // The dataset indices of step `step_in_epoch` of `epoch` (all ranks together).
+  std::vector<int64_t> global_batch(int64_t epoch, int64_t step_in_epoch) const;
+  // This rank's share of that batch, cut into accumulation_steps() micro-batches. Rank r takes
+  // positions r, r+W, r+2W, ... of the global batch; a partial batch leaves some micro-batches
+  // short or empty, never with a pair counted twice.
+  std::vector<std::vector<int64_t>> rank_micro_batches(int64_t epoch, int64_t step_in_epoch, int64_t rank) const;
+
+ private:
+  int64_t num_examples_, global_batch_size_, micro_batch_size_, world_size_, accumulation_steps_;
+  uint64_t seed_;
+  bool shuffle_;
+};
+
+}  // namespace dpo

@@ -1,0 +1,18 @@
+// Speed gauges: the measured matrix-multiply peak of a device, peak memory, and the FLOPs of
+// a training step, so that throughput is reported as tokens/s and as a fraction of that peak.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include <ATen/ATen.h>
+
+namespace dpo {
+
+// FLOP/s of a large square matmul in `dtype` on `device` ("cpu" | "cuda"), timed over about
+// `seconds` after a warm-up.
+double measure_matmul_peak_flops(const std::string& device, at::ScalarType dtype, double seconds = 0.5);
+
+// Peak resident memory of this process (CPU) or peak allocated device memory (CUDA), in MiB.
+double peak_memory_mib(const std::string& device);
+
+}  // namespace dpo
