@@ -21,7 +21,8 @@ double learning_rate(const TrainOptions& options, int64_t step, int64_t total_st
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 
 // Scales gradients so that their global L2 norm is at most max_norm; returns the norm before
-// clipping (what TRL logs as grad_norm). `squared_norm_extra` lets callers add other ranks' parts.
+// clipping (what TRL logs as grad_norm). Called after gradients are averaged across ranks, so
+// every rank sees the same, global norm.
 double clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm);
 
 }  // namespace dpo
