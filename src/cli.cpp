@@ -5,6 +5,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "dpo/bench.h"
 #include "dpo/config.h"
 #include "dpo/error.h"
 #include "dpo/evaluate.h"
@@ -21,6 +23,7 @@
 #include "dpo/runtime.h"
 #include "dpo/synthetic_task.h"
 #include "dpo/text_distance.h"
+#include "dpo/trainer.h"
 
 namespace dpo {
 namespace {
@@ -140,25 +143,60 @@ const std::vector<Flag> kConfigFlags = {
     {"--dump-config", "", "print the resolved configuration and exit"},
 };
 
+// Resolves the config of a config command; with --dump-config prints it and returns false.
+std::optional<Config> prepare(const std::map<std::string, std::vector<std::string>>& flags, const std::string& command) {
+  Config config = config_from_flags(flags, command);
+  if (flags.count("--dump-config")) {
+    fmt::print("{}", dump_config(config));
+    return std::nullopt;
+  }
+  write_resolved_config(config);
+  const int threads = configure_threads();
+  fmt::print("dpo {}: {} on {}, {} threads\n", command, config.model.dtype, config.model.device, threads);
+  return config;
+}
+
 void print_metrics(const std::map<std::string, double>& means) {
   for (const auto& name : MetricSums::preference_metric_names()) fmt::print("  {:<20} {:>12.6f}\n", name, means.at(name));
 }
 
 int cmd_eval(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
-  const Config config = config_from_flags(flags, "eval");
-  if (flags.count("--dump-config")) {
-    fmt::print("{}", dump_config(config));
-    return 0;
-  }
-  write_resolved_config(config);
-  const int threads = configure_threads();
-  fmt::print("dpo eval: policy {} | reference {} | {} on {} ({} threads)\n", config.model.policy,
-             config.model.reference, config.model.dtype, config.model.device, threads);
+  const auto prepared = prepare(flags, "eval");
+  if (!prepared) return 0;
+  const Config& config = *prepared;
   const auto means = run_eval(config);
   fmt::print("eval metrics over {} pairs (loss {}, beta {}):\n", static_cast<int64_t>(means.at("pairs")),
              config.loss.type, config.loss.beta);
   print_metrics(means);
   fmt::print("wrote {}\n", (std::filesystem::path(config.run.output_dir) / "eval_metrics.json").string());
+  return 0;
+}
+
+int cmd_train(const std::map<std::string, std::vector<std::string>>& flags, Objective objective) {
+  const auto config = prepare(flags, objective == Objective::Dpo ? "train" : "sft");
+  if (!config) return 0;
+  const TrainSummary summary = run_training(*config, objective);
+  fmt::print("done: {} steps{}; model in {}\n", summary.steps,
+             summary.skipped_steps ? fmt::format(" ({} skipped as non-finite)", summary.skipped_steps) : "",
+             summary.final_model_dir);
+  return 0;
+}
+
+int cmd_bench(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
+  const auto config = prepare(flags, "bench");
+  if (!config) return 0;
+  BenchOptions options;
+  auto integer = [&](const std::string& name, int64_t fallback) {
+    const auto v = all_of(flags, name);
+    if (v.empty()) return fallback;
+    const nlohmann::json j = json_scalar(v.front());
+    if (!j.is_number_integer() || j.get<int64_t>() < 0) fail("{}: expected a non-negative integer, got '{}'", name, v.front());
+    return j.get<int64_t>();
+  };
+  options.warmup_steps = integer("--warmup", options.warmup_steps);
+  options.timed_steps = std::max<int64_t>(1, integer("--steps", options.timed_steps));
+  options.seq_len = integer("--seq-len", 0);
+  fmt::print("{}", format_bench(run_bench(*config, options)));
   return 0;
 }
 
@@ -180,7 +218,10 @@ int cmd_init_model(const std::map<std::string, std::vector<std::string>>& flags,
   }
   const ModelSpec spec = model_spec_from_hf_config(hf, "--set");
   const auto seed_flags = all_of(flags, "--seed");
-  const uint64_t seed = seed_flags.empty() ? 0 : std::stoull(seed_flags.front());
+  const nlohmann::json seed_value = seed_flags.empty() ? nlohmann::json(0) : json_scalar(seed_flags.front());
+  if (!seed_value.is_number_integer() || seed_value.get<int64_t>() < 0)
+    fail("--seed: expected a non-negative integer, got '{}'", seed_flags.front());
+  const auto seed = seed_value.get<uint64_t>();
   CausalLM model = build_model(spec, seed);
   const auto dtype_flags = all_of(flags, "--dtype");
   if (!dtype_flags.empty()) model->to(parse_dtype(dtype_flags.front()));
@@ -239,6 +280,21 @@ std::vector<Command> commands() {
       {"eval", "Preference metrics of model.policy against model.reference on data.eval, printed and written to "
                "<run.output_dir>/eval_metrics.json.",
        "eval --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_eval},
+      {"train", "DPO training of model.policy against model.reference on data.train (resumes from the newest "
+                "checkpoint in run.output_dir).",
+       "train --config FILE [--set KEY=VALUE]...", kConfigFlags, 0,
+       [](const auto& flags, const auto&) { return cmd_train(flags, Objective::Dpo); }},
+      {"sft", "Supervised fine-tuning on prompt+chosen with the prompt masked (makes a reference model).",
+       "sft --config FILE [--set KEY=VALUE]...", kConfigFlags, 0,
+       [](const auto& flags, const auto&) { return cmd_train(flags, Objective::Sft); }},
+      {"bench", "Time training steps on synthetic batches of the configured shapes; tokens/s and fraction of the "
+                "measured matmul peak.",
+       "bench --config FILE [--set KEY=VALUE]... [--steps N] [--warmup N] [--seq-len T]",
+       {kConfigFlags[0], kConfigFlags[1], kConfigFlags[2],
+        {"--steps", "N", "timed steps (default 5)"},
+        {"--warmup", "N", "untimed warm-up steps (default 2)"},
+        {"--seq-len", "T", "row length (default data.max_length)"}},
+       0, cmd_bench},
       {"init-model", "Write a randomly initialised model in Hugging Face layout (config.json + model.safetensors).",
        "init-model --arch gpt2|llama --out DIR [--set KEY=VALUE]...",
        {{"--arch", "NAME", "gpt2 or llama"},

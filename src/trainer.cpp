@@ -1,1 +1,369 @@
-// placeholder: implemented in its own change
+#include "dpo/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/autograd.h>
+
+#include "dpo/batch_plan.h"
+#include "dpo/checkpoint.h"
+#include "dpo/collate.h"
+#include "dpo/error.h"
+#include "dpo/evaluate.h"
+#include "dpo/logps.h"
+#include "dpo/loss.h"
+#include "dpo/metrics.h"
+#include "dpo/model.h"
+#include "dpo/optimization.h"
+#include "dpo/preference_data.h"
+#include "dpo/throughput.h"
+
+namespace dpo {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::string objective_name(Objective o) { return o == Objective::Dpo ? "dpo" : "sft"; }
+
+// Tokens the forward of these examples processes (prompt + response of each row, no padding).
+int64_t forward_tokens(const PreferenceDataset& data, const std::vector<int64_t>& indices, Objective objective) {
+  int64_t tokens = 0;
+  for (const int64_t i : indices) {
+    const auto& p = data[static_cast<size_t>(i)];
+    tokens += static_cast<int64_t>(p.prompt.size() + p.chosen.size());
+    if (objective == Objective::Dpo) tokens += static_cast<int64_t>(p.prompt.size() + p.rejected.size());
+  }
+  return tokens;
+}
+
+// What the loss of one global batch is divided by, so that the gradient does not depend on how
+// the batch is split: pairs for DPO (a mean over pairs), scored chosen tokens for SFT (a mean over
+// tokens, as maximum likelihood training does).
+double loss_denominator(const PreferenceDataset& data, const std::vector<int64_t>& global, Objective objective) {
+  if (objective == Objective::Dpo) return static_cast<double>(global.size());
+  int64_t tokens = 0;
+  for (const int64_t i : global) {
+    const auto& p = data[static_cast<size_t>(i)];
+    tokens += scored_token_count(p.prompt.size(), p.chosen.size());
+  }
+  return static_cast<double>(std::max<int64_t>(tokens, 1));
+}
+
+// The keys a resumed run must share with the run that wrote the checkpoint.
+nlohmann::json resume_keys(const Config& c, Objective objective) {
+  nlohmann::json keys = {{"model.policy", c.model.policy},
+                         {"data.train", c.data.train},
+                         {"data.max_length", c.data.max_length},
+                         {"data.max_prompt_length", c.data.max_prompt_length},
+                         {"data.truncation", c.data.truncation},
+                         {"run.seed", c.run.seed},
+                         {"train.global_batch_size", c.train.global_batch_size},
+                         {"train.shuffle", c.train.shuffle},
+                         {"train.optimizer", c.train.optimizer}};
+  if (objective == Objective::Dpo) {
+    keys["model.reference"] = c.model.reference;
+    keys["loss.type"] = c.loss.type;
+    keys["loss.beta"] = c.loss.beta;
+    keys["loss.label_smoothing"] = c.loss.label_smoothing;
+  }
+  return keys;
+}
+
+// metrics.jsonl keeps exactly the lines of steps up to `step`, so a resumed run's file equals an
+// uninterrupted one's (lines written after the checkpoint by the interrupted run are dropped).
+void truncate_metrics(const std::string& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step)
+      kept += line + "\n";
+  }
+  const std::string tmp = temporary_path_for(path);
+  std::ofstream(tmp) << kept;
+  commit_path(tmp, path);
+}
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
+}
+
+class Trainer {
+ public:
+  Trainer(const Config& config, Objective objective) : config_(config), objective_(objective) {}
+  TrainSummary run();
+
+ private:
+  void load_models_and_resume();
+  MetricSums micro_step(const std::vector<int64_t>& indices, double scale);
+  std::map<std::string, double> step_means(const MetricSums& sums) const;
+  std::map<std::string, double> evaluate();
+  void write_metrics(const nlohmann::json& line);
+  void print_progress(const std::map<std::string, double>& m, int64_t total_steps, double elapsed, int64_t done_here);
+
+  const Config& config_;
+  const Objective objective_;
+  at::ScalarType dtype_ = at::kFloat;
+  std::unique_ptr<PreferenceDataset> train_data_, eval_data_;
+  CausalLM policy_, reference_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<at::Tensor> parameters_;
+  TrainerState state_;
+  TrainSummary summary_;
+  std::string metrics_path_;
+};
+
+void Trainer::load_models_and_resume() {
+  const auto checkpoint = newest_checkpoint(config_.run.output_dir);
+  state_.objective = objective_name(objective_);
+  state_.extra["resume_keys"] = resume_keys(config_, objective_);
+  if (checkpoint) {
+    const TrainerState saved = load_trainer_state(*checkpoint);
+    if (saved.objective != state_.objective)
+      fail("{}: checkpoint of a '{}' run, but this is a '{}' run; use another run.output_dir", *checkpoint,
+           saved.objective, state_.objective);
+    const nlohmann::json& was = saved.extra.value("resume_keys", nlohmann::json::object());
+    for (const auto& [key, value] : state_.extra["resume_keys"].items())
+      if (was.contains(key) && was[key] != value)
+        fail("{}: cannot resume: {} was {} in the run that wrote this checkpoint, now {}", *checkpoint, key,
+             was[key].dump(), value.dump());
+    state_.step = saved.step;
+    state_.epoch = saved.epoch;
+    state_.step_in_epoch = saved.step_in_epoch;
+    state_.extra["skipped_steps"] = saved.extra.value("skipped_steps", 0);
+    policy_ = load_model(*checkpoint, dtype_, config_.model.device);
+    summary_.resumed_from = saved.step;
+    fmt::print("resuming from {} (step {})\n", *checkpoint, saved.step);
+  } else {
+    policy_ = load_model(config_.model.policy, dtype_, config_.model.device);
+    state_.extra["skipped_steps"] = 0;
+  }
+  policy_->train();
+  parameters_ = policy_->parameters();
+  optimizer_ = make_optimizer(config_.train, parameters_);
+  if (checkpoint) load_optimizer_state(*checkpoint, *optimizer_);
+
+  if (objective_ == Objective::Dpo) {
+    // Always a separate, frozen copy: the policy moves away from it as it trains.
+    reference_ = load_model(config_.model.reference, dtype_, config_.model.device);
+    reference_->eval();
+    for (auto& p : reference_->parameters()) p.set_requires_grad(false);
+  }
+}
+
+MetricSums Trainer::micro_step(const std::vector<int64_t>& indices, double scale) {
+  MetricSums sums;
+  if (objective_ == Objective::Dpo) {
+    const PairBatch batch = collate_pairs(*train_data_, indices);
+    PairLogps ref;
+    {
+      at::NoGradGuard no_grad;  // not InferenceMode: these tensors meet autograd in the loss
+      ref = pair_logps(*reference_, batch);
+    }
+    const PairLogps pol = pair_logps(*policy_, batch);
+    const PreferenceLogps logps{pol.chosen, pol.rejected, ref.chosen, ref.rejected, pol.chosen_tokens,
+                                pol.rejected_tokens};
+    const at::Tensor losses = preference_losses(logps, config_.loss);
+    (losses.sum() * scale).backward();
+    sums.add(pair_metrics(logps, losses, config_.loss));
+  } else {
+    const PairBatch batch = collate_chosen(*train_data_, indices);
+    const at::Device device = parameters_.front().device();
+    const SequenceLogps s =
+        sequence_logps(policy_->forward(batch.input_ids.to(device)), batch.input_ids.to(device), batch.response_mask.to(device));
+    const at::Tensor nll = -s.logps.sum();
+    (nll * scale).backward();
+    sums.add("nll", nll.item<double>());
+    sums.add("scored_tokens", static_cast<double>(s.token_counts.sum().item<int64_t>()));
+    sums.add("logps/chosen", s.logps.detach().sum().item<double>());
+    sums.add_pairs(batch.num_pairs);
+  }
+  return sums;
+}
+
+std::map<std::string, double> Trainer::step_means(const MetricSums& sums) const {
+  if (objective_ == Objective::Dpo) return sums.means();
+  const double tokens = std::max(1.0, sums.sums().count("scored_tokens") ? sums.sums().at("scored_tokens") : 0.0);
+  const double nll = sums.sums().count("nll") ? sums.sums().at("nll") : 0.0;
+  return {{"loss", nll / tokens}, {"logps/chosen", sums.means().count("logps/chosen") ? sums.means().at("logps/chosen") : 0.0}};
+}
+
+std::map<std::string, double> Trainer::evaluate() {
+  policy_->eval();
+  std::map<std::string, double> out;
+  if (objective_ == Objective::Dpo) {
+    out = evaluate_pairs(*policy_, *reference_, *eval_data_, config_.loss, config_.train.micro_batch_size).means();
+  } else {
+    c10::InferenceMode no_grad;
+    double nll = 0, tokens = 0;
+    const auto n = static_cast<int64_t>(eval_data_->size());
+    const at::Device device = parameters_.front().device();
+    for (int64_t begin = 0; begin < n; begin += config_.train.micro_batch_size) {
+      std::vector<int64_t> indices;
+      for (int64_t i = begin; i < std::min(n, begin + config_.train.micro_batch_size); ++i) indices.push_back(i);
+      const PairBatch batch = collate_chosen(*eval_data_, indices);
+      const SequenceLogps s = sequence_logps(policy_->forward(batch.input_ids.to(device)), batch.input_ids.to(device),
+                                             batch.response_mask.to(device));
+      nll -= s.logps.sum().item<double>();
+      tokens += static_cast<double>(s.token_counts.sum().item<int64_t>());
+    }
+    out["loss"] = nll / std::max(tokens, 1.0);
+  }
+  policy_->train();
+  return out;
+}
+
+void Trainer::write_metrics(const nlohmann::json& line) {
+  std::ofstream out(metrics_path_, std::ios::app);
+  out << line.dump() << '\n';
+  if (!out) fail("{}: write failed", metrics_path_);
+}
+
+void Trainer::print_progress(const std::map<std::string, double>& m, int64_t total_steps, double elapsed,
+                             int64_t done_here) {
+  const double eta = done_here > 0 ? elapsed / static_cast<double>(done_here) * static_cast<double>(total_steps - state_.step) : 0.0;
+  std::string line = fmt::format("step {}/{} | loss {:.4f}", state_.step, total_steps, m.at("loss"));
+  if (m.count("rewards/accuracies")) line += fmt::format(" | acc {:.3f} | margin {:.4f}", m.at("rewards/accuracies"), m.at("rewards/margins"));
+  line += fmt::format(" | grad {:.3g} | lr {:.3g} | {:.0f} tok/s | ETA {}", m.at("grad_norm"), m.at("lr"),
+                      m.at("tokens_per_s"), format_duration(eta));
+  // A terminal gets one line rewritten in place; a log file gets one line per logged step.
+  if (isatty(STDOUT_FILENO)) fmt::print("\r{:<120}", line);
+  else fmt::print("{}\n", line);
+  std::fflush(stdout);
+}
+
+TrainSummary Trainer::run() {
+  const Config& c = config_;
+  if (c.data.train.empty()) fail("data.train: dpo {} needs a training dataset (set data.train)", objective_name(objective_));
+  dtype_ = parse_dtype(c.model.dtype);
+  fs::create_directories(c.run.output_dir);
+  metrics_path_ = (fs::path(c.run.output_dir) / "metrics.jsonl").string();
+
+  load_models_and_resume();
+  const TruncationRule rule = truncation_rule(c.data);
+  train_data_ = std::make_unique<PreferenceDataset>(PreferenceDataset::load(c.data.train, rule, policy_->spec().vocab_size));
+  fmt::print("{}\n", train_data_->summary_line());
+  if (!c.data.eval.empty()) {
+    eval_data_ = std::make_unique<PreferenceDataset>(PreferenceDataset::load(c.data.eval, rule, policy_->spec().vocab_size));
+    fmt::print("{}\n", eval_data_->summary_line());
+  }
+
+  const BatchPlan plan(static_cast<int64_t>(train_data_->size()), c.train.global_batch_size, c.train.micro_batch_size,
+                       /*world_size=*/1, static_cast<uint64_t>(c.run.seed), c.train.shuffle);
+  const int64_t epoch_steps = plan.steps_per_epoch();
+  int64_t total_steps = c.train.epochs * epoch_steps;
+  if (c.train.max_steps > 0) total_steps = std::min(total_steps, c.train.max_steps);
+  truncate_metrics(metrics_path_, state_.step);
+
+  const double peak_flops = measure_matmul_peak_flops(c.model.device, dtype_, 0.25);
+  // Forward FLOPs per token multiplier: policy forward + backward ~ 3x, a live reference forward 1x.
+  const double flops_factor = objective_ == Objective::Dpo ? 4.0 : 3.0;
+  fmt::print("dpo {}: {} pairs, {} steps/epoch, {} steps, global batch {} = {} x {} accumulation, {} | {} on {}, "
+             "matmul peak {:.1f} GFLOP/s\n",
+             objective_name(objective_), train_data_->size(), epoch_steps, total_steps, c.train.global_batch_size,
+             c.train.micro_batch_size, plan.accumulation_steps(), c.train.optimizer, c.model.dtype, c.model.device,
+             peak_flops / 1e9);
+
+  const auto run_start = Clock::now();
+  const int64_t first_step = state_.step;
+  int64_t last_saved = state_.step;
+  while (state_.step < total_steps) {
+    const auto step_start = Clock::now();
+    const std::vector<int64_t> global = plan.global_batch(state_.epoch, state_.step_in_epoch);
+    const double scale = 1.0 / loss_denominator(*train_data_, global, objective_);
+    const double lr = learning_rate(c.train, state_.step, total_steps);
+    set_learning_rate(*optimizer_, lr);
+    optimizer_->zero_grad();  // libtorch 1.13: zeroes in place
+
+    MetricSums sums;
+    for (const auto& micro : plan.rank_micro_batches(state_.epoch, state_.step_in_epoch, /*rank=*/0)) {
+      if (micro.empty()) continue;
+      const MetricSums s = micro_step(micro, scale);
+      for (const auto& [name, value] : s.sums()) sums.add(name, value);
+      sums.add_pairs(s.pairs());
+    }
+    const double grad_norm = clip_grad_norm(parameters_, c.train.max_grad_norm);
+    std::map<std::string, double> m = step_means(sums);
+    const bool finite = std::isfinite(m.at("loss")) && std::isfinite(grad_norm);
+    const int64_t step_number = state_.step + 1;
+    if (!finite) {
+      const std::string what = fmt::format("loss {} and grad_norm {}", m.at("loss"), grad_norm);
+      if (!c.train.skip_nonfinite)
+        fail("step {}: non-finite {}; stopped before the update, nothing of this step was saved "
+             "(set train.skip_nonfinite: true to skip such steps)", step_number, what);
+      fmt::print(stderr, "dpo: warning: step {}: non-finite {}; update skipped\n", step_number, what);
+      optimizer_->zero_grad();
+      state_.extra["skipped_steps"] = state_.extra["skipped_steps"].get<int64_t>() + 1;
+    } else {
+      optimizer_->step();
+    }
+
+    state_.step = step_number;
+    if (++state_.step_in_epoch == epoch_steps) {
+      state_.step_in_epoch = 0;
+      ++state_.epoch;
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+    const int64_t tokens = forward_tokens(*train_data_, global, objective_);
+    const double mean_row = static_cast<double>(tokens) / static_cast<double>(global.size() * (objective_ == Objective::Dpo ? 2 : 1));
+    m["grad_norm"] = grad_norm;
+    m["lr"] = lr;
+    m["tokens_per_s"] = static_cast<double>(tokens) / seconds;
+    m["mfu"] = flops_factor * policy_->forward_flops_per_token(static_cast<int64_t>(std::lround(mean_row))) *
+               static_cast<double>(tokens) / seconds / peak_flops;
+    m["peak_memory_mib"] = peak_memory_mib(c.model.device);
+    m["step_time_s"] = seconds;
+    summary_.last_metrics = m;
+
+    if (step_number % c.run.log_every == 0 || step_number == total_steps || !finite) {
+      nlohmann::json line = {{"step", step_number},
+                             {"epoch", static_cast<double>(state_.epoch) +
+                                           static_cast<double>(state_.step_in_epoch) / static_cast<double>(epoch_steps)}};
+      for (const auto& [name, value] : m) line[name] = value;
+      if (!finite) line["skipped"] = true;
+      write_metrics(line);
+      print_progress(m, total_steps, std::chrono::duration<double>(Clock::now() - run_start).count(),
+                     step_number - first_step);
+    }
+    if (eval_data_ && c.train.eval_every > 0 && step_number % c.train.eval_every == 0) {
+      nlohmann::json line = {{"step", step_number}};
+      for (const auto& [name, value] : evaluate()) line["eval_" + name] = value;
+      write_metrics(line);
+      fmt::print("eval at step {}: loss {:.4f}{}\n", step_number, line["eval_loss"].get<double>(),
+                 line.contains("eval_rewards/accuracies")
+                     ? fmt::format(", accuracy {:.3f}", line["eval_rewards/accuracies"].get<double>())
+                     : "");
+    }
+    if (c.train.save_every > 0 && step_number % c.train.save_every == 0) {
+      save_checkpoint(c.run.output_dir, *policy_, *optimizer_, state_, c.train.keep_checkpoints);
+      last_saved = step_number;
+    }
+  }
+  if (isatty(STDOUT_FILENO)) fmt::print("\n");
+  if (last_saved != state_.step) save_checkpoint(c.run.output_dir, *policy_, *optimizer_, state_, c.train.keep_checkpoints);
+  summary_.steps = state_.step;
+  summary_.skipped_steps = state_.extra["skipped_steps"].get<int64_t>();
+  summary_.final_model_dir = (fs::path(c.run.output_dir) / "final").string();
+  save_model(*policy_, summary_.final_model_dir);
+  return summary_;
+}
+
+}  // namespace
+
+TrainSummary run_training(const Config& config, Objective objective) { return Trainer(config, objective).run(); }
+
+}  // namespace dpo

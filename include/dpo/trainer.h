@@ -1,0 +1,25 @@
+// The training loop shared by `dpo train` (DPO) and `dpo sft` (maximum likelihood on
+// prompt+chosen with the prompt masked): batch plan, micro-batch accumulation, clipping, the
+// optimizer step and schedule, metrics.jsonl and the progress line, periodic eval, checkpoints and
+// resume. The objectives differ only in what one micro-batch computes.
+#pragma once
+#include <map>
+#include <string>
+
+#include "dpo/config.h"
+
+namespace dpo {
+
+enum class Objective { Dpo, Sft };
+
+struct TrainSummary {
+  int64_t steps = 0;            // optimizer steps completed in total
+  int64_t resumed_from = 0;     // step of the checkpoint resumed from (0 = fresh start)
+  int64_t skipped_steps = 0;    // non-finite steps skipped (train.skip_nonfinite)
+  std::string final_model_dir;  // <output_dir>/final: a Hugging Face directory
+  std::map<std::string, double> last_metrics;
+};
+
+TrainSummary run_training(const Config& config, Objective objective);
+
+}  // namespace dpo
