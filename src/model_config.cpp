@@ -196,7 +196,9 @@ nlohmann::json hf_config_from_model_spec(const ModelSpec& spec, const std::strin
     model_type = "llama";
   }
   static const std::map<std::string, const char*> kArchitecture = {
-      {"llama", "LlamaForCausalLM"}, {"qwen2", "Qwen2ForCausalLM"}, {"mistral", "MistralForCausalLM"}};
+      {"llama", "LlamaForCausalLM"},
+      {"qwen2", "Qwen2ForCausalLM"},
+      {"mistral", "MistralForCausalLM"}};
   c["model_type"] = model_type;
   c["architectures"] = {kArchitecture.at(model_type)};
   c["hidden_size"] = spec.hidden_size;
@@ -268,10 +270,14 @@ at::ScalarType parse_dtype(const std::string& name) {
 
 std::string dtype_name(at::ScalarType dtype) {
   switch (dtype) {
-    case at::kFloat: return "float32";
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    default: fail("dtype {} is not a model dtype (float32, bfloat16, float16)", c10::toString(dtype));
+    case at::kFloat:
+      return "float32";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    default:
+      fail("dtype {} is not a model dtype (float32, bfloat16, float16)", c10::toString(dtype));
   }
 }
 
@@ -288,7 +294,8 @@ Gpt2Activation gpt2_activation(const ModelSpec& spec, const std::string& source)
 }
 
 bool llama_o_proj_bias(const ModelSpec& spec) {
-  const bool qwen2 = spec.hf_config.is_object() && spec.hf_config.value("model_type", "") == "qwen2";
+  const bool qwen2 =
+      spec.hf_config.is_object() && spec.hf_config.value("model_type", "") == "qwen2";
   return spec.attention_bias && !qwen2;
 }
 
@@ -317,8 +324,8 @@ double CausalLMImpl::forward_flops_per_token(int64_t seq_len) const {
   const double per_layer = d * (2 * q_width + 2 * kv_width) + mlp_matrices * d * inner;
   const double matmul_params =
       static_cast<double>(spec_.num_layers) * per_layer + d * static_cast<double>(spec_.vocab_size);
-  const double attention = 4.0 * static_cast<double>(spec_.num_layers) * q_width *
-                           static_cast<double>(seq_len);
+  const double attention =
+      4.0 * static_cast<double>(spec_.num_layers) * q_width * static_cast<double>(seq_len);
   return 2.0 * matmul_params + attention;
 }
 

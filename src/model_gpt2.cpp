@@ -1,8 +1,8 @@
 // GPT2LMHeadModel as in transformers: learned positions, pre-LayerNorm blocks, Conv1D
 // projections, head tied to the token embedding.
-#include <vector>
-
 #include <torch/nn/modules/container/modulelist.h>
+
+#include <vector>
 
 #include "dpo/error.h"
 #include "dpo/model_layers.h"
@@ -12,8 +12,10 @@ namespace {
 
 struct GPT2AttentionImpl : torch::nn::Module {
   GPT2AttentionImpl(const ModelSpec& s, const at::TensorOptions& o) : heads(s.num_heads) {
-    c_attn = register_module("c_attn", std::make_shared<Conv1DImpl>(s.hidden_size, 3 * s.hidden_size, o));
-    c_proj = register_module("c_proj", std::make_shared<Conv1DImpl>(s.hidden_size, s.hidden_size, o));
+    c_attn = register_module("c_attn",
+                             std::make_shared<Conv1DImpl>(s.hidden_size, 3 * s.hidden_size, o));
+    c_proj =
+        register_module("c_proj", std::make_shared<Conv1DImpl>(s.hidden_size, s.hidden_size, o));
   }
   at::Tensor forward(const at::Tensor& x) const {
     const int64_t B = x.size(0), T = x.size(1), d = x.size(2);
@@ -31,8 +33,10 @@ struct GPT2AttentionImpl : torch::nn::Module {
 
 struct GPT2MLPImpl : torch::nn::Module {
   GPT2MLPImpl(const ModelSpec& s, const at::TensorOptions& o, Gpt2Activation act) : act(act) {
-    c_fc = register_module("c_fc", std::make_shared<Conv1DImpl>(s.hidden_size, s.intermediate_size, o));
-    c_proj = register_module("c_proj", std::make_shared<Conv1DImpl>(s.intermediate_size, s.hidden_size, o));
+    c_fc = register_module("c_fc",
+                           std::make_shared<Conv1DImpl>(s.hidden_size, s.intermediate_size, o));
+    c_proj = register_module("c_proj",
+                             std::make_shared<Conv1DImpl>(s.intermediate_size, s.hidden_size, o));
   }
   at::Tensor activation(const at::Tensor& x) const {
     switch (act) {
@@ -73,7 +77,8 @@ struct GPT2ModelImpl : torch::nn::Module {
   GPT2ModelImpl(const ModelSpec& s, const at::TensorOptions& o) {
     const Gpt2Activation act = gpt2_activation(s, "config");
     wte = register_module("wte", std::make_shared<EmbeddingImpl>(s.vocab_size, s.hidden_size, o));
-    wpe = register_module("wpe", std::make_shared<EmbeddingImpl>(s.max_position_embeddings, s.hidden_size, o));
+    wpe = register_module(
+        "wpe", std::make_shared<EmbeddingImpl>(s.max_position_embeddings, s.hidden_size, o));
     torch::nn::ModuleList list;
     for (int64_t i = 0; i < s.num_layers; ++i) {
       blocks.push_back(std::make_shared<GPT2BlockImpl>(s, o, act));

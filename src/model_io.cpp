@@ -1,13 +1,13 @@
 // Model construction, initialisation, and Hugging Face directory I/O (config.json +
 // model.safetensors or sharded model.safetensors.index.json).
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
+
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
-
-#include <ATen/CPUGeneratorImpl.h>
-#include <c10/core/GradMode.h>
 
 #include "dpo/error.h"
 #include "dpo/model_layers.h"
@@ -24,7 +24,8 @@ CausalLM make_model(const ModelSpec& spec, const at::TensorOptions& options) {
 std::string shape_str(at::IntArrayRef shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 nlohmann::json read_json_file(const std::string& path) {
@@ -97,7 +98,8 @@ std::string human_bytes(uint64_t bytes) {
 
 CausalLM build_model(const ModelSpec& spec, uint64_t seed) {
   CausalLM model = make_model(spec, at::TensorOptions().dtype(at::kFloat));
-  const double std = spec.hf_config.is_object() ? spec.hf_config.value("initializer_range", 0.02) : 0.02;
+  const double std =
+      spec.hf_config.is_object() ? spec.hf_config.value("initializer_range", 0.02) : 0.02;
   // GPT-2 scales its residual output projections by 1/sqrt(2 * n_layer), as transformers does.
   const double residual_std = std / std::sqrt(2.0 * static_cast<double>(spec.num_layers));
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -126,13 +128,15 @@ CausalLM load_model(const std::string& dir, at::ScalarType dtype, const std::str
   std::map<std::string, std::string> loaded_from;  // parameter -> file
   c10::NoGradGuard no_grad;
   for (const std::string& file : checkpoint_files(dir)) {
-    if (!fs::exists(file)) fail("{}: shard listed in model.safetensors.index.json is missing", file);
+    if (!fs::exists(file))
+      fail("{}: shard listed in model.safetensors.index.json is missing", file);
     const SafetensorsFile checkpoint = read_safetensors(file);
     for (const auto& [name, tensor] : checkpoint.tensors) {
       const std::string target = parameter_name_for(spec, name, tensor, file);
       if (target.empty()) continue;
       at::Tensor* param = parameters.find(target);
-      if (param == nullptr) fail("{}: unexpected tensor '{}' (no such parameter in the model)", file, name);
+      if (param == nullptr)
+        fail("{}: unexpected tensor '{}' (no such parameter in the model)", file, name);
       if (!at::isFloatingType(tensor.scalar_type())) {
         fail("{}: tensor '{}' has dtype {}, expected a floating type", file, name,
              c10::toString(tensor.scalar_type()));
@@ -147,7 +151,8 @@ CausalLM load_model(const std::string& dir, at::ScalarType dtype, const std::str
     }
   }
   for (const auto& p : parameters) {
-    if (!loaded_from.count(p.key())) fail("{}: tensor '{}' is missing from the checkpoint", dir, p.key());
+    if (!loaded_from.count(p.key()))
+      fail("{}: tensor '{}' is missing from the checkpoint", dir, p.key());
   }
   return model;
 }
@@ -211,7 +216,8 @@ std::string describe_model_dir(const std::string& dir) {
                                 human_bytes(fs::file_size(file))));
   }
   std::string dtypes;
-  for (const auto& [name, n] : by_dtype) dtypes += fmt::format("{}{} x {}", dtypes.empty() ? "" : ", ", n, name);
+  for (const auto& [name, n] : by_dtype)
+    dtypes += fmt::format("{}{} x {}", dtypes.empty() ? "" : ", ", n, name);
   out << fmt::format("  parameters on disk: {} in {} tensors ({})\n", elements, tensors, dtypes);
   out << "  files:";
   for (const auto& f : files) out << " " << f;

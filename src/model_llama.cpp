@@ -1,10 +1,10 @@
 // LlamaForCausalLM as in transformers (also Qwen2 and Mistral, whose math is the same within the
 // limits checked in model_config.cpp): RMSNorm, rotary positions (rotate_half convention),
 // grouped-query attention, SwiGLU MLP.
+#include <torch/nn/modules/container/modulelist.h>
+
 #include <cmath>
 #include <vector>
-
-#include <torch/nn/modules/container/modulelist.h>
 
 #include "dpo/error.h"
 #include "dpo/model_layers.h"
@@ -21,10 +21,14 @@ struct LlamaAttentionImpl : torch::nn::Module {
   LlamaAttentionImpl(const ModelSpec& s, const at::TensorOptions& o)
       : heads(s.num_heads), kv_heads(s.num_kv_heads), head_dim(s.head_dim) {
     const bool b = s.attention_bias;
-    q_proj = register_module("q_proj", std::make_shared<LinearImpl>(s.hidden_size, heads * head_dim, b, o));
-    k_proj = register_module("k_proj", std::make_shared<LinearImpl>(s.hidden_size, kv_heads * head_dim, b, o));
-    v_proj = register_module("v_proj", std::make_shared<LinearImpl>(s.hidden_size, kv_heads * head_dim, b, o));
-    o_proj = register_module("o_proj", std::make_shared<LinearImpl>(heads * head_dim, s.hidden_size, llama_o_proj_bias(s), o));
+    q_proj = register_module("q_proj",
+                             std::make_shared<LinearImpl>(s.hidden_size, heads * head_dim, b, o));
+    k_proj = register_module(
+        "k_proj", std::make_shared<LinearImpl>(s.hidden_size, kv_heads * head_dim, b, o));
+    v_proj = register_module(
+        "v_proj", std::make_shared<LinearImpl>(s.hidden_size, kv_heads * head_dim, b, o));
+    o_proj = register_module("o_proj", std::make_shared<LinearImpl>(heads * head_dim, s.hidden_size,
+                                                                    llama_o_proj_bias(s), o));
   }
   // cos, sin: [T, head_dim] in the model dtype.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
@@ -52,9 +56,12 @@ struct LlamaAttentionImpl : torch::nn::Module {
 struct LlamaMLPImpl : torch::nn::Module {
   LlamaMLPImpl(const ModelSpec& s, const at::TensorOptions& o) {
     const bool b = s.mlp_bias;
-    gate_proj = register_module("gate_proj", std::make_shared<LinearImpl>(s.hidden_size, s.intermediate_size, b, o));
-    up_proj = register_module("up_proj", std::make_shared<LinearImpl>(s.hidden_size, s.intermediate_size, b, o));
-    down_proj = register_module("down_proj", std::make_shared<LinearImpl>(s.intermediate_size, s.hidden_size, b, o));
+    gate_proj = register_module(
+        "gate_proj", std::make_shared<LinearImpl>(s.hidden_size, s.intermediate_size, b, o));
+    up_proj = register_module(
+        "up_proj", std::make_shared<LinearImpl>(s.hidden_size, s.intermediate_size, b, o));
+    down_proj = register_module(
+        "down_proj", std::make_shared<LinearImpl>(s.intermediate_size, s.hidden_size, b, o));
   }
   at::Tensor forward(const at::Tensor& x) const {
     return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
@@ -66,8 +73,10 @@ struct LlamaDecoderLayerImpl : torch::nn::Module {
   LlamaDecoderLayerImpl(const ModelSpec& s, const at::TensorOptions& o) {
     self_attn = register_module("self_attn", std::make_shared<LlamaAttentionImpl>(s, o));
     mlp = register_module("mlp", std::make_shared<LlamaMLPImpl>(s, o));
-    input_layernorm = register_module("input_layernorm", std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
-    post_attention_layernorm = register_module("post_attention_layernorm", std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
+    input_layernorm = register_module("input_layernorm",
+                                      std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
+    post_attention_layernorm = register_module(
+        "post_attention_layernorm", std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
   }
   at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin) const {
     h = h + self_attn->forward(input_layernorm->forward(h), cos, sin);
@@ -81,7 +90,8 @@ struct LlamaDecoderLayerImpl : torch::nn::Module {
 // transformers' LlamaModel: the parameters live under "model.".
 struct LlamaModelImpl : torch::nn::Module {
   LlamaModelImpl(const ModelSpec& s, const at::TensorOptions& o) {
-    embed_tokens = register_module("embed_tokens", std::make_shared<EmbeddingImpl>(s.vocab_size, s.hidden_size, o));
+    embed_tokens = register_module("embed_tokens",
+                                   std::make_shared<EmbeddingImpl>(s.vocab_size, s.hidden_size, o));
     torch::nn::ModuleList list;
     for (int64_t i = 0; i < s.num_layers; ++i) {
       layers.push_back(std::make_shared<LlamaDecoderLayerImpl>(s, o));
@@ -103,15 +113,18 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
         sliding_window_(llama_sliding_window(s, "config")) {
     model_ = register_module("model", std::make_shared<LlamaModelImpl>(s, o));
     if (!s.tie_word_embeddings) {
-      lm_head_ = register_module("lm_head", std::make_shared<LinearImpl>(s.hidden_size, s.vocab_size, false, o));
+      lm_head_ = register_module(
+          "lm_head", std::make_shared<LinearImpl>(s.hidden_size, s.vocab_size, false, o));
     }
   }
   at::Tensor forward(const at::Tensor& input_ids) override {
     if (input_ids.dim() != 2) fail("llama forward: input_ids must be [batch, time]");
     const int64_t T = input_ids.size(1);
     if (sliding_window_ > 0 && T > sliding_window_) {
-      fail("llama forward: sequence length {} exceeds sliding_window {} (sliding-window attention "
-           "is not implemented)", T, sliding_window_);
+      fail(
+          "llama forward: sequence length {} exceeds sliding_window {} (sliding-window attention "
+          "is not implemented)",
+          T, sliding_window_);
     }
     at::Tensor h = model_->embed_tokens->forward(input_ids);
     // As LlamaRotaryEmbedding: angles in float32, cos/sin cast to the model dtype.
@@ -144,7 +157,8 @@ double json_number(const nlohmann::json& obj, const char* key, const std::string
 at::Tensor rope_inv_freq(const ModelSpec& spec, const std::string& source) {
   const int64_t dim = spec.head_dim;
   // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in float32.
-  const at::Tensor exponents = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
+  const at::Tensor exponents =
+      at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
   at::Tensor inv_freq = 1.0 / at::pow(spec.rope_theta, exponents);
   const nlohmann::json& cfg = spec.hf_config;
   if (!cfg.is_object() || !cfg.contains("rope_scaling") || cfg["rope_scaling"].is_null()) {
@@ -153,7 +167,8 @@ at::Tensor rope_inv_freq(const ModelSpec& spec, const std::string& source) {
   const nlohmann::json& rs = cfg["rope_scaling"];
   if (!rs.is_object()) fail("{}: rope_scaling must be an object or null", source);
   const std::string key = rs.contains("rope_type") ? "rope_type" : "type";
-  const std::string type = rs.contains(key) && rs[key].is_string() ? rs[key].get<std::string>() : "";
+  const std::string type =
+      rs.contains(key) && rs[key].is_string() ? rs[key].get<std::string>() : "";
   if (type == "default") return inv_freq;
   if (type == "linear") return inv_freq / json_number(rs, "factor", source);
   if (type == "llama3") {
@@ -169,7 +184,8 @@ at::Tensor rope_inv_freq(const ModelSpec& spec, const std::string& source) {
     const at::Tensor smooth =
         (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
     const at::Tensor smoothed = (1 - smooth) * scaled / factor + smooth * scaled;
-    const at::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+    const at::Tensor medium =
+        (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
     return at::where(medium, smoothed, scaled);
   }
   fail("{}: rope_scaling type '{}' is not supported (null, linear and llama3 are)", source, type);

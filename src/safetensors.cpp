@@ -5,9 +5,8 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "dpo/error.h"
 
@@ -23,7 +22,7 @@ struct DtypeName {
   at::ScalarType type;
 };
 constexpr DtypeName kDtypes[] = {
-    {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf}, {"BF16", at::kBFloat16},
+    {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf},  {"BF16", at::kBFloat16},
     {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort}, {"I8", at::kChar},
     {"U8", at::kByte},    {"BOOL", at::kBool},
 };
@@ -62,8 +61,7 @@ uint64_t json_u64(const nlohmann::json& v, const std::string& path, const std::s
                   const char* what) {
   // Parsed JSON stores every non-negative integer as unsigned; negatives and floats are refused.
   if (!v.is_number_unsigned()) {
-    fail("{}: tensor '{}': {} must be non-negative integers, got {}", path, tensor, what,
-         v.dump());
+    fail("{}: tensor '{}': {} must be non-negative integers, got {}", path, tensor, what, v.dump());
   }
   return v.get<uint64_t>();
 }
@@ -158,8 +156,8 @@ SafetensorsHeader read_safetensors_header(const std::string& path) {
                    [](const auto& a, const auto& b) { return a.begin < b.begin; });
   for (size_t i = 1; i < result.entries.size(); ++i) {
     if (result.entries[i].begin < result.entries[i - 1].end) {
-      fail("{}: tensor '{}' overlaps tensor '{}' in the data buffer", path,
-           result.entries[i].name, result.entries[i - 1].name);
+      fail("{}: tensor '{}' overlaps tensor '{}' in the data buffer", path, result.entries[i].name,
+           result.entries[i - 1].name);
     }
   }
   return result;

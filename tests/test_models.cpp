@@ -1,11 +1,11 @@
-#include <catch2/catch.hpp>
+#include <c10/core/GradMode.h>
+#include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-
-#include <c10/core/GradMode.h>
-#include <unistd.h>
+#include <functional>
 
 #include "dpo/error.h"
 #include "dpo/model.h"
@@ -104,13 +104,14 @@ Vec attend(const std::vector<Vec>& q, const std::vector<Vec>& k, const std::vect
 }
 
 std::vector<Vec> gpt2_reference(const dpo::ModelSpec& s, const Weights& w,
-                                 const std::vector<int64_t>& ids, const std::string& act) {
+                                const std::vector<int64_t>& ids, const std::string& act) {
   const size_t d = s.hidden_size, T = ids.size(), H = s.num_heads, D = s.head_dim;
   const size_t inner = s.intermediate_size;
   std::vector<Vec> h(T, Vec(d));
   for (size_t t = 0; t < T; ++t) {
     for (size_t i = 0; i < d; ++i) {
-      h[t][i] = w("transformer.wte.weight")[ids[t] * d + i] + w("transformer.wpe.weight")[t * d + i];
+      h[t][i] =
+          w("transformer.wte.weight")[ids[t] * d + i] + w("transformer.wpe.weight")[t * d + i];
     }
   }
   for (int64_t l = 0; l < s.num_layers; ++l) {
@@ -135,15 +136,17 @@ std::vector<Vec> gpt2_reference(const dpo::ModelSpec& s, const Weights& w,
       const Vec m = layer_norm(h[t], w(p + "ln_2.weight"), w(p + "ln_2.bias"), s.norm_eps);
       Vec f = conv1d(w(p + "mlp.c_fc.weight"), w(p + "mlp.c_fc.bias"), m, inner);
       for (double& x : f) {
-        x = act == "gelu" ? 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)))
-                          : 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+        x = act == "gelu"
+                ? 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)))
+                : 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
       }
       add_into(h[t], conv1d(w(p + "mlp.c_proj.weight"), w(p + "mlp.c_proj.bias"), f, d));
     }
   }
   std::vector<Vec> logits(T);
   for (size_t t = 0; t < T; ++t) {
-    const Vec x = layer_norm(h[t], w("transformer.ln_f.weight"), w("transformer.ln_f.bias"), s.norm_eps);
+    const Vec x =
+        layer_norm(h[t], w("transformer.ln_f.weight"), w("transformer.ln_f.bias"), s.norm_eps);
     logits[t] = linear(w("transformer.wte.weight"), nullptr, x, s.vocab_size);
   }
   return logits;
@@ -208,11 +211,13 @@ std::vector<Vec> llama_reference(const dpo::ModelSpec& s, const Weights& w,
         const Vec o = attend(q, k, v, t, head * D, kv_head * D, D);
         y.insert(y.end(), o.begin(), o.end());
       }
-      add_into(h[t], linear(w(p + "self_attn.o_proj.weight"), bias(p + "self_attn.o_proj.bias"), y, d));
+      add_into(h[t],
+               linear(w(p + "self_attn.o_proj.weight"), bias(p + "self_attn.o_proj.bias"), y, d));
     }
     for (size_t t = 0; t < T; ++t) {
       const Vec m = rms_norm(h[t], w(p + "post_attention_layernorm.weight"), s.norm_eps);
-      const Vec gate = linear(w(p + "mlp.gate_proj.weight"), bias(p + "mlp.gate_proj.bias"), m, inner);
+      const Vec gate =
+          linear(w(p + "mlp.gate_proj.weight"), bias(p + "mlp.gate_proj.bias"), m, inner);
       Vec up = linear(w(p + "mlp.up_proj.weight"), bias(p + "mlp.up_proj.bias"), m, inner);
       for (size_t i = 0; i < inner; ++i) up[i] *= gate[i] / (1 + std::exp(-gate[i]));
       add_into(h[t], linear(w(p + "mlp.down_proj.weight"), bias(p + "mlp.down_proj.bias"), up, d));
@@ -221,7 +226,8 @@ std::vector<Vec> llama_reference(const dpo::ModelSpec& s, const Weights& w,
   const std::string head = s.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
   std::vector<Vec> logits(T);
   for (size_t t = 0; t < T; ++t) {
-    logits[t] = linear(w(head), nullptr, rms_norm(h[t], w("model.norm.weight"), s.norm_eps), s.vocab_size);
+    logits[t] =
+        linear(w(head), nullptr, rms_norm(h[t], w("model.norm.weight"), s.norm_eps), s.vocab_size);
   }
   return logits;
 }
@@ -229,7 +235,8 @@ std::vector<Vec> llama_reference(const dpo::ModelSpec& s, const Weights& w,
 // ---------------------------------------------------------------------------------------------
 
 std::string scratch_dir(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / fmt::format("dpo_models_test_{}", getpid()) / name;
+  const fs::path dir =
+      fs::temp_directory_path() / fmt::format("dpo_models_test_{}", getpid()) / name;
   fs::remove_all(dir);
   fs::create_directories(dir.parent_path());
   return dir.string();
@@ -241,8 +248,11 @@ json tiny_config(dpo::Architecture arch) {
   if (arch == dpo::Architecture::GPT2) {
     c.update({{"n_embd", 16}, {"n_head", 4}, {"n_inner", 24}, {"n_positions", 16}});
   } else {
-    c.update({{"hidden_size", 16}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
-              {"intermediate_size", 24}, {"max_position_embeddings", 16}});
+    c.update({{"hidden_size", 16},
+              {"num_attention_heads", 4},
+              {"num_key_value_heads", 2},
+              {"intermediate_size", 24},
+              {"max_position_embeddings", 16}});
   }
   return c;
 }
@@ -266,7 +276,8 @@ dpo::CausalLM random_model(const json& config, uint64_t seed) {
   return model;
 }
 
-const std::vector<std::vector<int64_t>> kBatch = {{3, 17, 0, 39, 8, 8, 25}, {11, 2, 30, 5, 19, 1, 36}};
+const std::vector<std::vector<int64_t>> kBatch = {{3, 17, 0, 39, 8, 8, 25},
+                                                  {11, 2, 30, 5, 19, 1, 36}};
 
 at::Tensor batch_ids() {
   at::Tensor ids = at::empty({2, 7}, at::kLong);
@@ -277,7 +288,8 @@ at::Tensor batch_ids() {
 }
 
 // max |model - reference| relative to max |reference|, over the whole batch.
-double relative_error(const at::Tensor& logits, const std::function<std::vector<Vec>(const std::vector<int64_t>&)>& ref) {
+double relative_error(const at::Tensor& logits,
+                      const std::function<std::vector<Vec>(const std::vector<int64_t>&)>& ref) {
   const at::Tensor got = logits.to(at::kDouble).contiguous();
   double worst = 0, scale = 0;
   for (int b = 0; b < 2; ++b) {
@@ -340,16 +352,25 @@ TEST_CASE("Llama-family logits match an independent float64 implementation", "[m
   bool o_bias = false, mlp_bias = false;
   SECTION("llama, grouped-query attention, untied head") {}
   SECTION("qwen2: q/k/v biases, tied head") {
-    config.update({{"model_type", "qwen2"}, {"architectures", {"Qwen2ForCausalLM"}},
-                   {"tie_word_embeddings", true}, {"num_key_value_heads", 1}});
+    config.update({{"model_type", "qwen2"},
+                   {"architectures", {"Qwen2ForCausalLM"}},
+                   {"tie_word_embeddings", true},
+                   {"num_key_value_heads", 1}});
     config.erase("attention_bias");
     config.erase("mlp_bias");
   }
   SECTION("llama: all biases, explicit head_dim, llama3 rope scaling, rope_theta") {
-    config.update({{"attention_bias", true}, {"mlp_bias", true}, {"head_dim", 8},
-                   {"num_key_value_heads", 4}, {"rope_theta", 500.0},
-                   {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                                     {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 64}}}});
+    config.update({{"attention_bias", true},
+                   {"mlp_bias", true},
+                   {"head_dim", 8},
+                   {"num_key_value_heads", 4},
+                   {"rope_theta", 500.0},
+                   {"rope_scaling",
+                    {{"rope_type", "llama3"},
+                     {"factor", 8.0},
+                     {"low_freq_factor", 1.0},
+                     {"high_freq_factor", 4.0},
+                     {"original_max_position_embeddings", 64}}}});
     o_bias = mlp_bias = true;
   }
   auto model = random_model(config, 2);
@@ -365,7 +386,8 @@ TEST_CASE("Llama-family logits match an independent float64 implementation", "[m
 }
 
 TEST_CASE("parameters carry the Hugging Face names", "[models]") {
-  auto gpt2 = dpo::build_model(dpo::model_spec_from_hf_config(tiny_config(dpo::Architecture::GPT2), "t"), 0);
+  auto gpt2 = dpo::build_model(
+      dpo::model_spec_from_hf_config(tiny_config(dpo::Architecture::GPT2), "t"), 0);
   const auto g = state_map(*gpt2);
   CHECK(g.at("transformer.h.1.attn.c_attn.weight").sizes() == at::IntArrayRef({16, 48}));
   CHECK(g.at("transformer.h.0.mlp.c_fc.weight").sizes() == at::IntArrayRef({16, 24}));
@@ -374,7 +396,8 @@ TEST_CASE("parameters carry the Hugging Face names", "[models]") {
   CHECK(g.count("lm_head.weight") == 0);
   CHECK(g.size() == 2 + 2 * 12 + 2);
 
-  auto llama = dpo::build_model(dpo::model_spec_from_hf_config(tiny_config(dpo::Architecture::Llama), "t"), 0);
+  auto llama = dpo::build_model(
+      dpo::model_spec_from_hf_config(tiny_config(dpo::Architecture::Llama), "t"), 0);
   const auto l = state_map(*llama);
   CHECK(l.at("model.layers.1.self_attn.k_proj.weight").sizes() == at::IntArrayRef({8, 16}));
   CHECK(l.at("model.layers.0.mlp.down_proj.weight").sizes() == at::IntArrayRef({16, 24}));
@@ -384,7 +407,8 @@ TEST_CASE("parameters carry the Hugging Face names", "[models]") {
 }
 
 TEST_CASE("initialisation follows transformers and is deterministic for a seed", "[models]") {
-  const auto spec = dpo::model_spec_from_hf_config(dpo::default_hf_config(dpo::Architecture::GPT2), "t");
+  const auto spec =
+      dpo::model_spec_from_hf_config(dpo::default_hf_config(dpo::Architecture::GPT2), "t");
   auto a = dpo::build_model(spec, 7), b = dpo::build_model(spec, 7), c = dpo::build_model(spec, 8);
   CHECK(same_parameters(*a, *b));
   CHECK_FALSE(same_parameters(*a, *c));
@@ -392,7 +416,8 @@ TEST_CASE("initialisation follows transformers and is deterministic for a seed",
   CHECK(s.at("transformer.h.0.ln_1.weight").eq(1).all().item<bool>());
   CHECK(s.at("transformer.h.0.attn.c_attn.bias").eq(0).all().item<bool>());
   CHECK(s.at("transformer.wte.weight").std().item<double>() == Approx(0.02).epsilon(0.05));
-  CHECK(s.at("transformer.h.0.mlp.c_proj.weight").std().item<double>() == Approx(0.01).epsilon(0.05));
+  CHECK(s.at("transformer.h.0.mlp.c_proj.weight").std().item<double>() ==
+        Approx(0.01).epsilon(0.05));
 }
 
 TEST_CASE("a saved model loads back bit for bit with identical logits", "[models]") {
@@ -416,7 +441,8 @@ TEST_CASE("a saved model loads back bit for bit with identical logits", "[models
   }
 }
 
-TEST_CASE("a GPT-2 checkpoint without the transformer. prefix and with old buffers loads", "[models]") {
+TEST_CASE("a GPT-2 checkpoint without the transformer. prefix and with old buffers loads",
+          "[models]") {
   const json config = tiny_config(dpo::Architecture::GPT2);
   auto model = random_model(config, 4);
   dpo::NamedTensors tensors;
@@ -449,21 +475,24 @@ TEST_CASE("missing, unexpected and mis-shaped tensors are refused, naming them",
   SECTION("missing") {
     tensors.erase(tensors.begin() + 3);
     dpo::write_safetensors(file, tensors);
-    REQUIRE_THROWS_WITH(dpo::load_model(dir, at::kFloat),
-                        Contains("'model.layers.0.self_attn.v_proj.weight'") && Contains("missing"));
+    REQUIRE_THROWS_WITH(
+        dpo::load_model(dir, at::kFloat),
+        Contains("'model.layers.0.self_attn.v_proj.weight'") && Contains("missing"));
   }
   SECTION("unexpected") {
     tensors.emplace_back("model.layers.0.self_attn.extra.weight", at::zeros({2}));
     dpo::write_safetensors(file, tensors);
     REQUIRE_THROWS_WITH(dpo::load_model(dir, at::kFloat),
-                        Contains("model.safetensors") && Contains("'model.layers.0.self_attn.extra.weight'") &&
+                        Contains("model.safetensors") &&
+                            Contains("'model.layers.0.self_attn.extra.weight'") &&
                             Contains("unexpected"));
   }
   SECTION("mis-shaped") {
     tensors[1].second = at::zeros({8, 15});
     dpo::write_safetensors(file, tensors);
-    REQUIRE_THROWS_WITH(dpo::load_model(dir, at::kFloat),
-                        Contains("'" + tensors[1].first + "'") && Contains("[8, 15]") && Contains("[16, 16]"));
+    REQUIRE_THROWS_WITH(dpo::load_model(dir, at::kFloat), Contains("'" + tensors[1].first + "'") &&
+                                                              Contains("[8, 15]") &&
+                                                              Contains("[16, 16]"));
   }
 }
 
@@ -474,12 +503,15 @@ TEST_CASE("a sharded checkpoint with model.safetensors.index.json loads", "[mode
   const std::string dir = scratch_dir("sharded");
   write_config(dir, config);
   const size_t half = state.size() / 2;
-  dpo::NamedTensors first(state.begin(), state.begin() + half), second(state.begin() + half, state.end());
+  dpo::NamedTensors first(state.begin(), state.begin() + half),
+      second(state.begin() + half, state.end());
   dpo::write_safetensors(dir + "/model-00001-of-00002.safetensors", first);
   dpo::write_safetensors(dir + "/model-00002-of-00002.safetensors", second);
   json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", json::object()}};
-  for (const auto& [name, t] : first) index["weight_map"][name] = "model-00001-of-00002.safetensors";
-  for (const auto& [name, t] : second) index["weight_map"][name] = "model-00002-of-00002.safetensors";
+  for (const auto& [name, t] : first)
+    index["weight_map"][name] = "model-00001-of-00002.safetensors";
+  for (const auto& [name, t] : second)
+    index["weight_map"][name] = "model-00002-of-00002.safetensors";
   std::ofstream(dir + "/model.safetensors.index.json") << index.dump();
 
   auto loaded = dpo::load_model(dir, at::kFloat);
@@ -497,7 +529,8 @@ TEST_CASE("a model loaded as bfloat16 gives logits close to float32", "[models]"
     const at::Tensor low = logits_of(*bf16);
     CHECK(low.scalar_type() == at::kBFloat16);
     const at::Tensor ref = logits_of(*model);
-    const double err = (low.to(at::kFloat) - ref).abs().max().item<double>() / ref.abs().max().item<double>();
+    const double err =
+        (low.to(at::kFloat) - ref).abs().max().item<double>() / ref.abs().max().item<double>();
     CHECK(err < 0.05);
     CHECK(err > 0);  // it really ran in bfloat16
   }
@@ -520,14 +553,17 @@ TEST_CASE("config.json errors name the source and the key", "[models]") {
 
   json gpt2 = tiny_config(dpo::Architecture::GPT2);
   gpt2["scale_attn_by_inverse_layer_idx"] = true;
-  REQUIRE_THROWS_WITH(dpo::model_spec_from_hf_config(gpt2, "c"), Contains("'scale_attn_by_inverse_layer_idx'"));
+  REQUIRE_THROWS_WITH(dpo::model_spec_from_hf_config(gpt2, "c"),
+                      Contains("'scale_attn_by_inverse_layer_idx'"));
   gpt2 = tiny_config(dpo::Architecture::GPT2);
   gpt2["n_head"] = 5;
   REQUIRE_THROWS_WITH(dpo::model_spec_from_hf_config(gpt2, "c"), Contains("n_head"));
   gpt2 = tiny_config(dpo::Architecture::GPT2);
   gpt2["model_type"] = "bert";
   REQUIRE_THROWS_WITH(dpo::model_spec_from_hf_config(gpt2, "c"), Contains("bert"));
-  CHECK(dpo::model_spec_from_hf_config(tiny_config(dpo::Architecture::GPT2), "c").intermediate_size == 24);
+  CHECK(
+      dpo::model_spec_from_hf_config(tiny_config(dpo::Architecture::GPT2), "c").intermediate_size ==
+      24);
   gpt2 = tiny_config(dpo::Architecture::GPT2);
   gpt2["n_inner"] = nullptr;
   CHECK(dpo::model_spec_from_hf_config(gpt2, "c").intermediate_size == 64);
@@ -536,7 +572,8 @@ TEST_CASE("config.json errors name the source and the key", "[models]") {
 TEST_CASE("a spec written to config.json reads back the same", "[models]") {
   for (auto arch : {dpo::Architecture::GPT2, dpo::Architecture::Llama}) {
     const auto spec = dpo::model_spec_from_hf_config(tiny_config(arch), "t");
-    const auto back = dpo::model_spec_from_hf_config(dpo::hf_config_from_model_spec(spec, "bfloat16"), "t");
+    const auto back =
+        dpo::model_spec_from_hf_config(dpo::hf_config_from_model_spec(spec, "bfloat16"), "t");
     CHECK(back.arch == spec.arch);
     CHECK(back.hidden_size == spec.hidden_size);
     CHECK(back.num_kv_heads == spec.num_kv_heads);
@@ -552,7 +589,8 @@ TEST_CASE("a spec written to config.json reads back the same", "[models]") {
 }
 
 TEST_CASE("forward FLOPs per token count matmuls and full-length attention", "[models]") {
-  const auto model = dpo::build_model(dpo::model_spec_from_hf_config(tiny_config(dpo::Architecture::Llama), "t"), 0);
+  const auto model = dpo::build_model(
+      dpo::model_spec_from_hf_config(tiny_config(dpo::Architecture::Llama), "t"), 0);
   // per layer: q 16x16, k,v 16x8, o 16x16, mlp 3 x 16x24; head 16x40; attention 4 * 16 * T.
   const double matmul = 2 * (16 * 16 + 2 * 16 * 8 + 16 * 16 + 3 * 16 * 24) + 16 * 40;
   CHECK(model->forward_flops_per_token(10) == Approx(2 * matmul + 4 * 2 * 16 * 10));

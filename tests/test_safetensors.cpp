@@ -1,10 +1,9 @@
-#include <catch2/catch.hpp>
+#include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-
-#include <unistd.h>
 
 #include "dpo/error.h"
 #include "dpo/safetensors.h"
@@ -101,25 +100,30 @@ TEST_CASE("a corrupt header is refused with the file and tensor named", "[safete
                                                          Contains("unknown dtype \"F8\""));
   }
   SECTION("shape and byte span disagree") {
-    const auto path = write_raw(
-        "mismatch.safetensors", R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}})", 24);
+    const auto path =
+        write_raw("mismatch.safetensors",
+                  R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}})", 24);
     REQUIRE_THROWS_WITH(dpo::read_safetensors(path),
                         Contains("'w'") && Contains("needs 24 bytes but data_offsets span 20"));
   }
   SECTION("offsets past the data buffer") {
-    const auto path = write_raw(
-        "range.safetensors", R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [8, 32]}})", 24);
-    REQUIRE_THROWS_WITH(dpo::read_safetensors(path),
-                        Contains("range.safetensors") && Contains("'w'") && Contains("out of range"));
+    const auto path =
+        write_raw("range.safetensors",
+                  R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [8, 32]}})", 24);
+    REQUIRE_THROWS_WITH(dpo::read_safetensors(path), Contains("range.safetensors") &&
+                                                         Contains("'w'") &&
+                                                         Contains("out of range"));
   }
   SECTION("begin after end") {
-    const auto path = write_raw(
-        "reversed.safetensors", R"({"w": {"dtype": "U8", "shape": [0], "data_offsets": [8, 4]}})", 24);
+    const auto path =
+        write_raw("reversed.safetensors",
+                  R"({"w": {"dtype": "U8", "shape": [0], "data_offsets": [8, 4]}})", 24);
     REQUIRE_THROWS_WITH(dpo::read_safetensors(path), Contains("'w'") && Contains("out of range"));
   }
   SECTION("negative shape") {
-    const auto path = write_raw(
-        "negative.safetensors", R"({"w": {"dtype": "F32", "shape": [-2, 3], "data_offsets": [0, 24]}})", 24);
+    const auto path =
+        write_raw("negative.safetensors",
+                  R"({"w": {"dtype": "F32", "shape": [-2, 3], "data_offsets": [0, 24]}})", 24);
     REQUIRE_THROWS_WITH(dpo::read_safetensors(path), Contains("'w'") && Contains("non-negative"));
   }
   SECTION("shape whose byte count overflows") {
@@ -142,6 +146,7 @@ TEST_CASE("a corrupt header is refused with the file and tensor named", "[safete
   SECTION("file shorter than the size field") {
     const std::string path = scratch_file("short.safetensors");
     std::ofstream(path, std::ios::binary) << "abc";
-    REQUIRE_THROWS_WITH(dpo::read_safetensors(path), Contains("short.safetensors") && Contains("too short"));
+    REQUIRE_THROWS_WITH(dpo::read_safetensors(path),
+                        Contains("short.safetensors") && Contains("too short"));
   }
 }

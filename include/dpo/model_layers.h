@@ -3,12 +3,12 @@
 // Layers create their parameters uninitialised (at::empty) so that loading a large checkpoint does
 // not pay for an initialisation it overwrites; build_model initialises them.
 #pragma once
-#include <cmath>
-#include <limits>
-
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/version.h>
+
+#include <cmath>
+#include <limits>
 
 #include "dpo/model.h"
 

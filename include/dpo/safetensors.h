@@ -15,7 +15,7 @@ namespace dpo {
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 
 struct SafetensorsFile {
-  NamedTensors tensors;                          // in file order of data offsets
+  NamedTensors tensors;                         // in file order of data offsets
   std::map<std::string, std::string> metadata;  // the "__metadata__" entry
 };
 
@@ -28,9 +28,9 @@ struct SafetensorsEntry {
 };
 
 struct SafetensorsHeader {
-  std::vector<SafetensorsEntry> entries;         // sorted by data offset
+  std::vector<SafetensorsEntry> entries;  // sorted by data offset
   std::map<std::string, std::string> metadata;
-  uint64_t data_start = 0;                       // file offset of the data buffer (8 + N)
+  uint64_t data_start = 0;  // file offset of the data buffer (8 + N)
 };
 
 // Reads and validates only the header (for inspecting large checkpoints without loading them).
