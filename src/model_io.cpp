@@ -66,9 +66,15 @@ std::vector<std::string> checkpoint_files(const std::string& dir) {
 
 // Where a checkpoint tensor goes in our model: its name there, or "" for tensors transformers
 // also ignores (old GPT-2 attention-mask buffers, saved rotary tables, a tied head's copy).
+bool is_ignored_tensor(const ModelSpec& spec, const std::string& name) {
+  return ends_with(name, "rotary_emb.inv_freq") ||
+         (spec.arch == Architecture::GPT2 &&
+          (ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias")));
+}
+
 std::string parameter_name_for(const ModelSpec& spec, const std::string& name,
                                const at::Tensor& tensor, const std::string& file) {
-  if (ends_with(name, "rotary_emb.inv_freq")) return "";
+  if (is_ignored_tensor(spec, name)) return "";
   if (name == "lm_head.weight" && spec.tie_word_embeddings) {
     const std::vector<int64_t> expected = {spec.vocab_size, spec.hidden_size};
     if (tensor.sizes().vec() != expected) {
@@ -78,7 +84,6 @@ std::string parameter_name_for(const ModelSpec& spec, const std::string& name,
     return "";
   }
   if (spec.arch != Architecture::GPT2) return name;
-  if (ends_with(name, ".attn.bias") || ends_with(name, ".attn.masked_bias")) return "";
   // Original OpenAI-converted GPT-2 checkpoints are saved from GPT2Model, without the prefix.
   return name.rfind("transformer.", 0) == 0 ? name : "transformer." + name;
 }
@@ -206,6 +211,10 @@ std::string describe_model_dir(const std::string& dir) {
   for (const std::string& file : checkpoint_files(dir)) {
     const SafetensorsHeader header = read_safetensors_header(file);
     for (const auto& e : header.entries) {
+      // Count what the model holds: not mask buffers, nor a tied head's second copy.
+      if (is_ignored_tensor(s, e.name) || (e.name == "lm_head.weight" && s.tie_word_embeddings)) {
+        continue;
+      }
       uint64_t n = 1;
       for (int64_t d : e.shape) n *= static_cast<uint64_t>(d);
       elements += n;
@@ -218,7 +227,7 @@ std::string describe_model_dir(const std::string& dir) {
   std::string dtypes;
   for (const auto& [name, n] : by_dtype)
     dtypes += fmt::format("{}{} x {}", dtypes.empty() ? "" : ", ", n, name);
-  out << fmt::format("  parameters on disk: {} in {} tensors ({})\n", elements, tensors, dtypes);
+  out << fmt::format("  parameters: {} in {} tensors ({})\n", elements, tensors, dtypes);
   out << "  files:";
   for (const auto& f : files) out << " " << f;
   out << "\n";

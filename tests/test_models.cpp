@@ -457,6 +457,11 @@ TEST_CASE("a GPT-2 checkpoint without the transformer. prefix and with old buffe
   dpo::write_safetensors(dir + "/model.safetensors", tensors);
 
   auto loaded = dpo::load_model(dir, at::kFloat);
+  int64_t count = 0;
+  for (const auto& p : loaded->parameters()) count += p.numel();
+  // The description counts the model's parameters, not the mask buffers or the tied head's copy.
+  CHECK_THAT(dpo::describe_model_dir(dir),
+             Contains(fmt::format("parameters: {} in 28 tensors", count)));
   const auto expected = state_map(*model);
   for (const auto& [name, t] : state_map(*loaded)) {
     INFO(name);
