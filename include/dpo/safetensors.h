@@ -2,6 +2,7 @@
 // reader and writer. The header is untrusted input: sizes, offsets, shapes and dtypes are checked
 // and every error names the file and the tensor.
 #pragma once
+#include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
@@ -17,6 +18,23 @@ struct SafetensorsFile {
   NamedTensors tensors;                          // in file order of data offsets
   std::map<std::string, std::string> metadata;  // the "__metadata__" entry
 };
+
+// One entry of a validated header: where the tensor's bytes lie, relative to the data buffer.
+struct SafetensorsEntry {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;
+};
+
+struct SafetensorsHeader {
+  std::vector<SafetensorsEntry> entries;         // sorted by data offset
+  std::map<std::string, std::string> metadata;
+  uint64_t data_start = 0;                       // file offset of the data buffer (8 + N)
+};
+
+// Reads and validates only the header (for inspecting large checkpoints without loading them).
+SafetensorsHeader read_safetensors_header(const std::string& path);
 
 // Supports F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL. Tensors are CPU, contiguous, owned.
 SafetensorsFile read_safetensors(const std::string& path);
