@@ -18,8 +18,13 @@ struct BenchOptions {
 struct BenchResult {
   double tokens_per_s = 0, step_seconds = 0, achieved_flops = 0, peak_flops = 0, mfu = 0;
   int64_t tokens_per_step = 0;
-  double peak_memory_mib = 0;
+  double peak_memory_mib = 0;  // -1: not known on this device
   std::string device, dtype;
+  // What was measured, for the report.
+  std::string model_path, architecture;
+  int64_t parameters = 0;
+  int threads = 0;  // intra-op
+  int64_t micro_batch_size = 0, accumulation_steps = 0, seq_len = 0, warmup_steps = 0, timed_steps = 0;
 };
 
 // Model from model.policy (a Hugging Face directory); micro-batches of train.micro_batch_size
