@@ -21,6 +21,7 @@
 #include "dpo/model.h"
 #include "dpo/preference_data.h"
 #include "dpo/runtime.h"
+#include "dpo/sampling.h"
 #include "dpo/synthetic_task.h"
 #include "dpo/text_distance.h"
 #include "dpo/trainer.h"
@@ -275,6 +276,35 @@ int cmd_make_demo_data(const std::map<std::string, std::vector<std::string>>& fl
   return 0;
 }
 
+int cmd_score_synthetic(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
+  auto number = [&](const std::string& name, double fallback) {
+    const auto v = all_of(flags, name);
+    if (v.empty()) return fallback;
+    const nlohmann::json j = json_scalar(v.front());
+    if (!j.is_number() || j.get<double>() < 0) fail("{}: expected a non-negative number, got '{}'", name, v.front());
+    return j.get<double>();
+  };
+  configure_threads();
+  const std::string model_dir = single(flags, "--model", "score-synthetic");
+  CausalLM model = load_model(model_dir, at::kFloat);
+  model->eval();
+  const auto pairs = read_preference_file(single(flags, "--data", "score-synthetic"), model->spec().vocab_size);
+  std::vector<TokenIds> prompts;
+  for (const auto& p : pairs) prompts.push_back(p.prompt);
+  const auto new_tokens = static_cast<int64_t>(number("--max-new-tokens", 6));
+  const auto responses = sample_responses(*model, prompts, new_tokens, number("--temperature", 1.0),
+                                          static_cast<uint64_t>(number("--seed", 0)));
+  double total = 0, chosen = 0;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    total += synthetic_reward(pairs[i].prompt, responses[i]);
+    chosen += synthetic_reward(pairs[i].prompt, pairs[i].chosen);
+  }
+  const double n = static_cast<double>(std::max<size_t>(pairs.size(), 1));
+  fmt::print("{}: mean ground-truth reward of sampled responses {:.4f} over {} prompts (the data's chosen: {:.4f})\n",
+             model_dir, total / n, pairs.size(), chosen / n);
+  return 0;
+}
+
 std::vector<Command> commands() {
   return {
       {"eval", "Preference metrics of model.policy against model.reference on data.eval, printed and written to "
@@ -314,6 +344,15 @@ std::vector<Command> commands() {
         {"--vocab-size", "V", "vocabulary size (default 256)"},
         {"--seed", "S", "seed (default 1)"}},
        0, cmd_make_demo_data},
+      {"score-synthetic", "Sample responses of a model to the prompts of a synthetic-task file and report their mean "
+                          "ground-truth reward.",
+       "score-synthetic --model DIR --data FILE [--max-new-tokens K] [--temperature T] [--seed S]",
+       {{"--model", "DIR", "Hugging Face model directory"},
+        {"--data", "FILE", "preference file of the synthetic task (its prompts are used)"},
+        {"--max-new-tokens", "K", "tokens sampled per prompt (default 6)"},
+        {"--temperature", "T", "sampling temperature, 0 = greedy (default 1.0)"},
+        {"--seed", "S", "sampling seed (default 0)"}},
+       0, cmd_score_synthetic},
   };
 }
 
