@@ -102,6 +102,15 @@ const std::vector<OptionRow>& option_rows() {
       {{"train.eval_every", T::Int, "0", "evaluate on data.eval every this many steps (0: only at the end)", false,
         {}},
        DPO_FIELD(train.eval_every)},
+      {{"train.lr_scheduler", T::String, "constant",
+        "learning rate after the warm-up: constant (the DPO paper's) or cosine decay to 0 by the last step", false,
+        {"constant", "cosine"}},
+       DPO_FIELD(train.lr_scheduler)},
+      {{"train.keep_checkpoints", T::Int, "2", "newest complete checkpoints to keep (0: keep all)", false, {}},
+       DPO_FIELD(train.keep_checkpoints)},
+      {{"train.skip_nonfinite", T::Bool, "false",
+        "skip the update of a step whose loss or grad norm is NaN/Inf (false: stop the run)", false, {}},
+       DPO_FIELD(train.skip_nonfinite)},
 
       {{"dist.backend", T::String, "auto", "gradient all-reduce (auto: nccl for cuda tensors, mpi otherwise)", false,
         {"auto", "nccl", "mpi"}},
@@ -360,6 +369,8 @@ void validate(const Config& c, const GivenValues& given) {
           fmt::format("must be non-negative, got {}", c.train.save_every));
   require(c.train.eval_every >= 0, "train.eval_every",
           fmt::format("must be non-negative, got {}", c.train.eval_every));
+  require(c.train.keep_checkpoints >= 0, "train.keep_checkpoints",
+          fmt::format("must be non-negative (0 keeps all), got {}", c.train.keep_checkpoints));
   require(c.dist.bucket_mb > 0, "dist.bucket_mb", fmt::format("must be positive, got {}", c.dist.bucket_mb));
 }
 

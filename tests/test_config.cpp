@@ -32,7 +32,8 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
       "loss.type", "loss.beta", "loss.label_smoothing", "reference.logps_path", "train.global_batch_size",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",
       "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "train.shuffle", "train.save_every",
-      "train.eval_every", "dist.backend", "dist.bucket_mb"};
+      "train.eval_every", "train.lr_scheduler", "train.keep_checkpoints", "train.skip_nonfinite", "dist.backend",
+      "dist.bucket_mb"};
   std::set<std::string> table_keys;
   for (const dpo::OptionSpec& spec : dpo::option_table()) {
     CHECK_FALSE(spec.help.empty());
@@ -72,6 +73,9 @@ TEST_CASE("defaults are filled in and auto values resolved", "[config]") {
   CHECK(c.train.shuffle == true);
   CHECK(c.train.save_every == 0);
   CHECK(c.train.eval_every == 0);
+  CHECK(c.train.lr_scheduler == "constant");
+  CHECK(c.train.keep_checkpoints == 2);
+  CHECK(c.train.skip_nonfinite == false);
   CHECK(c.dist.backend == "auto");
   CHECK(c.dist.bucket_mb == 25);
 }
@@ -159,6 +163,17 @@ TEST_CASE("inconsistent or out-of-range values are refused, naming the key", "[c
   CHECK_THROWS_WITH(parse(kMinimal, {"train.epochs=0"}), Catch::Contains("train.epochs"));
   CHECK_THROWS_WITH(parse(kMinimal, {"data.max_length=0"}), Catch::Contains("data.max_length"));
   CHECK_THROWS_WITH(parse(kMinimal, {"data.max_prompt_length=0"}), Catch::Contains("data.max_prompt_length"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.keep_checkpoints=-1"}), Catch::Contains("train.keep_checkpoints"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.lr_scheduler=linear"}),
+                    Catch::Contains("train.lr_scheduler") && Catch::Contains("constant, cosine"));
+}
+
+TEST_CASE("the schedule, checkpoint retention and non-finite policy are read", "[config]") {
+  const dpo::Config c =
+      parse(kMinimal, {"train.lr_scheduler=cosine", "train.keep_checkpoints=0", "train.skip_nonfinite=true"});
+  CHECK(c.train.lr_scheduler == "cosine");
+  CHECK(c.train.keep_checkpoints == 0);
+  CHECK(c.train.skip_nonfinite == true);
 }
 
 TEST_CASE("the dump lists every key and reads back to the same dump", "[config]") {

@@ -52,6 +52,9 @@ struct TrainOptions {
   bool shuffle = true;
   int64_t save_every = 0;
   int64_t eval_every = 0;
+  std::string lr_scheduler = "constant";  // constant | cosine (both after the linear warm-up)
+  int64_t keep_checkpoints = 2;           // newest complete checkpoints kept; 0 keeps all
+  bool skip_nonfinite = false;            // false: a NaN/Inf loss or grad norm stops the run
 };
 
 struct DistOptions {
