@@ -158,6 +158,10 @@ TEST_CASE("clipping scales gradients to the global norm as torch's clip_grad_nor
   at::Tensor big = at::zeros({2}, at::kFloat).requires_grad_(true);
   big.mutable_grad() = at::full({2}, std::ldexp(1.0, 64), at::kFloat);
   CHECK(dpo::clip_grad_norm({big}, 1e30) == Approx(std::sqrt(2.0) * std::ldexp(1.0, 64)).epsilon(1e-12));
+  at::Tensor half = at::zeros({2}, at::kBFloat16).requires_grad_(true);
+  half.mutable_grad() = at::tensor({3.0, 4.0}, at::kFloat).to(at::kBFloat16);
+  CHECK(dpo::clip_grad_norm({half}, 2.5) == Approx(5.0).epsilon(1e-12));
+  CHECK(values(half.grad())[1] == Approx(2.0).epsilon(1e-2));  // scaled in bfloat16
   // Non-finite: reported as is, nothing scaled.
   b.mutable_grad() = at::tensor({std::numeric_limits<double>::quiet_NaN()}, at::kDouble);
   a.mutable_grad() = at::tensor({3.0, 4.0}, at::kDouble);
