@@ -274,7 +274,7 @@ TrainSummary Trainer::run() {
   const double flops_factor = objective_ == Objective::Dpo ? 4.0 : 3.0;
   fmt::print("dpo {}: {} pairs, {} steps/epoch, {} steps, global batch {} = {} x {} accumulation, {} | {} on {}, "
              "matmul peak {:.1f} GFLOP/s\n",
-             objective_name(objective_), train_data_->size(), epoch_steps, total_steps, c.train.global_batch_size,
+             objective_ == Objective::Dpo ? "train" : "sft", train_data_->size(), epoch_steps, total_steps, c.train.global_batch_size,
              c.train.micro_batch_size, plan.accumulation_steps(), c.train.optimizer, c.model.dtype, c.model.device,
              peak_flops / 1e9);
 

@@ -87,7 +87,7 @@ TEST_CASE("an explicit reference and dtype are kept", "[config]") {
   CHECK(c.model.device == "cpu");
 }
 
-TEST_CASE("--set overrides the file, later --set overriding earlier", "[config]") {
+TEST_CASE("each --set overrides the file, later ones overriding earlier", "[config]") {
   const std::string yaml = kMinimal + "train:\n  lr: 5e-7\n  epochs: 3\n  shuffle: false\nloss:\n  beta: 0.5\n";
   const dpo::Config file_only = parse(yaml);
   CHECK(file_only.train.lr == 5e-7);
