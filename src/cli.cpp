@@ -358,7 +358,10 @@ std::vector<Command> commands() {
 
 std::string main_help(const std::vector<Command>& cmds) {
   std::string out = "usage: dpo COMMAND [OPTIONS]\n\nDirect Preference Optimization for causal language models.\n\ncommands:\n";
-  for (const auto& c : cmds) out += fmt::format("  {:<16} {}\n", c.name, c.summary.substr(0, c.summary.find('.') + 1));
+  for (const auto& c : cmds) {
+    const auto sentence_end = c.summary.find(". ");  // the first sentence only
+    out += fmt::format("  {:<16} {}\n", c.name, sentence_end == std::string::npos ? c.summary : c.summary.substr(0, sentence_end + 1));
+  }
   out += "\n`dpo COMMAND --help` describes a command; `dpo --version` prints the version.\n\nconfig keys:\n";
   out += options_help();
   return out;
