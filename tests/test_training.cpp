@@ -320,24 +320,24 @@ TEST_CASE("a checkpoint reloads to identical parameters", "[training]") {
 TEST_CASE("SFT lowers the NLL on its data", "[training]") {
   const ToyRun toy("sft", 32);
   const dpo::Config config = toy.config(
-      "out", {"train.epochs=4", "train.eval_every=16", fmt::format("data.eval={}", toy.train_path.string())});
+      "out", {"train.epochs=8", "train.eval_every=32", fmt::format("data.eval={}", toy.train_path.string())});
   const double before = chosen_nll_float64(toy.model_dir, toy.train_path);
   const dpo::TrainSummary summary = dpo::run_training(config, dpo::Objective::Sft);
-  REQUIRE(summary.steps == 16);
+  REQUIRE(summary.steps == 32);
   const double after = chosen_nll_float64(summary.final_model_dir, toy.train_path);
   INFO("NLL per token before " << before << ", after " << after);
   CHECK(before == Approx(std::log(static_cast<double>(kVocab))).margin(0.2));  // a fresh model is near uniform
-  CHECK(after < 0.8 * before);
+  CHECK(after < 0.7 * before);
 
   // Step 1's loss is the NLL of its batch before any update; the eval at the end is the NLL of
   // the trained model on the whole set, as recomputed here.
   const auto lines = step_lines(toy.output("out"));
-  REQUIRE(lines.size() == 16);
+  REQUIRE(lines.size() == 32);
   CHECK(lines.front().at("loss").get<double>() == Approx(before).margin(0.2));
   CHECK(lines.back().at("loss").get<double>() < lines.front().at("loss").get<double>());
   const auto evals = eval_lines(toy.output("out"));
   REQUIRE(evals.size() == 1);
-  CHECK(evals.front().at("step").get<int64_t>() == 16);
+  CHECK(evals.front().at("step").get<int64_t>() == 32);
   CHECK(evals.front().at("eval_loss").get<double>() == Approx(after).epsilon(1e-5));
 }
 
