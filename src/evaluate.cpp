@@ -41,6 +41,9 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const P
 
 std::map<std::string, double> run_eval(const Config& config) {
   if (config.data.eval.empty()) fail("data.eval: dpo eval needs an evaluation dataset (set data.eval)");
+  if (!config.reference.logps_path.empty())
+    fail("reference.logps_path: precomputed reference log-probs are not supported by this build yet; unset it to use "
+         "the live reference model");
   const at::ScalarType dtype = parse_dtype(config.model.dtype);
   CausalLM policy = load_model(config.model.policy, dtype, config.model.device);
   policy->eval();

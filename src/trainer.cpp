@@ -249,6 +249,9 @@ void Trainer::print_progress(const std::map<std::string, double>& m, int64_t tot
 TrainSummary Trainer::run() {
   const Config& c = config_;
   if (c.data.train.empty()) fail("data.train: dpo {} needs a training dataset (set data.train)", objective_name(objective_));
+  if (!c.reference.logps_path.empty())
+    fail("reference.logps_path: precomputed reference log-probs are not supported by this build yet; unset it to use "
+         "the live reference model");
   dtype_ = parse_dtype(c.model.dtype);
   fs::create_directories(c.run.output_dir);
   metrics_path_ = (fs::path(c.run.output_dir) / "metrics.jsonl").string();
