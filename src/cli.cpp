@@ -1,6 +1,7 @@
 #include "dpo/cli.h"
 
 #include <cstdio>
+#include <memory>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -15,6 +16,7 @@
 
 #include "dpo/bench.h"
 #include "dpo/config.h"
+#include "dpo/dist.h"
 #include "dpo/error.h"
 #include "dpo/evaluate.h"
 #include "dpo/inspect.h"
@@ -144,17 +146,44 @@ const std::vector<Flag> kConfigFlags = {
     {"--dump-config", "", "print the resolved configuration and exit"},
 };
 
-// Resolves the config of a config command; with --dump-config prints it and returns false.
-std::optional<Config> prepare(const std::map<std::string, std::vector<std::string>>& flags, const std::string& command) {
+// The communicators of a run: host values (and CPU tensors) over MPI, or alone; CUDA tensors over
+// NCCL when the backend is nccl (its host collectives go to `host`).
+struct Distributed {
+  std::unique_ptr<Communicator> host, device;
+  Communicator& tensors() { return device ? *device : *host; }
+};
+
+const MpiRuntime* g_runtime = nullptr;  // the process's MPI, set by run_cli
+
+// Resolves the config of a config command, checks every rank runs the same one, picks the
+// communicators and threads, and quiets stdout on ranks other than 0 (their errors still reach
+// stderr). With --dump-config prints the config and returns nullopt.
+std::optional<std::pair<Config, Distributed>> prepare(const std::map<std::string, std::vector<std::string>>& flags,
+                                                      const std::string& command) {
   Config config = config_from_flags(flags, command);
+  const ProcessInfo& info = g_runtime->info();
   if (flags.count("--dump-config")) {
-    fmt::print("{}", dump_config(config));
+    if (info.rank == 0) fmt::print("{}", dump_config(config));
     return std::nullopt;
   }
-  write_resolved_config(config);
-  const int threads = configure_threads();
-  fmt::print("dpo {}: {} on {}, {} threads\n", command, config.model.dtype, config.model.device, threads);
-  return config;
+  Distributed dist;
+  dist.host = make_host_communicator(*g_runtime);
+  require_same_config(*dist.host, dump_config(config));
+  std::string backend = config.dist.backend;
+  if (backend == "auto") backend = config.model.device == "cuda" ? "nccl" : "mpi";
+  if (backend == "nccl") {
+#ifdef DPO_WITH_NCCL
+    dist.device = make_nccl_communicator(*dist.host, info.local_rank);
+#else
+    fail("dist.backend: nccl is not available in this build (built without NCCL); use dist.backend: mpi on cpu");
+#endif
+  }
+  if (info.rank != 0 && !std::freopen("/dev/null", "w", stdout)) fail("cannot redirect stdout of rank {}", info.rank);
+  if (info.rank == 0) write_resolved_config(config);
+  const int threads = configure_threads(info.local_world_size);
+  fmt::print("dpo {}: {} on {}, {} rank(s) ({} backend), {} threads per rank\n", command, config.model.dtype,
+             config.model.device, info.world_size, dist.tensors().name(), threads);
+  return std::make_pair(std::move(config), std::move(dist));
 }
 
 void print_metrics(const std::map<std::string, double>& means) {
@@ -162,10 +191,10 @@ void print_metrics(const std::map<std::string, double>& means) {
 }
 
 int cmd_eval(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
-  const auto prepared = prepare(flags, "eval");
+  auto prepared = prepare(flags, "eval");
   if (!prepared) return 0;
-  const Config& config = *prepared;
-  const auto means = run_eval(config);
+  const Config& config = prepared->first;
+  const auto means = run_eval(config, prepared->second.tensors());
   fmt::print("eval metrics over {} pairs (loss {}, beta {}):\n", static_cast<int64_t>(means.at("pairs")),
              config.loss.type, config.loss.beta);
   print_metrics(means);
@@ -174,9 +203,9 @@ int cmd_eval(const std::map<std::string, std::vector<std::string>>& flags, const
 }
 
 int cmd_train(const std::map<std::string, std::vector<std::string>>& flags, Objective objective) {
-  const auto config = prepare(flags, objective == Objective::Dpo ? "train" : "sft");
-  if (!config) return 0;
-  const TrainSummary summary = run_training(*config, objective);
+  auto prepared = prepare(flags, objective == Objective::Dpo ? "train" : "sft");
+  if (!prepared) return 0;
+  const TrainSummary summary = run_training(prepared->first, objective, prepared->second.tensors());
   fmt::print("done: {} steps{}; model in {}\n", summary.steps,
              summary.skipped_steps ? fmt::format(" ({} skipped as non-finite)", summary.skipped_steps) : "",
              summary.final_model_dir);
@@ -184,8 +213,9 @@ int cmd_train(const std::map<std::string, std::vector<std::string>>& flags, Obje
 }
 
 int cmd_bench(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
-  const auto config = prepare(flags, "bench");
-  if (!config) return 0;
+  const auto prepared = prepare(flags, "bench");
+  if (!prepared) return 0;
+  const Config* config = &prepared->first;
   BenchOptions options;
   auto integer = [&](const std::string& name, int64_t fallback) {
     const auto v = all_of(flags, name);
@@ -370,9 +400,20 @@ std::string main_help(const std::vector<Command>& cmds) {
 // libtorch's messages carry a C++ backtrace after the first line; users need the first line.
 std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
+// One line on stderr. With several ranks the others may be waiting in a collective for this one,
+// so the whole job is aborted rather than this rank returning.
+int report_error(const MpiRuntime& runtime, const std::string& message) {
+  if (runtime.active() && runtime.info().world_size > 1) abort_job(message);
+  fmt::print(stderr, "dpo: error: {}\n", message);
+  return 1;
+}
+
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // Under mpirun/srun every rank runs this; MPI is initialised only when a launcher started us.
+  const MpiRuntime runtime;
+  g_runtime = &runtime;
   const std::vector<Command> cmds = commands();
   const std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
@@ -401,13 +442,12 @@ int run_cli(int argc, char** argv) {
     }
     return command->run(parsed.flags, parsed.positionals);
   } catch (const Error& e) {
-    fmt::print(stderr, "dpo: error: {}\n", e.what());
+    return report_error(runtime, e.what());
   } catch (const c10::Error& e) {
-    fmt::print(stderr, "dpo: error: {}\n", first_line(e.what_without_backtrace()));
+    return report_error(runtime, first_line(e.what_without_backtrace()));
   } catch (const std::exception& e) {
-    fmt::print(stderr, "dpo: error: {}\n", first_line(e.what()));
+    return report_error(runtime, first_line(e.what()));
   }
-  return 1;
 }
 
 }  // namespace dpo

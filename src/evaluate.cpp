@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dpo/collate.h"
+#include "dpo/dist.h"
 #include "dpo/error.h"
 #include "dpo/logps.h"
 
@@ -20,14 +21,17 @@ TruncationRule truncation_rule(const DataOptions& data) {
 }
 
 MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
-                          const LossOptions& loss, int64_t batch_size) {
+                          const LossOptions& loss, int64_t batch_size, Communicator& communicator) {
   c10::InferenceMode no_grad;
   const bool same_model = &policy == &reference;
   MetricSums sums;
-  const auto n = static_cast<int64_t>(dataset.size());
-  for (int64_t begin = 0; begin < n; begin += batch_size) {
-    std::vector<int64_t> indices(static_cast<size_t>(std::min(batch_size, n - begin)));
-    for (size_t i = 0; i < indices.size(); ++i) indices[i] = begin + static_cast<int64_t>(i);
+  std::vector<int64_t> mine;
+  for (auto i = static_cast<int64_t>(communicator.rank()); i < static_cast<int64_t>(dataset.size());
+       i += communicator.world_size())
+    mine.push_back(i);
+  for (size_t begin = 0; begin < mine.size(); begin += static_cast<size_t>(batch_size)) {
+    const std::vector<int64_t> indices(mine.begin() + static_cast<std::ptrdiff_t>(begin),
+                                       mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), begin + static_cast<size_t>(batch_size))));
     const PairBatch batch = collate_pairs(dataset, indices);
     const PairLogps pol = pair_logps(policy, batch);
     // One model serving as both: its log-probs are the reference's exactly, so skip the second pass.
@@ -36,10 +40,11 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const P
                                 pol.rejected_tokens};
     sums.add(pair_metrics(logps, preference_losses(logps, loss), loss));
   }
+  all_reduce(sums, MetricSums::preference_metric_names(), communicator);
   return sums;
 }
 
-std::map<std::string, double> run_eval(const Config& config) {
+std::map<std::string, double> run_eval(const Config& config, Communicator& communicator) {
   if (config.data.eval.empty()) fail("data.eval: dpo eval needs an evaluation dataset (set data.eval)");
   if (!config.reference.logps_path.empty())
     fail("reference.logps_path: precomputed reference log-probs are not supported by this build yet; unset it to use "
@@ -56,9 +61,11 @@ std::map<std::string, double> run_eval(const Config& config) {
       PreferenceDataset::load(config.data.eval, truncation_rule(config.data), policy->spec().vocab_size);
   fmt::print("{}\n", dataset.summary_line());
 
-  const MetricSums sums = evaluate_pairs(*policy, *reference, dataset, config.loss, config.train.micro_batch_size);
+  const MetricSums sums = evaluate_pairs(*policy, *reference, dataset, config.loss, config.train.micro_batch_size, communicator);
   std::map<std::string, double> means = sums.means();
 
+  means["pairs"] = static_cast<double>(sums.pairs());
+  if (communicator.rank() != 0) return means;
   nlohmann::json out = nlohmann::json::object();
   for (const auto& name : MetricSums::preference_metric_names()) out[name] = means.at(name);
   std::filesystem::create_directories(config.run.output_dir);
@@ -70,7 +77,6 @@ std::map<std::string, double> run_eval(const Config& config) {
     if (!file) fail("{}: write failed", tmp);
   }
   commit_path(tmp, path);
-  means["pairs"] = static_cast<double>(sums.pairs());
   return means;
 }
 

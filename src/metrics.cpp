@@ -1,5 +1,9 @@
 #include "dpo/metrics.h"
 
+#include "dpo/dist.h"
+
+#include <cmath>
+
 namespace dpo {
 
 namespace {
@@ -27,6 +31,17 @@ std::map<std::string, double> MetricSums::means() const {
   std::map<std::string, double> out;
   for (const auto& [name, sum] : sums_) out[name] = pairs_ > 0 ? sum / static_cast<double>(pairs_) : 0.0;
   return out;
+}
+
+void all_reduce(MetricSums& sums, const std::vector<std::string>& names, Communicator& communicator) {
+  std::vector<double> values;
+  for (const auto& name : names) values.push_back(sums.sums().count(name) ? sums.sums().at(name) : 0.0);
+  values.push_back(static_cast<double>(sums.pairs()));
+  communicator.all_reduce_sum(values);
+  MetricSums reduced;
+  for (size_t i = 0; i < names.size(); ++i) reduced.add(names[i], values[i]);
+  reduced.add_pairs(static_cast<int64_t>(std::llround(values.back())));
+  sums = reduced;
 }
 
 }  // namespace dpo

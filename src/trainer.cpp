@@ -18,8 +18,10 @@
 #include "dpo/batch_plan.h"
 #include "dpo/checkpoint.h"
 #include "dpo/collate.h"
+#include "dpo/dist.h"
 #include "dpo/error.h"
 #include "dpo/evaluate.h"
+#include "dpo/grad_buckets.h"
 #include "dpo/logps.h"
 #include "dpo/loss.h"
 #include "dpo/metrics.h"
@@ -104,19 +106,30 @@ std::string format_duration(double seconds) {
 
 class Trainer {
  public:
-  Trainer(const Config& config, Objective objective) : config_(config), objective_(objective) {}
+  Trainer(const Config& config, Objective objective, Communicator& communicator)
+      : config_(config), objective_(objective), comm_(communicator) {}
   TrainSummary run();
 
  private:
   void load_models_and_resume();
-  MetricSums micro_step(const std::vector<int64_t>& indices, double scale);
+  MetricSums micro_step(const std::vector<int64_t>& indices, double scale, bool last_backward);
+  const std::vector<std::string>& metric_names() const;
+  bool is_root() const { return comm_.rank() == 0; }
   std::map<std::string, double> step_means(const MetricSums& sums) const;
   std::map<std::string, double> evaluate();
   void write_metrics(const nlohmann::json& line);
+  // Rank 0 writes the checkpoint (every rank holds the same parameters); it counts for all once
+  // every rank has passed the barrier after it.
+  void save() {
+    if (is_root()) save_checkpoint(config_.run.output_dir, *policy_, *optimizer_, state_, config_.train.keep_checkpoints);
+    comm_.barrier();
+  }
   void print_progress(const std::map<std::string, double>& m, int64_t total_steps, double elapsed, int64_t done_here);
 
   const Config& config_;
   const Objective objective_;
+  Communicator& comm_;
+  std::unique_ptr<GradientBuckets> buckets_;
   at::ScalarType dtype_ = at::kFloat;
   std::unique_ptr<PreferenceDataset> train_data_, eval_data_;
   CausalLM policy_, reference_;
@@ -156,6 +169,9 @@ void Trainer::load_models_and_resume() {
   parameters_ = policy_->parameters();
   optimizer_ = make_optimizer(config_.train, parameters_);
   if (checkpoint) load_optimizer_state(*checkpoint, *optimizer_);
+  // Gradients live in flat buckets so that summing them across ranks is one collective per bucket.
+  buckets_ = std::make_unique<GradientBuckets>(
+      parameters_, BucketLimits{int64_t{1} << 20, config_.dist.bucket_mb << 20});
 
   if (objective_ == Objective::Dpo) {
     // Always a separate, frozen copy: the policy moves away from it as it trains.
@@ -165,7 +181,14 @@ void Trainer::load_models_and_resume() {
   }
 }
 
-MetricSums Trainer::micro_step(const std::vector<int64_t>& indices, double scale) {
+const std::vector<std::string>& Trainer::metric_names() const {
+  static const std::vector<std::string> sft = {"nll", "scored_tokens", "logps/chosen"};
+  return objective_ == Objective::Dpo ? MetricSums::preference_metric_names() : sft;
+}
+
+MetricSums Trainer::micro_step(const std::vector<int64_t>& indices, double scale, bool last_backward) {
+  // The last backward of the step launches each gradient bucket's reduction as soon as it is full.
+  if (last_backward) buckets_->prepare_for_backward(comm_);
   MetricSums sums;
   if (objective_ == Objective::Dpo) {
     const PairBatch batch = collate_pairs(*train_data_, indices);
@@ -206,21 +229,25 @@ std::map<std::string, double> Trainer::evaluate() {
   policy_->eval();
   std::map<std::string, double> out;
   if (objective_ == Objective::Dpo) {
-    out = evaluate_pairs(*policy_, *reference_, *eval_data_, config_.loss, config_.train.micro_batch_size).means();
+    out = evaluate_pairs(*policy_, *reference_, *eval_data_, config_.loss, config_.train.micro_batch_size, comm_).means();
   } else {
     c10::InferenceMode no_grad;
-    double nll = 0, tokens = 0;
+    std::vector<double> nll_tokens = {0.0, 0.0};
+    double& nll = nll_tokens[0];
+    double& tokens = nll_tokens[1];
     const auto n = static_cast<int64_t>(eval_data_->size());
+    const int64_t world = comm_.world_size(), batch = config_.train.micro_batch_size;
     const at::Device device = parameters_.front().device();
-    for (int64_t begin = 0; begin < n; begin += config_.train.micro_batch_size) {
+    for (int64_t begin = comm_.rank(); begin < n; begin += batch * world) {
       std::vector<int64_t> indices;
-      for (int64_t i = begin; i < std::min(n, begin + config_.train.micro_batch_size); ++i) indices.push_back(i);
+      for (int64_t i = begin; i < std::min(n, begin + batch * world); i += world) indices.push_back(i);
       const PairBatch batch = collate_chosen(*eval_data_, indices);
       const SequenceLogps s = sequence_logps(policy_->forward(batch.input_ids.to(device)), batch.input_ids.to(device),
                                              batch.response_mask.to(device));
       nll -= s.logps.sum().item<double>();
       tokens += static_cast<double>(s.token_counts.sum().item<int64_t>());
     }
+    comm_.all_reduce_sum(nll_tokens);
     out["loss"] = nll / std::max(tokens, 1.0);
   }
   policy_->train();
@@ -228,6 +255,7 @@ std::map<std::string, double> Trainer::evaluate() {
 }
 
 void Trainer::write_metrics(const nlohmann::json& line) {
+  if (!is_root()) return;
   std::ofstream out(metrics_path_, std::ios::app);
   out << line.dump() << '\n';
   if (!out) fail("{}: write failed", metrics_path_);
@@ -235,6 +263,7 @@ void Trainer::write_metrics(const nlohmann::json& line) {
 
 void Trainer::print_progress(const std::map<std::string, double>& m, int64_t total_steps, double elapsed,
                              int64_t done_here) {
+  if (!is_root()) return;
   const double eta = done_here > 0 ? elapsed / static_cast<double>(done_here) * static_cast<double>(total_steps - state_.step) : 0.0;
   std::string line = fmt::format("step {}/{} | loss {:.4f}", state_.step, total_steps, m.at("loss"));
   if (m.count("rewards/accuracies")) line += fmt::format(" | acc {:.3f} | margin {:.4f}", m.at("rewards/accuracies"), m.at("rewards/margins"));
@@ -266,20 +295,23 @@ TrainSummary Trainer::run() {
   }
 
   const BatchPlan plan(static_cast<int64_t>(train_data_->size()), c.train.global_batch_size, c.train.micro_batch_size,
-                       /*world_size=*/1, static_cast<uint64_t>(c.run.seed), c.train.shuffle);
+                       comm_.world_size(), static_cast<uint64_t>(c.run.seed), c.train.shuffle);
   const int64_t epoch_steps = plan.steps_per_epoch();
   int64_t total_steps = c.train.epochs * epoch_steps;
   if (c.train.max_steps > 0) total_steps = std::min(total_steps, c.train.max_steps);
-  truncate_metrics(metrics_path_, state_.step);
+  if (is_root()) truncate_metrics(metrics_path_, state_.step);
 
-  const double peak_flops = measure_matmul_peak_flops(c.model.device, dtype_, 0.25);
+  // Every rank measures at once, so the sum is the peak of the machine as the ranks share it.
+  std::vector<double> peak = {measure_matmul_peak_flops(c.model.device, dtype_, 0.25)};
+  comm_.all_reduce_sum(peak);
+  const double peak_flops = peak[0];
   // Forward FLOPs per token multiplier: policy forward + backward ~ 3x, a live reference forward 1x.
   const double flops_factor = objective_ == Objective::Dpo ? 4.0 : 3.0;
-  fmt::print("dpo {}: {} pairs, {} steps/epoch, {} steps, global batch {} = {} x {} accumulation, {} | {} on {}, "
-             "matmul peak {:.1f} GFLOP/s\n",
-             objective_ == Objective::Dpo ? "train" : "sft", train_data_->size(), epoch_steps, total_steps, c.train.global_batch_size,
-             c.train.micro_batch_size, plan.accumulation_steps(), c.train.optimizer, c.model.dtype, c.model.device,
-             peak_flops / 1e9);
+  fmt::print("dpo {}: {} pairs, {} steps/epoch, {} steps, global batch {} = {} x {} accumulation x {} ranks ({}), {} | "
+             "{} on {}, matmul peak {:.1f} GFLOP/s\n",
+             objective_ == Objective::Dpo ? "train" : "sft", train_data_->size(), epoch_steps, total_steps,
+             c.train.global_batch_size, c.train.micro_batch_size, plan.accumulation_steps(), comm_.world_size(),
+             comm_.name(), c.train.optimizer, c.model.dtype, c.model.device, peak_flops / 1e9);
 
   const auto run_start = Clock::now();
   const int64_t first_step = state_.step;
@@ -290,15 +322,23 @@ TrainSummary Trainer::run() {
     const double scale = 1.0 / loss_denominator(*train_data_, global, objective_);
     const double lr = learning_rate(c.train, state_.step, total_steps);
     set_learning_rate(*optimizer_, lr);
-    optimizer_->zero_grad();  // libtorch 1.13: zeroes in place
+    buckets_->zero();
 
     MetricSums sums;
-    for (const auto& micro : plan.rank_micro_batches(state_.epoch, state_.step_in_epoch, /*rank=*/0)) {
-      if (micro.empty()) continue;
-      const MetricSums s = micro_step(micro, scale);
+    const auto micro_batches = plan.rank_micro_batches(state_.epoch, state_.step_in_epoch, comm_.rank());
+    size_t last = micro_batches.size();
+    for (size_t i = 0; i < micro_batches.size(); ++i)
+      if (!micro_batches[i].empty()) last = i;
+    for (size_t i = 0; i < micro_batches.size(); ++i) {
+      if (micro_batches[i].empty()) continue;
+      const MetricSums s = micro_step(micro_batches[i], scale, i == last);
       for (const auto& [name, value] : s.sums()) sums.add(name, value);
       sums.add_pairs(s.pairs());
     }
+    const auto sync_start = Clock::now();
+    buckets_->all_reduce_sum(comm_);
+    all_reduce(sums, metric_names(), comm_);
+    const double sync_seconds = std::chrono::duration<double>(Clock::now() - sync_start).count();
     const double grad_norm = clip_grad_norm(parameters_, c.train.max_grad_norm);
     std::map<std::string, double> m = step_means(sums);
     const bool finite = std::isfinite(m.at("loss")) && std::isfinite(grad_norm);
@@ -308,8 +348,8 @@ TrainSummary Trainer::run() {
       if (!c.train.skip_nonfinite)
         fail("step {}: non-finite {}; stopped before the update, nothing of this step was saved "
              "(set train.skip_nonfinite: true to skip such steps)", step_number, what);
-      fmt::print(stderr, "dpo: warning: step {}: non-finite {}; update skipped\n", step_number, what);
-      optimizer_->zero_grad();
+      if (is_root()) fmt::print(stderr, "dpo: warning: step {}: non-finite {}; update skipped\n", step_number, what);
+      buckets_->zero();
       state_.extra["skipped_steps"] = state_.extra["skipped_steps"].get<int64_t>() + 1;
     } else {
       optimizer_->step();
@@ -330,6 +370,7 @@ TrainSummary Trainer::run() {
                static_cast<double>(tokens) / seconds / peak_flops;
     m["peak_memory_mib"] = peak_memory_mib(c.model.device);
     m["step_time_s"] = seconds;
+    m["grad_sync_s"] = sync_seconds;
     summary_.last_metrics = m;
 
     if (step_number % c.run.log_every == 0 || step_number == total_steps || !finite) {
@@ -346,27 +387,36 @@ TrainSummary Trainer::run() {
       nlohmann::json line = {{"step", step_number}};
       for (const auto& [name, value] : evaluate()) line["eval_" + name] = value;
       write_metrics(line);
-      fmt::print("eval at step {}: loss {:.4f}{}\n", step_number, line["eval_loss"].get<double>(),
+      if (is_root())
+        fmt::print("eval at step {}: loss {:.4f}{}\n", step_number, line["eval_loss"].get<double>(),
                  line.contains("eval_rewards/accuracies")
                      ? fmt::format(", accuracy {:.3f}", line["eval_rewards/accuracies"].get<double>())
                      : "");
     }
     if (c.train.save_every > 0 && step_number % c.train.save_every == 0) {
-      save_checkpoint(c.run.output_dir, *policy_, *optimizer_, state_, c.train.keep_checkpoints);
+      save();
       last_saved = step_number;
     }
   }
   if (isatty(STDOUT_FILENO)) fmt::print("\n");
-  if (last_saved != state_.step) save_checkpoint(c.run.output_dir, *policy_, *optimizer_, state_, c.train.keep_checkpoints);
+  if (last_saved != state_.step) save();
   summary_.steps = state_.step;
   summary_.skipped_steps = state_.extra["skipped_steps"].get<int64_t>();
   summary_.final_model_dir = (fs::path(c.run.output_dir) / "final").string();
-  save_model(*policy_, summary_.final_model_dir);
+  if (is_root()) save_model(*policy_, summary_.final_model_dir);
+  comm_.barrier();
   return summary_;
 }
 
 }  // namespace
 
-TrainSummary run_training(const Config& config, Objective objective) { return Trainer(config, objective).run(); }
+TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator) {
+  return Trainer(config, objective, communicator).run();
+}
+
+TrainSummary run_training(const Config& config, Objective objective) {
+  const auto alone = make_single_process_communicator();
+  return run_training(config, objective, *alone);
+}
 
 }  // namespace dpo

@@ -13,13 +13,16 @@ namespace dpo {
 // The truncation settings of data.* as a rule.
 TruncationRule truncation_rule(const DataOptions& data);
 
+class Communicator;
+
 // Metric sums of `policy` vs `reference` over every pair of `dataset`, in batches of
-// `batch_size` pairs, under inference mode.
+// `batch_size` pairs, under inference mode: each rank scores pairs rank, rank+W, ... and the sums
+// are reduced across ranks, so every rank returns the totals.
 MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
-                          const LossOptions& loss, int64_t batch_size);
+                          const LossOptions& loss, int64_t batch_size, Communicator& communicator);
 
 // Loads the models and data.eval named by `config`, evaluates, writes
-// `<run.output_dir>/eval_metrics.json` and returns the means (plus "pairs").
-std::map<std::string, double> run_eval(const Config& config);
+// `<run.output_dir>/eval_metrics.json` (rank 0) and returns the means (plus "pairs").
+std::map<std::string, double> run_eval(const Config& config, Communicator& communicator);
 
 }  // namespace dpo

@@ -9,6 +9,8 @@
 
 namespace dpo {
 
+class Communicator;
+
 class MetricSums {
  public:
   void add(const PairMetrics& metrics);        // adds each pair's values under TRL's names
@@ -25,5 +27,9 @@ class MetricSums {
   std::map<std::string, double> sums_;
   int64_t pairs_ = 0;
 };
+
+// Sums the metrics `names` and the pair count across ranks, in place. A name a rank never saw
+// (a rank with no pairs in a partial batch) counts as 0 there; every rank passes the same names.
+void all_reduce(MetricSums& sums, const std::vector<std::string>& names, Communicator& communicator);
 
 }  // namespace dpo

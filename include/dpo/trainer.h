@@ -20,6 +20,12 @@ struct TrainSummary {
   std::map<std::string, double> last_metrics;
 };
 
+class Communicator;
+
+// Every rank of `communicator` calls this with the same config: each takes its share of every
+// global batch, gradients and metric sums are summed across ranks, rank 0 writes metrics and
+// checkpoints. The overload without a communicator runs alone.
+TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator);
 TrainSummary run_training(const Config& config, Objective objective);
 
 }  // namespace dpo
