@@ -10,6 +10,7 @@
 // work to all_reduce_sum.
 #include "dpo/grad_buckets.h"
 
+#include <algorithm>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -21,12 +22,15 @@
 
 namespace dpo {
 
-// libtorch 1.13: Optimizer::zero_grad() detaches and zeroes each defined grad in place, and
-// Module::zero_grad(set_to_none = false) does the same, so both keep the grads as views into
-// the buckets (tested in test_dist_mpi.cpp). Module::zero_grad(true), a future default of
-// set_to_none, or assigning a fresh tensor to .grad would cut a grad loose from its bucket:
-// autograd would then accumulate into a new tensor. restore_views() copies such a grad back
-// (correct, one extra copy), so the reduction never misses it.
+// Why the grads are storage aliases, not narrow().view()s: libtorch 1.13's Optimizer::zero_grad()
+// calls grad.detach_() and then zero_(), and detach_() throws on an autograd view ("Can't detach
+// views in-place", the error DDP's gradient_as_bucket_view hits). A tensor built with set_() on
+// the bucket's storage shares the memory without being a view, so zero_grad() zeroes the bucket
+// in place (tested in test_dist_mpi.cpp), as does Module::zero_grad(set_to_none = false).
+// Module::zero_grad(true), a future set_to_none default, or assigning a fresh tensor to .grad
+// would cut a grad loose from its bucket: autograd would then accumulate into a new tensor.
+// restore_views() copies such a grad back (correct, one extra copy), so the reduction never
+// misses it.
 
 namespace {
 
@@ -43,6 +47,15 @@ struct Bucket {
   size_t pending = 0;  // members whose gradient has not arrived in the armed backward
   std::unique_ptr<PendingReduction> reduction;
 };
+
+// A tensor of `sizes` over `flat`'s memory from element `offset`: shares the storage, is no view.
+at::Tensor storage_alias(const at::Tensor& flat, int64_t offset, at::IntArrayRef sizes) {
+  std::vector<int64_t> strides(sizes.size(), 1);
+  for (size_t d = sizes.size(); d-- > 1;) strides[d - 1] = strides[d] * std::max<int64_t>(sizes[d], 1);
+  at::Tensor alias = at::empty({0}, flat.options());
+  alias.set_(flat.storage(), flat.storage_offset() + offset, sizes, strides);
+  return alias;
+}
 
 bool aliases(const at::Tensor& grad, const at::Tensor& view) {
   return grad.defined() && grad.data_ptr() == view.data_ptr() && grad.sizes() == view.sizes() &&
@@ -152,7 +165,7 @@ GradientBuckets::GradientBuckets(std::vector<at::Tensor> parameters, BucketLimit
     int64_t offset = 0;
     for (const size_t i : group) {
       at::Tensor& p = s.parameters[i];
-      Member member{i, offset, bucket.flat.narrow(0, offset, p.numel()).view(p.sizes())};
+      Member member{i, offset, storage_alias(bucket.flat, offset, p.sizes())};
       if (p.grad().defined()) member.view.copy_(p.grad());  // keep a gradient already there
       p.mutable_grad() = member.view;
       s.place[i] = {s.buckets.size(), bucket.members.size()};
