@@ -75,7 +75,7 @@ struct GradientBuckets::State {
   std::thread::id owner = std::this_thread::get_id();
   Communicator* armed = nullptr;
   size_t next_to_start = 0;
-  bool overlap = true;
+  bool overlap = false;  // see set_overlap in the header: no gain measured on CPU/MPI
   int64_t started_in_backward = 0;
   std::string late_gradient;  // first parameter whose gradient arrived after its bucket started
 
