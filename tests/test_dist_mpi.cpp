@@ -352,3 +352,25 @@ TEST_CASE("overlap of bucket reductions with backward", "[.bench]") {
       std::printf("overlap %-3s %zu buckets: best %.2f ms/step, of which %.2f ms in all_reduce_sum after backward\n",
                   overlap ? "on" : "off", bucket_count, best[overlap], exposed[overlap]);
 }
+
+#ifdef DPO_WITH_NCCL
+TEST_CASE("the NCCL communicator starts on a GPU or fails naming the call", "[mpi][nccl]") {
+  // World of one per process, so several ranks sharing one GPU (or none) still run this.
+  auto bootstrap = dpo::make_single_process_communicator();
+  std::unique_ptr<dpo::Communicator> nccl;
+  try {
+    nccl = dpo::make_nccl_communicator(*bootstrap, 0);
+  } catch (const dpo::Error& e) {
+    // No usable GPU here: the message names the source line and the CUDA/NCCL call.
+    REQUIRE_THAT(e.what(), Contains("dist_nccl.cpp:") && Contains("failed: "));
+    return;
+  }
+  REQUIRE(nccl->name() == "nccl");
+  REQUIRE(nccl->world_size() == 1);
+  at::Tensor cpu = at::ones({4});
+  REQUIRE_THROWS_WITH(nccl->all_reduce_sum(cpu), Contains("not a CUDA tensor"));
+  std::vector<double> values = {1.5};
+  nccl->all_reduce_sum(values);  // host values go to the bootstrap communicator
+  REQUIRE(values[0] == 1.5);
+}
+#endif
