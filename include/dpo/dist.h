@@ -1,0 +1,121 @@
+// Distribution: the rank layout of the job, the Communicator that sums tensors and host values
+// across ranks (MPI on CPUs, NCCL on GPUs, a no-op single-process one for unit tests), MPI's
+// lifetime, aborting the whole job from one rank, and the check that every rank runs the same
+// configuration. It does not decide what is reduced: the trainer sums gradients (the loss is
+// already scaled by 1/global_batch_pairs on every rank, so SUMS are the right reduction) and
+// metric sums; gradient bucketing lives in grad_buckets.h.
+//
+// Every collective here must be called by every rank, in the same order. A rank that throws
+// between collectives leaves the others waiting in the next one: catch at the top, and call
+// abort_job(), which ends the whole job.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace dpo {
+
+struct ProcessInfo {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;        // rank among the processes on this node (selects the GPU)
+  int local_world_size = 1;  // processes on this node (divides the cores)
+};
+
+// A reduction started by Communicator::start_all_reduce_sum; the tensor holds the sum once wait()
+// returns. test() drives progress (MPI progresses non-blocking collectives only inside MPI calls)
+// and says whether it has completed. Destroying an unfinished reduction waits for it.
+class PendingReduction {
+ public:
+  virtual ~PendingReduction() = default;
+  virtual bool test() = 0;
+  virtual void wait() = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  virtual std::string name() const = 0;  // "single", "mpi", "nccl"
+
+  // In place, on a contiguous tensor of float32, float64, bfloat16 or int64 (int32 too for MPI):
+  // CPU tensors for MPI, CUDA tensors for NCCL. bfloat16 is summed in float32 by MPI.
+  virtual void all_reduce_sum(at::Tensor& tensor) = 0;
+  // Starts the same reduction without waiting. The default runs it to completion at once; MPI
+  // overrides it with MPI_Iallreduce. Until wait() the tensor must be neither read nor written.
+  virtual std::unique_ptr<PendingReduction> start_all_reduce_sum(at::Tensor& tensor);
+  // Whether start_all_reduce_sum really overlaps with computation (gradient buckets launch
+  // during backward only then).
+  virtual bool supports_overlap() const { return false; }
+
+  // Small host values: metric sums and counts, in place.
+  virtual void all_reduce_sum(std::vector<double>& values) = 0;
+  virtual double all_reduce_max(double value) = 0;
+  // Whether `flag` is true on any rank (stop requests, non-finite gradients).
+  bool any(bool flag) { return all_reduce_max(flag ? 1.0 : 0.0) > 0.0; }
+  // `text` on every rank becomes root's.
+  virtual void broadcast_string(std::string& text, int root) = 0;
+  virtual void barrier() = 0;
+};
+
+// World of one: every collective is a no-op (keeps unit tests free of mpirun).
+std::unique_ptr<Communicator> make_single_process_communicator();
+
+// Owns MPI for the life of the process. MPI is initialised (MPI_THREAD_FUNNELED: only the thread
+// that constructed this calls MPI) only when the process was launched by mpirun/mpiexec/srun,
+// detected from the environment (OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_RANK, PMI_SIZE); otherwise
+// the process runs alone and MPI is never touched, so `dpo train` works without a launcher.
+// MPI_COMM_WORLD's error handler is MPI_ERRORS_RETURN: every MPI call is checked and a failure
+// throws dpo::Error naming the call, file:line and MPI's message. Finalises on destruction
+// (unless MPI was initialised by someone else, or aborted).
+class MpiRuntime {
+ public:
+  MpiRuntime();
+  ~MpiRuntime();
+  MpiRuntime(const MpiRuntime&) = delete;
+  MpiRuntime& operator=(const MpiRuntime&) = delete;
+
+  bool active() const { return active_; }  // MPI is initialised and usable
+  const ProcessInfo& info() const { return info_; }
+  // Whether the environment says a launcher started us.
+  static bool launched_by_mpi();
+
+ private:
+  bool active_ = false;
+  bool owns_mpi_ = false;
+  ProcessInfo info_;
+};
+
+// MPI collectives are limited to INT_MAX elements per call; larger tensors go in chunks.
+constexpr int64_t kMpiChunkElements = (int64_t{1} << 30);
+
+// Collectives over (a duplicate of) MPI_COMM_WORLD; MPI must be active. `chunk_elements` is the
+// largest element count of one MPI call (smaller values exercise chunking in tests).
+std::unique_ptr<Communicator> make_mpi_communicator(int64_t chunk_elements = kMpiChunkElements);
+
+// The MPI communicator when MpiRuntime is active, else the single-process one.
+std::unique_ptr<Communicator> make_host_communicator(const MpiRuntime& runtime);
+
+#ifdef DPO_WITH_NCCL
+// Tensor collectives on CUDA tensors through NCCL on `cuda_device`; host-value collectives
+// (vectors, max, strings, barrier) go to `bootstrap`, which must outlive the result. Rank 0's
+// ncclUniqueId is broadcast over `bootstrap`. Logs the NCCL version once (rank 0).
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int cuda_device);
+#endif
+
+// Prints "dpo: error: [rank R] message" to stderr and ends the whole job: MPI_Abort when MPI is
+// initialised (the other ranks are killed, nobody hangs), else exit(1) ("dpo: error: message").
+[[noreturn]] void abort_job(const std::string& message);
+
+// Every rank's resolved configuration (the YAML dump) must equal rank 0's. A rank whose text
+// differs throws dpo::Error naming the first differing line, e.g. "rank 1's config differs from
+// rank 0's at 'train.lr: 0.001' (rank 0: 'train.lr: 0.0001')"; the other ranks return normally.
+// Because only the differing rank throws, the others will wait in their next collective: the
+// caller must turn the throw into abort_job(), which ends the job.
+void require_same_config(Communicator& communicator, const std::string& resolved_config_yaml);
+
+}  // namespace dpo
