@@ -60,15 +60,19 @@ fs::path shared_scratch(dpo::Communicator& comm, const std::string& name) {
   return path;
 }
 
+// SGD at a large rate, and AdamW at a moderate one: adaptive optimizers divide by the root of the
+// squared gradient, which turns float-rounding differences in near-zero gradient entries into
+// steps of order lr, so their runs agree only to that order.
 dpo::Config run_config(const fs::path& dir, const std::string& output, int64_t micro, const std::string& optimizer) {
+  const double lr = optimizer == "sgd" ? 0.05 : 1e-3;
   return dpo::config_from_yaml_text(
       fmt::format("run: {{output_dir: '{}', seed: 1}}\n"
                   "model: {{policy: '{}'}}\n"
                   "data: {{train: '{}', eval: '{}', max_length: 32, max_prompt_length: 16}}\n"
-                  "train: {{global_batch_size: 12, micro_batch_size: {}, epochs: 2, optimizer: {}, lr: 0.05,\n"
+                  "train: {{global_batch_size: 12, micro_batch_size: {}, epochs: 2, optimizer: {}, lr: {},\n"
                   "         warmup_steps: 0, eval_every: 3}}\n",
                   (dir / output).string(), (dir / "model").string(), (dir / "train.jsonl").string(),
-                  (dir / "eval.jsonl").string(), micro, optimizer),
+                  (dir / "eval.jsonl").string(), micro, optimizer, lr),
       {}, "dist test");
 }
 
@@ -88,7 +92,7 @@ TEST_CASE("N ranks train the parameters and metrics of 1 rank on the same global
   const int ranks = comm->world_size();
   const fs::path dir = shared_scratch(*comm, "train");
   // 12 pairs per step: micro-batches of 2 give 6, 3 or 2 accumulation steps on 1, 2 or 3 ranks.
-  for (const std::string optimizer : {"sgd", "rmsprop"}) {
+  for (const std::string optimizer : {"sgd", "adamw"}) {
     const dpo::TrainSummary many = dpo::run_training(run_config(dir, "many-" + optimizer, 2, optimizer), dpo::Objective::Dpo, *comm);
     REQUIRE(many.steps == 6);
     if (comm->rank() == 0) {
