@@ -1,5 +1,6 @@
 #include "dpo/cli.h"
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <filesystem>
@@ -231,6 +232,37 @@ int cmd_bench(const std::map<std::string, std::vector<std::string>>& flags, cons
   return 0;
 }
 
+// Allreduce bandwidth of gradient-sized float32 buffers over the job's host communicator.
+int cmd_bench_comm(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
+  const auto comm = make_host_communicator(*g_runtime);
+  const int64_t repeats = [&] {
+    const auto v = all_of(flags, "--repeats");
+    const nlohmann::json j = v.empty() ? nlohmann::json(5) : json_scalar(v.front());
+    if (!j.is_number_integer() || j.get<int64_t>() < 1) fail("--repeats: expected a positive integer");
+    return j.get<int64_t>();
+  }();
+  const int world = comm->world_size();
+  if (comm->rank() == 0)
+    fmt::print("allreduce (sum, float32) over {} rank(s), {}; best of {} runs\n{:>10} {:>12} {:>14} {:>14}\n", world,
+               comm->name(), repeats, "MiB", "time ms", "algbw GB/s", "busbw GB/s");
+  for (const int64_t mib : {1, 4, 16, 25, 64, 128}) {
+    at::Tensor buffer = at::ones({mib * (int64_t{1} << 20) / 4}, at::kFloat);
+    comm->all_reduce_sum(buffer);  // warm-up: connections and pinned buffers
+    double best = 1e30;
+    for (int64_t r = 0; r < repeats; ++r) {
+      comm->barrier();
+      const auto start = std::chrono::steady_clock::now();
+      comm->all_reduce_sum(buffer);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
+    const double bytes = static_cast<double>(buffer.numel()) * 4.0;
+    // busbw: the ring algorithm moves 2(n-1)/n of the buffer per rank (NCCL's convention).
+    const double algbw = bytes / best / 1e9, busbw = algbw * 2.0 * (world - 1) / std::max(world, 1);
+    if (comm->rank() == 0) fmt::print("{:>10} {:>12.3f} {:>14.2f} {:>14.2f}\n", mib, best * 1e3, algbw, busbw);
+  }
+  return 0;
+}
+
 int cmd_init_model(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
   const Architecture arch = parse_architecture(single(flags, "--arch", "init-model"));
   nlohmann::json hf = default_hf_config(arch);
@@ -355,6 +387,9 @@ std::vector<Command> commands() {
         {"--warmup", "N", "untimed warm-up steps (default 2)"},
         {"--seq-len", "T", "row length (default data.max_length)"}},
        0, cmd_bench},
+      {"bench-comm", "Allreduce bandwidth of gradient-sized buffers across the ranks of the job (run under mpirun).",
+       "bench-comm [--repeats N]", {{"--repeats", "N", "timed repetitions per size, best kept (default 5)"}}, 0,
+       cmd_bench_comm},
       {"init-model", "Write a randomly initialised model in Hugging Face layout (config.json + model.safetensors).",
        "init-model --arch gpt2|llama --out DIR [--set KEY=VALUE]...",
        {{"--arch", "NAME", "gpt2 or llama"},
