@@ -137,6 +137,23 @@ nlohmann::json json_scalar(const std::string& text) {
   return text;
 }
 
+// The value of a numeric flag, `fallback` when absent; an error naming the flag unless it is a
+// number (an integer when `integral`) of at least `minimum`.
+double numeric_flag(const std::map<std::string, std::vector<std::string>>& flags, const std::string& name,
+                    double fallback, double minimum, bool integral) {
+  const auto values = all_of(flags, name);
+  if (values.empty()) return fallback;
+  const nlohmann::json j = json_scalar(values.front());
+  if (!(integral ? j.is_number_integer() : j.is_number()) || j.get<double>() < minimum)
+    fail("{}: expected {} of at least {}, got '{}'", name, integral ? "an integer" : "a number", minimum, values.front());
+  return j.get<double>();
+}
+
+int64_t integer_flag(const std::map<std::string, std::vector<std::string>>& flags, const std::string& name,
+                     int64_t fallback, int64_t minimum) {
+  return static_cast<int64_t>(numeric_flag(flags, name, static_cast<double>(fallback), static_cast<double>(minimum), true));
+}
+
 Config config_from_flags(const std::map<std::string, std::vector<std::string>>& flags, const std::string& command) {
   return load_config(single(flags, "--config", command), all_of(flags, "--set"));
 }
@@ -218,16 +235,9 @@ int cmd_bench(const std::map<std::string, std::vector<std::string>>& flags, cons
   if (!prepared) return 0;
   const Config* config = &prepared->first;
   BenchOptions options;
-  auto integer = [&](const std::string& name, int64_t fallback) {
-    const auto v = all_of(flags, name);
-    if (v.empty()) return fallback;
-    const nlohmann::json j = json_scalar(v.front());
-    if (!j.is_number_integer() || j.get<int64_t>() < 0) fail("{}: expected a non-negative integer, got '{}'", name, v.front());
-    return j.get<int64_t>();
-  };
-  options.warmup_steps = integer("--warmup", options.warmup_steps);
-  options.timed_steps = std::max<int64_t>(1, integer("--steps", options.timed_steps));
-  options.seq_len = integer("--seq-len", 0);
+  options.warmup_steps = integer_flag(flags, "--warmup", options.warmup_steps, 0);
+  options.timed_steps = integer_flag(flags, "--steps", options.timed_steps, 1);
+  options.seq_len = integer_flag(flags, "--seq-len", 0, 0);
   fmt::print("{}", format_bench(run_bench(*config, options)));
   return 0;
 }
@@ -235,12 +245,7 @@ int cmd_bench(const std::map<std::string, std::vector<std::string>>& flags, cons
 // Allreduce bandwidth of gradient-sized float32 buffers over the job's host communicator.
 int cmd_bench_comm(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
   const auto comm = make_host_communicator(*g_runtime);
-  const int64_t repeats = [&] {
-    const auto v = all_of(flags, "--repeats");
-    const nlohmann::json j = v.empty() ? nlohmann::json(5) : json_scalar(v.front());
-    if (!j.is_number_integer() || j.get<int64_t>() < 1) fail("--repeats: expected a positive integer");
-    return j.get<int64_t>();
-  }();
+  const int64_t repeats = integer_flag(flags, "--repeats", 5, 1);
   const int world = comm->world_size();
   if (comm->rank() == 0)
     fmt::print("allreduce (sum, float32) over {} rank(s), {}; best of {} runs\n{:>10} {:>12} {:>14} {:>14}\n", world,
@@ -280,11 +285,7 @@ int cmd_init_model(const std::map<std::string, std::vector<std::string>>& flags,
     hf[key] = json_scalar(kv.substr(eq + 1));
   }
   const ModelSpec spec = model_spec_from_hf_config(hf, "--set");
-  const auto seed_flags = all_of(flags, "--seed");
-  const nlohmann::json seed_value = seed_flags.empty() ? nlohmann::json(0) : json_scalar(seed_flags.front());
-  if (!seed_value.is_number_integer() || seed_value.get<int64_t>() < 0)
-    fail("--seed: expected a non-negative integer, got '{}'", seed_flags.front());
-  const auto seed = seed_value.get<uint64_t>();
+  const auto seed = static_cast<uint64_t>(integer_flag(flags, "--seed", 0, 0));
   CausalLM model = build_model(spec, seed);
   const auto dtype_flags = all_of(flags, "--dtype");
   if (!dtype_flags.empty()) model->to(parse_dtype(dtype_flags.front()));
@@ -316,13 +317,7 @@ int cmd_convert_data(const std::map<std::string, std::vector<std::string>>&, con
 }
 
 int cmd_make_demo_data(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
-  auto integer = [&](const std::string& name, int64_t fallback) {
-    const auto v = all_of(flags, name);
-    if (v.empty()) return fallback;
-    const nlohmann::json j = json_scalar(v.front());
-    if (!j.is_number_integer() || j.get<int64_t>() <= 0) fail("{}: expected a positive integer, got '{}'", name, v.front());
-    return j.get<int64_t>();
-  };
+  auto integer = [&](const std::string& name, int64_t fallback) { return integer_flag(flags, name, fallback, 1); };
   const std::filesystem::path out = single(flags, "--out", "make-demo-data");
   SyntheticTaskOptions options;
   options.vocab_size = integer("--vocab-size", 256);
@@ -339,13 +334,7 @@ int cmd_make_demo_data(const std::map<std::string, std::vector<std::string>>& fl
 }
 
 int cmd_score_synthetic(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
-  auto number = [&](const std::string& name, double fallback) {
-    const auto v = all_of(flags, name);
-    if (v.empty()) return fallback;
-    const nlohmann::json j = json_scalar(v.front());
-    if (!j.is_number() || j.get<double>() < 0) fail("{}: expected a non-negative number, got '{}'", name, v.front());
-    return j.get<double>();
-  };
+  auto number = [&](const std::string& name, double fallback) { return numeric_flag(flags, name, fallback, 0.0, false); };
   configure_threads();
   const std::string model_dir = single(flags, "--model", "score-synthetic");
   CausalLM model = load_model(model_dir, at::kFloat);
