@@ -181,7 +181,9 @@ nlohmann::json hf_config_from_model_spec(const ModelSpec& spec, const std::strin
     c["n_embd"] = spec.hidden_size;
     c["n_layer"] = spec.num_layers;
     c["n_head"] = spec.num_heads;
-    c["n_inner"] = spec.intermediate_size;
+    // Keep transformers' "null = 4 x n_embd" spelling where it holds.
+    const bool default_inner = spec.intermediate_size == 4 * spec.hidden_size && (!c.contains("n_inner") || c["n_inner"].is_null());
+    c["n_inner"] = default_inner ? nlohmann::json(nullptr) : nlohmann::json(spec.intermediate_size);
     c["n_positions"] = spec.max_position_embeddings;
     c["layer_norm_epsilon"] = spec.norm_eps;
     c["tie_word_embeddings"] = true;
@@ -230,7 +232,7 @@ nlohmann::json default_hf_config(Architecture arch) {
             {"n_embd", 64},
             {"n_layer", 2},
             {"n_head", 4},
-            {"n_inner", 256},
+            {"n_inner", nullptr},  // transformers' default: 4 x n_embd, so --set n_embd scales it
             {"n_positions", 512},
             {"layer_norm_epsilon", 1e-5},
             {"activation_function", "gelu_new"},
