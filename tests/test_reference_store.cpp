@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -327,6 +330,38 @@ TEST_CASE("with policy == reference, step 1 on the stored file has loss ln 2 and
   CHECK(lines[0]["loss"].get<double>() == Approx(std::log(2.0)).margin(1e-6));
   CHECK(lines[0]["rewards/margins"].get<double>() == Approx(0.0).margin(1e-6));
   CHECK(lines[0]["rewards/chosen"].get<double>() == Approx(0.0).margin(1e-6));
+}
+
+// What `run` writes to stderr (file descriptor 2), e.g. warnings.
+std::string stderr_of(const fs::path& scratch, const std::function<void()>& run) {
+  const fs::path capture = scratch / "stderr.txt";
+  std::fflush(stderr);
+  const int saved = dup(2);
+  FILE* file = std::fopen(capture.string().c_str(), "w");
+  dup2(fileno(file), 2);
+  run();
+  std::fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  std::fclose(file);
+  std::ifstream in(capture);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST_CASE("with policy == reference, stored values the policy does not reproduce draw a loud warning", "[reference]") {
+  const Toy toy("numerics");
+  precompute(toy.config("pre"));
+  const auto train_one_step = [&](const std::string& output) {
+    return stderr_of(toy.dir.path, [&] {
+      dpo::run_training(toy.config(output, {"train.max_steps=1", "train.eval_every=0"}), dpo::Objective::Dpo);
+    });
+  };
+  CHECK_THAT(train_one_step("same"), !Contains("differ by"));
+  dpo::ReferenceFile file = dpo::read_reference_file(toy.logps.string(), true);
+  for (double& v : file.train.chosen) v += 0.5;  // as if computed under other numerics
+  dpo::write_reference_file(toy.logps.string(), file, false);
+  CHECK_THAT(train_one_step("other"), Contains("dpo: warning:") && Contains("stored reference log-probs differ by") &&
+                                          Contains("another dtype/device"));
 }
 
 TEST_CASE("reference.batch_size must be positive", "[reference][config]") {
