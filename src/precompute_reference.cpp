@@ -2,9 +2,9 @@
 //
 // Ranks split the examples (rank r takes i = r mod W) and score them in batches with pair_logps,
 // the function the live reference path uses, so the stored values are the live ones. Results reach
-// rank 0 by summing host vectors across ranks (zeros everywhere but the indices a rank filled,
-// plus a filled-count vector that proves every example was scored exactly once): a rank-0 gather
-// via allreduce, not parallel HDF5, because the values are tiny (16 bytes per pair) and a single
+// rank 0 by summing host vectors across ranks (zeros everywhere but the slots a rank filled, plus
+// a filled count per slot that proves every example was scored exactly once): a rank-0 gather via
+// allreduce, not parallel HDF5, because the values are tiny (16 bytes per pair) and a single
 // writer keeps the file logic serial and simple. Rank 0 saves progress to `<path>.partial` after
 // every round of batches; a rerun with the same inputs resumes from it.
 #include <unistd.h>
@@ -144,24 +144,30 @@ PrecomputeSummary precompute_reference(const Config& config, Communicator& comm)
     const PreferenceDataset& data = datasets[s];
     ReferenceSplit& values = split_of(s);
     const auto n = static_cast<int64_t>(data.size());
-    std::vector<int64_t> mine;
-    for (int64_t i = comm.rank(); i < n; i += world)
-      if (!values.filled[static_cast<size_t>(i)]) mine.push_back(i);
+    // Every rank knows every rank's work list (the filled mask is shared), so a round's results
+    // travel as W x capacity slots, not as N-long vectors: the gather costs O(round), not O(N).
+    std::vector<std::vector<int64_t>> work(static_cast<size_t>(world));
+    for (int64_t i = 0; i < n; ++i)
+      if (!values.filled[static_cast<size_t>(i)]) work[static_cast<size_t>(i % world)].push_back(i);
+    const std::vector<int64_t>& mine = work[static_cast<size_t>(comm.rank())];
     const int64_t batch = config.reference.batch_size;
-    const auto my_batches = static_cast<int64_t>((mine.size() + static_cast<size_t>(batch) - 1) / static_cast<size_t>(batch));
-    const auto max_batches = static_cast<int64_t>(comm.all_reduce_max(static_cast<double>(my_batches)));
+    int64_t max_batches = 0;
+    for (const auto& w : work) max_batches = std::max(max_batches, (static_cast<int64_t>(w.size()) + batch - 1) / batch);
     // About ten rounds for a small job (a progress line each), at most kMaxBatchesPerRound batches
     // of work lost to a crash for a large one.
     const int64_t per_round = std::clamp<int64_t>((max_batches + 9) / 10, 1, kMaxBatchesPerRound);
-    size_t next = 0;
+    const int64_t capacity = per_round * batch;  // pairs per rank per round
+    constexpr int64_t kFields = 5;  // chosen, rejected, chosen length, rejected length, filled count
     for (int64_t round = 0; round * per_round < max_batches; ++round) {
-      // chosen, rejected, chosen length, rejected length, filled count: 5 blocks of n.
-      std::vector<double> delta(static_cast<size_t>(5 * n), 0.0);
-      for (int64_t b = 0; b < per_round && next < mine.size(); ++b) {
-        const size_t end = std::min(mine.size(), next + static_cast<size_t>(batch));
-        const std::vector<int64_t> indices(mine.begin() + static_cast<std::ptrdiff_t>(next),
-                                           mine.begin() + static_cast<std::ptrdiff_t>(end));
-        next = end;
+      const int64_t first = round * capacity;
+      std::vector<double> slots(static_cast<size_t>(world * capacity * kFields), 0.0);
+      const auto slot = [&](int64_t rank, int64_t k, int64_t field) -> double& {
+        return slots[static_cast<size_t>((rank * capacity + k) * kFields + field)];
+      };
+      const int64_t my_end = std::min<int64_t>(static_cast<int64_t>(mine.size()), first + capacity);
+      for (int64_t begin = first; begin < my_end; begin += batch) {
+        const int64_t end = std::min(my_end, begin + batch);
+        const std::vector<int64_t> indices(mine.begin() + begin, mine.begin() + end);
         PairLogps ref;
         {
           c10::InferenceMode no_grad;
@@ -171,29 +177,30 @@ PrecomputeSummary precompute_reference(const Config& config, Communicator& comm)
         const at::Tensor ct = ref.chosen_tokens.to(at::kCPU).contiguous(), rt = ref.rejected_tokens.to(at::kCPU).contiguous();
         const auto ca = c.accessor<double, 1>(), ra = r.accessor<double, 1>();
         const auto cta = ct.accessor<int64_t, 1>(), rta = rt.accessor<int64_t, 1>();
-        for (size_t k = 0; k < indices.size(); ++k) {
-          const auto i = static_cast<size_t>(indices[k]);
-          const auto kk = static_cast<int64_t>(k);
-          delta[i] = ca[kk];
-          delta[static_cast<size_t>(n) + i] = ra[kk];
-          delta[static_cast<size_t>(2 * n) + i] = static_cast<double>(cta[kk]);
-          delta[static_cast<size_t>(3 * n) + i] = static_cast<double>(rta[kk]);
-          delta[static_cast<size_t>(4 * n) + i] = 1.0;
+        for (int64_t k = 0; k < end - begin; ++k) {
+          const int64_t at_slot = begin - first + k;
+          slot(comm.rank(), at_slot, 0) = ca[k];
+          slot(comm.rank(), at_slot, 1) = ra[k];
+          slot(comm.rank(), at_slot, 2) = static_cast<double>(cta[k]);
+          slot(comm.rank(), at_slot, 3) = static_cast<double>(rta[k]);
+          slot(comm.rank(), at_slot, 4) = 1.0;
         }
       }
-      comm.all_reduce_sum(delta);
+      comm.all_reduce_sum(slots);
       int64_t fresh = 0;
-      for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
-        const double count = delta[static_cast<size_t>(4 * n) + i];
-        if (count == 0.0) continue;
-        if (count != 1.0 || values.filled[i])
-          fail("internal: example {} of {} was scored {} times", i, data.path(), count + values.filled[i]);
-        values.chosen[i] = delta[i];
-        values.rejected[i] = delta[static_cast<size_t>(n) + i];
-        values.chosen_lengths[i] = static_cast<int32_t>(delta[static_cast<size_t>(2 * n) + i]);
-        values.rejected_lengths[i] = static_cast<int32_t>(delta[static_cast<size_t>(3 * n) + i]);
-        values.filled[i] = 1;
-        ++fresh;
+      for (int64_t q = 0; q < world; ++q) {
+        const auto& theirs = work[static_cast<size_t>(q)];
+        for (int64_t k = 0; k < capacity && first + k < static_cast<int64_t>(theirs.size()); ++k) {
+          const auto i = static_cast<size_t>(theirs[static_cast<size_t>(first + k)]);
+          if (slot(q, k, 4) != 1.0)
+            fail("internal: rank {} delivered example {} of {} {} times in round {}", q, i, data.path(), slot(q, k, 4), round);
+          values.chosen[i] = slot(q, k, 0);
+          values.rejected[i] = slot(q, k, 1);
+          values.chosen_lengths[i] = static_cast<int32_t>(slot(q, k, 2));
+          values.rejected_lengths[i] = static_cast<int32_t>(slot(q, k, 3));
+          values.filled[i] = 1;
+          ++fresh;
+        }
       }
       summary.computed += fresh;
       if (root) write_reference_file(partial_path, state, /*with_filled_mask=*/true);

@@ -178,6 +178,26 @@ TEST_CASE("precompute-ref over N ranks writes the values of a 1-rank precompute"
   }
   comm->barrier();
 
+  // Resuming over N ranks from a half-filled .partial (rank 0 owns it) scores only the rest.
+  if (comm->rank() == 0) {
+    dpo::ReferenceFile half = dpo::read_reference_file((dir / "many.h5").string(), true);
+    for (size_t i = 1; i < half.train.size(); i += 2) {
+      half.train.filled[i] = 0;
+      half.train.chosen[i] = 0;
+    }
+    dpo::write_reference_file((dir / "resumed.h5.partial").string(), half, true);
+  }
+  comm->barrier();
+  const dpo::PrecomputeSummary resumed = dpo::precompute_reference(with("resumed.h5"), *comm);
+  CHECK(resumed.resumed == 15 + 11);
+  CHECK(resumed.computed == 15);
+  if (comm->rank() == 0) {
+    CHECK(dpo::read_reference_file((dir / "resumed.h5").string(), true).train.chosen ==
+          dpo::read_reference_file((dir / "many.h5").string(), true).train.chosen);
+    CHECK_FALSE(fs::exists(dir / "resumed.h5.partial"));
+  }
+  comm->barrier();
+
   // N ranks training from the file step like N ranks with the live reference (policy == reference).
   dpo::Config stored = with("many.h5");
   stored.run.output_dir = (dir / "stored").string();
