@@ -23,6 +23,7 @@
 #include "dpo/inspect.h"
 #include "dpo/model.h"
 #include "dpo/preference_data.h"
+#include "dpo/reference_store.h"
 #include "dpo/runtime.h"
 #include "dpo/sampling.h"
 #include "dpo/synthetic_task.h"
@@ -230,6 +231,19 @@ int cmd_train(const std::map<std::string, std::vector<std::string>>& flags, Obje
   return 0;
 }
 
+int cmd_precompute_ref(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
+  auto prepared = prepare(flags, "precompute-ref");
+  if (!prepared) return 0;
+  const Config& config = prepared->first;
+  // Host vectors only: the gather needs no device communicator.
+  const PrecomputeSummary s = precompute_reference(config, *prepared->second.host);
+  fmt::print("wrote {}: {} pairs{} ({} scored at {:.1f} pairs/s, {} resumed from a .partial file)\n",
+             config.reference.logps_path, s.examples,
+             s.eval_examples ? fmt::format(" + {} eval pairs", s.eval_examples) : "", s.computed,
+             s.seconds > 0 ? static_cast<double>(s.computed) / s.seconds : 0.0, s.resumed);
+  return 0;
+}
+
 int cmd_bench(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
   const auto prepared = prepare(flags, "bench");
   if (!prepared) return 0;
@@ -365,6 +379,9 @@ std::vector<Command> commands() {
                 "checkpoint in run.output_dir).",
        "train --config FILE [--set KEY=VALUE]...", kConfigFlags, 0,
        [](const auto& flags, const auto&) { return cmd_train(flags, Objective::Dpo); }},
+      {"precompute-ref", "Compute the reference model's log-probs of data.train (and data.eval) once into "
+                         "reference.logps_path (HDF5); train and eval then never load the reference model.",
+       "precompute-ref --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_precompute_ref},
       {"sft", "Supervised fine-tuning on prompt+chosen with the prompt masked (makes a reference model).",
        "sft --config FILE [--set KEY=VALUE]...", kConfigFlags, 0,
        [](const auto& flags, const auto&) { return cmd_train(flags, Objective::Sft); }},
@@ -387,7 +404,7 @@ std::vector<Command> commands() {
         {"--seed", "N", "initialisation seed (default 0)"},
         {"--dtype", "NAME", "float32 (default), bfloat16 or float16"}},
        0, cmd_init_model},
-      {"inspect", "Describe a model directory, or a JSONL / HDF5 preference dataset.", "inspect PATH", {}, 1, cmd_inspect},
+      {"inspect", "Describe a model directory, a JSONL / HDF5 preference dataset, or a reference log-prob file.", "inspect PATH", {}, 1, cmd_inspect},
       {"convert-data", "Convert a preference dataset between JSONL and HDF5 (by the output's extension).",
        "convert-data IN OUT", {}, 2, cmd_convert_data},
       {"make-demo-data", "Write train.jsonl and eval.jsonl of a synthetic preference task with a known reward.",

@@ -77,6 +77,8 @@ const std::vector<OptionRow>& option_rows() {
       {{"reference.logps_path", T::String, "",
         "HDF5 reference log-probs from precompute-ref (empty: run the reference model live)", false, {}},
        DPO_FIELD(reference.logps_path)},
+      {{"reference.batch_size", T::Int, "32", "pairs per reference forward in dpo precompute-ref", false, {}},
+       DPO_FIELD(reference.batch_size)},
 
       {{"train.global_batch_size", T::Int, "64", "preference pairs per optimizer step, over all ranks", false, {}},
        DPO_FIELD(train.global_batch_size)},
@@ -371,6 +373,8 @@ void validate(const Config& c, const GivenValues& given) {
           fmt::format("must be non-negative, got {}", c.train.eval_every));
   require(c.train.keep_checkpoints >= 0, "train.keep_checkpoints",
           fmt::format("must be non-negative (0 keeps all), got {}", c.train.keep_checkpoints));
+  require(c.reference.batch_size > 0, "reference.batch_size",
+          fmt::format("must be positive, got {}", c.reference.batch_size));
   require(c.dist.bucket_mb > 0, "dist.bucket_mb", fmt::format("must be positive, got {}", c.dist.bucket_mb));
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -13,6 +14,7 @@
 #include "dpo/dist.h"
 #include "dpo/error.h"
 #include "dpo/logps.h"
+#include "dpo/reference_store.h"
 
 namespace dpo {
 
@@ -20,10 +22,14 @@ TruncationRule truncation_rule(const DataOptions& data) {
   return {data.max_length, data.max_prompt_length, parse_truncation_mode(data.truncation)};
 }
 
-MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
-                          const LossOptions& loss, int64_t batch_size, Communicator& communicator) {
+namespace {
+
+// Metric sums over the pairs of `dataset` this rank scores (rank, rank+W, ...), reduced across
+// ranks; `reference_logps(batch, policy_logps)` supplies the reference side of each batch.
+template <typename ReferenceLogps>
+MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset, const LossOptions& loss,
+                         int64_t batch_size, Communicator& communicator, ReferenceLogps&& reference_logps) {
   c10::InferenceMode no_grad;
-  const bool same_model = &policy == &reference;
   MetricSums sums;
   std::vector<int64_t> mine;
   for (auto i = static_cast<int64_t>(communicator.rank()); i < static_cast<int64_t>(dataset.size());
@@ -34,8 +40,7 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const P
                                        mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), begin + static_cast<size_t>(batch_size))));
     const PairBatch batch = collate_pairs(dataset, indices);
     const PairLogps pol = pair_logps(policy, batch);
-    // One model serving as both: its log-probs are the reference's exactly, so skip the second pass.
-    const PairLogps ref = same_model ? pol : pair_logps(reference, batch);
+    const PairLogps ref = reference_logps(batch, pol);
     const PreferenceLogps logps{pol.chosen, pol.rejected, ref.chosen, ref.rejected, pol.chosen_tokens,
                                 pol.rejected_tokens};
     sums.add(pair_metrics(logps, preference_losses(logps, loss), loss));
@@ -44,24 +49,50 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const P
   return sums;
 }
 
+}  // namespace
+
+MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
+                          const LossOptions& loss, int64_t batch_size, Communicator& communicator) {
+  const bool same_model = &policy == &reference;
+  return evaluate_with(policy, dataset, loss, batch_size, communicator, [&](const PairBatch& batch, const PairLogps& pol) {
+    // One model serving as both: its log-probs are the reference's exactly, so skip the second pass.
+    return same_model ? pol : pair_logps(reference, batch);
+  });
+}
+
+MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference, Split split,
+                          const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
+                          Communicator& communicator) {
+  return evaluate_with(policy, dataset, loss, batch_size, communicator, [&](const PairBatch& batch, const PairLogps& pol) {
+    return reference.logps(split, batch.example_indices, pol.chosen.device());
+  });
+}
+
 std::map<std::string, double> run_eval(const Config& config, Communicator& communicator) {
   if (config.data.eval.empty()) fail("data.eval: dpo eval needs an evaluation dataset (set data.eval)");
-  if (!config.reference.logps_path.empty())
-    fail("reference.logps_path: precomputed reference log-probs are not supported by this build yet; unset it to use "
-         "the live reference model");
   const at::ScalarType dtype = parse_dtype(config.model.dtype);
+  const bool precomputed = !config.reference.logps_path.empty();
+  // With precomputed reference log-probs the reference model is never loaded.
+  std::optional<ReferenceStore> store;
+  if (precomputed) store = ReferenceStore::open(config, /*check_train=*/false, /*check_eval=*/true, communicator);
   CausalLM policy = load_model(config.model.policy, dtype, config.model.device);
   policy->eval();
   CausalLM reference = policy;
-  if (!std::filesystem::equivalent(config.model.reference, config.model.policy)) {
+  if (!precomputed && !std::filesystem::equivalent(config.model.reference, config.model.policy)) {
     reference = load_model(config.model.reference, dtype, config.model.device);
     reference->eval();
   }
   const PreferenceDataset dataset =
       PreferenceDataset::load(config.data.eval, truncation_rule(config.data), policy->spec().vocab_size);
   fmt::print("{}\n", dataset.summary_line());
+  if (store) {
+    store->require_examples(Split::Eval, dataset);
+    fmt::print("reference log-probs from {}\n", store->path());
+  }
 
-  const MetricSums sums = evaluate_pairs(*policy, *reference, dataset, config.loss, config.train.micro_batch_size, communicator);
+  const MetricSums sums =
+      store ? evaluate_pairs(*policy, *store, Split::Eval, dataset, config.loss, config.train.micro_batch_size, communicator)
+            : evaluate_pairs(*policy, *reference, dataset, config.loss, config.train.micro_batch_size, communicator);
   std::map<std::string, double> means = sums.means();
 
   means["pairs"] = static_cast<double>(sums.pairs());

@@ -5,6 +5,7 @@
 #include "dpo/error.h"
 #include "dpo/model.h"
 #include "dpo/preference_data.h"
+#include "dpo/reference_store.h"
 
 namespace dpo {
 
@@ -16,6 +17,7 @@ std::string inspect_path(const std::string& path) {
       fail("{}: a directory without config.json is not a Hugging Face model directory", path);
     return describe_model_dir(path);
   }
+  if (is_reference_file(path)) return describe_reference_file(path);
   return describe_preference_file(path);
 }
 

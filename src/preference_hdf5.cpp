@@ -10,33 +10,13 @@
 #include <hdf5.h>
 
 #include "dpo/error.h"
+#include "dpo/hdf5_handles.h"
 #include "dpo/preference_data.h"
 
 namespace dpo {
 namespace {
 
 constexpr const char* kFields[3] = {"prompt", "chosen", "rejected"};
-
-// Owns one hid_t and closes it with the matching H5?close on every exit path.
-class Handle {
- public:
-  Handle(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
-  Handle(Handle&& other) noexcept : id_(std::exchange(other.id_, H5I_INVALID_HID)), close_(other.close_) {}
-  Handle(const Handle&) = delete;
-  Handle& operator=(const Handle&) = delete;
-  Handle& operator=(Handle&&) = delete;
-  ~Handle() {
-    if (id_ >= 0) close_(id_);
-  }
-  operator hid_t() const { return id_; }
-  bool valid() const { return id_ >= 0; }
-
- private:
-  hid_t id_;
-  herr_t (*close_)(hid_t);
-};
-
-void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
 // A 1-D integer dataset, opened and checked, not yet read.
 struct IntegerDataset {

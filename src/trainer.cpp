@@ -28,6 +28,7 @@
 #include "dpo/model.h"
 #include "dpo/optimization.h"
 #include "dpo/preference_data.h"
+#include "dpo/reference_store.h"
 #include "dpo/throughput.h"
 
 namespace dpo {
@@ -125,6 +126,8 @@ class Trainer {
     comm_.barrier();
   }
   void print_progress(const std::map<std::string, double>& m, int64_t total_steps, double elapsed, int64_t done_here);
+  void check_stored_reference(const std::vector<int64_t>& first_micro_batch);
+  PairLogps reference_logps(const PairBatch& batch);
 
   const Config& config_;
   const Objective objective_;
@@ -132,7 +135,8 @@ class Trainer {
   std::unique_ptr<GradientBuckets> buckets_;
   at::ScalarType dtype_ = at::kFloat;
   std::unique_ptr<PreferenceDataset> train_data_, eval_data_;
-  CausalLM policy_, reference_;
+  CausalLM policy_, reference_;  // reference_ stays empty when its log-probs come from store_
+  std::unique_ptr<ReferenceStore> store_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<at::Tensor> parameters_;
   TrainerState state_;
@@ -173,7 +177,7 @@ void Trainer::load_models_and_resume() {
   buckets_ = std::make_unique<GradientBuckets>(
       parameters_, BucketLimits{int64_t{1} << 20, config_.dist.bucket_mb << 20});
 
-  if (objective_ == Objective::Dpo) {
+  if (objective_ == Objective::Dpo && !store_) {
     // Always a separate, frozen copy: the policy moves away from it as it trains.
     reference_ = load_model(config_.model.reference, dtype_, config_.model.device);
     reference_->eval();
@@ -192,11 +196,7 @@ MetricSums Trainer::micro_step(const std::vector<int64_t>& indices, double scale
   MetricSums sums;
   if (objective_ == Objective::Dpo) {
     const PairBatch batch = collate_pairs(*train_data_, indices);
-    PairLogps ref;
-    {
-      at::NoGradGuard no_grad;  // not InferenceMode: these tensors meet autograd in the loss
-      ref = pair_logps(*reference_, batch);
-    }
+    const PairLogps ref = reference_logps(batch);
     const PairLogps pol = pair_logps(*policy_, batch);
     const PreferenceLogps logps{pol.chosen, pol.rejected, ref.chosen, ref.rejected, pol.chosen_tokens,
                                 pol.rejected_tokens};
@@ -218,6 +218,44 @@ MetricSums Trainer::micro_step(const std::vector<int64_t>& indices, double scale
   return sums;
 }
 
+PairLogps Trainer::reference_logps(const PairBatch& batch) {
+  if (store_) return store_->logps(Split::Train, batch.example_indices, parameters_.front().device());
+  at::NoGradGuard no_grad;  // not InferenceMode: these tensors meet autograd in the loss
+  return pair_logps(*reference_, batch);
+}
+
+// With policy == reference, the stored values must be what the policy computes now; a difference
+// means the file was made under other numerics (dtype, device, kernels). Worth a loud warning,
+// not a refusal: the run is still a valid DPO run against those values.
+void Trainer::check_stored_reference(const std::vector<int64_t>& first_micro_batch) {
+  bool same = std::filesystem::equivalent(config_.model.policy, config_.model.reference);
+  if (!same) {
+    bool equal_weights = false;
+    if (is_root()) equal_weights = model_fingerprint(config_.model.policy) == store_->file().provenance.model_fingerprint;
+    same = comm_.any(equal_weights);
+  }
+  if (!same) return;
+  double worst = 0.0;
+  if (!first_micro_batch.empty()) {
+    policy_->eval();
+    c10::InferenceMode no_grad;
+    const PairBatch batch = collate_pairs(*train_data_, first_micro_batch);
+    const PairLogps pol = pair_logps(*policy_, batch);
+    const PairLogps ref = store_->logps(Split::Train, batch.example_indices, pol.chosen.device());
+    const auto relative = [](const at::Tensor& a, const at::Tensor& b) {
+      return ((a.to(at::kDouble) - b.to(at::kDouble)).abs() / b.to(at::kDouble).abs().clamp_min(1.0)).max().item<double>();
+    };
+    worst = std::max(relative(pol.chosen, ref.chosen), relative(pol.rejected, ref.rejected));
+    policy_->train();
+  }
+  worst = comm_.all_reduce_max(worst);
+  if (worst > 1e-3 && is_root())
+    fmt::print(stderr,
+               "dpo: warning: {}: model.policy == model.reference but stored reference log-probs differ by {:.3g} "
+               "(relative) from the policy's: was the file computed with another dtype/device ({} on {})?\n",
+               store_->path(), worst, store_->file().provenance.dtype, store_->file().provenance.device);
+}
+
 std::map<std::string, double> Trainer::step_means(const MetricSums& sums) const {
   if (objective_ == Objective::Dpo) return sums.means();
   const double tokens = std::max(1.0, sums.sums().count("scored_tokens") ? sums.sums().at("scored_tokens") : 0.0);
@@ -229,7 +267,11 @@ std::map<std::string, double> Trainer::evaluate() {
   policy_->eval();
   std::map<std::string, double> out;
   if (objective_ == Objective::Dpo) {
-    out = evaluate_pairs(*policy_, *reference_, *eval_data_, config_.loss, config_.train.micro_batch_size, comm_).means();
+    out = (store_ ? evaluate_pairs(*policy_, *store_, Split::Eval, *eval_data_, config_.loss,
+                                   config_.train.micro_batch_size, comm_)
+                  : evaluate_pairs(*policy_, *reference_, *eval_data_, config_.loss, config_.train.micro_batch_size,
+                                   comm_))
+              .means();
   } else {
     c10::InferenceMode no_grad;
     std::vector<double> nll_tokens = {0.0, 0.0};
@@ -278,10 +320,11 @@ void Trainer::print_progress(const std::map<std::string, double>& m, int64_t tot
 TrainSummary Trainer::run() {
   const Config& c = config_;
   if (c.data.train.empty()) fail("data.train: dpo {} needs a training dataset (set data.train)", objective_name(objective_));
-  if (!c.reference.logps_path.empty())
-    fail("reference.logps_path: precomputed reference log-probs are not supported by this build yet; unset it to use "
-         "the live reference model");
   dtype_ = parse_dtype(c.model.dtype);
+  // Checked before any model is loaded, so a mismatching file fails fast; the reference model is
+  // then never loaded.
+  if (objective_ == Objective::Dpo && !c.reference.logps_path.empty())
+    store_ = std::make_unique<ReferenceStore>(ReferenceStore::open(c, true, !c.data.eval.empty(), comm_));
   fs::create_directories(c.run.output_dir);
   metrics_path_ = (fs::path(c.run.output_dir) / "metrics.jsonl").string();
 
@@ -292,6 +335,11 @@ TrainSummary Trainer::run() {
   if (!c.data.eval.empty()) {
     eval_data_ = std::make_unique<PreferenceDataset>(PreferenceDataset::load(c.data.eval, rule, policy_->spec().vocab_size));
     fmt::print("{}\n", eval_data_->summary_line());
+  }
+  if (store_) {
+    store_->require_examples(Split::Train, *train_data_);
+    if (eval_data_) store_->require_examples(Split::Eval, *eval_data_);
+    fmt::print("reference log-probs from {} (the reference model is not loaded)\n", store_->path());
   }
 
   const BatchPlan plan(static_cast<int64_t>(train_data_->size()), c.train.global_batch_size, c.train.micro_batch_size,
@@ -306,13 +354,17 @@ TrainSummary Trainer::run() {
   comm_.all_reduce_sum(peak);
   const double peak_flops = peak[0];
   // Forward FLOPs per token multiplier: policy forward + backward ~ 3x, a live reference forward 1x.
-  const double flops_factor = objective_ == Objective::Dpo ? 4.0 : 3.0;
+  const double flops_factor = objective_ == Objective::Dpo && !store_ ? 4.0 : 3.0;
   fmt::print("dpo {}: {} pairs, {} steps/epoch, {} steps, global batch {} = {} x {} accumulation x {} ranks ({}), {} | "
              "{} on {}, matmul peak {:.1f} GFLOP/s\n",
              objective_ == Objective::Dpo ? "train" : "sft", train_data_->size(), epoch_steps, total_steps,
              c.train.global_batch_size, c.train.micro_batch_size, plan.accumulation_steps(), comm_.world_size(),
              comm_.name(), c.train.optimizer, c.model.dtype, c.model.device, peak_flops / 1e9);
 
+  if (store_ && state_.step == 0 && total_steps > 0) {
+    const auto first = plan.rank_micro_batches(state_.epoch, state_.step_in_epoch, comm_.rank());
+    check_stored_reference(first.empty() ? std::vector<int64_t>{} : first.front());
+  }
   const auto run_start = Clock::now();
   const int64_t first_step = state_.step;
   int64_t last_saved = state_.step;

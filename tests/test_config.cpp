@@ -29,7 +29,8 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
   const std::set<std::string> spec_keys = {
       "run.output_dir", "run.seed", "run.log_every", "model.policy", "model.reference", "model.dtype",
       "model.device", "data.train", "data.eval", "data.max_length", "data.max_prompt_length", "data.truncation",
-      "loss.type", "loss.beta", "loss.label_smoothing", "reference.logps_path", "train.global_batch_size",
+      "loss.type", "loss.beta", "loss.label_smoothing", "reference.logps_path", "reference.batch_size",
+      "train.global_batch_size",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",
       "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "train.shuffle", "train.save_every",
       "train.eval_every", "train.lr_scheduler", "train.keep_checkpoints", "train.skip_nonfinite", "dist.backend",

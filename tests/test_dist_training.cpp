@@ -1,7 +1,8 @@
 // Data-parallel training's contract, run under mpiexec with 2 and 3 ranks: N ranks give the
 // parameters and the metrics of 1 rank on the same global batches (within float rounding),
 // including micro-batch accumulation and a partial last batch; evaluation over ranks equals
-// evaluation alone.
+// evaluation alone; precompute-ref over N ranks writes the values of a 1-rank precompute, and
+// training on them equals training with the live reference.
 #include <unistd.h>
 
 #include <filesystem>
@@ -20,6 +21,7 @@
 #include "dpo/evaluate.h"
 #include "dpo/model.h"
 #include "dpo/preference_data.h"
+#include "dpo/reference_store.h"
 #include "dpo/synthetic_task.h"
 #include "dpo/trainer.h"
 
@@ -140,6 +142,76 @@ TEST_CASE("evaluation over ranks equals evaluation alone", "[mpi][eval]") {
   CHECK(many.pairs() == 11);
   CHECK(one.pairs() == 11);
   for (const auto& [name, value] : one.means()) CHECK(many.means().at(name) == Approx(value).epsilon(1e-5).margin(1e-7));
+  comm->barrier();
+  if (comm->rank() == 0) fs::remove_all(dir);
+}
+
+TEST_CASE("precompute-ref over N ranks writes the values of a 1-rank precompute", "[mpi][reference]") {
+  auto comm = world();
+  const fs::path dir = shared_scratch(*comm, "reference");
+  const auto with = [&](const std::string& file) {
+    dpo::Config c = run_config(dir, "out-" + file, 2, "sgd");
+    c.reference.logps_path = (dir / file).string();
+    c.reference.batch_size = 4;
+    c.train.epochs = 1;
+    return c;
+  };
+  const dpo::PrecomputeSummary many = dpo::precompute_reference(with("many.h5"), *comm);
+  CHECK(many.examples == 30);
+  CHECK(many.eval_examples == 11);
+  CHECK(many.computed == 41);
+  if (comm->rank() == 0) {
+    const auto alone = dpo::make_single_process_communicator();
+    dpo::precompute_reference(with("one.h5"), *alone);
+    const dpo::ReferenceFile a = dpo::read_reference_file((dir / "many.h5").string(), true);
+    const dpo::ReferenceFile b = dpo::read_reference_file((dir / "one.h5").string(), true);
+    for (const auto& [x, y] : {std::make_pair(&a.train, &b.train), std::make_pair(&*a.eval, &*b.eval)}) {
+      REQUIRE(x->size() == y->size());
+      for (size_t i = 0; i < x->size(); ++i) {
+        CHECK(x->chosen[i] == Approx(y->chosen[i]).margin(1e-6));
+        CHECK(x->rejected[i] == Approx(y->rejected[i]).margin(1e-6));
+      }
+      CHECK(x->chosen_lengths == y->chosen_lengths);
+      CHECK(x->rejected_lengths == y->rejected_lengths);
+    }
+    CHECK(a.provenance.model_fingerprint == b.provenance.model_fingerprint);
+  }
+  comm->barrier();
+
+  // Resuming over N ranks from a half-filled .partial (rank 0 owns it) scores only the rest.
+  if (comm->rank() == 0) {
+    dpo::ReferenceFile half = dpo::read_reference_file((dir / "many.h5").string(), true);
+    for (size_t i = 1; i < half.train.size(); i += 2) {
+      half.train.filled[i] = 0;
+      half.train.chosen[i] = 0;
+    }
+    dpo::write_reference_file((dir / "resumed.h5.partial").string(), half, true);
+  }
+  comm->barrier();
+  const dpo::PrecomputeSummary resumed = dpo::precompute_reference(with("resumed.h5"), *comm);
+  CHECK(resumed.resumed == 15 + 11);
+  CHECK(resumed.computed == 15);
+  if (comm->rank() == 0) {
+    CHECK(dpo::read_reference_file((dir / "resumed.h5").string(), true).train.chosen ==
+          dpo::read_reference_file((dir / "many.h5").string(), true).train.chosen);
+    CHECK_FALSE(fs::exists(dir / "resumed.h5.partial"));
+  }
+  comm->barrier();
+
+  // N ranks training from the file step like N ranks with the live reference (policy == reference).
+  dpo::Config stored = with("many.h5");
+  stored.run.output_dir = (dir / "stored").string();
+  dpo::Config live = with("");
+  live.reference.logps_path.clear();
+  live.run.output_dir = (dir / "live").string();
+  dpo::run_training(stored, dpo::Objective::Dpo, *comm);
+  dpo::run_training(live, dpo::Objective::Dpo, *comm);
+  if (comm->rank() == 0) {
+    const auto p = dpo::load_model((dir / "stored" / "final").string(), at::kFloat);
+    const auto q = dpo::load_model((dir / "live" / "final").string(), at::kFloat);
+    auto qp = q->named_parameters();
+    for (const auto& item : p->named_parameters()) CHECK(at::allclose(item.value(), qp[item.key()], 1e-5, 1e-6));
+  }
   comm->barrier();
   if (comm->rank() == 0) fs::remove_all(dir);
 }

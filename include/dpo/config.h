@@ -37,6 +37,7 @@ struct LossOptions {
 
 struct ReferenceOptions {
   std::string logps_path;  // empty = none (live reference model)
+  int64_t batch_size = 32;  // pairs per reference forward in precompute-ref
 };
 
 struct TrainOptions {

@@ -14,6 +14,8 @@ namespace dpo {
 TruncationRule truncation_rule(const DataOptions& data);
 
 class Communicator;
+class ReferenceStore;
+enum class Split;
 
 // Metric sums of `policy` vs `reference` over every pair of `dataset`, in batches of
 // `batch_size` pairs, under inference mode: each rank scores pairs rank, rank+W, ... and the sums
@@ -21,7 +23,14 @@ class Communicator;
 MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
                           const LossOptions& loss, int64_t batch_size, Communicator& communicator);
 
-// Loads the models and data.eval named by `config`, evaluates, writes
+// The same with the reference log-probs taken from `reference` (split `split`, indexed like
+// `dataset`) instead of a reference model.
+MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference, Split split,
+                          const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
+                          Communicator& communicator);
+
+// Loads the models and data.eval named by `config` (with reference.logps_path: the policy only,
+// and the file's eval group as the reference), evaluates, writes
 // `<run.output_dir>/eval_metrics.json` (rank 0) and returns the means (plus "pairs").
 std::map<std::string, double> run_eval(const Config& config, Communicator& communicator);
 

@@ -1,4 +1,5 @@
-// `dpo inspect PATH`: a human-readable summary of a model directory, a JSONL or HDF5 dataset.
+// `dpo inspect PATH`: a human-readable summary of a model directory, a JSONL or HDF5 dataset, or
+// a reference log-prob file (provenance, sizes, completeness, statistics).
 #pragma once
 #include <string>
 
