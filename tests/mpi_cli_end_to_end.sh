@@ -31,6 +31,24 @@ else
   bad "2-rank training failed: $(tail -5 "$work/train.txt")"
 fi
 
+# Reference log-probs precomputed by 2 ranks, then training from the file without the reference model.
+ref=$work/ref.h5
+if mpi -np 2 "$dpo" precompute-ref --config "$work/run.yaml" --set reference.logps_path="$ref" --set run.output_dir="$work/pre" \
+     >"$work/pre.txt" 2>&1 && [ -f "$ref" ] && [ ! -e "$ref.partial" ]; then
+  pass "2-rank precompute-ref wrote one complete file"
+  "$dpo" inspect "$ref" | grep -qi "fingerprint" && pass "inspect shows the provenance" || bad "inspect $ref"
+  mpi -np 2 "$dpo" train --config "$work/run.yaml" --set reference.logps_path="$ref" --set run.output_dir="$work/fromfile" \
+    >"$work/fromfile.txt" 2>&1 && pass "2-rank training from the file" || bad "training from the file: $(tail -3 "$work/fromfile.txt")"
+  # The reference file no longer matches edited data: refused, naming the dataset.
+  cp "$work/data/train.jsonl" "$work/edited.jsonl"
+  sed -i '1s/"prompt_input_ids":\[/"prompt_input_ids":[5,/' "$work/edited.jsonl"
+  if "$dpo" train --config "$work/run.yaml" --set reference.logps_path="$ref" --set data.train="$work/edited.jsonl" \
+       --set run.output_dir="$work/edited" >"$work/edited.txt" 2>&1; then bad "edited data accepted"
+  else grep -qi "dataset" "$work/edited.txt" && pass "edited data refused" || bad "edited data message: $(cat "$work/edited.txt")"; fi
+else
+  bad "precompute-ref failed: $(tail -3 "$work/pre.txt")"
+fi
+
 # Different configs on the two ranks (Open MPI's app contexts): refused, naming the key.
 start=$(date +%s)
 if mpi -np 1 "$dpo" train --config "$work/run.yaml" --set run.output_dir="$work/x" --set train.lr=0.001 : \
