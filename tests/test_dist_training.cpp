@@ -24,6 +24,7 @@
 #include "dpo/reference_store.h"
 #include "dpo/synthetic_task.h"
 #include "dpo/trainer.h"
+#include "tiny_llama.h"
 
 extern dpo::MpiRuntime* g_mpi_runtime;
 
@@ -42,14 +43,7 @@ fs::path shared_scratch(dpo::Communicator& comm, const std::string& name) {
     path = (fs::temp_directory_path() / fmt::format("dpo-dist-{}-{}", name, static_cast<long>(getpid()))).string();
     fs::remove_all(path);
     fs::create_directories(path);
-    nlohmann::json config = dpo::default_hf_config(dpo::Architecture::Llama);
-    config["vocab_size"] = 32;
-    config["hidden_size"] = 16;
-    config["intermediate_size"] = 32;
-    config["num_hidden_layers"] = 2;
-    config["num_attention_heads"] = 2;
-    config["num_key_value_heads"] = 1;
-    dpo::save_model(*dpo::build_model(dpo::model_spec_from_hf_config(config, "tiny"), 5), path + "/model");
+    dpo::save_model(*tiny_llama(5), path + "/model");
     dpo::SyntheticTaskOptions task;
     task.pairs = 30;  // 12-pair global batches: the third is partial (6 pairs)
     task.vocab_size = 32;

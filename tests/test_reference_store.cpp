@@ -33,6 +33,7 @@
 #include "dpo/reference_store.h"
 #include "dpo/synthetic_task.h"
 #include "dpo/trainer.h"
+#include "tiny_llama.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -54,17 +55,6 @@ struct ScratchDir {
     fs::remove_all(path, ec);
   }
 };
-
-dpo::CausalLM tiny_llama(uint64_t seed) {
-  nlohmann::json config = dpo::default_hf_config(dpo::Architecture::Llama);
-  config["vocab_size"] = kVocab;
-  config["hidden_size"] = 16;
-  config["intermediate_size"] = 32;
-  config["num_hidden_layers"] = 2;
-  config["num_attention_heads"] = 2;
-  config["num_key_value_heads"] = 1;
-  return dpo::build_model(dpo::model_spec_from_hf_config(config, "tiny llama"), seed);
-}
 
 void write_pairs(const fs::path& path, int64_t pairs, uint64_t seed) {
   dpo::SyntheticTaskOptions task;

@@ -28,6 +28,7 @@
 #include "dpo/preference_data.h"
 #include "dpo/synthetic_task.h"
 #include "dpo/trainer.h"
+#include "tiny_llama.h"
 
 namespace fs = std::filesystem;
 
@@ -53,17 +54,6 @@ struct ScratchDir {
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;
 };
-
-dpo::CausalLM tiny_llama(uint64_t seed) {
-  nlohmann::json config = dpo::default_hf_config(dpo::Architecture::Llama);
-  config["vocab_size"] = kVocab;
-  config["hidden_size"] = 16;
-  config["intermediate_size"] = 32;
-  config["num_hidden_layers"] = 2;
-  config["num_attention_heads"] = 2;
-  config["num_key_value_heads"] = 1;
-  return dpo::build_model(dpo::model_spec_from_hf_config(config, "tiny llama"), seed);
-}
 
 // A scratch directory with a tiny model (`model/`) and synthetic pairs (`train.jsonl`), and the
 // YAML of a run on them; each test adds its own keys with `--set`-style overrides.

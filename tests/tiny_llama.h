@@ -1,0 +1,19 @@
+// The tiny Llama shared by the training-level tests: vocab 32, hidden 16, 2 layers, 2 query heads
+// sharing 1 key/value head (so grouped-query attention is on the path), untied head.
+#pragma once
+#include <cstdint>
+
+#include <nlohmann/json.hpp>
+
+#include "dpo/model.h"
+
+inline dpo::CausalLM tiny_llama(uint64_t seed) {
+  nlohmann::json config = dpo::default_hf_config(dpo::Architecture::Llama);
+  config["vocab_size"] = 32;
+  config["hidden_size"] = 16;
+  config["intermediate_size"] = 32;
+  config["num_hidden_layers"] = 2;
+  config["num_attention_heads"] = 2;
+  config["num_key_value_heads"] = 1;
+  return dpo::build_model(dpo::model_spec_from_hf_config(config, "tiny llama"), seed);
+}
