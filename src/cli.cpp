@@ -22,6 +22,7 @@
 #include "dpo/evaluate.h"
 #include "dpo/inspect.h"
 #include "dpo/model.h"
+#include "dpo/preemption.h"
 #include "dpo/preference_data.h"
 #include "dpo/reference_store.h"
 #include "dpo/runtime.h"
@@ -224,7 +225,9 @@ int cmd_eval(const std::map<std::string, std::vector<std::string>>& flags, const
 int cmd_train(const std::map<std::string, std::vector<std::string>>& flags, Objective objective) {
   auto prepared = prepare(flags, objective == Objective::Dpo ? "train" : "sft");
   if (!prepared) return 0;
+  install_stop_signal_handlers();
   const TrainSummary summary = run_training(prepared->first, objective, prepared->second.tensors());
+  if (summary.preempted) return kPreemptedExitCode;
   fmt::print("done: {} steps{}; model in {}\n", summary.steps,
              summary.skipped_steps ? fmt::format(" ({} skipped as non-finite)", summary.skipped_steps) : "",
              summary.final_model_dir);

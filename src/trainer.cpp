@@ -27,6 +27,7 @@
 #include "dpo/metrics.h"
 #include "dpo/model.h"
 #include "dpo/optimization.h"
+#include "dpo/preemption.h"
 #include "dpo/preference_data.h"
 #include "dpo/reference_store.h"
 #include "dpo/throughput.h"
@@ -448,6 +449,17 @@ TrainSummary Trainer::run() {
     if (c.train.save_every > 0 && step_number % c.train.save_every == 0) {
       save();
       last_saved = step_number;
+    }
+    // Reduced so that every rank stops after the same step, whichever rank got the signal.
+    if (comm_.any(stop_requested()) && state_.step < total_steps) {
+      if (last_saved != state_.step) save();
+      if (isatty(STDOUT_FILENO)) fmt::print("\n");
+      fmt::print("stop requested (SIGTERM/SIGUSR1): checkpoint of step {} saved; rerun the same command to resume\n",
+                 state_.step);
+      summary_.steps = state_.step;
+      summary_.preempted = true;
+      summary_.skipped_steps = state_.extra["skipped_steps"].get<int64_t>();
+      return summary_;
     }
   }
   if (isatty(STDOUT_FILENO)) fmt::print("\n");

@@ -4,6 +4,7 @@
 // against a float64 recomputation), non-finite steps stop or are skipped, changed resume keys are
 // refused, and the logged learning rate follows the schedule.
 #include <atomic>
+#include <csignal>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -25,6 +26,7 @@
 #include "dpo/config.h"
 #include "dpo/model.h"
 #include "dpo/optimization.h"
+#include "dpo/preemption.h"
 #include "dpo/preference_data.h"
 #include "dpo/synthetic_task.h"
 #include "dpo/trainer.h"
@@ -392,4 +394,29 @@ TEST_CASE("training with cosine schedule logs the scheduled lr", "[training]") {
     CHECK(logged == Approx(expected).epsilon(1e-12).margin(1e-18));
     CHECK(logged == dpo::learning_rate(config.train, s, 8));
   }
+}
+
+TEST_CASE("a stop signal ends the run after a complete checkpoint, and rerunning resumes to the same result",
+          "[training][preemption]") {
+  const ToyRun toy("preempt", 24);
+  const std::vector<std::string> overrides = {"train.epochs=2", "train.max_steps=4"};
+  const dpo::TrainSummary uninterrupted = dpo::run_training(toy.config("a", overrides), dpo::Objective::Dpo);
+  REQUIRE(uninterrupted.steps == 4);
+
+  // The signal arrives during step 1: the loop finishes that step, saves it and stops.
+  dpo::install_stop_signal_handlers();
+  std::raise(SIGUSR1);
+  REQUIRE(dpo::stop_requested());
+  const dpo::TrainSummary stopped = dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo);
+  dpo::clear_stop_request();
+  CHECK(stopped.preempted);
+  CHECK(stopped.steps == 1);
+  CHECK(fs::exists(toy.output("b") / "checkpoints" / "step-1" / "DONE"));
+  CHECK_FALSE(fs::exists(toy.output("b") / "final"));
+
+  const dpo::TrainSummary resumed = dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo);
+  CHECK_FALSE(resumed.preempted);
+  CHECK(resumed.resumed_from == 1);
+  CHECK(not_identical(parameters_of(toy.output("a") / "final"), parameters_of(toy.output("b") / "final")).empty());
+  CHECK(step_lines(toy.output("b")).size() == 4);
 }

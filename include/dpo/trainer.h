@@ -16,7 +16,8 @@ struct TrainSummary {
   int64_t steps = 0;            // optimizer steps completed in total
   int64_t resumed_from = 0;     // step of the checkpoint resumed from (0 = fresh start)
   int64_t skipped_steps = 0;    // non-finite steps skipped (train.skip_nonfinite)
-  std::string final_model_dir;  // <output_dir>/final: a Hugging Face directory
+  bool preempted = false;       // stopped early on SIGTERM/SIGUSR1 after saving a checkpoint (preemption.h)
+  std::string final_model_dir;  // <output_dir>/final: a Hugging Face directory (not written when preempted)
   std::map<std::string, double> last_metrics;
 };
 
