@@ -85,7 +85,11 @@ std::vector<int64_t> BatchPlan::global_batch(int64_t epoch, int64_t step_in_epoc
   if (step_in_epoch < 0 || step_in_epoch >= steps_per_epoch())
     fail("batch plan: step {} of epoch {} is outside [0, {}) ({} examples, train.global_batch_size {})",
          step_in_epoch, epoch, steps_per_epoch(), num_examples_, global_batch_size_);
-  const std::vector<int64_t> order = epoch_order(epoch);
+  if (cached_order_.empty() || cached_epoch_ != epoch) {  // empty: nothing cached yet
+    cached_order_ = epoch_order(epoch);
+    cached_epoch_ = epoch;
+  }
+  const std::vector<int64_t>& order = cached_order_;
   const int64_t begin = step_in_epoch * global_batch_size_;
   const int64_t end = std::min(begin + global_batch_size_, num_examples_);
   return std::vector<int64_t>(order.begin() + begin, order.begin() + end);

@@ -8,7 +8,6 @@
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <torch/cuda.h>
-#include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
@@ -18,26 +17,11 @@
 #include "dpo/logps.h"
 #include "dpo/loss.h"
 #include "dpo/model.h"
+#include "dpo/optimization.h"
 #include "dpo/throughput.h"
 
 namespace dpo {
 namespace {
-
-// TODO: replace with make_optimizer from include/dpo/optimization.h once it is merged; these are
-// the same optimizers with the same (torch default) hyper-parameters.
-std::unique_ptr<torch::optim::Optimizer> bench_optimizer(const TrainOptions& train,
-                                                         std::vector<at::Tensor> parameters) {
-  if (train.optimizer == "rmsprop")
-    return std::make_unique<torch::optim::RMSprop>(
-        parameters, torch::optim::RMSpropOptions(train.lr).weight_decay(train.weight_decay));
-  if (train.optimizer == "adamw")
-    return std::make_unique<torch::optim::AdamW>(
-        parameters, torch::optim::AdamWOptions(train.lr).weight_decay(train.weight_decay));
-  if (train.optimizer == "sgd")
-    return std::make_unique<torch::optim::SGD>(
-        parameters, torch::optim::SGDOptions(train.lr).weight_decay(train.weight_decay));
-  fail("train.optimizer: unknown optimizer '{}' (rmsprop | adamw | sgd)", train.optimizer);
-}
 
 // `pairs` pairs whose rows are all `seq_len` tokens: a shared prompt of the first half, then a
 // chosen (rows 0..B-1) or rejected (rows B..2B-1) response filling the rest. Ids in [1, vocab).
@@ -86,7 +70,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options) {
          spec.max_position_embeddings, config.model.policy);
 
   const std::vector<at::Tensor> parameters = model->parameters();
-  std::unique_ptr<torch::optim::Optimizer> optimizer = bench_optimizer(train, parameters);
+  std::unique_ptr<torch::optim::Optimizer> optimizer = make_optimizer(train, parameters);
   const int64_t accumulation = train.global_batch_size / train.micro_batch_size;
   const PairBatch batch =
       synthetic_pair_batch(train.micro_batch_size, seq_len, spec.vocab_size, static_cast<uint64_t>(config.run.seed));
@@ -103,8 +87,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options) {
       const at::Tensor loss = preference_losses(logps, config.loss).sum() / static_cast<double>(train.global_batch_size);
       loss.backward();
     }
-    // TODO: clip_grad_norm from include/dpo/optimization.h once it is merged.
-    torch::nn::utils::clip_grad_norm_(parameters, train.max_grad_norm);
+    clip_grad_norm(parameters, train.max_grad_norm);
     optimizer->step();
     optimizer->zero_grad();
   };

@@ -18,10 +18,6 @@
 
 namespace dpo {
 
-TruncationRule truncation_rule(const DataOptions& data) {
-  return {data.max_length, data.max_prompt_length, parse_truncation_mode(data.truncation)};
-}
-
 namespace {
 
 // Metric sums over the pairs of `dataset` this rank scores (rank, rank+W, ...), reduced across

@@ -99,4 +99,19 @@ std::vector<RawPreferencePair> read_preference_jsonl(const std::string& path, in
   return pairs;
 }
 
+void write_preference_jsonl(const std::string& path, const std::vector<RawPreferencePair>& pairs) {
+  const std::string tmp = temporary_path_for(path);
+  {
+    std::ofstream out(tmp);
+    if (!out) fail("{}: cannot open for writing", tmp);
+    for (const auto& p : pairs) {
+      nlohmann::json line = {{"prompt_input_ids", p.prompt}, {"chosen_input_ids", p.chosen},
+                             {"rejected_input_ids", p.rejected}};
+      out << line.dump() << '\n';
+    }
+    if (!out) fail("{}: write failed", tmp);
+  }
+  commit_path(tmp, path);
+}
+
 }  // namespace dpo

@@ -1,11 +1,9 @@
 #include "dpo/synthetic_task.h"
 
 #include <algorithm>
-#include <fstream>
 #include <random>
 #include <unordered_set>
 
-#include <nlohmann/json.hpp>
 
 #include "dpo/error.h"
 
@@ -44,21 +42,6 @@ std::vector<RawPreferencePair> make_synthetic_pairs(const SyntheticTaskOptions& 
     else pairs.push_back({prompt, b, a});
   }
   return pairs;
-}
-
-void write_preference_jsonl(const std::string& path, const std::vector<RawPreferencePair>& pairs) {
-  const std::string tmp = temporary_path_for(path);
-  {
-    std::ofstream out(tmp);
-    if (!out) fail("{}: cannot open for writing", tmp);
-    for (const auto& p : pairs) {
-      nlohmann::json line = {{"prompt_input_ids", p.prompt}, {"chosen_input_ids", p.chosen},
-                             {"rejected_input_ids", p.rejected}};
-      out << line.dump() << '\n';
-    }
-    if (!out) fail("{}: write failed", tmp);
-  }
-  commit_path(tmp, path);
 }
 
 }  // namespace dpo

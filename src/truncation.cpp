@@ -49,4 +49,8 @@ int64_t scored_token_count(size_t prompt_length, size_t response_length) {
   return prompt_length >= 1 ? r : std::max<int64_t>(r - 1, 0);
 }
 
+TruncationRule truncation_rule(const DataOptions& data) {
+  return {data.max_length, data.max_prompt_length, parse_truncation_mode(data.truncation)};
+}
+
 }  // namespace dpo

@@ -34,6 +34,9 @@ class BatchPlan {
   int64_t num_examples_, global_batch_size_, micro_batch_size_, world_size_, accumulation_steps_;
   uint64_t seed_;
   bool shuffle_;
+  // epoch_order of the last epoch asked for: the loop asks every step, and shuffling is O(N).
+  mutable int64_t cached_epoch_ = 0;
+  mutable std::vector<int64_t> cached_order_;
 };
 
 }  // namespace dpo

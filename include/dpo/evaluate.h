@@ -10,9 +10,6 @@
 
 namespace dpo {
 
-// The truncation settings of data.* as a rule.
-TruncationRule truncation_rule(const DataOptions& data);
-
 class Communicator;
 class ReferenceStore;
 enum class Split;

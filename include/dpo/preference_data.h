@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "dpo/config.h"
+
 namespace dpo {
 
 using TokenIds = std::vector<int32_t>;
@@ -22,6 +24,9 @@ struct TruncationRule {
   int64_t max_prompt_length = 256;
   TruncationMode mode = TruncationMode::KeepEnd;
 };
+
+// The truncation settings of data.* as a rule.
+TruncationRule truncation_rule(const DataOptions& data);
 
 // What truncation did to one pair.
 struct TruncatedPair {
@@ -58,6 +63,9 @@ std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int
 // Writes the HDF5 layout (groups prompt/chosen/rejected with int32 `tokens` and int64 `offsets`);
 // temporary name, then rename.
 void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs);
+
+// Writes pairs as pre-tokenized JSONL with TRL's column names (temporary name, then rename).
+void write_preference_jsonl(const std::string& path, const std::vector<RawPreferencePair>& pairs);
 
 // A human-readable multi-line description of a JSONL or HDF5 preference file (for `dpo inspect`):
 // format, record count, per-field token-length min/mean/max, largest token id, chosen==rejected.

@@ -24,7 +24,4 @@ double synthetic_reward(const TokenIds& prompt, const TokenIds& response);
 // Pairs whose chosen response has a strictly higher synthetic_reward than the rejected one.
 std::vector<RawPreferencePair> make_synthetic_pairs(const SyntheticTaskOptions& options);
 
-// Writes pairs as pre-tokenized JSONL with TRL's column names (temporary name, then rename).
-void write_preference_jsonl(const std::string& path, const std::vector<RawPreferencePair>& pairs);
-
 }  // namespace dpo
