@@ -8,6 +8,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev      # parallel HDF5, Open MPI build
   libyaml-cpp-dev libfmt-dev nlohmann-json3-dev catch2
+  slurm-wlm munge          # the launch/slurm tests start a throwaway single-node cluster
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -17,6 +18,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  # Installing slurm-wlm and munge would start system daemons (slurmctld without a slurm.conf fails
+  # and fails the install); the tests start their own. Deny service starts unless a policy exists.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo_cmd chmod +x /usr/sbin/policy-rc.d
+    trap '$sudo_cmd rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   $sudo_cmd apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

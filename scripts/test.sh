@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test (unit, cli, mpi) with ctest.
+# Installs what is missing, builds, and runs every test (labels unit, cli, mpi, slurm) with ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh

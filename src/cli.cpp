@@ -238,8 +238,10 @@ int cmd_precompute_ref(const std::map<std::string, std::vector<std::string>>& fl
   auto prepared = prepare(flags, "precompute-ref");
   if (!prepared) return 0;
   const Config& config = prepared->first;
+  install_stop_signal_handlers();
   // Host vectors only: the gather needs no device communicator.
   const PrecomputeSummary s = precompute_reference(config, *prepared->second.host);
+  if (s.preempted) return kPreemptedExitCode;
   fmt::print("wrote {}: {} pairs{} ({} scored at {:.1f} pairs/s, {} resumed from a .partial file)\n",
              config.reference.logps_path, s.examples,
              s.eval_examples ? fmt::format(" + {} eval pairs", s.eval_examples) : "", s.computed,

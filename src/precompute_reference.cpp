@@ -6,9 +6,8 @@
 // a filled count per slot that proves every example was scored exactly once): a rank-0 gather via
 // allreduce, not parallel HDF5, because the values are tiny (16 bytes per pair) and a single
 // writer keeps the file logic serial and simple. Rank 0 saves progress to `<path>.partial` after
-// every round of batches; a rerun with the same inputs resumes from it.
-#include <unistd.h>
-
+// every round of batches; a rerun with the same inputs resumes from it. A stop signal (preemption.h)
+// ends every rank after the same round.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -23,7 +22,9 @@
 #include "dpo/evaluate.h"
 #include "dpo/logps.h"
 #include "dpo/model.h"
+#include "dpo/preemption.h"
 #include "dpo/reference_store.h"
+#include "dpo/runtime.h"
 
 namespace dpo {
 namespace {
@@ -46,7 +47,7 @@ class Progress {
   void update(int64_t done) {
     if (!active_ || total_ <= 0) return;
     const int64_t decile = done * 10 / total_;
-    const bool tty = isatty(STDOUT_FILENO);
+    const bool tty = stdout_is_interactive();
     if (!tty && decile == last_decile_) return;
     last_decile_ = decile;
     const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
@@ -205,6 +206,14 @@ PrecomputeSummary precompute_reference(const Config& config, Communicator& comm)
       summary.computed += fresh;
       if (root) write_reference_file(partial_path, state, /*with_filled_mask=*/true);
       progress.update(summary.computed);
+      // After rank 0 has saved the round, so that a preempted job loses nothing it computed.
+      if (comm.any(stop_requested()) && summary.computed < to_compute) {
+        fmt::print("stop requested (SIGTERM/SIGUSR1): {} of {} pairs saved in {}; rerun the same command to resume\n",
+                   summary.resumed + summary.computed, summary.resumed + to_compute, partial_path);
+        summary.preempted = true;
+        summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+        return summary;
+      }
     }
   }
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();

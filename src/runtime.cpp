@@ -35,4 +35,8 @@ int configure_threads(int local_ranks) {
   return threads;
 }
 
+bool stdout_is_interactive() {
+  return isatty(STDOUT_FILENO) && !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("SLURM_JOB_ID");
+}
+
 }  // namespace dpo

@@ -1,7 +1,5 @@
 #include "dpo/trainer.h"
 
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -30,6 +28,7 @@
 #include "dpo/preemption.h"
 #include "dpo/preference_data.h"
 #include "dpo/reference_store.h"
+#include "dpo/runtime.h"
 #include "dpo/throughput.h"
 
 namespace dpo {
@@ -313,7 +312,7 @@ void Trainer::print_progress(const std::map<std::string, double>& m, int64_t tot
   line += fmt::format(" | grad {:.3g} | lr {:.3g} | {:.0f} tok/s | ETA {}", m.at("grad_norm"), m.at("lr"),
                       m.at("tokens_per_s"), format_duration(eta));
   // A terminal gets one line rewritten in place; a log file gets one line per logged step.
-  if (isatty(STDOUT_FILENO)) fmt::print("\r{:<120}", line);
+  if (stdout_is_interactive()) fmt::print("\r{:<120}", line);
   else fmt::print("{}\n", line);
   std::fflush(stdout);
 }
@@ -453,7 +452,7 @@ TrainSummary Trainer::run() {
     // Reduced so that every rank stops after the same step, whichever rank got the signal.
     if (comm_.any(stop_requested()) && state_.step < total_steps) {
       if (last_saved != state_.step) save();
-      if (isatty(STDOUT_FILENO)) fmt::print("\n");
+      if (stdout_is_interactive()) fmt::print("\n");
       fmt::print("stop requested (SIGTERM/SIGUSR1): checkpoint of step {} saved; rerun the same command to resume\n",
                  state_.step);
       summary_.steps = state_.step;
@@ -462,7 +461,7 @@ TrainSummary Trainer::run() {
       return summary_;
     }
   }
-  if (isatty(STDOUT_FILENO)) fmt::print("\n");
+  if (stdout_is_interactive()) fmt::print("\n");
   if (last_saved != state_.step) save();
   summary_.steps = state_.step;
   summary_.skipped_steps = state_.extra["skipped_steps"].get<int64_t>();

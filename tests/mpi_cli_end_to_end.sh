@@ -11,9 +11,8 @@ pass() { echo "ok: $1"; }
 bad() { echo "FAIL: $1"; failures=$((failures + 1)); }
 mpi() { "$mpiexec" --oversubscribe "$@"; }
 
-"$dpo" make-demo-data --out "$work/data" --train-pairs 96 --eval-pairs 16 --vocab-size 64 >/dev/null
-"$dpo" init-model --arch llama --out "$work/model" --set vocab_size=64 --set hidden_size=32 --set intermediate_size=64 \
-  --set num_attention_heads=4 --set num_key_value_heads=2 >/dev/null
+source "$(dirname "$0")/tiny_inputs.sh"
+make_tiny_inputs "$dpo" "$work" 96
 cat >"$work/run.yaml" <<YAML
 run: {output_dir: $work/run, log_every: 1}
 model: {policy: $work/model}

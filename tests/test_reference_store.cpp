@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cmath>
 #include <filesystem>
@@ -29,6 +30,7 @@
 #include "dpo/evaluate.h"
 #include "dpo/logps.h"
 #include "dpo/model.h"
+#include "dpo/preemption.h"
 #include "dpo/preference_data.h"
 #include "dpo/reference_store.h"
 #include "dpo/synthetic_task.h"
@@ -280,6 +282,36 @@ TEST_CASE("an unfinished precompute resumes from its .partial file and gives the
     dpo::write_reference_file(toy.logps.string(), half, true);
     CHECK_THAT(refusal([&] { open_store(config); }), Contains("incomplete: 12 of 24 examples"));
   }
+}
+
+TEST_CASE("a stop signal ends precompute-ref after a saved round; rerunning finishes with the fresh values",
+          "[reference][preemption]") {
+  const Toy toy("stop");
+  const dpo::Config config = toy.config("out");
+  precompute(config);
+  const dpo::ReferenceFile fresh = dpo::read_reference_file(toy.logps.string(), true);
+  fs::remove(toy.logps);
+
+  // The signal arrives during the first round: that round is saved, no further one is computed.
+  dpo::install_stop_signal_handlers();
+  std::raise(SIGUSR1);
+  const dpo::PrecomputeSummary stopped = precompute(config);
+  dpo::clear_stop_request();
+  CHECK(stopped.preempted);
+  CHECK(stopped.computed > 0);
+  CHECK(stopped.computed < 24);
+  CHECK_FALSE(fs::exists(toy.logps));
+  const std::string partial = toy.logps.string() + ".partial";
+  REQUIRE(fs::exists(partial));
+  CHECK(24 - dpo::read_reference_file(partial, false).train.unfilled() == stopped.computed);
+
+  const dpo::PrecomputeSummary resumed = precompute(config);
+  CHECK_FALSE(resumed.preempted);
+  CHECK(resumed.resumed == stopped.computed);
+  CHECK(resumed.computed == 34 - stopped.computed);
+  const dpo::ReferenceFile file = dpo::read_reference_file(toy.logps.string(), true);
+  CHECK(file.train.chosen == fresh.train.chosen);
+  CHECK(file.eval->rejected == fresh.eval->rejected);
 }
 
 TEST_CASE("a truncated, foreign or non-finite reference file is refused cleanly", "[reference]") {

@@ -106,6 +106,7 @@ struct PrecomputeSummary {
   int64_t computed = 0;                     // pairs scored by this run (all ranks)
   int64_t resumed = 0;                      // pairs taken from a .partial file
   double seconds = 0;                       // scoring time (all ranks in parallel)
+  bool preempted = false;                   // stopped on SIGTERM/SIGUSR1; the .partial file holds the progress
 };
 PrecomputeSummary precompute_reference(const Config& config, Communicator& comm);
 

@@ -14,4 +14,9 @@ void ensure_thread_environment(int argc, char** argv);
 // `local_ranks`, at least 1; returns the count.
 int configure_threads(int local_ranks = 1);
 
+// Whether progress may be rewritten in place with '\r': stdout is a terminal and no launcher stands
+// between it and the user. Open MPI gives rank 0 a pseudo-terminal even when mpirun's output goes to
+// a file (a Slurm job log, `mpirun ... > log`), so under mpirun or Slurm progress is one line each.
+bool stdout_is_interactive();
+
 }  // namespace dpo

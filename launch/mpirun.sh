@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Starts one dpo command on one node or many with Open MPI's mpirun: one rank per GPU (or the
+# number of ranks you ask for), each rank bound to its own share of the node's cores.
+#
+#   launch/mpirun.sh [--hostfile FILE] [--ranks-per-node N] COMMAND [ARGS...]
+#
+#   launch/mpirun.sh train --config run.yaml                          # this node, one rank per GPU
+#   launch/mpirun.sh --ranks-per-node 2 train --config run.yaml       # this node, 2 CPU ranks
+#   launch/mpirun.sh --hostfile hosts precompute-ref --config run.yaml  # every host in the file
+#
+# --hostfile      Open MPI hostfile, one node per line ("node07 slots=8"); default: this node only.
+# --ranks-per-node  default: the GPUs `nvidia-smi -L` lists on this node, else 1.
+# Nodes are assumed alike (cores and GPUs counted here). The mpirun line is printed before it runs.
+# Environment: DPO_BIN (the dpo binary [<checkout>/build/dpo, else dpo on PATH]), DPO_MPIRUN_ARGS
+# (extra mpirun arguments), and the NCCL_*/OMPI_MCA_*/UCX_* knobs listed in launch/README.md, which
+# are passed on to every rank.
+set -euo pipefail
+
+usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+hostfile="" per_node=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --hostfile) hostfile=${2:?--hostfile needs a file}; shift 2 ;;
+    --ranks-per-node) per_node=${2:?--ranks-per-node needs a number}; shift 2 ;;
+    -h | --help) usage ;;
+    -*) echo "launch/mpirun.sh: unknown option $1" >&2; usage ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || usage
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+dpo=${DPO_BIN:-$here/../build/dpo}
+[ -x "$dpo" ] || dpo=$(command -v dpo || true)
+[ -n "$dpo" ] && [ -x "$dpo" ] || { echo "launch/mpirun.sh: no dpo binary: set DPO_BIN or run scripts/build.sh" >&2; exit 2; }
+dpo=$(realpath "$dpo")  # remote nodes resolve it on the shared file system, not relative to a cwd
+
+if [ -z "$per_node" ]; then
+  per_node=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+  [ "$per_node" -gt 0 ] || per_node=1
+fi
+[[ $per_node =~ ^[1-9][0-9]*$ ]] || { echo "launch/mpirun.sh: --ranks-per-node must be a positive integer" >&2; exit 2; }
+
+nodes=1
+args=()
+if [ -n "$hostfile" ]; then
+  [ -r "$hostfile" ] || { echo "launch/mpirun.sh: cannot read hostfile $hostfile" >&2; exit 2; }
+  nodes=$(awk '!/^[[:space:]]*#/ && NF {print $1}' "$hostfile" | sort -u | wc -l)
+  [ "$nodes" -gt 0 ] || { echo "launch/mpirun.sh: no hosts in $hostfile" >&2; exit 2; }
+  args+=(--hostfile "$hostfile")
+fi
+
+# Each rank gets cores/ranks of the node, bound, so its libtorch threads (dpo sets as many as the
+# cores it may run on) do not migrate or compete; with more ranks than cores, no binding at all.
+cores=$(nproc --all)
+pe=$((cores / per_node))
+if [ "$pe" -ge 1 ]; then
+  args+=(--map-by "ppr:$per_node:node:PE=$pe" --bind-to core)
+else
+  args+=(--map-by "ppr:$per_node:node" --bind-to none --oversubscribe)
+fi
+args+=(-np "$((nodes * per_node))")
+[ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)  # containers often run as root
+# mpirun passes OMPI_MCA_* on by itself; the rest must be named with -x.
+for name in PATH LD_LIBRARY_PATH $(compgen -e | grep -E '^(NCCL_|UCX_|CUDA_|OMP_|DPO_)' || true); do
+  if [ -n "${!name+set}" ]; then args+=(-x "$name"); fi
+done
+
+# shellcheck disable=SC2086  # DPO_MPIRUN_ARGS is a list of words
+set -- mpirun "${args[@]}" ${DPO_MPIRUN_ARGS:-} "$dpo" "$@"
+echo "+ $*"
+exec "$@"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The body of launch/slurm/*.sbatch: starts one dpo command on every task of the allocation, forwards
+# the preemption signal to it, and requeues the job when dpo exits with 75 (it was preempted and wrote
+# a complete checkpoint), so the next start of the same job resumes from that checkpoint.
+#
+#   job.sh COMMAND [ARGS...]      e.g. job.sh train --config run.yaml
+#
+# Environment (all optional):
+#   DPO_BIN          the dpo binary [<this checkout>/build/dpo, else dpo on PATH]
+#   DPO_LAUNCHER     srun (default: srun --mpi=pmix) or mpirun (Open MPI's mpirun inside the allocation)
+#   DPO_SRUN_ARGS    extra srun arguments, e.g. "--cpu-bind=cores"
+#   DPO_MPIRUN_ARGS  extra mpirun arguments, e.g. "--mca btl_tcp_if_include ib0"
+# Rank and local rank come from MPI (PMIx); the Slurm variables below are only logged.
+set -uo pipefail
+
+command=${1:?usage: job.sh COMMAND [ARGS...]}
+shift
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+dpo=${DPO_BIN:-$here/../../build/dpo}
+[ -x "$dpo" ] || dpo=$(command -v dpo || true)
+if [ -z "$dpo" ] || [ ! -x "$dpo" ]; then
+  echo "job.sh: error: no dpo binary: set DPO_BIN or build the checkout (bash scripts/build.sh)" >&2
+  exit 2
+fi
+
+echo "== $(date -Is) dpo $command: job ${SLURM_JOB_ID:-?} (${SLURM_JOB_NAME:-?}), start $((${SLURM_RESTART_COUNT:-0} + 1))"
+for var in SLURM_JOB_NODELIST SLURM_NNODES SLURM_NTASKS SLURM_NTASKS_PER_NODE SLURM_CPUS_PER_TASK \
+  SLURM_GPUS_PER_NODE SLURM_JOB_GPUS CUDA_VISIBLE_DEVICES SLURM_SUBMIT_DIR; do
+  [ -n "${!var:-}" ] && echo "   $var=${!var}"
+done
+
+case ${DPO_LAUNCHER:-srun} in
+  srun)
+    args=(--mpi=pmix)
+    # Slurm 22.05's srun no longer takes --cpus-per-task from the allocation; pass it on explicitly.
+    [ -n "${SLURM_CPUS_PER_TASK:-}" ] && args+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+    # shellcheck disable=SC2086  # DPO_SRUN_ARGS is a list of words
+    srun "${args[@]}" ${DPO_SRUN_ARGS:-} "$dpo" "$command" "$@" &
+    ;;
+  mpirun)
+    # Open MPI reads the allocation from Slurm (one rank per task) and starts its daemons with srun.
+    # On SIGTERM Open MPI kills the ranks 1 s after signalling them, too soon for a checkpoint.
+    args=(--mca odls_base_sigkill_timeout 30 --bind-to none)
+    [ -n "${SLURM_CPUS_PER_TASK:-}" ] && args=(--mca odls_base_sigkill_timeout 30 --map-by "slot:PE=$SLURM_CPUS_PER_TASK" --bind-to core)
+    [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
+    # shellcheck disable=SC2086
+    mpirun "${args[@]}" ${DPO_MPIRUN_ARGS:-} "$dpo" "$command" "$@" &
+    ;;
+  *)
+    echo "job.sh: error: DPO_LAUNCHER=$DPO_LAUNCHER: expected srun or mpirun" >&2
+    exit 2
+    ;;
+esac
+launcher=$!
+
+# Slurm signals this shell (sbatch --signal=B:USR1@SECONDS, scancel --batch) or every process of the
+# job (preemption, scontrol requeue: SIGTERM). Both launchers pass USR1 and TERM on to the ranks,
+# which finish the current step, checkpoint and exit 75.
+forward() {
+  echo "== $(date -Is) got SIG$1: asking dpo to checkpoint and stop"
+  kill -s "$1" "$launcher" 2>/dev/null
+}
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+while kill -0 "$launcher" 2>/dev/null; do wait "$launcher"; done  # a trapped signal interrupts wait
+wait "$launcher"
+rc=$?
+
+if [ "$rc" -eq 75 ]; then
+  echo "== $(date -Is) dpo $command was preempted and saved its progress; requeueing job ${SLURM_JOB_ID:-?}"
+  if [ -z "${SLURM_JOB_ID:-}" ]; then
+    echo "job.sh: not in a Slurm job: rerun the same command to resume" >&2
+  elif ! out=$(scontrol requeue "$SLURM_JOB_ID" 2>&1); then
+    # Slurm itself requeues a preempted job (and `scontrol requeue` from outside); then ours fails.
+    case $(squeue -h -j "$SLURM_JOB_ID" -o %T 2>/dev/null) in
+      PENDING | REQUEUED | REQUEUE_HOLD | REQUEUE_FED) echo "   Slurm has already requeued it" ;;
+      *) echo "job.sh: scontrol requeue failed ($out): resubmit the same command to resume" >&2 ;;
+    esac
+  fi
+fi
+exit "$rc"

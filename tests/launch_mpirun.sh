@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# launch/mpirun.sh on this node: 2 ranks with and without a hostfile; SIGUSR1 to the launcher
+# (mpirun passes it to the ranks) ends every rank after a checkpoint with exit code 75, and the same
+# command resumes and finishes with one metrics line per step.
+# Usage: launch_mpirun.sh DPO_BINARY SOURCE_DIR
+set -uo pipefail
+DPO_BIN=$(realpath "$1")
+export DPO_BIN
+source_dir=$(realpath "$2")
+launcher=$source_dir/launch/mpirun.sh
+work=$(mktemp -d)
+trap 'pkill -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
+failures=0
+pass() { echo "ok: $1"; }
+bad() { echo "FAIL: $1"; failures=$((failures + 1)); }
+
+source "$source_dir/tests/tiny_inputs.sh"
+make_tiny_inputs "$DPO_BIN" "$work" 256
+cat >"$work/run.yaml" <<YAML
+run: {output_dir: $work/run, log_every: 1}
+model: {policy: $work/model}
+data: {train: $work/data/train.jsonl, max_length: 64, max_prompt_length: 32}
+train: {global_batch_size: 16, micro_batch_size: 4, epochs: 40, optimizer: adamw, lr: 1.0e-3, warmup_steps: 0, save_every: 1000}
+YAML
+steps=640
+cd "$work" || exit 1
+
+if "$launcher" --ranks-per-node 2 train --config run.yaml --set run.output_dir="$work/one" --set train.max_steps=3 >one.txt 2>&1 \
+   && grep -q -- "-np 2" one.txt && grep -q "2 rank(s) (mpi backend)" one.txt; then
+  pass "one node, 2 ranks"
+else
+  bad "one node: $(tail -5 one.txt)"
+fi
+echo "localhost slots=2" >hostfile.txt
+if "$launcher" --hostfile hostfile.txt --ranks-per-node 2 train --config run.yaml --set run.output_dir="$work/hosts" \
+     --set train.max_steps=3 >hosts.txt 2>&1 && grep -q -- "--hostfile hostfile.txt" hosts.txt && grep -q "2 rank(s)" hosts.txt; then
+  pass "hostfile, 2 ranks"
+else
+  bad "hostfile: $(tail -5 hosts.txt)"
+fi
+"$launcher" --ranks-per-node 0 train --config run.yaml >zero.txt 2>&1 && bad "0 ranks per node accepted" \
+  || { grep -q "positive integer" zero.txt && pass "0 ranks per node refused" || bad "message: $(cat zero.txt)"; }
+
+"$launcher" --ranks-per-node 2 train --config run.yaml >first.txt 2>&1 &
+pid=$!
+for _ in $(seq 300); do [ "$(grep -c loss run/metrics.jsonl 2>/dev/null)" -ge 20 ] 2>/dev/null && break; sleep 0.1; done
+kill -USR1 "$pid"
+wait "$pid"
+rc=$?
+stopped=$(ls run/checkpoints 2>/dev/null | sed -n 's/^step-//p' | sort -n | tail -1)
+if [ "$rc" -eq 75 ] && [ -n "$stopped" ] && [ -f "run/checkpoints/step-$stopped/DONE" ] && [ ! -e run/final ]; then
+  pass "SIGUSR1: every rank stopped after step $stopped with a checkpoint, exit code 75"
+else
+  bad "SIGUSR1: rc=$rc checkpoint='$stopped': $(tail -3 first.txt)"
+fi
+if "$launcher" --ranks-per-node 2 train --config run.yaml >second.txt 2>&1 && grep -q "resuming from .*step-$stopped" second.txt \
+   && [ "$(grep -c loss run/metrics.jsonl)" -eq "$steps" ]; then
+  pass "the same command resumed from step $stopped and finished ($steps metrics lines)"
+else
+  bad "resume: $(grep -c loss run/metrics.jsonl) lines: $(tail -3 second.txt)"
+fi
+exit $((failures > 0))
