@@ -200,7 +200,7 @@ std::optional<std::pair<Config, Distributed>> prepare(const std::map<std::string
   }
   if (info.rank != 0 && !std::freopen("/dev/null", "w", stdout)) fail("cannot redirect stdout of rank {}", info.rank);
   if (info.rank == 0) write_resolved_config(config);
-  const int threads = configure_threads(info.local_world_size);
+  const int threads = configure_threads(info.cores);
   fmt::print("dpo {}: {} on {}, {} rank(s) ({} backend), {} threads per rank\n", command, config.model.dtype,
              config.model.device, info.world_size, dist.tensors().name(), threads);
   return std::make_pair(std::move(config), std::move(dist));

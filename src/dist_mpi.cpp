@@ -10,6 +10,7 @@
 
 #include "dpo/dist.h"
 #include "dpo/error.h"
+#include "dpo/runtime.h"
 
 namespace dpo {
 namespace {
@@ -169,7 +170,11 @@ MpiRuntime::MpiRuntime() {
   int initialized = 0;
   DPO_MPI_CHECK(MPI_Initialized(&initialized));
   if (!initialized) {
-    if (!launched_by_mpi()) return;  // a plain process: run alone, never touch MPI
+    if (!launched_by_mpi()) {  // a plain process: run alone, never touch MPI
+      const std::vector<int> cpus = affinity_cpus();
+      info_.cores = std::count(cpus.begin(), cpus.end(), 1);
+      return;
+    }
     int provided = 0;
     DPO_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
     owns_mpi_ = true;
@@ -183,6 +188,12 @@ MpiRuntime::MpiRuntime() {
   DPO_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info_.rank, MPI_INFO_NULL, &node));
   DPO_MPI_CHECK(MPI_Comm_rank(node, &info_.local_rank));
   DPO_MPI_CHECK(MPI_Comm_size(node, &info_.local_world_size));
+  const std::vector<int> mine = affinity_cpus();
+  std::vector<int> sharers(mine.size(), 0);
+  DPO_MPI_CHECK(MPI_Allreduce(mine.data(), sharers.data(), static_cast<int>(mine.size()), MPI_INT, MPI_SUM, node));
+  info_.cores = 0;
+  for (size_t c = 0; c < mine.size(); ++c)
+    if (mine[c]) info_.cores += 1.0 / sharers[c];
   DPO_MPI_CHECK(MPI_Comm_free(&node));
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <vector>
 
 #include <ATen/Parallel.h>
 
@@ -25,12 +26,24 @@ void ensure_thread_environment(int argc, char** argv) {
   std::fprintf(stderr, "dpo: warning: could not re-execute to set the thread environment; continuing\n");
 }
 
-int configure_threads(int local_ranks) {
+std::vector<int> affinity_cpus() {
   cpu_set_t set;
-  int cores = 0;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) cores = CPU_COUNT(&set);
-  if (cores <= 0) cores = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
-  const int threads = std::max(1, cores / std::max(1, local_ranks));
+  std::vector<int> cpus(CPU_SETSIZE, 0);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) cpus[static_cast<size_t>(c)] = CPU_ISSET(c, &set) ? 1 : 0;
+  } else {
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    std::fill_n(cpus.begin(), std::clamp<long>(online, 1, CPU_SETSIZE), 1);
+  }
+  return cpus;
+}
+
+int configure_threads(double cores) {
+  if (cores < 0) {
+    const std::vector<int> cpus = affinity_cpus();
+    cores = std::count(cpus.begin(), cpus.end(), 1);
+  }
+  const int threads = std::max(1, static_cast<int>(cores + 0.5));
   at::set_num_threads(threads);
   return threads;
 }

@@ -22,7 +22,11 @@ struct ProcessInfo {
   int rank = 0;
   int world_size = 1;
   int local_rank = 0;        // rank among the processes on this node (selects the GPU)
-  int local_world_size = 1;  // processes on this node (divides the cores)
+  int local_world_size = 1;  // processes on this node
+  // The cores this rank may use: every CPU of its affinity mask counts 1 / (ranks on this node
+  // whose masks hold it), so ranks bound to their own cores (mpirun --bind-to core, srun
+  // --cpu-bind) keep all of theirs and unbound ranks split the node evenly.
+  double cores = 1;
 };
 
 // A reduction started by Communicator::start_all_reduce_sum; the tensor holds the sum once wait()

@@ -3,6 +3,8 @@
 // and the intra-op thread count.
 #pragma once
 
+#include <vector>
+
 namespace dpo {
 
 // If OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT are unset, sets them (PASSIVE / 4: the two pools
@@ -10,9 +12,12 @@ namespace dpo {
 // arguments. Returns normally when the environment is already right. Call first thing in main.
 void ensure_thread_environment(int argc, char** argv);
 
-// Sets libtorch's intra-op threads to the cores available to this process divided by
-// `local_ranks`, at least 1; returns the count.
-int configure_threads(int local_ranks = 1);
+// The CPUs this process may run on (its affinity mask), as a 0/1 entry per CPU number.
+std::vector<int> affinity_cpus();
+
+// Sets libtorch's intra-op threads to `cores` (at least 1) and returns the count; by default all
+// the CPUs of the affinity mask. Ranks get their share of the node from ProcessInfo::cores.
+int configure_threads(double cores = -1);
 
 // Whether progress may be rewritten in place with '\r': stdout is a terminal and no launcher stands
 // between it and the user. Open MPI gives rank 0 a pseudo-terminal even when mpirun's output goes to
