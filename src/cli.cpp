@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <filesystem>
 #include <functional>
@@ -225,7 +226,6 @@ int cmd_eval(const std::map<std::string, std::vector<std::string>>& flags, const
 int cmd_train(const std::map<std::string, std::vector<std::string>>& flags, Objective objective) {
   auto prepared = prepare(flags, objective == Objective::Dpo ? "train" : "sft");
   if (!prepared) return 0;
-  install_stop_signal_handlers();
   const TrainSummary summary = run_training(prepared->first, objective, prepared->second.tensors());
   if (summary.preempted) return kPreemptedExitCode;
   fmt::print("done: {} steps{}; model in {}\n", summary.steps,
@@ -238,7 +238,6 @@ int cmd_precompute_ref(const std::map<std::string, std::vector<std::string>>& fl
   auto prepared = prepare(flags, "precompute-ref");
   if (!prepared) return 0;
   const Config& config = prepared->first;
-  install_stop_signal_handlers();
   // Host vectors only: the gather needs no device communicator.
   const PrecomputeSummary s = precompute_reference(config, *prepared->second.host);
   if (s.preempted) return kPreemptedExitCode;
@@ -457,6 +456,11 @@ int report_error(const MpiRuntime& runtime, const std::string& message) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
+  // The commands that save their progress on SIGTERM/SIGUSR1 take those signals from the start:
+  // a preemption while MPI starts or the model loads must not end them before the handler exists.
+  if (argc > 1 && (std::strcmp(argv[1], "train") == 0 || std::strcmp(argv[1], "sft") == 0 ||
+                   std::strcmp(argv[1], "precompute-ref") == 0))
+    install_stop_signal_handlers();
   // Under mpirun/srun every rank runs this; MPI is initialised only when a launcher started us.
   const MpiRuntime runtime;
   g_runtime = &runtime;

@@ -4,8 +4,8 @@
 #   2. the same job preempted the way a time limit does it (USR1 to the batch shell, what
 #      `#SBATCH --signal=B:USR1@...` sends) checkpoints, requeues itself, resumes and finishes with
 #      the metrics and the model of the unpreempted run;
-#   3. the mpirun-inside-the-allocation variant, preempted the way Slurm preempts (`scontrol requeue`:
-#      SIGTERM to every process), does the same;
+#   3. the same job preempted the way Slurm preempts (`scontrol requeue`: SIGTERM to every process,
+#      Slurm requeues), with srun and with the mpirun-inside-the-allocation variant, does the same;
 #   4. precompute-ref.sbatch writes a complete reference file that training accepts.
 # Usage: slurm_end_to_end.sh DPO_BINARY SOURCE_DIR
 set -uo pipefail
@@ -19,7 +19,7 @@ fi
 
 work=$(mktemp -d /tmp/dpo-slurm.XXXXXX)
 cluster=$work/cluster
-trap 'bash "$source_dir/tests/slurm/local_cluster.sh" stop "$cluster"; rm -rf "$work"' EXIT
+trap 'bash "$source_dir/tests/slurm/local_cluster.sh" stop "$cluster"; [ -n "${DPO_KEEP_TEST_DIR:-}" ] || rm -rf "$work"' EXIT
 failures=0
 pass() { echo "ok: $1"; }
 bad() { echo "FAIL: $1"; failures=$((failures + 1)); }
@@ -44,14 +44,13 @@ YAML
 cd "$work" || exit 1
 
 field() { scontrol show job "$1" | grep -oE "$2=[^ ]+" | head -1 | cut -d= -f2; }
-# Waits for the job to end; a requeued job waits ~2 minutes for its BeginTime, which we skip.
+# Waits for the job to end (a requeued one first waits out its BeginTime: cred_expire + 1 s here).
 wait_for() {
   local job=$1 state
   for _ in $(seq 600); do
     state=$(field "$job" JobState)
     case $state in
       COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY) echo "$state"; return ;;
-      PENDING) [ "$(field "$job" Reason)" = BeginTime ] && scontrol update JobId="$job" StartTime=now ;;
     esac
     sleep 0.5
   done
@@ -111,8 +110,10 @@ preempt_requeue() { scontrol requeue "$1"; }
 
 # 2. The time-limit path: the batch shell gets USR1 and passes it on through srun.
 preempted_run signalled preempt_batch_shell
-# 3. The preemption path, with mpirun inside the allocation.
-preempted_run requeued preempt_requeue DPO_LAUNCHER=mpirun
+# 3. The preemption path (SIGTERM to every process of the job, Slurm requeues), with srun and with
+#    mpirun inside the allocation.
+preempted_run requeued preempt_requeue
+preempted_run requeued-mpirun preempt_requeue DPO_LAUNCHER=mpirun
 
 # 4. Reference log-probs as their own job, then training from the file.
 job=$(sbatch --parsable --ntasks-per-node=2 --output="$work/ref.out" "$launch/precompute-ref.sbatch" "$work/run.yaml" \

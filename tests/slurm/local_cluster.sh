@@ -47,7 +47,8 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$dir/munge/munge.socket
+# cred_expire: Slurm holds a requeued job this long (+1 s) before it may start again (default 120).
+AuthInfo=socket=$dir/munge/munge.socket,cred_expire=5
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid
@@ -65,6 +66,8 @@ MpiDefault=none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 SchedulerType=sched/builtin
+# Look at pending jobs every 2 s (default 60), so a requeued job starts as soon as it may.
+SchedulerParameters=sched_interval=2
 ReturnToService=2
 SlurmdParameters=config_overrides
 JobRequeue=1
@@ -103,6 +106,7 @@ stop() {
   done
   for pid in "${pids[@]}"; do
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
   done
 }
 
