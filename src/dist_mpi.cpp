@@ -191,9 +191,7 @@ MpiRuntime::MpiRuntime() {
   const std::vector<int> mine = affinity_cpus();
   std::vector<int> sharers(mine.size(), 0);
   DPO_MPI_CHECK(MPI_Allreduce(mine.data(), sharers.data(), static_cast<int>(mine.size()), MPI_INT, MPI_SUM, node));
-  info_.cores = 0;
-  for (size_t c = 0; c < mine.size(); ++c)
-    if (mine[c]) info_.cores += 1.0 / sharers[c];
+  info_.cores = core_share(mine, sharers);
   DPO_MPI_CHECK(MPI_Comm_free(&node));
 }
 

@@ -38,6 +38,13 @@ std::vector<int> affinity_cpus() {
   return cpus;
 }
 
+double core_share(const std::vector<int>& mine, const std::vector<int>& sharers) {
+  double cores = 0;
+  for (size_t c = 0; c < mine.size() && c < sharers.size(); ++c)
+    if (mine[c] && sharers[c] > 0) cores += 1.0 / sharers[c];
+  return cores;
+}
+
 int configure_threads(double cores) {
   if (cores < 0) {
     const std::vector<int> cpus = affinity_cpus();

@@ -15,6 +15,10 @@ void ensure_thread_environment(int argc, char** argv);
 // The CPUs this process may run on (its affinity mask), as a 0/1 entry per CPU number.
 std::vector<int> affinity_cpus();
 
+// The cores a rank may use given its affinity mask `mine` and, per CPU, how many ranks on the node
+// hold it in theirs (`sharers`, mine included): each of its CPUs counts 1 / sharers.
+double core_share(const std::vector<int>& mine, const std::vector<int>& sharers);
+
 // Sets libtorch's intra-op threads to `cores` (at least 1) and returns the count; by default all
 // the CPUs of the affinity mask. Ranks get their share of the node from ProcessInfo::cores.
 int configure_threads(double cores = -1);
