@@ -30,10 +30,8 @@ done
 [ $# -gt 0 ] || usage
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-dpo=${DPO_BIN:-$here/../build/dpo}
-[ -x "$dpo" ] || dpo=$(command -v dpo || true)
-[ -n "$dpo" ] && [ -x "$dpo" ] || { echo "launch/mpirun.sh: no dpo binary: set DPO_BIN or run scripts/build.sh" >&2; exit 2; }
-dpo=$(realpath "$dpo")  # remote nodes resolve it on the shared file system, not relative to a cwd
+source "$here/dpo_binary.sh"
+dpo=$(dpo_binary "$here/..") || exit 2
 
 if [ -z "$per_node" ]; then
   per_node=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)

@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <memory>
 #include <filesystem>
 #include <functional>
@@ -47,6 +46,7 @@ struct Command {
   std::vector<Flag> flags;
   int positionals = 0;
   std::function<int(const std::map<std::string, std::vector<std::string>>&, const std::vector<std::string>&)> run;
+  bool saves_progress_on_stop = false;  // SIGTERM/SIGUSR1 end it after saving its progress (preemption.h)
 };
 
 struct ParsedArgs {
@@ -382,13 +382,13 @@ std::vector<Command> commands() {
       {"train", "DPO training of model.policy against model.reference on data.train (resumes from the newest "
                 "checkpoint in run.output_dir).",
        "train --config FILE [--set KEY=VALUE]...", kConfigFlags, 0,
-       [](const auto& flags, const auto&) { return cmd_train(flags, Objective::Dpo); }},
+       [](const auto& flags, const auto&) { return cmd_train(flags, Objective::Dpo); }, true},
       {"precompute-ref", "Compute the reference model's log-probs of data.train (and data.eval) once into "
                          "reference.logps_path (HDF5); train and eval then never load the reference model.",
-       "precompute-ref --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_precompute_ref},
+       "precompute-ref --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_precompute_ref, true},
       {"sft", "Supervised fine-tuning on prompt+chosen with the prompt masked (makes a reference model).",
        "sft --config FILE [--set KEY=VALUE]...", kConfigFlags, 0,
-       [](const auto& flags, const auto&) { return cmd_train(flags, Objective::Sft); }},
+       [](const auto& flags, const auto&) { return cmd_train(flags, Objective::Sft); }, true},
       {"bench", "Time training steps on synthetic batches of the configured shapes; tokens/s and fraction of the "
                 "measured matmul peak.",
        "bench --config FILE [--set KEY=VALUE]... [--steps N] [--warmup N] [--seq-len T]",
@@ -456,16 +456,15 @@ int report_error(const MpiRuntime& runtime, const std::string& message) {
 }  // namespace
 
 int run_cli(int argc, char** argv) {
-  // The commands that save their progress on SIGTERM/SIGUSR1 take those signals from the start:
-  // a preemption while MPI starts or the model loads must not end them before the handler exists.
-  if (argc > 1 && (std::strcmp(argv[1], "train") == 0 || std::strcmp(argv[1], "sft") == 0 ||
-                   std::strcmp(argv[1], "precompute-ref") == 0))
-    install_stop_signal_handlers();
+  const std::vector<Command> cmds = commands();
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  // Commands that save their progress on SIGTERM/SIGUSR1 take those signals from the start: a
+  // preemption while MPI starts or the model loads must not end them before the handler exists.
+  for (const Command& c : cmds)
+    if (!args.empty() && c.name == args[0] && c.saves_progress_on_stop) install_stop_signal_handlers();
   // Under mpirun/srun every rank runs this; MPI is initialised only when a launcher started us.
   const MpiRuntime runtime;
   g_runtime = &runtime;
-  const std::vector<Command> cmds = commands();
-  const std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::fputs(main_help(cmds).c_str(), args.empty() ? stderr : stdout);
     return args.empty() ? 2 : 0;

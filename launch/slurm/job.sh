@@ -23,12 +23,8 @@ else
   config=${DPO_CONFIG:-run.yaml}
 fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-dpo=${DPO_BIN:-$here/../../build/dpo}
-[ -x "$dpo" ] || dpo=$(command -v dpo || true)
-if [ -z "$dpo" ] || [ ! -x "$dpo" ]; then
-  echo "job.sh: error: no dpo binary: set DPO_BIN or build the checkout (bash scripts/build.sh)" >&2
-  exit 2
-fi
+source "$here/../dpo_binary.sh"
+dpo=$(dpo_binary "$here/../..") || exit 2
 
 echo "== $(date -Is) dpo $command --config $config: job ${SLURM_JOB_ID:-?} (${SLURM_JOB_NAME:-?}), start $((${SLURM_RESTART_COUNT:-0} + 1))"
 for var in SLURM_JOB_NODELIST SLURM_NNODES SLURM_NTASKS SLURM_NTASKS_PER_NODE SLURM_CPUS_PER_TASK \
@@ -47,8 +43,12 @@ case ${DPO_LAUNCHER:-srun} in
   mpirun)
     # Open MPI reads the allocation from Slurm (one rank per task) and starts its daemons with srun.
     # On SIGTERM Open MPI kills the ranks 1 s after signalling them, too soon for a checkpoint.
-    args=(--mca odls_base_sigkill_timeout 30 --bind-to none)
-    [ -n "${SLURM_CPUS_PER_TASK:-}" ] && args=(--mca odls_base_sigkill_timeout 30 --map-by "slot:PE=$SLURM_CPUS_PER_TASK" --bind-to core)
+    args=(--mca odls_base_sigkill_timeout 30)
+    if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then
+      args+=(--map-by "slot:PE=$SLURM_CPUS_PER_TASK" --bind-to core)
+    else
+      args+=(--bind-to none)
+    fi
     [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
     # shellcheck disable=SC2086
     mpirun "${args[@]}" ${DPO_MPIRUN_ARGS:-} "$dpo" "$command" --config "$config" "$@" &
