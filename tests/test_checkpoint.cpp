@@ -20,25 +20,11 @@
 #include "dpo/error.h"
 #include "dpo/model.h"
 #include "dpo/optimization.h"
+#include "scratch_dir.h"
 
 namespace fs = std::filesystem;
 
 namespace {
-
-// A scratch directory removed at the end of the test.
-struct ScratchDir {
-  fs::path path;
-  explicit ScratchDir(const std::string& name)
-      : path(fs::temp_directory_path() / fmt::format("dpo-test-{}-{}", name, static_cast<long>(getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string str() const { return path.string(); }
-};
 
 void touch(const fs::path& path, const std::string& text = "") {
   fs::create_directories(path.parent_path());

@@ -12,6 +12,7 @@
 #include "dpo/collate.h"
 #include "dpo/error.h"
 #include "dpo/preference_data.h"
+#include "scratch_dir.h"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -24,24 +25,14 @@ namespace {
 
 class TempDir {
  public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() / fmt::format("dpo-data-test-{}-{}", static_cast<long>(getpid()), counter++);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::string file(const std::string& name) const { return (dir_.path / name).string(); }
   std::string write(const std::string& name, const std::string& content) const {
     std::ofstream(file(name), std::ios::binary) << content;
     return file(name);
   }
 
  private:
-  fs::path path_;
+  ScratchDir dir_{"data"};
 };
 
 RawPreferencePair make_pair(TokenIds prompt, TokenIds chosen, TokenIds rejected) {

@@ -36,6 +36,7 @@
 #include "dpo/synthetic_task.h"
 #include "dpo/trainer.h"
 #include "tiny_llama.h"
+#include "scratch_dir.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
@@ -43,20 +44,6 @@ using Catch::Matchers::Contains;
 namespace {
 
 constexpr int64_t kVocab = 32;
-
-struct ScratchDir {
-  fs::path path;
-  explicit ScratchDir(const std::string& name) {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() / fmt::format("dpo-reference-{}-{}-{}", name, static_cast<long>(getpid()), counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 void write_pairs(const fs::path& path, int64_t pairs, uint64_t seed) {
   dpo::SyntheticTaskOptions task;

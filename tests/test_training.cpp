@@ -31,31 +31,13 @@
 #include "dpo/synthetic_task.h"
 #include "dpo/trainer.h"
 #include "tiny_llama.h"
+#include "scratch_dir.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
 constexpr int64_t kVocab = 32;
-
-// A unique scratch directory (several tests of one process, several processes at once), removed
-// at the end of the test.
-struct ScratchDir {
-  fs::path path;
-  explicit ScratchDir(const std::string& name) {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           fmt::format("dpo-training-{}-{}-{}", name, static_cast<long>(getpid()), counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-};
 
 // A scratch directory with a tiny model (`model/`) and synthetic pairs (`train.jsonl`), and the
 // YAML of a run on them; each test adds its own keys with `--set`-style overrides.
