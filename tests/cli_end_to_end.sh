@@ -5,9 +5,7 @@ set -uo pipefail
 dpo=$1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-failures=0
-pass() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; failures=$((failures + 1)); }
+source "$(dirname "$0")/e2e_helpers.sh"
 # expect_error NAME PATTERN CMD...: CMD must exit non-zero with one stderr line matching PATTERN.
 expect_error() {
   local name=$1 pattern=$2; shift 2
@@ -75,5 +73,4 @@ expect_error "id outside the vocabulary" "oov.jsonl:1.*rejected_input_ids" \
   "$dpo" eval --config "$work/run.yaml" --set data.eval="$work/oov.jsonl" --set run.output_dir="$work/bad"
 expect_error "missing model dir" "nowhere" "$dpo" eval --config "$work/run.yaml" --set model.policy="$work/nowhere"
 
-echo "$((failures == 0 ? 1 : 0)) passed, $failures failed" >/dev/null
 [ "$failures" -eq 0 ] && echo "cli end-to-end: all checks passed" || { echo "cli end-to-end: $failures failed"; exit 1; }

@@ -10,11 +10,8 @@ source_dir=$(realpath "$2")
 launcher=$source_dir/launch/mpirun.sh
 work=$(mktemp -d)
 trap 'pkill -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
-failures=0
-pass() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; failures=$((failures + 1)); }
+source "$source_dir/tests/e2e_helpers.sh"
 
-source "$source_dir/tests/tiny_inputs.sh"
 make_tiny_inputs "$DPO_BIN" "$work" 256
 cat >"$work/run.yaml" <<YAML
 run: {output_dir: $work/run, log_every: 1}

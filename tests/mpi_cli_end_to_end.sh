@@ -6,12 +6,9 @@ dpo=$1
 mpiexec=$2
 work=$(mktemp -d)
 trap 'pkill -f "$work" 2>/dev/null; rm -rf "$work"' EXIT
-failures=0
-pass() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; failures=$((failures + 1)); }
+source "$(dirname "$0")/e2e_helpers.sh"
 mpi() { "$mpiexec" --oversubscribe "$@"; }
 
-source "$(dirname "$0")/tiny_inputs.sh"
 make_tiny_inputs "$dpo" "$work" 96
 cat >"$work/run.yaml" <<YAML
 run: {output_dir: $work/run, log_every: 1}

@@ -20,9 +20,7 @@ fi
 work=$(mktemp -d /tmp/dpo-slurm.XXXXXX)
 cluster=$work/cluster
 trap 'bash "$source_dir/tests/slurm/local_cluster.sh" stop "$cluster"; [ -n "${DPO_KEEP_TEST_DIR:-}" ] || rm -rf "$work"' EXIT
-failures=0
-pass() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; failures=$((failures + 1)); }
+source "$source_dir/tests/e2e_helpers.sh"
 
 if ! bash "$source_dir/tests/slurm/local_cluster.sh" start "$cluster"; then
   echo "FAIL: could not start the test cluster"
@@ -31,7 +29,6 @@ fi
 export SLURM_CONF=$cluster/slurm.conf DPO_BIN=$dpo OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 sinfo
 
-source "$source_dir/tests/tiny_inputs.sh"
 make_tiny_inputs "$dpo" "$work" 512
 steps=640
 cat >"$work/run.yaml" <<YAML
