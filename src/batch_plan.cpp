@@ -57,8 +57,14 @@ BatchPlan::BatchPlan(int64_t num_examples, int64_t global_batch_size, int64_t mi
   if (global_batch_size <= 0) fail("train.global_batch_size must be positive, got {}", global_batch_size);
   if (micro_batch_size <= 0) fail("train.micro_batch_size must be positive, got {}", micro_batch_size);
   if (world_size <= 0) fail("world size must be positive, got {}", world_size);
-  const int64_t per_accumulation_step = micro_batch_size * world_size;
-  if (global_batch_size % per_accumulation_step != 0)
+  // Also keeps steps_per_epoch's num_examples + global_batch_size - 1 from overflowing.
+  if (global_batch_size > num_examples)
+    fail("train.global_batch_size ({}) is larger than the training data ({} pairs after truncation): not one "
+         "optimizer step's batch; lower train.global_batch_size",
+         global_batch_size, num_examples);
+  int64_t per_accumulation_step = 0;
+  if (__builtin_mul_overflow(micro_batch_size, world_size, &per_accumulation_step) ||
+      global_batch_size % per_accumulation_step != 0)
     fail("train.global_batch_size ({}) must equal train.micro_batch_size ({}) x accumulation steps x world size "
          "({}): {} is not a multiple of {}",
          global_batch_size, micro_batch_size, world_size, global_batch_size, per_accumulation_step);

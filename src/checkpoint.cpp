@@ -13,6 +13,7 @@
 #include <torch/serialize/archive.h>
 
 #include "dpo/error.h"
+#include "dpo/json_input.h"
 
 namespace dpo {
 namespace fs = std::filesystem;
@@ -99,12 +100,12 @@ T required(const nlohmann::json& j, const char* key, const std::string& source) 
   if (!j.contains(key)) fail("{}: trainer state key '{}' is missing", source, key);
   if constexpr (std::is_same_v<T, int64_t>) {
     if (!j.at(key).is_number_integer())
-      fail("{}: trainer state key '{}' must be an integer, got {}", source, key, j.at(key).dump());
+      fail("{}: trainer state key '{}' must be an integer, got {}", source, key, json_excerpt(j.at(key)));
   }
   try {
     return j.at(key).get<T>();
   } catch (const nlohmann::json::exception&) {
-    fail("{}: trainer state key '{}' has the wrong type ({})", source, key, j.at(key).dump());
+    fail("{}: trainer state key '{}' has the wrong type ({})", source, key, json_excerpt(j.at(key)));
   }
 }
 
@@ -177,13 +178,7 @@ TrainerState load_trainer_state(const std::string& checkpoint_dir) {
   if (!in) fail("{}: cannot open trainer state", path);
   std::ostringstream text;
   text << in.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: trainer state is not valid JSON: {}", path, e.what());
-  }
-  return trainer_state_from_json(j, path);
+  return trainer_state_from_json(parse_json(text.str(), path), path);
 }
 
 void load_optimizer_state(const std::string& checkpoint_dir, torch::optim::Optimizer& optimizer) {

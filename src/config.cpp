@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 #include <torch/cuda.h>
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
 #include "dpo/error.h"
@@ -191,6 +192,10 @@ void read_yaml(const std::string& yaml_text, const std::string& source, GivenVal
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
+  } catch (const YAML::DeepRecursion& e) {
+    // e.depth() counts yaml-cpp's recursive calls, not nesting levels: not worth printing.
+    fail("{}:{}:{}: YAML nested deeper than the parser allows (no config nests past 2 levels)", source,
+         e.mark.line + 1, e.mark.column + 1);
   } catch (const YAML::Exception& e) {
     fail("{}:{}:{}: YAML parse error: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
@@ -330,6 +335,8 @@ void apply(const OptionRow& row, const GivenValue& given, Config& config) {
 
 // Checks that need more than one value's type; each message names the key and where it was set.
 void validate(const Config& c, const GivenValues& given) {
+  // Pairs per step: far above any real batch, far below overflow of products with it.
+  constexpr int64_t kMaxPairsPerStep = int64_t{1} << 24;
   const auto from = [&](const std::string& key) {
     const auto it = given.find(key);
     return it == given.end() ? std::string("default") : it->second.source;
@@ -353,6 +360,10 @@ void validate(const Config& c, const GivenValues& given) {
           fmt::format("must be positive, got {}", c.train.global_batch_size));
   require(c.train.micro_batch_size > 0, "train.micro_batch_size",
           fmt::format("must be positive, got {}", c.train.micro_batch_size));
+  require(c.train.global_batch_size <= kMaxPairsPerStep, "train.global_batch_size",
+          fmt::format("must be at most {}, got {}", kMaxPairsPerStep, c.train.global_batch_size));
+  require(c.train.micro_batch_size <= kMaxPairsPerStep, "train.micro_batch_size",
+          fmt::format("must be at most {}, got {}", kMaxPairsPerStep, c.train.micro_batch_size));
   require(c.train.global_batch_size % c.train.micro_batch_size == 0, "train.global_batch_size",
           fmt::format("({}) must be divisible by train.micro_batch_size ({})", c.train.global_batch_size,
                       c.train.micro_batch_size));
@@ -376,6 +387,26 @@ void validate(const Config& c, const GivenValues& given) {
   require(c.reference.batch_size > 0, "reference.batch_size",
           fmt::format("must be positive, got {}", c.reference.batch_size));
   require(c.dist.bucket_mb > 0, "dist.bucket_mb", fmt::format("must be positive, got {}", c.dist.bucket_mb));
+  require(std::isfinite(c.train.weight_decay), "train.weight_decay", "must be finite");
+
+  // Upper bounds far above any real run and far below where products of them (steps x batch,
+  // MiB x 2^20, epochs x steps) overflow: an absurd value is refused here, naming its key, instead
+  // of reaching the allocator or wrapping into a run that trains nothing.
+  const auto at_most = [&](int64_t value, int64_t maximum, const char* key) {
+    require(value <= maximum, key, fmt::format("must be at most {}, got {}", maximum, value));
+  };
+  constexpr int64_t kMaxTokens = int64_t{1} << 24;
+  constexpr int64_t kMaxStepCount = int64_t{1} << 40;
+  at_most(c.reference.batch_size, kMaxPairsPerStep, "reference.batch_size");
+  at_most(c.data.max_length, kMaxTokens, "data.max_length");
+  at_most(c.train.epochs, int64_t{1} << 20, "train.epochs");
+  at_most(c.train.max_steps, kMaxStepCount, "train.max_steps");
+  at_most(c.train.warmup_steps, kMaxStepCount, "train.warmup_steps");
+  at_most(c.train.save_every, kMaxStepCount, "train.save_every");
+  at_most(c.train.eval_every, kMaxStepCount, "train.eval_every");
+  at_most(c.run.log_every, kMaxStepCount, "run.log_every");
+  at_most(c.train.keep_checkpoints, kMaxStepCount, "train.keep_checkpoints");
+  at_most(c.dist.bucket_mb, int64_t{1} << 16, "dist.bucket_mb");
 }
 
 // Replaces the "auto" and "same as" values by what they mean on this machine.

@@ -4,12 +4,22 @@
 #include <set>
 
 #include "dpo/error.h"
+#include "dpo/json_input.h"
 #include "dpo/model_layers.h"
 
 namespace dpo {
 namespace {
 
 using nlohmann::json;
+
+// Upper bounds on config.json sizes, far above any real model's (vocabularies ~256k, hidden sizes
+// ~16k, ~130 layers, contexts ~10M) and far below what would overflow products of them: a corrupt
+// or hostile size is refused naming its key, before anything is allocated.
+constexpr int64_t kMaxVocabSize = int64_t{1} << 24;
+constexpr int64_t kMaxWidth = int64_t{1} << 20;  // hidden, intermediate, head_dim, heads
+constexpr int64_t kMaxLayers = int64_t{1} << 12;
+constexpr int64_t kMaxPositions = int64_t{1} << 28;
+constexpr double kMaxParameters = 1ull << 40;  // ~1.1e12
 
 // Reads config.json keys with type checks; null counts as absent (transformers' convention for
 // "use the default", e.g. n_inner: null).
@@ -19,22 +29,29 @@ class ConfigReader {
 
   bool has(const char* key) const { return config_.contains(key) && !config_[key].is_null(); }
 
-  int64_t positive_int(const char* key) const {
+  // A size: a positive integer of at most `maximum`.
+  int64_t positive_int(const char* key, int64_t maximum) const {
     if (!has(key)) fail("{}: required key '{}' is missing", source_, key);
     const json& v = config_[key];
-    if (!v.is_number_integer() || v.get<int64_t>() <= 0) {
-      fail("{}: '{}' must be a positive integer, got {}", source_, key, v.dump());
+    // Parsed JSON keeps integers above INT64_MAX as unsigned; get<int64_t> would wrap them.
+    if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)) ||
+        v.get<int64_t>() <= 0) {
+      fail("{}: '{}' must be a positive integer, got {}", source_, key, json_excerpt(v));
+    }
+    if (v.get<int64_t>() > maximum) {
+      fail("{}: '{}' = {} is larger than any real model's (at most {}); the file is damaged or not a model config",
+           source_, key, v.get<int64_t>(), maximum);
     }
     return v.get<int64_t>();
   }
-  int64_t positive_int(const char* key, int64_t fallback) const {
-    return has(key) ? positive_int(key) : fallback;
+  int64_t positive_int(const char* key, int64_t fallback, int64_t maximum) const {
+    return has(key) ? positive_int(key, maximum) : fallback;
   }
   double positive_number(const char* key, double fallback) const {
     if (!has(key)) return fallback;
     const json& v = config_[key];
     if (!v.is_number() || !(v.get<double>() > 0)) {
-      fail("{}: '{}' must be a positive number, got {}", source_, key, v.dump());
+      fail("{}: '{}' must be a positive number, got {}", source_, key, json_excerpt(v));
     }
     return v.get<double>();
   }
@@ -80,6 +97,24 @@ std::string model_type_of(const json& config, const std::string& source) {
   fail("{}: 'model_type' is missing and 'architectures' names no supported model", source);
 }
 
+// Each size is bounded, but their products may still describe an absurd model; counted in double,
+// so that the count itself cannot overflow.
+void check_parameter_count(const ModelSpec& s, const std::string& source) {
+  const double d = static_cast<double>(s.hidden_size);
+  const double q = static_cast<double>(s.num_heads) * static_cast<double>(s.head_dim);
+  const double kv = static_cast<double>(s.num_kv_heads) * static_cast<double>(s.head_dim);
+  const double mlp = (s.arch == Architecture::GPT2 ? 2.0 : 3.0) * d * static_cast<double>(s.intermediate_size);
+  const double embeddings = static_cast<double>(s.vocab_size) * d * (s.tie_word_embeddings ? 1.0 : 2.0) +
+                            (s.arch == Architecture::GPT2 ? static_cast<double>(s.max_position_embeddings) * d : 0.0);
+  const double parameters = embeddings + static_cast<double>(s.num_layers) * (2 * d * q + 2 * d * kv + mlp);
+  if (parameters > kMaxParameters) {
+    fail("{}: the sizes describe a model of {:.3g} parameters, more than the {:.3g} this build accepts (vocab {}, "
+         "hidden {}, intermediate {}, layers {}, heads {}); the file is damaged or not a model config",
+         source, parameters, kMaxParameters, s.vocab_size, s.hidden_size, s.intermediate_size, s.num_layers,
+         s.num_heads);
+  }
+}
+
 void check_heads(const ModelSpec& s, const std::string& source, const char* heads_key) {
   if (s.num_heads % s.num_kv_heads != 0) {
     fail("{}: '{}' ({}) is not a multiple of num_key_value_heads ({})", source, heads_key,
@@ -91,17 +126,17 @@ void check_heads(const ModelSpec& s, const std::string& source, const char* head
 ModelSpec gpt2_spec(const ConfigReader& r, const std::string& source) {
   ModelSpec s;
   s.arch = Architecture::GPT2;
-  s.vocab_size = r.positive_int("vocab_size");
-  s.hidden_size = r.positive_int("n_embd");
-  s.num_layers = r.positive_int("n_layer");
-  s.num_heads = r.positive_int("n_head");
+  s.vocab_size = r.positive_int("vocab_size", kMaxVocabSize);
+  s.hidden_size = r.positive_int("n_embd", kMaxWidth);
+  s.num_layers = r.positive_int("n_layer", kMaxLayers);
+  s.num_heads = r.positive_int("n_head", kMaxWidth);
   s.num_kv_heads = s.num_heads;
   if (s.hidden_size % s.num_heads != 0) {
     fail("{}: n_embd {} is not divisible by n_head {}", source, s.hidden_size, s.num_heads);
   }
   s.head_dim = s.hidden_size / s.num_heads;
-  s.intermediate_size = r.positive_int("n_inner", 4 * s.hidden_size);
-  s.max_position_embeddings = r.positive_int("n_positions");
+  s.intermediate_size = r.positive_int("n_inner", 4 * s.hidden_size, kMaxWidth);
+  s.max_position_embeddings = r.positive_int("n_positions", kMaxPositions);
   s.norm_eps = r.positive_number("layer_norm_epsilon", 1e-5);
   s.tie_word_embeddings = true;
   r.require_bool("tie_word_embeddings", true, true);
@@ -116,19 +151,19 @@ ModelSpec llama_spec(const ConfigReader& r, const std::string& source,
                      const std::string& model_type) {
   ModelSpec s;
   s.arch = Architecture::Llama;
-  s.vocab_size = r.positive_int("vocab_size");
-  s.hidden_size = r.positive_int("hidden_size");
-  s.intermediate_size = r.positive_int("intermediate_size");
-  s.num_layers = r.positive_int("num_hidden_layers");
-  s.num_heads = r.positive_int("num_attention_heads");
-  s.num_kv_heads = r.positive_int("num_key_value_heads", s.num_heads);
+  s.vocab_size = r.positive_int("vocab_size", kMaxVocabSize);
+  s.hidden_size = r.positive_int("hidden_size", kMaxWidth);
+  s.intermediate_size = r.positive_int("intermediate_size", kMaxWidth);
+  s.num_layers = r.positive_int("num_hidden_layers", kMaxLayers);
+  s.num_heads = r.positive_int("num_attention_heads", kMaxWidth);
+  s.num_kv_heads = r.positive_int("num_key_value_heads", s.num_heads, kMaxWidth);
   if (!r.has("head_dim") && s.hidden_size % s.num_heads != 0) {
     fail("{}: hidden_size {} is not divisible by num_attention_heads {} (and no head_dim)", source,
          s.hidden_size, s.num_heads);
   }
-  s.head_dim = r.positive_int("head_dim", s.hidden_size / s.num_heads);
+  s.head_dim = r.positive_int("head_dim", s.hidden_size / s.num_heads, kMaxWidth);
   check_heads(s, source, "num_attention_heads");
-  s.max_position_embeddings = r.positive_int("max_position_embeddings", 2048);
+  s.max_position_embeddings = r.positive_int("max_position_embeddings", 2048, kMaxPositions);
   s.norm_eps = r.positive_number("rms_norm_eps", 1e-6);
   s.rope_theta = r.positive_number("rope_theta", 10000.0);
   s.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
@@ -159,6 +194,7 @@ ModelSpec model_spec_from_hf_config(const nlohmann::json& config, const std::str
     fail("{}: model_type '{}' is not supported (gpt2, llama, qwen2, mistral are)", source,
          model_type);
   }
+  check_parameter_count(spec, source);
   spec.hf_config = config;
   spec.hf_config["model_type"] = model_type;
   // Validate the math-changing options now, so that a bad config fails at load, naming its source.

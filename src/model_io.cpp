@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "dpo/error.h"
+#include "dpo/json_input.h"
 #include "dpo/model_layers.h"
 
 namespace dpo {
@@ -29,13 +30,12 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open", path);
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: invalid JSON: {}", path, e.what());
-  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) fail("{}: read error", path);
+  return parse_json(text.str(), path);
 }
 
 // The safetensors files of a model directory: model.safetensors, or the shards named by

@@ -37,6 +37,7 @@ IntegerDataset open_integer_dataset(hid_t group, const char* name, const std::st
   if (rank != 1) fail("{}: {} must be 1-D, it has rank {}", file, where, rank);
   hsize_t length = 0;
   H5Sget_simple_extent_dims(space, &length, nullptr);
+  require_stored_length(dataset, length, file, where);
   return {std::move(dataset), std::move(type), length};
 }
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dpo/error.h"
+#include "dpo/json_input.h"
 #include "dpo/preference_data.h"
 
 namespace dpo {
@@ -21,16 +22,6 @@ struct LineContext {
   int64_t vocab_size;
 };
 
-// nlohmann's what() reads "[json.exception.parse_error.101] parse error at line 1, column 5: reason";
-// every line is parsed on its own, so only the column and the reason are worth repeating.
-std::string parse_reason(const json::parse_error& e) {
-  std::string what = e.what();
-  const auto colon = what.find(": ", what.find("column"));
-  std::string reason = colon == std::string::npos ? what : what.substr(colon + 2);
-  if (reason.size() > 160) reason = reason.substr(0, 160) + "...";
-  return fmt::format("column {}: {}", e.byte, reason);
-}
-
 TokenIds read_ids(const json& record, const char* field, const LineContext& at) {
   const auto it = record.find(field);
   if (it == record.end()) fail("{}:{}: field '{}' is missing", at.path, at.line, field);
@@ -43,14 +34,14 @@ TokenIds read_ids(const json& record, const char* field, const LineContext& at) 
   for (size_t k = 0; k < it->size(); ++k) {
     const json& v = (*it)[k];
     if (!v.is_number_integer()) {
-      fail("{}:{}: field '{}' element {} is not an integer ({})", at.path, at.line, field, k, v.dump());
+      fail("{}:{}: field '{}' element {} is not an integer ({})", at.path, at.line, field, k, json_excerpt(v));
     }
     const bool fits = v.is_number_unsigned()
                           ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int32_t>::max())
                           : v.get<int64_t>() >= std::numeric_limits<int32_t>::min() &&
                                 v.get<int64_t>() <= std::numeric_limits<int32_t>::max();
     if (!fits) {
-      fail("{}:{}: field '{}' element {}: id {} is outside the int32 range", at.path, at.line, field, k, v.dump());
+      fail("{}:{}: field '{}' element {}: id {} is outside the int32 range", at.path, at.line, field, k, json_excerpt(v));
     }
     const auto id = static_cast<int32_t>(v.get<int64_t>());
     if (id < 0) fail("{}:{}: field '{}' element {}: id {} is negative", at.path, at.line, field, k, id);
@@ -63,6 +54,36 @@ TokenIds read_ids(const json& record, const char* field, const LineContext& at) 
   return ids;
 }
 
+// A line longer than this is no preference pair (a million-token context is ~20 MB of ids);
+// refusing it bounds what one line can make us hold: the text and its parsed JSON.
+constexpr size_t kMaxLineBytes = size_t{64} << 20;
+
+// Reads one line without its '\n' into `line`, at most `limit` bytes of it: sets `too_long` and
+// stops there for a longer one. False at the end of the file.
+bool read_bounded_line(std::istream& in, std::string& line, size_t limit, bool& too_long) {
+  line.clear();
+  too_long = false;
+  bool any = false;
+  char chunk[1 << 16];
+  for (;;) {
+    in.get(chunk, sizeof chunk, '\n');
+    if (in.bad()) return false;  // the caller reports the read error
+    const auto n = static_cast<size_t>(in.gcount());
+    any = any || n > 0;
+    if (line.size() + n > limit) {
+      too_long = true;
+      return true;
+    }
+    line.append(chunk, n);
+    if (in.eof()) return any;
+    if (n == 0) in.clear();  // get() fails when the next character is the '\n'
+    if (in.peek() == '\n') {
+      in.ignore();
+      return true;
+    }
+  }
+}
+
 }  // namespace
 
 std::vector<RawPreferencePair> read_preference_jsonl(const std::string& path, int64_t vocab_size) {
@@ -71,14 +92,18 @@ std::vector<RawPreferencePair> read_preference_jsonl(const std::string& path, in
 
   std::vector<RawPreferencePair> pairs;
   std::string text;
-  for (int64_t line = 1; std::getline(in, text); ++line) {
-    if (text.find_first_not_of(" \t\r\n\f\v") == std::string::npos) continue;
-    json record;
-    try {
-      record = json::parse(text);
-    } catch (const json::parse_error& e) {
-      fail("{}:{}: malformed JSON at {}", path, line, parse_reason(e));
+  bool too_long = false;
+  static const std::string kByteOrderMark = "\xEF\xBB\xBF";
+  for (int64_t line = 1; read_bounded_line(in, text, kMaxLineBytes, too_long); ++line) {
+    if (too_long) fail("{}:{}: line is longer than {} MiB; not one preference pair", path, line, kMaxLineBytes >> 20);
+    // A UTF-8 byte-order mark opens the file as Python's utf-8-sig reads it; elsewhere it is a
+    // sign of files concatenated byte for byte.
+    if (text.compare(0, kByteOrderMark.size(), kByteOrderMark) == 0) {
+      if (line > 1) fail("{}:{}: a UTF-8 byte-order mark in the middle of the file (concatenated files?)", path, line);
+      text.erase(0, kByteOrderMark.size());
     }
+    if (text.find_first_not_of(" \t\r\n\f\v") == std::string::npos) continue;
+    const json record = parse_json(text, fmt::format("{}:{}", path, line));
     if (!record.is_object()) {
       fail("{}:{}: expected a JSON object with prompt_input_ids, chosen_input_ids, rejected_input_ids, got a JSON {}",
            path, line, record.type_name());

@@ -156,6 +156,7 @@ std::vector<T> read_vector(hid_t loc, const std::string& name, H5T_class_t expec
   if (H5Sget_simple_extent_ndims(space) != 1) fail("{}: {} must be 1-D", path, name);
   hsize_t n = 0;
   H5Sget_simple_extent_dims(space, &n, nullptr);
+  require_stored_length(dataset, n, path, name);
   std::vector<T> values(n);
   if (n > 0 && H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0)
     fail("{}: cannot read {}", path, name);
@@ -174,8 +175,19 @@ ReferenceSplit read_split(hid_t loc, const std::string& prefix, bool require_com
   ReferenceSplit s;
   s.chosen = read_vector<double>(loc, "chosen_logps", H5T_FLOAT, H5T_NATIVE_DOUBLE, path);
   s.rejected = read_vector<double>(loc, "rejected_logps", H5T_FLOAT, H5T_NATIVE_DOUBLE, path);
-  s.chosen_lengths = read_vector<int32_t>(loc, "chosen_lengths", H5T_INTEGER, H5T_NATIVE_INT32, path);
-  s.rejected_lengths = read_vector<int32_t>(loc, "rejected_lengths", H5T_INTEGER, H5T_NATIVE_INT32, path);
+  // Read wide: HDF5's conversion to int32 would silently clamp a wider stored value.
+  const auto token_counts = [&](const char* name) {
+    const std::vector<int64_t> wide = read_vector<int64_t>(loc, name, H5T_INTEGER, H5T_NATIVE_INT64, path);
+    std::vector<int32_t> counts(wide.size());
+    for (size_t i = 0; i < wide.size(); ++i) {
+      if (wide[i] < 0 || wide[i] > std::numeric_limits<int32_t>::max())
+        fail("{}: {}{}[{}] = {} is not a token count", path, prefix, name, i, wide[i]);
+      counts[i] = static_cast<int32_t>(wide[i]);
+    }
+    return counts;
+  };
+  s.chosen_lengths = token_counts("chosen_lengths");
+  s.rejected_lengths = token_counts("rejected_lengths");
   const size_t n = s.chosen.size();
   if (s.rejected.size() != n || s.chosen_lengths.size() != n || s.rejected_lengths.size() != n)
     fail("{}: the datasets of {} differ in length ({}chosen_logps has {})", path, prefix.empty() ? "/" : prefix, prefix, n);
@@ -189,6 +201,10 @@ ReferenceSplit read_split(hid_t loc, const std::string& prefix, bool require_com
     if (const int64_t missing = s.unfilled())
       fail("{}: incomplete: {} of {} {}examples have no reference log-probs (an unfinished dpo precompute-ref? rerun "
            "it)", path, missing, n, prefix.empty() ? "" : "eval ");
+    for (size_t i = 0; i < n; ++i)
+      if (s.chosen_lengths[i] < 1 || s.rejected_lengths[i] < 1)
+        fail("{}: {}{}[{}] is 0, but every pair scores at least one token; the file is unusable, recompute it", path,
+             prefix, s.chosen_lengths[i] < 1 ? "chosen_lengths" : "rejected_lengths", i);
     for (size_t i = 0; i < n; ++i)
       if (!std::isfinite(s.chosen[i]) || !std::isfinite(s.rejected[i]))
         fail("{}: {}{}[{}] is not finite ({}); the file is unusable, recompute it", path, prefix,

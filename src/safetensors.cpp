@@ -9,6 +9,7 @@
 #include <set>
 
 #include "dpo/error.h"
+#include "dpo/json_input.h"
 
 namespace dpo {
 namespace {
@@ -61,7 +62,7 @@ uint64_t json_u64(const nlohmann::json& v, const std::string& path, const std::s
                   const char* what) {
   // Parsed JSON stores every non-negative integer as unsigned; negatives and floats are refused.
   if (!v.is_number_unsigned()) {
-    fail("{}: tensor '{}': {} must be non-negative integers, got {}", path, tensor, what, v.dump());
+    fail("{}: tensor '{}': {} must be non-negative integers, got {}", path, tensor, what, json_excerpt(v));
   }
   return v.get<uint64_t>();
 }
@@ -76,7 +77,7 @@ SafetensorsEntry parse_entry(const std::string& name, const nlohmann::json& e,
   entry.name = name;
   const auto& dtype = e["dtype"];
   if (!dtype.is_string() || !dtype_from_name(dtype.get<std::string>(), &entry.dtype)) {
-    fail("{}: tensor '{}': unknown dtype {}", path, name, dtype.dump());
+    fail("{}: tensor '{}': unknown dtype {}", path, name, json_excerpt(dtype));
   }
   const auto& shape = e["shape"];
   if (!shape.is_array()) fail("{}: tensor '{}': shape is not an array", path, name);
@@ -85,7 +86,7 @@ SafetensorsEntry parse_entry(const std::string& name, const nlohmann::json& e,
     const uint64_t n = json_u64(dim, path, name, "shape entries");
     if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
         (n != 0 && bytes > std::numeric_limits<uint64_t>::max() / n)) {
-      fail("{}: tensor '{}': shape {} overflows the byte count", path, name, shape.dump());
+      fail("{}: tensor '{}': shape {} overflows the byte count", path, name, json_excerpt(shape));
     }
     bytes *= n;
     entry.shape.push_back(static_cast<int64_t>(n));
@@ -102,7 +103,7 @@ SafetensorsEntry parse_entry(const std::string& name, const nlohmann::json& e,
   }
   if (entry.end - entry.begin != bytes) {
     fail("{}: tensor '{}': shape {} of {} needs {} bytes but data_offsets span {}", path, name,
-         shape.dump(), dtype.get<std::string>(), bytes, entry.end - entry.begin);
+         json_excerpt(shape), dtype.get<std::string>(), bytes, entry.end - entry.begin);
   }
   return entry;
 }
@@ -130,12 +131,7 @@ SafetensorsHeader read_safetensors_header(const std::string& path) {
   if (!in.read(text.data(), static_cast<std::streamsize>(header_size))) {
     fail("{}: cannot read the {}-byte header", path, header_size);
   }
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail("{}: header is not valid JSON: {}", path, e.what());
-  }
+  const nlohmann::json header = parse_json(text, path + ": header");
   if (!header.is_object()) fail("{}: header is not a JSON object", path);
 
   SafetensorsHeader result;

@@ -18,6 +18,7 @@
 #include "dpo/collate.h"
 #include "dpo/dist.h"
 #include "dpo/error.h"
+#include "dpo/json_input.h"
 #include "dpo/evaluate.h"
 #include "dpo/grad_buckets.h"
 #include "dpo/logps.h"
@@ -91,7 +92,11 @@ void truncate_metrics(const std::string& path, int64_t step) {
   std::string kept, line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
-    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json j;  // a line that is not (bounded, well-formed) JSON is dropped like a later step's
+    try {
+      j = parse_json(line, path);
+    } catch (const Error&) {
+    }
     if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step)
       kept += line + "\n";
   }

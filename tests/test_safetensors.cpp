@@ -90,7 +90,7 @@ TEST_CASE("a corrupt header is refused with the file and tensor named", "[safete
   SECTION("header that is not JSON") {
     const auto path = write_raw("bad_json.safetensors", "{\"w\": {\"dtype\": ", 24);
     REQUIRE_THROWS_WITH(dpo::read_safetensors(path),
-                        Contains("bad_json.safetensors") && Contains("not valid JSON"));
+                        Contains("bad_json.safetensors") && Contains("malformed JSON"));
   }
   SECTION("unknown dtype") {
     const auto path = write_raw(

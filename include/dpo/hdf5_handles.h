@@ -1,6 +1,9 @@
 // RAII ownership of HDF5 identifiers, shared by the HDF5 readers and writers of dpo.
 #pragma once
+#include <string>
 #include <utility>
+
+#include "dpo/error.h"
 
 #include <hdf5.h>
 
@@ -27,5 +30,26 @@ class Handle {
 
 // HDF5 prints an error stack to stderr by default; dpo reports each problem as one dpo::Error.
 inline void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+// A dataset's declared length is only a number in its header: before a reader allocates for it,
+// the bytes it declares must be backed by bytes stored in the file (deflate, the one filter that
+// shrinks data this much, stays under ~1100:1), and the stored bytes must fit in the file.
+inline void require_stored_length(hid_t dataset, hsize_t length, const std::string& file, const std::string& where) {
+  if (length == 0) return;
+  Handle type(H5Dget_type(dataset), H5Tclose);
+  Handle file_id(H5Iget_file_id(dataset), H5Fclose);
+  Handle create_plist(H5Dget_create_plist(dataset), H5Pclose);
+  const size_t element = type.valid() ? H5Tget_size(type) : 0;
+  hsize_t file_size = 0;
+  if (!file_id.valid() || H5Fget_filesize(file_id, &file_size) < 0 || element == 0 || !create_plist.valid())
+    fail("{}: cannot inspect {} (damaged file?)", file, where);
+  const bool filtered = H5Pget_nfilters(create_plist) > 0;
+  const hsize_t stored = H5Dget_storage_size(dataset);
+  const double declared = static_cast<double>(length) * static_cast<double>(element);
+  const double backed = static_cast<double>(stored) * (filtered ? 1100.0 : 1.0);
+  if (stored > file_size || declared > backed)
+    fail("{}: {} declares {} elements ({:.0f} bytes) but the {}-byte file stores {} bytes of it (truncated or "
+         "damaged)", file, where, length, declared, file_size, stored);
+}
 
 }  // namespace dpo
