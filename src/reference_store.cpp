@@ -278,15 +278,28 @@ std::string model_fingerprint(const std::string& model_dir) {
 }
 
 std::string tensors_fingerprint(const std::vector<at::Tensor>& tensors) {
-  // One hash per tensor, in parallel (multi-GB weights), then the hash of those in order.
-  std::vector<std::string> digests(tensors.size());
-  at::parallel_for(0, static_cast<int64_t>(tensors.size()), 1, [&](int64_t begin, int64_t end) {
+  // Each tensor's dtype and shape, then its bytes in 16 MiB pieces, hashed in parallel (multi-GB
+  // weights, one embedding often the largest part), then the hash of those digests in order.
+  constexpr size_t kPiece = size_t{16} << 20;
+  std::vector<at::Tensor> hosted;
+  std::vector<std::pair<size_t, size_t>> pieces;  // (tensor, byte offset)
+  for (const auto& tensor : tensors) {
+    hosted.push_back(tensor.detach().to(at::kCPU).contiguous());
+    const size_t bytes = static_cast<size_t>(hosted.back().numel()) * hosted.back().element_size();
+    for (size_t offset = 0; offset == 0 || offset < bytes; offset += kPiece) pieces.emplace_back(hosted.size() - 1, offset);
+  }
+  std::vector<std::string> digests(pieces.size());
+  at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const at::Tensor t = tensors[static_cast<size_t>(i)].detach().to(at::kCPU).contiguous();
+      const auto [t, offset] = pieces[static_cast<size_t>(i)];
+      const at::Tensor& tensor = hosted[t];
+      const size_t bytes = static_cast<size_t>(tensor.numel()) * tensor.element_size();
       Hasher h;
-      h.update(std::string(c10::toString(t.scalar_type())));
-      for (const int64_t size : t.sizes()) h.update(std::to_string(size));
-      h.update(static_cast<const char*>(t.data_ptr()), static_cast<size_t>(t.numel()) * t.element_size());
+      if (offset == 0) {
+        h.update(std::string(c10::toString(tensor.scalar_type())));
+        for (const int64_t size : tensor.sizes()) h.update(std::to_string(size));
+      }
+      h.update(static_cast<const char*>(tensor.data_ptr()) + offset, std::min(kPiece, bytes - offset));
       digests[static_cast<size_t>(i)] = h.hex();
     }
   });

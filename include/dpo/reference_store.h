@@ -28,7 +28,7 @@ inline constexpr int64_t kReferenceFormatVersion = 1;
 std::string file_fingerprint(const std::string& path);
 std::string model_fingerprint(const std::string& model_dir);
 // The same hash over what a process holds in memory: tensors (dtype, shape and bytes of each, in
-// order; the tensors are hashed in parallel) and a loaded dataset's token ids after truncation.
+// order; hashed in parallel pieces) and a loaded dataset's token ids after truncation.
 std::string tensors_fingerprint(const std::vector<at::Tensor>& tensors);
 std::string dataset_fingerprint(const PreferenceDataset& dataset);
 
