@@ -186,6 +186,48 @@ TEST_CASE("a stop signal on one rank between micro-batches stops every rank with
   if (comm->rank() == 0) fs::remove_all(dir);
 }
 
+TEST_CASE("a stop signal on one rank ends precompute-ref on every rank after the same batch, saving what was scored",
+          "[mpi][agreement][preemption]") {
+  auto comm = world();
+  const fs::path dir = shared_directory(*comm, "precompute");
+  if (comm->rank() == 0) {
+    dpo::save_model(*tiny_llama(5), (dir / "model").string());
+    dpo::write_preference_jsonl((dir / "train.jsonl").string(), synthetic_pairs(30, 4));
+  }
+  comm->barrier();
+  const auto config = [&](const std::string& file) {
+    return dpo::config_from_yaml_text(
+        fmt::format("run: {{output_dir: '{}'}}\n"
+                    "model: {{policy: '{}'}}\n"
+                    "data: {{train: '{}', max_length: 32, max_prompt_length: 16}}\n"
+                    "reference: {{logps_path: '{}', batch_size: 1}}\n",
+                    (dir / "out").string(), (dir / "model").string(), (dir / "train.jsonl").string(), (dir / file).string()),
+        {}, "agreement test");
+  };
+  dpo::precompute_reference(config("fresh.h5"), *comm);
+
+  // One pair per batch: rounds of several batches; only the last rank gets the signal.
+  dpo::install_stop_signal_handlers();
+  if (comm->rank() == comm->world_size() - 1) std::raise(SIGUSR1);
+  const dpo::PrecomputeSummary stopped = dpo::precompute_reference(config("ref.h5"), *comm);
+  dpo::clear_stop_request();
+  CHECK(stopped.preempted);
+  CHECK(stopped.computed == comm->world_size());  // one batch on every rank
+  comm->barrier();
+  CHECK(30 - dpo::read_reference_file((dir / "ref.h5.partial").string(), false).train.unfilled() == comm->world_size());
+
+  const dpo::PrecomputeSummary resumed = dpo::precompute_reference(config("ref.h5"), *comm);
+  CHECK_FALSE(resumed.preempted);
+  CHECK(resumed.resumed == comm->world_size());
+  comm->barrier();
+  const dpo::ReferenceFile fresh = dpo::read_reference_file((dir / "fresh.h5").string(), true);
+  const dpo::ReferenceFile file = dpo::read_reference_file((dir / "ref.h5").string(), true);
+  CHECK(file.train.chosen == fresh.train.chosen);
+  CHECK(file.train.rejected == fresh.train.rejected);
+  comm->barrier();
+  if (comm->rank() == 0) fs::remove_all(dir);
+}
+
 TEST_CASE("an srun step of several tasks that MPI sees as a world of one is refused with how to launch",
           "[mpi][agreement]") {
   // Environment only: the check reads Slurm's and Open MPI's variables.
