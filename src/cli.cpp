@@ -176,9 +176,9 @@ struct Distributed {
 
 const MpiRuntime* g_runtime = nullptr;  // the process's MPI, set by run_cli
 
-// Resolves the config of a config command, checks every rank runs the same one, picks the
-// communicators and threads, and quiets stdout on ranks other than 0 (their errors still reach
-// stderr). With --dump-config prints the config and returns nullopt.
+// Resolves the config of a config command, refuses an srun that started no MPI job, checks every
+// rank runs the same config, picks the communicators and threads, and quiets stdout on ranks
+// other than 0 (their errors still reach stderr). With --dump-config prints the config and returns nullopt.
 std::optional<std::pair<Config, Distributed>> prepare(const std::map<std::string, std::vector<std::string>>& flags,
                                                       const std::string& command) {
   Config config = config_from_flags(flags, command);
@@ -187,6 +187,7 @@ std::optional<std::pair<Config, Distributed>> prepare(const std::map<std::string
     if (info.rank == 0) fmt::print("{}", dump_config(config));
     return std::nullopt;
   }
+  if (const std::string why = srun_without_mpi_reason(info.world_size); !why.empty()) fail("dpo {}: {}", command, why);
   Distributed dist;
   dist.host = make_host_communicator(*g_runtime);
   require_same_config(*dist.host, dump_config(config));
@@ -262,6 +263,8 @@ int cmd_bench(const std::map<std::string, std::vector<std::string>>& flags, cons
 
 // Allreduce bandwidth of gradient-sized float32 buffers over the job's host communicator.
 int cmd_bench_comm(const std::map<std::string, std::vector<std::string>>& flags, const std::vector<std::string>&) {
+  if (const std::string why = srun_without_mpi_reason(g_runtime->info().world_size); !why.empty())
+    fail("dpo bench-comm: {}", why);
   const auto comm = make_host_communicator(*g_runtime);
   const int64_t repeats = integer_flag(flags, "--repeats", 5, 1);
   const int world = comm->world_size();

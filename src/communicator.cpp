@@ -1,6 +1,10 @@
 // The backend-independent parts of dist.h: the single-process communicator, the blocking
-// fallback for start_all_reduce_sum, and the same-config check.
+// fallback for start_all_reduce_sum, and the checks that every rank holds the same
+// values (config, input fingerprints).
+#include <algorithm>
 #include <sstream>
+
+#include <fmt/format.h>
 
 #include "dpo/dist.h"
 #include "dpo/error.h"
@@ -48,22 +52,40 @@ std::unique_ptr<Communicator> make_single_process_communicator() {
   return std::make_unique<SingleProcessCommunicator>();
 }
 
+void require_same_on_all_ranks(Communicator& communicator, const std::string& what, const std::string& value,
+                               const std::function<std::string(const std::string&, const std::string&)>& describe) {
+  std::string root_value = value;
+  communicator.broadcast_string(root_value, 0);
+  // One reduction tells every rank whether any differs and which is the lowest: the maximum of
+  // -rank over the differing ranks (-world_size stands for "none").
+  const int world = communicator.world_size();
+  const bool differs = root_value != value;
+  const int lowest = -static_cast<int>(communicator.all_reduce_max(differs ? -communicator.rank() : -world));
+  if (lowest == world) return;
+  std::string message;
+  if (communicator.rank() == lowest)
+    message = describe ? describe(value, root_value)
+                       : fmt::format("rank {}: {}: {} but rank 0 has {}", lowest, what, value, root_value);
+  communicator.broadcast_string(message, lowest);
+  throw Error(message);
+}
+
 void require_same_config(Communicator& communicator, const std::string& resolved_config_yaml) {
   // The config is a few kB: sending rank 0's whole text costs no more than a hash round and lets
   // the differing rank name the line.
-  std::string root_text = resolved_config_yaml;
-  communicator.broadcast_string(root_text, 0);
-  if (root_text == resolved_config_yaml) return;
-  const auto mine = split_lines(resolved_config_yaml);
-  const auto theirs = split_lines(root_text);
-  const std::string end = "<end of config>";
-  for (size_t i = 0; i < std::max(mine.size(), theirs.size()); ++i) {
-    const std::string& a = i < mine.size() ? mine[i] : end;
-    const std::string& b = i < theirs.size() ? theirs[i] : end;
-    if (a != b)
-      fail("rank {}'s config differs from rank 0's at '{}' (rank 0: '{}')", communicator.rank(), a, b);
-  }
-  fail("rank {}'s config differs from rank 0's in line endings or trailing text", communicator.rank());
+  const int rank = communicator.rank();
+  require_same_on_all_ranks(communicator, "config", resolved_config_yaml, [rank](const std::string& mine_text,
+                                                                                 const std::string& root_text) {
+    const auto mine = split_lines(mine_text);
+    const auto theirs = split_lines(root_text);
+    const std::string end = "<end of config>";
+    for (size_t i = 0; i < std::max(mine.size(), theirs.size()); ++i) {
+      const std::string& a = i < mine.size() ? mine[i] : end;
+      const std::string& b = i < theirs.size() ? theirs[i] : end;
+      if (a != b) return fmt::format("rank {}'s config differs from rank 0's at '{}' (rank 0: '{}')", rank, a, b);
+    }
+    return fmt::format("rank {}'s config differs from rank 0's in line endings or trailing text", rank);
+  });
 }
 
 }  // namespace dpo

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 
 #include "dpo/dist.h"
 #include "dpo/error.h"
@@ -164,6 +165,21 @@ bool MpiRuntime::launched_by_mpi() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
     if (std::getenv(name)) return true;
   return false;
+}
+
+std::string srun_without_mpi_reason(int world_size) {
+  if (world_size != 1 || std::getenv("OMPI_COMM_WORLD_SIZE")) return "";
+  const char* step_tasks = std::getenv("SLURM_STEP_NUM_TASKS");
+  if (!step_tasks && std::getenv("SLURM_STEP_ID")) step_tasks = std::getenv("SLURM_NTASKS");  // older Slurm
+  if (!step_tasks) return "";
+  char* end = nullptr;
+  const long tasks = std::strtol(step_tasks, &end, 10);
+  if (end == step_tasks || tasks <= 1) return "";
+  return fmt::format(
+      "srun started this step's {} tasks without MPI: each would run the whole job alone, all writing the same "
+      "run.output_dir; launch with `srun --mpi=pmix` (or set MpiDefault=pmix; `srun --mpi=list` shows what this "
+      "Slurm supports), or with mpirun",
+      tasks);
 }
 
 MpiRuntime::MpiRuntime() {

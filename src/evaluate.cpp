@@ -71,16 +71,20 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
   // With precomputed reference log-probs the reference model is never loaded.
   std::optional<ReferenceStore> store;
   if (precomputed) store = ReferenceStore::open(config, /*check_train=*/false, /*check_eval=*/true, communicator);
+  if (store) require_same_reference_on_all_ranks(communicator, *store);
   CausalLM policy = load_model(config.model.policy, dtype, config.model.device);
   policy->eval();
+  require_same_weights_on_all_ranks(communicator, "model.policy", config.model.policy, policy->parameters());
   CausalLM reference = policy;
   if (!precomputed && !std::filesystem::equivalent(config.model.reference, config.model.policy)) {
     reference = load_model(config.model.reference, dtype, config.model.device);
     reference->eval();
+    require_same_weights_on_all_ranks(communicator, "model.reference", config.model.reference, reference->parameters());
   }
   const PreferenceDataset dataset =
       PreferenceDataset::load(config.data.eval, truncation_rule(config.data), policy->spec().vocab_size);
   fmt::print("{}\n", dataset.summary_line());
+  require_same_dataset_on_all_ranks(communicator, "data.eval", dataset);
   if (store) {
     store->require_examples(Split::Eval, dataset);
     fmt::print("reference log-probs from {}\n", store->path());

@@ -7,7 +7,7 @@
 // allreduce, not parallel HDF5, because the values are tiny (16 bytes per pair) and a single
 // writer keeps the file logic serial and simple. Rank 0 saves progress to `<path>.partial` after
 // every round of batches; a rerun with the same inputs resumes from it. A stop signal (preemption.h)
-// ends every rank after the same round.
+// ends every rank after the same batch, once the round so far is saved.
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -93,11 +93,14 @@ PrecomputeSummary precompute_reference(const Config& config, Communicator& comm)
 
   CausalLM model = load_model(config.model.reference, parse_dtype(config.model.dtype), config.model.device);
   model->eval();
+  require_same_weights_on_all_ranks(comm, "model.reference", config.model.reference, model->parameters());
   const TruncationRule rule = truncation_rule(config.data);
   std::vector<PreferenceDataset> datasets;
   datasets.push_back(PreferenceDataset::load(config.data.train, rule, model->spec().vocab_size));
   if (!config.data.eval.empty()) datasets.push_back(PreferenceDataset::load(config.data.eval, rule, model->spec().vocab_size));
   for (const auto& d : datasets) fmt::print("{}\n", d.summary_line());
+  require_same_dataset_on_all_ranks(comm, "data.train", datasets[0]);
+  if (datasets.size() > 1) require_same_dataset_on_all_ranks(comm, "data.eval", datasets[1]);
 
   ReferenceFile state;  // complete only on rank 0
   state.provenance = expected_provenance(config, true, datasets.size() > 1, comm);
@@ -166,8 +169,7 @@ PrecomputeSummary precompute_reference(const Config& config, Communicator& comm)
         return slots[static_cast<size_t>((rank * capacity + k) * kFields + field)];
       };
       const int64_t my_end = std::min<int64_t>(static_cast<int64_t>(mine.size()), first + capacity);
-      for (int64_t begin = first; begin < my_end; begin += batch) {
-        const int64_t end = std::min(my_end, begin + batch);
+      const auto score = [&](int64_t begin, int64_t end) {  // my examples [begin, end) into their slots
         const std::vector<int64_t> indices(mine.begin() + begin, mine.begin() + end);
         PairLogps ref;
         {
@@ -186,12 +188,25 @@ PrecomputeSummary precompute_reference(const Config& config, Communicator& comm)
           slot(comm.rank(), at_slot, 3) = static_cast<double>(rta[k]);
           slot(comm.rank(), at_slot, 4) = 1.0;
         }
+      };
+      // Every rank passes the round's batch positions (its own may run out earlier) and reduces the
+      // stop flag after each, so all stop after the same batch; the round is then saved as far as
+      // it got. A preemption's warning window need only cover one batch, not a round.
+      const int64_t round_batches = std::min(per_round, max_batches - round * per_round);
+      int64_t batches_done = 0;
+      bool stopping = false;
+      while (batches_done < round_batches && !stopping) {
+        const int64_t begin = first + batches_done * batch;
+        if (begin < my_end) score(begin, std::min(my_end, begin + batch));
+        // After the round's last batch, the check below does it once the round is saved.
+        if (++batches_done < round_batches) stopping = comm.any(stop_requested());
       }
       comm.all_reduce_sum(slots);
       int64_t fresh = 0;
+      const int64_t delivered = std::min(capacity, batches_done * batch);  // slots filled on every rank
       for (int64_t q = 0; q < world; ++q) {
         const auto& theirs = work[static_cast<size_t>(q)];
-        for (int64_t k = 0; k < capacity && first + k < static_cast<int64_t>(theirs.size()); ++k) {
+        for (int64_t k = 0; k < delivered && first + k < static_cast<int64_t>(theirs.size()); ++k) {
           const auto i = static_cast<size_t>(theirs[static_cast<size_t>(first + k)]);
           if (slot(q, k, 4) != 1.0)
             fail("internal: rank {} delivered example {} of {} {} times in round {}", q, i, data.path(), slot(q, k, 4), round);
@@ -207,7 +222,7 @@ PrecomputeSummary precompute_reference(const Config& config, Communicator& comm)
       if (root) write_reference_file(partial_path, state, /*with_filled_mask=*/true);
       progress.update(summary.computed);
       // After rank 0 has saved the round, so that a preempted job loses nothing it computed.
-      if (comm.any(stop_requested()) && summary.computed < to_compute) {
+      if ((stopping || comm.any(stop_requested())) && summary.computed < to_compute) {
         fmt::print("stop requested (SIGTERM/SIGUSR1): {} of {} pairs saved in {}; rerun the same command to resume\n",
                    summary.resumed + summary.computed, summary.resumed + to_compute, partial_path);
         summary.preempted = true;

@@ -7,7 +7,7 @@ namespace {
 
 volatile std::sig_atomic_t g_stop = 0;
 
-// Only async-signal-safe work here: the loop notices the flag at the next step boundary.
+// Only async-signal-safe work here: the loop notices the flag at the next micro-batch or step.
 extern "C" void on_stop_signal(int) { g_stop = 1; }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <limits>
 
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <hdf5.h>
 
@@ -292,6 +293,64 @@ std::string model_fingerprint(const std::string& model_dir) {
   return h.hex();
 }
 
+std::string tensors_fingerprint(const std::vector<at::Tensor>& tensors) {
+  // Each tensor's dtype and shape, then its bytes in 16 MiB pieces, hashed in parallel (multi-GB
+  // weights, one embedding often the largest part), then the hash of those digests in order.
+  constexpr size_t kPiece = size_t{16} << 20;
+  std::vector<at::Tensor> hosted;
+  std::vector<std::pair<size_t, size_t>> pieces;  // (tensor, byte offset)
+  for (const auto& tensor : tensors) {
+    hosted.push_back(tensor.detach().to(at::kCPU).contiguous());
+    const size_t bytes = static_cast<size_t>(hosted.back().numel()) * hosted.back().element_size();
+    for (size_t offset = 0; offset == 0 || offset < bytes; offset += kPiece) pieces.emplace_back(hosted.size() - 1, offset);
+  }
+  std::vector<std::string> digests(pieces.size());
+  at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const auto [t, offset] = pieces[static_cast<size_t>(i)];
+      const at::Tensor& tensor = hosted[t];
+      const size_t bytes = static_cast<size_t>(tensor.numel()) * tensor.element_size();
+      Hasher h;
+      if (offset == 0) {
+        h.update(std::string(c10::toString(tensor.scalar_type())));
+        for (const int64_t size : tensor.sizes()) h.update(std::to_string(size));
+      }
+      h.update(static_cast<const char*>(tensor.data_ptr()) + offset, std::min(kPiece, bytes - offset));
+      digests[static_cast<size_t>(i)] = h.hex();
+    }
+  });
+  Hasher all;
+  for (const auto& digest : digests) all.update(digest);
+  return all.hex();
+}
+
+std::string dataset_fingerprint(const PreferenceDataset& dataset) {
+  Hasher h;
+  for (size_t i = 0; i < dataset.size(); ++i)
+    for (const TokenIds* ids : {&dataset[i].prompt, &dataset[i].chosen, &dataset[i].rejected}) {
+      const uint64_t length = ids->size();
+      h.update(reinterpret_cast<const char*>(&length), sizeof length);
+      h.update(reinterpret_cast<const char*>(ids->data()), ids->size() * sizeof(int32_t));
+    }
+  return h.hex();
+}
+
+void require_same_weights_on_all_ranks(Communicator& comm, const std::string& key, const std::string& source,
+                                       const std::vector<at::Tensor>& weights) {
+  if (comm.world_size() == 1) return;
+  require_same_on_all_ranks(comm, key, fmt::format("{}, weights fingerprint {}", source, tensors_fingerprint(weights)),
+                            [&](const std::string& mine, const std::string& root) {
+                              return fmt::format("rank {}: {}: {} but rank 0 has {} (a stale or other copy of the "
+                                                 "model on one node?)", comm.rank(), key, mine, root);
+                            });
+}
+
+void require_same_dataset_on_all_ranks(Communicator& comm, const std::string& key, const PreferenceDataset& dataset) {
+  if (comm.world_size() == 1) return;
+  require_same_on_all_ranks(comm, fmt::format("{} {}", key, dataset.path()),
+                            fmt::format("{} pairs, fingerprint {}", dataset.size(), dataset_fingerprint(dataset)));
+}
+
 std::string truncation_description(const DataOptions& data) {
   return fmt::format("max_length={} max_prompt_length={} truncation={}", data.max_length, data.max_prompt_length,
                      data.truncation);
@@ -480,6 +539,22 @@ PairLogps ReferenceStore::logps(Split s, const std::vector<int64_t>& indices, co
   }
   return {chosen.to(device, at::kFloat), rejected.to(device, at::kFloat), chosen_tokens.to(device),
           rejected_tokens.to(device)};
+}
+
+void require_same_reference_on_all_ranks(Communicator& comm, const ReferenceStore& store) {
+  if (comm.world_size() == 1) return;
+  const ReferenceFile& f = store.file();
+  Hasher h;
+  for (const ReferenceSplit* split : {&f.train, f.eval ? &*f.eval : nullptr}) {
+    if (!split) continue;
+    h.update(reinterpret_cast<const char*>(split->chosen.data()), split->size() * sizeof(double));
+    h.update(reinterpret_cast<const char*>(split->rejected.data()), split->size() * sizeof(double));
+    h.update(reinterpret_cast<const char*>(split->chosen_lengths.data()), split->size() * sizeof(int32_t));
+    h.update(reinterpret_cast<const char*>(split->rejected_lengths.data()), split->size() * sizeof(int32_t));
+  }
+  require_same_on_all_ranks(comm, fmt::format("reference.logps_path {}", store.path()),
+                            fmt::format("{} pairs{}, fingerprint {}", f.train.size(),
+                                        f.eval ? fmt::format(" + {} eval pairs", f.eval->size()) : "", h.hex()));
 }
 
 }  // namespace dpo

@@ -112,8 +112,8 @@ std::string format_duration(double seconds) {
 
 class Trainer {
  public:
-  Trainer(const Config& config, Objective objective, Communicator& communicator)
-      : config_(config), objective_(objective), comm_(communicator) {}
+  Trainer(const Config& config, Objective objective, Communicator& communicator, MicroBatchHook after_micro_batch)
+      : config_(config), objective_(objective), comm_(communicator), after_micro_batch_(std::move(after_micro_batch)) {}
   TrainSummary run();
 
  private:
@@ -131,6 +131,8 @@ class Trainer {
     comm_.barrier();
   }
   void print_progress(const std::map<std::string, double>& m, int64_t total_steps, double elapsed, int64_t done_here);
+  size_t stop_points_before_last_backward(size_t global_pairs) const;
+  TrainSummary stop(int64_t abandoned_step);
   void check_stored_reference(const std::vector<int64_t>& first_micro_batch);
   PairLogps reference_logps(const PairBatch& batch);
 
@@ -147,6 +149,8 @@ class Trainer {
   TrainerState state_;
   TrainSummary summary_;
   std::string metrics_path_;
+  int64_t last_saved_ = 0;  // step of the newest checkpoint (or of the start)
+  MicroBatchHook after_micro_batch_;
 };
 
 void Trainer::load_models_and_resume() {
@@ -176,6 +180,9 @@ void Trainer::load_models_and_resume() {
   }
   policy_->train();
   parameters_ = policy_->parameters();
+  // Every rank must start from the same weights (a stale node-local copy, or a node that does not
+  // see rank 0's checkpoints, would otherwise train on silently and every replica diverge).
+  require_same_weights_on_all_ranks(comm_, "model.policy", checkpoint ? *checkpoint : config_.model.policy, parameters_);
   optimizer_ = make_optimizer(config_.train, parameters_);
   if (checkpoint) load_optimizer_state(*checkpoint, *optimizer_);
   // Gradients live in flat buckets so that summing them across ranks is one collective per bucket.
@@ -187,6 +194,7 @@ void Trainer::load_models_and_resume() {
     reference_ = load_model(config_.model.reference, dtype_, config_.model.device);
     reference_->eval();
     for (auto& p : reference_->parameters()) p.set_requires_grad(false);
+    require_same_weights_on_all_ranks(comm_, "model.reference", config_.model.reference, reference_->parameters());
   }
 }
 
@@ -322,6 +330,36 @@ void Trainer::print_progress(const std::map<std::string, double>& m, int64_t tot
   std::fflush(stdout);
 }
 
+// How many of a step's micro-batch boundaries every rank reaches before any rank starts its last
+// backward (which may launch non-blocking gradient reductions that a stop check must not
+// interleave with): the last backward of rank r is at micro-batch ceil(pairs of r / micro) - 1,
+// and the rank with the fewest pairs that has any is rank min(world, pairs) - 1.
+size_t Trainer::stop_points_before_last_backward(size_t global_pairs) const {
+  const auto pairs = static_cast<int64_t>(global_pairs), world = static_cast<int64_t>(comm_.world_size());
+  const int64_t fewest = std::min(world, pairs) - 1;
+  if (fewest < 0) return 0;
+  const int64_t share = (pairs - fewest + world - 1) / world;
+  const int64_t micro = config_.train.micro_batch_size;
+  return static_cast<size_t>((share + micro - 1) / micro - 1);
+}
+
+// Every rank stops together: saves the last completed step unless it is saved (or is the start),
+// and returns the preempted summary. `abandoned_step` > 0 when the stop came inside that step.
+TrainSummary Trainer::stop(int64_t abandoned_step) {
+  if (last_saved_ != state_.step) save();
+  if (stdout_is_interactive()) fmt::print("\n");
+  const std::string during = abandoned_step > 0 ? fmt::format(" during step {} (abandoned)", abandoned_step) : "";
+  if (state_.step == 0)
+    fmt::print("stop requested (SIGTERM/SIGUSR1){}: no step completed, nothing to save; rerun the same command\n", during);
+  else
+    fmt::print("stop requested (SIGTERM/SIGUSR1){}: checkpoint of step {} saved; rerun the same command to resume\n",
+               during, state_.step);
+  summary_.steps = state_.step;
+  summary_.preempted = true;
+  summary_.skipped_steps = state_.extra["skipped_steps"].get<int64_t>();
+  return summary_;
+}
+
 TrainSummary Trainer::run() {
   const Config& c = config_;
   if (c.data.train.empty()) fail("data.train: dpo {} needs a training dataset (set data.train)", objective_name(objective_));
@@ -330,6 +368,7 @@ TrainSummary Trainer::run() {
   // then never loaded.
   if (objective_ == Objective::Dpo && !c.reference.logps_path.empty())
     store_ = std::make_unique<ReferenceStore>(ReferenceStore::open(c, true, !c.data.eval.empty(), comm_));
+  if (store_) require_same_reference_on_all_ranks(comm_, *store_);
   fs::create_directories(c.run.output_dir);
   metrics_path_ = (fs::path(c.run.output_dir) / "metrics.jsonl").string();
 
@@ -337,9 +376,11 @@ TrainSummary Trainer::run() {
   const TruncationRule rule = truncation_rule(c.data);
   train_data_ = std::make_unique<PreferenceDataset>(PreferenceDataset::load(c.data.train, rule, policy_->spec().vocab_size));
   fmt::print("{}\n", train_data_->summary_line());
+  require_same_dataset_on_all_ranks(comm_, "data.train", *train_data_);
   if (!c.data.eval.empty()) {
     eval_data_ = std::make_unique<PreferenceDataset>(PreferenceDataset::load(c.data.eval, rule, policy_->spec().vocab_size));
     fmt::print("{}\n", eval_data_->summary_line());
+    require_same_dataset_on_all_ranks(comm_, "data.eval", *eval_data_);
   }
   if (store_) {
     store_->require_examples(Split::Train, *train_data_);
@@ -372,7 +413,7 @@ TrainSummary Trainer::run() {
   }
   const auto run_start = Clock::now();
   const int64_t first_step = state_.step;
-  int64_t last_saved = state_.step;
+  last_saved_ = state_.step;
   while (state_.step < total_steps) {
     const auto step_start = Clock::now();
     const std::vector<int64_t> global = plan.global_batch(state_.epoch, state_.step_in_epoch);
@@ -386,11 +427,16 @@ TrainSummary Trainer::run() {
     size_t last = micro_batches.size();
     for (size_t i = 0; i < micro_batches.size(); ++i)
       if (!micro_batches[i].empty()) last = i;
+    const size_t stop_points = stop_points_before_last_backward(global.size());
     for (size_t i = 0; i < micro_batches.size(); ++i) {
+      // A stop between micro-batches abandons this step: the parameters and the optimizer are
+      // still those of the last completed step, which is what gets saved.
+      if (i > 0 && i <= stop_points && comm_.any(stop_requested())) return stop(state_.step + 1);
       if (micro_batches[i].empty()) continue;
       const MetricSums s = micro_step(micro_batches[i], scale, i == last);
       for (const auto& [name, value] : s.sums()) sums.add(name, value);
       sums.add_pairs(s.pairs());
+      if (after_micro_batch_) after_micro_batch_(state_.step + 1, static_cast<int64_t>(i));
     }
     const auto sync_start = Clock::now();
     buckets_->all_reduce_sum(comm_);
@@ -452,22 +498,13 @@ TrainSummary Trainer::run() {
     }
     if (c.train.save_every > 0 && step_number % c.train.save_every == 0) {
       save();
-      last_saved = step_number;
+      last_saved_ = step_number;
     }
     // Reduced so that every rank stops after the same step, whichever rank got the signal.
-    if (comm_.any(stop_requested()) && state_.step < total_steps) {
-      if (last_saved != state_.step) save();
-      if (stdout_is_interactive()) fmt::print("\n");
-      fmt::print("stop requested (SIGTERM/SIGUSR1): checkpoint of step {} saved; rerun the same command to resume\n",
-                 state_.step);
-      summary_.steps = state_.step;
-      summary_.preempted = true;
-      summary_.skipped_steps = state_.extra["skipped_steps"].get<int64_t>();
-      return summary_;
-    }
+    if (comm_.any(stop_requested()) && state_.step < total_steps) return stop(0);
   }
   if (stdout_is_interactive()) fmt::print("\n");
-  if (last_saved != state_.step) save();
+  if (last_saved_ != state_.step) save();
   summary_.steps = state_.step;
   summary_.skipped_steps = state_.extra["skipped_steps"].get<int64_t>();
   summary_.final_model_dir = (fs::path(c.run.output_dir) / "final").string();
@@ -478,8 +515,9 @@ TrainSummary Trainer::run() {
 
 }  // namespace
 
-TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator) {
-  return Trainer(config, objective, communicator).run();
+TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator,
+                          MicroBatchHook after_micro_batch) {
+  return Trainer(config, objective, communicator, std::move(after_micro_batch)).run();
 }
 
 TrainSummary run_training(const Config& config, Objective objective) {

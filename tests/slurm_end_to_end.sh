@@ -6,7 +6,8 @@
 #      the metrics and the model of the unpreempted run;
 #   3. the same job preempted the way Slurm preempts (`scontrol requeue`: SIGTERM to every process,
 #      Slurm requeues), with srun and with the mpirun-inside-the-allocation variant, does the same;
-#   4. precompute-ref.sbatch writes a complete reference file that training accepts.
+#   4. precompute-ref.sbatch writes a complete reference file that training accepts;
+#   5. srun without MPI support (--mpi=none) is refused by both tasks.
 # Usage: slurm_end_to_end.sh DPO_BINARY SOURCE_DIR
 set -uo pipefail
 dpo=$(realpath "$1")
@@ -122,6 +123,15 @@ if [ "$state" = COMPLETED ] && [ -f ref.h5 ] && [ ! -e ref.h5.partial ] && grep 
     --set train.max_steps=4 >fromfile.out 2>&1 && pass "training accepts the file" || bad "training from the file: $(tail -3 fromfile.out)"
 else
   bad "precompute-ref job ended $state: $(tail -5 ref.out)"
+fi
+
+# 5. srun without MPI support starts 2 independent single-rank jobs: both refuse, naming how to launch.
+srun --mpi=none -n 2 "$dpo" train --config run.yaml --set run.output_dir="$work/nompi" >nompi.out 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && [ "$(grep -c 'srun --mpi=pmix' nompi.out)" -eq 2 ] && [ ! -e nompi ]; then
+  pass "srun --mpi=none -n 2: both tasks refuse (exit $rc), nothing written"
+else
+  bad "srun --mpi=none -n 2: exit $rc: $(head -3 nompi.out)"
 fi
 
 if [ "$failures" -ne 0 ]; then

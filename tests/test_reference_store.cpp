@@ -378,3 +378,25 @@ TEST_CASE("reference.batch_size must be positive", "[reference][config]") {
   CHECK(toy.config("out").reference.batch_size == 5);
   CHECK_THROWS_WITH(toy.config("out", {"reference.batch_size=0"}), Contains("reference.batch_size"));
 }
+
+TEST_CASE("a stop signal ends precompute-ref after the batch in progress, saving the round so far",
+          "[reference][preemption]") {
+  const Toy toy("stop-batch");
+  // One pair per batch: 24 train batches make rounds of 3 batches.
+  const dpo::Config config = toy.config("out", {"reference.batch_size=1"});
+  dpo::install_stop_signal_handlers();
+  std::raise(SIGUSR1);
+  const dpo::PrecomputeSummary stopped = precompute(config);
+  dpo::clear_stop_request();
+  CHECK(stopped.preempted);
+  CHECK(stopped.computed == 1);
+  const std::string partial = toy.logps.string() + ".partial";
+  REQUIRE(fs::exists(partial));
+  CHECK(dpo::read_reference_file(partial, false).train.unfilled() == 23);
+
+  const dpo::PrecomputeSummary resumed = precompute(config);
+  CHECK_FALSE(resumed.preempted);
+  CHECK(resumed.resumed == 1);
+  CHECK(resumed.computed == 34 - 1);
+  CHECK_FALSE(fs::exists(partial));
+}

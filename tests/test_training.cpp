@@ -24,6 +24,7 @@
 #include <torch/autograd.h>
 
 #include "dpo/config.h"
+#include "dpo/dist.h"
 #include "dpo/model.h"
 #include "dpo/optimization.h"
 #include "dpo/preemption.h"
@@ -401,4 +402,66 @@ TEST_CASE("a stop signal ends the run after a complete checkpoint, and rerunning
   CHECK(resumed.resumed_from == 1);
   CHECK(not_identical(parameters_of(toy.output("a") / "final"), parameters_of(toy.output("b") / "final")).empty());
   CHECK(step_lines(toy.output("b")).size() == 4);
+}
+
+TEST_CASE("a stop signal between micro-batches abandons that step: the checkpoint is the last completed step's, and "
+          "the resumed run ends bit-identical",
+          "[training][preemption]") {
+  const ToyRun toy("preempt-micro", 24);
+  // 4 micro-batches of 2 pairs per step, 3 steps per epoch.
+  const std::vector<std::string> overrides = {"train.micro_batch_size=2", "train.epochs=2", "train.max_steps=4"};
+  auto saving_every_step = overrides;
+  saving_every_step.push_back("train.save_every=1");
+  saving_every_step.push_back("train.keep_checkpoints=0");
+  const dpo::TrainSummary uninterrupted = dpo::run_training(toy.config("a", saving_every_step), dpo::Objective::Dpo);
+  REQUIRE(uninterrupted.steps == 4);
+
+  // The signal arrives after micro-batch 1 of step 3: micro-batches 2 and 3 never run.
+  dpo::install_stop_signal_handlers();
+  std::vector<std::pair<int64_t, int64_t>> ran;
+  const auto alone = dpo::make_single_process_communicator();
+  const dpo::TrainSummary stopped =
+      dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo, *alone, [&](int64_t step, int64_t micro) {
+        ran.emplace_back(step, micro);
+        if (step == 3 && micro == 1) std::raise(SIGUSR1);
+      });
+  dpo::clear_stop_request();
+  CHECK(stopped.preempted);
+  CHECK(stopped.steps == 2);
+  REQUIRE_FALSE(ran.empty());
+  CHECK(ran.back() == std::pair<int64_t, int64_t>(3, 1));
+  CHECK(ran.size() == 2 * 4 + 2);
+  CHECK(fs::exists(toy.output("b") / "checkpoints" / "step-2" / "DONE"));
+  CHECK_FALSE(fs::exists(toy.output("b") / "checkpoints" / "step-3"));
+  CHECK(step_lines(toy.output("b")).size() == 2);
+  // The parameters saved are exactly those of step 2 (the abandoned step changed nothing).
+  CHECK(not_identical(parameters_of(toy.output("a") / "checkpoints" / "step-2"),
+                      parameters_of(toy.output("b") / "checkpoints" / "step-2"))
+            .empty());
+
+  const dpo::TrainSummary resumed = dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo);
+  CHECK_FALSE(resumed.preempted);
+  CHECK(resumed.resumed_from == 2);
+  CHECK(not_identical(parameters_of(toy.output("a") / "final"), parameters_of(toy.output("b") / "final")).empty());
+  const auto a_lines = step_lines(toy.output("a")), b_lines = step_lines(toy.output("b"));
+  REQUIRE(b_lines.size() == 4);
+  for (size_t i = 0; i < 4; ++i) CHECK(b_lines[i].at("loss") == a_lines[i].at("loss"));
+}
+
+TEST_CASE("a stop signal in the first step saves nothing and the rerun starts afresh", "[training][preemption]") {
+  const ToyRun toy("preempt-first", 24);
+  const std::vector<std::string> overrides = {"train.micro_batch_size=2", "train.max_steps=2"};
+  dpo::install_stop_signal_handlers();
+  const auto alone = dpo::make_single_process_communicator();
+  const dpo::TrainSummary stopped =
+      dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo, *alone, [&](int64_t, int64_t micro) {
+        if (micro == 0) std::raise(SIGUSR1);
+      });
+  dpo::clear_stop_request();
+  CHECK(stopped.preempted);
+  CHECK(stopped.steps == 0);
+  CHECK_FALSE(fs::exists(toy.output("b") / "checkpoints"));
+  const dpo::TrainSummary rerun = dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo);
+  CHECK(rerun.resumed_from == 0);
+  CHECK(rerun.steps == 2);
 }

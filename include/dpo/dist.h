@@ -1,7 +1,7 @@
 // Distribution: the rank layout of the job, the Communicator that sums tensors and host values
 // across ranks (MPI on CPUs, NCCL on GPUs, a no-op single-process one for unit tests), MPI's
-// lifetime, aborting the whole job from one rank, and the check that every rank runs the same
-// configuration. It does not decide what is reduced: the trainer sums gradients (the loss is
+// lifetime, aborting the whole job from one rank, the checks that every rank runs the same
+// configuration on the same inputs, and the refusal of an srun that started no MPI job. It does not decide what is reduced: the trainer sums gradients (the loss is
 // already scaled by 1/global_batch_pairs on every rank, so SUMS are the right reduction) and
 // metric sums; gradient bucketing lives in grad_buckets.h.
 //
@@ -10,6 +10,7 @@
 // abort_job(), which ends the whole job.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -115,11 +116,25 @@ std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, in
 // initialised (the other ranks are killed, nobody hangs), else exit(1) ("dpo: error: message").
 [[noreturn]] void abort_job(const std::string& message);
 
-// Every rank's resolved configuration (the YAML dump) must equal rank 0's. A rank whose text
-// differs throws dpo::Error naming the first differing line, e.g. "rank 1's config differs from
-// rank 0's at 'train.lr: 0.001' (rank 0: 'train.lr: 0.0001')"; the other ranks return normally.
-// Because only the differing rank throws, the others will wait in their next collective: the
-// caller must turn the throw into abort_job(), which ends the job.
+// Every rank's `value` must equal rank 0's (a collective: every rank calls it with the same
+// `what`). Otherwise EVERY rank throws the same dpo::Error, written by the lowest rank that
+// differs: "rank 1: data.train /p: 1000 pairs, fingerprint ab12.. but rank 0 has 1200 pairs,
+// fingerprint cd34.." (`what`, then both values), or `describe(mine, rank 0's)` when given. Because every rank throws, none is left waiting in a later collective.
+void require_same_on_all_ranks(
+    Communicator& communicator, const std::string& what, const std::string& value,
+    const std::function<std::string(const std::string& mine, const std::string& root)>& describe = nullptr);
+
+// Every rank's resolved configuration (the YAML dump) must equal rank 0's: require_same_on_all_ranks
+// naming the first differing line, e.g. "rank 1's config differs from rank 0's at 'train.lr: 0.001'
+// (rank 0: 'train.lr: 0.0001')".
 void require_same_config(Communicator& communicator, const std::string& resolved_config_yaml);
+
+// Slurm's srun without MPI support (MpiDefault=none, or a missing --mpi=pmix) starts every task of
+// a step as a job of its own: N single-rank runs writing the same run.output_dir. Slurm says the
+// step has N tasks (SLURM_STEP_NUM_TASKS, set only inside a step, not in the batch script), MPI
+// says the world has `world_size`. Returns a one-line reason (how to launch) when a step of N > 1
+// tasks meets a world of 1 and no mpirun started this process (mpirun's daemons form a step of
+// one task per node; its ranks are not that step's tasks); "" otherwise.
+std::string srun_without_mpi_reason(int world_size);
 
 }  // namespace dpo

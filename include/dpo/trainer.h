@@ -3,6 +3,8 @@
 // optimizer step and schedule, metrics.jsonl and the progress line, periodic eval, checkpoints and
 // resume. The objectives differ only in what one micro-batch computes.
 #pragma once
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -23,10 +25,17 @@ struct TrainSummary {
 
 class Communicator;
 
+// Called after each micro-batch's backward with the step being computed (1-based) and the
+// micro-batch's index in it; for tests (e.g. a stop signal in the middle of a step).
+using MicroBatchHook = std::function<void(int64_t step, int64_t micro_batch)>;
+
 // Every rank of `communicator` calls this with the same config: each takes its share of every
 // global batch, gradients and metric sums are summed across ranks, rank 0 writes metrics and
-// checkpoints. The overload without a communicator runs alone.
-TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator);
+// checkpoints. The overload without a communicator runs alone. A stop signal (preemption.h) is
+// honoured after a step and between the micro-batches of one (that step is then abandoned): every
+// rank saves the last completed step and returns with `preempted` set.
+TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator,
+                          MicroBatchHook after_micro_batch = {});
 TrainSummary run_training(const Config& config, Objective objective);
 
 }  // namespace dpo
