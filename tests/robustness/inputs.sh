@@ -328,7 +328,7 @@ train_refused "HDF5 data: truncated file as data.train" "truncated.h5: cannot op
 # --- reference log-prob files -------------------------------------------------------------------
 ref_refused() {  # NAME KIND PATTERN: dpo train with a broken reference.logps_path
   "$hostile_hdf5" "$2" "$work/$2.h5" || bad "hostile_hdf5 $2"
-  train_refused "reference file: $1" "$2.h5: $3" --set reference.logps_path="$work/$2.h5"
+  train_refused "reference file: $1" "$2.h5: .*$3" --set reference.logps_path="$work/$2.h5"
 }
 ref_refused "NaN log-prob" ref_nan "chosen_logps\\[1\\] is not finite"
 ref_refused "infinite log-prob" ref_inf "rejected_logps\\[0\\] is not finite"
