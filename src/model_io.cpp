@@ -128,7 +128,13 @@ CausalLM build_model(const ModelSpec& spec, uint64_t seed) {
 CausalLM load_model(const std::string& dir, at::ScalarType dtype, const std::string& device) {
   const std::string config_path = dir + "/config.json";
   const ModelSpec spec = model_spec_from_hf_config(read_json_file(config_path), config_path);
-  CausalLM model = make_model(spec, at::TensorOptions().dtype(dtype).device(at::Device(device)));
+  CausalLM model;
+  try {
+    model = make_model(spec, at::TensorOptions().dtype(dtype).device(at::Device(device)));
+  } catch (const c10::Error& e) {  // sizes within their bounds can still exceed this machine's memory
+    const std::string what = e.what_without_backtrace();
+    fail("{}: cannot allocate the model it describes on {}: {}", config_path, device, what.substr(0, what.find('\n')));
+  }
   auto parameters = model->named_parameters();
   std::map<std::string, std::string> loaded_from;  // parameter -> file
   c10::NoGradGuard no_grad;

@@ -209,6 +209,11 @@ cfg_refused "vocab_size missing" "del c['vocab_size']" "required key 'vocab_size
 cfg_refused "not an object" "c=[1, 2]" "config is not a JSON object"
 cfg_refused "empty file" "c=''" "malformed JSON"
 cfg_refused "a key given twice" "c=json.dumps(c)[:-1] + ', \"vocab_size\": 64}'" "JSON object has the key 'vocab_size' twice"
+# Within every bound yet 256 GiB of embeddings: refused when allocated (or, where the allocation
+# is granted lazily, by the first tensor's shape), naming the file, never a crash.
+cfg_model big "c.update(vocab_size=2**24, hidden_size=4096, num_attention_heads=32, num_key_value_heads=32)"
+eval_refused "config.json: a model larger than memory" "cfg/big/config.json: cannot allocate|model.safetensors: tensor .* has shape" \
+  --set model.policy="$work/cfg/big"
 mkdir -p "$work/gpt2_positions"
 "$dpo" init-model --arch gpt2 --out "$work/gpt2_model" --set vocab_size=64 --set n_embd=32 --set n_head=4 >/dev/null
 refused "init-model gpt2 n_positions 2^40" "n_positions' = 1099511627776 is larger" "$work/gpt2_positions/out" \
@@ -328,7 +333,7 @@ train_refused "HDF5 data: truncated file as data.train" "truncated.h5: cannot op
 # --- reference log-prob files -------------------------------------------------------------------
 ref_refused() {  # NAME KIND PATTERN: dpo train with a broken reference.logps_path
   "$hostile_hdf5" "$2" "$work/$2.h5" || bad "hostile_hdf5 $2"
-  train_refused "reference file: $1" "$2.h5: $3" --set reference.logps_path="$work/$2.h5"
+  train_refused "reference file: $1" "$2.h5: .*$3" --set reference.logps_path="$work/$2.h5"
 }
 ref_refused "NaN log-prob" ref_nan "chosen_logps\\[1\\] is not finite"
 ref_refused "infinite log-prob" ref_inf "rejected_logps\\[0\\] is not finite"
