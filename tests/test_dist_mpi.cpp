@@ -246,7 +246,8 @@ TEST_CASE("zeroing keeps the grads as views, and a replaced grad is copied back"
   REQUIRE_FALSE(aliases_bucket(net.params[0].grad(), buckets.bucket(0)));
   REQUIRE(buckets.restore_views() == 1);
   REQUIRE(aliases_bucket(net.params[0].grad(), buckets.bucket(0)));
-  REQUIRE(at::allclose(net.params[0].grad(), expected));
+  // The same backward, copied into the view: bit-identical (docs/numerics.md).
+  REQUIRE(at::equal(net.params[0].grad(), expected));
 }
 
 TEST_CASE("summed bucket gradients equal the sum of every rank's gradient", "[mpi][buckets]") {
@@ -276,6 +277,8 @@ TEST_CASE("summed bucket gradients equal the sum of every rank's gradient", "[mp
       for (size_t i = 0; i < 4; ++i) {
         INFO(net.names[i]);
         REQUIRE(bucket_holding(buckets, net.params[i].grad()) != nullptr);
+        // float32 gradients summed across ranks vs the float64 sum: float32 rounding of a net this
+        // small stays near 1e-7 relative.
         REQUIRE(at::allclose(net.params[i].grad().to(at::kDouble), reference[i], 1e-5, 1e-6));
       }
     }
