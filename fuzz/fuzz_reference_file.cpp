@@ -50,7 +50,7 @@ using dpo::Handle;
 void write_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;
-  if (!out) broken("cannot write the fixture (is /dev/shm full?)");
+  if (!out) broken("cannot write the fixture (is the temporary directory full?)");
 }
 
 // What the file is checked against: a model directory, train and eval data, a config naming them,
@@ -65,7 +65,9 @@ struct Fixture {
 
   Fixture() {
     dpo::silence_hdf5_errors();  // the writer below makes HDF5 refuse some calls on purpose
-    dir = fs::path("/dev/shm") / ("dpo-fuzz-reference-" + std::to_string(getpid()));
+    // In memory where /dev/shm exists: the file is rewritten for every input.
+    dir = (fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path()) /
+          ("dpo-fuzz-reference-" + std::to_string(getpid()));
     fs::create_directories(dir / "model");
     write_text(dir / "model" / "config.json", "{\"model_type\": \"llama\"}\n");
     write_text(dir / "model" / "model.safetensors", std::string(64, 'w'));
@@ -271,7 +273,7 @@ void split(FuzzedDataProvider& in, hid_t loc, hsize_t right_n) {
 void write_file(FuzzedDataProvider& in, const std::string& path) {
   const Fixture& fx = fixture();
   Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-  if (!file.valid()) broken("cannot create the HDF5 file (is /dev/shm full?)");
+  if (!file.valid()) broken("cannot create the HDF5 file (is the temporary directory full?)");
   const dpo::ReferenceProvenance& p = fx.want;
   attribute(in, file, "format", dpo::kReferenceFormat, std::nullopt);
   attribute(in, file, "version", "", dpo::kReferenceFormatVersion);

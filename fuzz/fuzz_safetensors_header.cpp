@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -51,13 +52,18 @@ void check_entries(const dpo::SafetensorsHeader& header, uint64_t buffer_size) {
 
 // Writes the file (the input's bytes, then `tail` zero bytes) and reads it whole.
 void read_whole_file(const std::string& image, uint64_t tail) {
-  static const std::string path = "/dev/shm/dpo-fuzz-safetensors-" + std::to_string(getpid()) + ".safetensors";
+  // In memory where /dev/shm exists: one file per input.
+  static const std::string path =
+      ((std::filesystem::is_directory("/dev/shm") ? std::filesystem::path("/dev/shm")
+                                                  : std::filesystem::temp_directory_path()) /
+       ("dpo-fuzz-safetensors-" + std::to_string(getpid()) + ".safetensors"))
+          .string();
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(image.data(), static_cast<std::streamsize>(image.size()));
     const std::string zeros(tail, '\0');
     out.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
-    if (!out) broken("cannot write the temporary file (is /dev/shm full?)");
+    if (!out) broken("cannot write the temporary file (is the temporary directory full?)");
   }
   // Removed on every exit path, a dpo::Error included.
   struct RemoveOnExit {

@@ -4,7 +4,7 @@
 # here). Fails on any crash, sanitizer report, leak, timeout or out-of-memory.
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]
-#   SECONDS_PER_TARGET  default $FUZZ_SECONDS, else 60
+#   SECONDS_PER_TARGET  default $FUZZ_SECONDS, else 60; 0 builds only
 #   TARGET              fuzz_safetensors_header fuzz_preference_jsonl fuzz_config fuzz_reference_file
 #                       (default: all)
 # FUZZ_JOBS sets the parallel compiles (default: nproc). Crash inputs land in
@@ -50,7 +50,7 @@ libs=(-Wl,--as-needed -ltorch_cpu -lc10 "${hdf5_libs[@]}" -lyaml-cpp -lfmt)
 # An object is rebuilt when missing or older than its source, any dpo header or this script.
 stale() {
   local object=$1 source=$2
-  [ ! -e "$object" ] || [ "$source" -nt "$object" ] || [ "$0" -nt "$object" ] ||
+  [ ! -e "$object" ] || [ "$source" -nt "$object" ] || [ scripts/fuzz.sh -nt "$object" ] ||
     [ -n "$(find include/dpo -newer "$object" -print -quit)" ]
 }
 
@@ -81,6 +81,7 @@ for target in "${targets[@]}"; do
   "$CXX" -fsanitize=fuzzer,address,undefined "${objects[@]}" "${libs[@]}" -o "$out/$target"
 done
 echo "fuzz: build took $((SECONDS - build_start)) s"
+[ "$seconds" -eq 0 ] && exit 0  # build only
 
 # detect_leaks: a leak is a failure (libFuzzer checks after every input that allocated more than it
 # freed). libtorch and HDF5 keep their one-time allocations reachable from globals, which LSan does
