@@ -47,11 +47,15 @@ cxxflags=(-std=c++17 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
 # memory errors are not ours to find, only how our code uses them.
 libs=(-Wl,--as-needed -ltorch_cpu -lc10 "${hdf5_libs[@]}" -lyaml-cpp -lfmt)
 
-# An object is rebuilt when missing or older than its source, any dpo header or this script.
+# An object is rebuilt when missing or older than its source or any dpo header; all of them when
+# the flags changed.
+if [ "$(cat "$out/obj/flags" 2>/dev/null)" != "$CXX ${cxxflags[*]}" ]; then
+  rm -f "$out"/obj/*.o
+  echo "$CXX ${cxxflags[*]}" >"$out/obj/flags"
+fi
 stale() {
   local object=$1 source=$2
-  [ ! -e "$object" ] || [ "$source" -nt "$object" ] || [ scripts/fuzz.sh -nt "$object" ] ||
-    [ -n "$(find include/dpo -newer "$object" -print -quit)" ]
+  [ ! -e "$object" ] || [ "$source" -nt "$object" ] || [ -n "$(find include/dpo -newer "$object" -print -quit)" ]
 }
 
 echo "fuzz: building ${targets[*]} with $CXX into $out/"
@@ -109,7 +113,9 @@ for target in "${targets[@]}"; do
   else
     failed=$((failed + 1))
     echo "fuzz: $target FAILED (exit $status) after ${runs:-?} executions; log $log, inputs in $artifacts"
-    grep -E "ERROR|runtime error|SUMMARY|^#0|^    #[0-9] " "$log" | head -40 || true
+    grep -E "ERROR|runtime error|what\(\)|^fuzz_|SUMMARY|Test unit written" "$log" | head -20 || true
+    # The stack without libFuzzer's, the sanitizers' and the C/C++ runtimes' frames.
+    grep -E "^    #[0-9]+ " "$log" | grep -vE "fuzzer::|__sanitizer|libc\.so|libstdc\+\+|in _start|in main " | head -15 || true
   fi
 done
 echo "fuzz: ${#targets[@]} targets, $seconds s each"
