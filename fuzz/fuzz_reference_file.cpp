@@ -17,6 +17,7 @@
 #include <hdf5.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -133,6 +134,21 @@ void double_attribute(hid_t loc, const char* name, double value) {
   H5Awrite(a, H5T_NATIVE_DOUBLE, &value);
 }
 
+void string_array_attribute(hid_t loc, const char* name, const std::string& value, bool variable) {
+  const hsize_t two = 2;
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  Handle space(H5Screate_simple(1, &two, nullptr), H5Sclose);
+  const std::string fixed = value + value;  // two elements of value.size() bytes
+  const char* texts[2] = {value.c_str(), value.c_str()};
+  H5Tset_size(type, variable ? H5T_VARIABLE : std::max<size_t>(value.size(), 1));
+  Handle a(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (variable) {
+    H5Awrite(a, type, texts);
+  } else if (!value.empty()) {
+    H5Awrite(a, type, fixed.data());
+  }
+}
+
 void array_attribute(hid_t loc, const char* name, int64_t value) {
   const hsize_t two = 2;
   const int64_t values[2] = {value, value};
@@ -154,7 +170,7 @@ void attribute(FuzzedDataProvider& in, hid_t loc, const char* name, const std::s
     }
     return;
   }
-  switch (choice % 10) {
+  switch (choice % 12) {
     case 0: return;  // absent
     case 1: return string_attribute(loc, name, in.ConsumeRandomLengthString(64), false);
     case 2: return string_attribute(loc, name, right_int ? std::to_string(*right_int) : right_text, true);
@@ -164,6 +180,8 @@ void attribute(FuzzedDataProvider& in, hid_t loc, const char* name, const std::s
     case 6: return double_attribute(loc, name, right_int ? static_cast<double>(*right_int) : 1.0);
     case 7: return array_attribute(loc, name, right_int.value_or(1));
     case 8: return string_attribute(loc, name, right_text + std::string(1, '\0') + "tail", false);
+    case 9: return string_array_attribute(loc, name, right_text, false);
+    case 10: return string_array_attribute(loc, name, right_text, true);
     default: return string_attribute(loc, name, in.ConsumeRandomLengthString(64), true);
   }
 }
