@@ -9,6 +9,7 @@ packages=(
   libhdf5-openmpi-dev      # parallel HDF5, Open MPI build
   libyaml-cpp-dev libfmt-dev nlohmann-json3-dev catch2
   slurm-wlm munge          # the launch/slurm tests start a throwaway single-node cluster
+  clang-14 libclang-rt-14-dev llvm-14  # scripts/fuzz.sh: clang, libFuzzer + ASan/UBSan runtimes, llvm-symbolizer
 )
 missing=()
 for p in "${packages[@]}"; do

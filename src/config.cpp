@@ -440,6 +440,12 @@ std::string yaml_string(const std::string& text) {
   if (plain) return text;
   std::string quoted = "\"";
   for (char ch : text) {
+    // Control characters escaped: a raw line break inside quotes would read back as a space.
+    const auto byte = static_cast<unsigned char>(ch);
+    if (byte < 0x20 || byte == 0x7f) {
+      quoted += fmt::format("\\x{:02x}", byte);
+      continue;
+    }
     if (ch == '"' || ch == '\\') quoted += '\\';
     quoted += ch;
   }

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <istream>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -89,7 +90,10 @@ bool read_bounded_line(std::istream& in, std::string& line, size_t limit, bool& 
 std::vector<RawPreferencePair> read_preference_jsonl(const std::string& path, int64_t vocab_size) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open preference data: {}", path, std::strerror(errno));
+  return read_preference_jsonl(in, path, vocab_size);
+}
 
+std::vector<RawPreferencePair> read_preference_jsonl(std::istream& in, const std::string& path, int64_t vocab_size) {
   std::vector<RawPreferencePair> pairs;
   std::string text;
   bool too_long = false;

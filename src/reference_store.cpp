@@ -102,10 +102,17 @@ void write_int_attribute(hid_t loc, const char* name, int64_t value, const std::
   if (!attribute.valid() || H5Awrite(attribute, H5T_NATIVE_INT64, &value) < 0) fail("{}: cannot write attribute {}", path, name);
 }
 
+// H5Aread writes every element: an attribute that holds an array is not the one value the readers
+// below have room for.
+bool holds_one_value(hid_t attribute) {
+  Handle space(H5Aget_space(attribute), H5Sclose);
+  return space.valid() && H5Sget_simple_extent_npoints(space) == 1;
+}
+
 std::optional<std::string> read_string_attribute(hid_t loc, const char* name) {
   if (H5Aexists(loc, name) <= 0) return std::nullopt;
   Handle attribute(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
-  if (!attribute.valid()) return std::nullopt;
+  if (!attribute.valid() || !holds_one_value(attribute)) return std::nullopt;
   Handle type(H5Aget_type(attribute), H5Tclose);
   if (H5Tget_class(type) != H5T_STRING) return std::nullopt;
   if (H5Tis_variable_str(type) > 0) {
@@ -125,7 +132,7 @@ std::optional<std::string> read_string_attribute(hid_t loc, const char* name) {
 std::optional<int64_t> read_int_attribute(hid_t loc, const char* name) {
   if (H5Aexists(loc, name) <= 0) return std::nullopt;
   Handle attribute(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
-  if (!attribute.valid()) return std::nullopt;
+  if (!attribute.valid() || !holds_one_value(attribute)) return std::nullopt;
   Handle type(H5Aget_type(attribute), H5Tclose);
   if (H5Tget_class(type) != H5T_INTEGER) return std::nullopt;
   int64_t value = 0;

@@ -116,6 +116,10 @@ SafetensorsHeader read_safetensors_header(const std::string& path) {
   std::error_code ec;
   const uint64_t file_size = std::filesystem::file_size(path, ec);
   if (ec) fail("{}: cannot stat: {}", path, ec.message());
+  return read_safetensors_header(in, file_size, path);
+}
+
+SafetensorsHeader read_safetensors_header(std::istream& in, uint64_t file_size, const std::string& path) {
   unsigned char size_bytes[8];
   if (file_size < 8 || !in.read(reinterpret_cast<char*>(size_bytes), 8)) {
     fail("{}: too short for a safetensors file ({} bytes)", path, file_size);

@@ -28,6 +28,7 @@
 #include "dpo/dist.h"
 #include "dpo/error.h"
 #include "dpo/evaluate.h"
+#include "dpo/hdf5_handles.h"
 #include "dpo/logps.h"
 #include "dpo/model.h"
 #include "dpo/preemption.h"
@@ -349,6 +350,19 @@ TEST_CASE("a truncated, foreign or non-finite reference file is refused cleanly"
     file.train.rejected[5] = std::nan("");
     dpo::write_reference_file(path, file, false);
     CHECK_THAT(refusal([&] { open_store(config); }), Contains("rejected_logps[5] is not finite"));
+  }
+  SECTION("a version attribute holding an array") {
+    // Found by fuzz/fuzz_reference_file: H5Aread wrote both elements into one int64 on the stack.
+    {
+      const hsize_t two = 2;
+      const int64_t versions[2] = {1, 1};
+      dpo::Handle file(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+      dpo::Handle space(H5Screate_simple(1, &two, nullptr), H5Sclose);
+      REQUIRE(H5Adelete(file, "version") >= 0);
+      dpo::Handle version(H5Acreate2(file, "version", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+      REQUIRE(H5Awrite(version, H5T_NATIVE_INT64, versions) >= 0);
+    }
+    CHECK_THAT(refusal([&] { open_store(config); }), Contains("format version ? is not supported"));
   }
   SECTION("missing") {
     fs::remove(path);

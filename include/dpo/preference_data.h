@@ -2,6 +2,7 @@
 // SPEC.md, validation, truncation, and the load summary. Owns nothing about batching or models.
 #pragma once
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,8 @@ struct DataSummary {
 // the line (JSONL, 1-based) or record index (HDF5) and the field.
 std::vector<RawPreferencePair> read_preference_file(const std::string& path, int64_t vocab_size = -1);
 std::vector<RawPreferencePair> read_preference_jsonl(const std::string& path, int64_t vocab_size = -1);
+// The same from a stream (`path` names it in messages); the in-memory entry the fuzz harness drives.
+std::vector<RawPreferencePair> read_preference_jsonl(std::istream& in, const std::string& path, int64_t vocab_size = -1);
 std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int64_t vocab_size = -1);
 
 // Writes the HDF5 layout (groups prompt/chosen/rejected with int32 `tokens` and int64 `offsets`);

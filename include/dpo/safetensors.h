@@ -3,6 +3,7 @@
 // and every error names the file and the tensor.
 #pragma once
 #include <cstdint>
+#include <iosfwd>
 #include <map>
 #include <string>
 #include <utility>
@@ -35,6 +36,9 @@ struct SafetensorsHeader {
 
 // Reads and validates only the header (for inspecting large checkpoints without loading them).
 SafetensorsHeader read_safetensors_header(const std::string& path);
+// The same from a stream positioned at the file's first byte, `file_size` bytes long (`path` names
+// it in messages): the in-memory entry the fuzz harness drives.
+SafetensorsHeader read_safetensors_header(std::istream& in, uint64_t file_size, const std::string& path);
 
 // Supports F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL. Tensors are CPU, contiguous, owned.
 SafetensorsFile read_safetensors(const std::string& path);
