@@ -243,8 +243,8 @@ fi
 # kill_loop NAME KILLS SPAN_MS WATCH STATE_CHECK CMD...: starts CMD KILLS times and kills it; after
 # every kill STATE_CHECK must accept what is left. Odd kills come after a random delay within
 # SPAN_MS (an uninterrupted run's duration); even ones as soon as a file matching the glob WATCH
-# (a temporary name, %PID% standing for the run's process id) appears, so that they land inside a write. Runs resume, so later starts get
-# further.
+# (a temporary name, %PID% standing for the run's process id) appears, so that they land inside a
+# write. Runs resume, so later starts get further; a run that reached its end starts over.
 kill_loop() {
   local name=$1 kills=$2 span=$3 watch=$4 check=$5; shift 5
   local k delay pid torn=0 finished=0 why glob state status
