@@ -7,6 +7,7 @@ packages=(
   libopenblas0-pthread     # without it libtorch falls back to reference BLAS (~30x slower matmuls)
   libopenmpi-dev openmpi-bin
   libhdf5-openmpi-dev      # parallel HDF5, Open MPI build
+  hdf5-tools               # h5dump: tests/robustness compares log-prob files value by value
   libyaml-cpp-dev libfmt-dev nlohmann-json3-dev catch2
   slurm-wlm munge          # the launch/slurm tests start a throwaway single-node cluster
   clang-14 libclang-rt-14-dev llvm-14  # scripts/fuzz.sh: clang, libFuzzer + ASan/UBSan runtimes, llvm-symbolizer

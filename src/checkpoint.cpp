@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -12,8 +13,10 @@
 #include <c10/util/Exception.h>
 #include <torch/serialize/archive.h>
 
+#include "dpo/durable_file.h"
 #include "dpo/error.h"
 #include "dpo/json_input.h"
+#include "dpo/model.h"
 
 namespace dpo {
 namespace fs = std::filesystem;
@@ -57,14 +60,6 @@ std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const std::string
   return found;
 }
 
-void write_text_file(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) fail("{}: cannot open for writing", path.string());
-  out << text;
-  out.flush();
-  if (!out) fail("{}: write failed", path.string());
-}
-
 void remove_directory(const fs::path& dir, const char* why) {
   std::error_code ec;
   fs::remove_all(dir, ec);
@@ -79,7 +74,7 @@ void prune_checkpoints(const std::string& output_dir, int64_t keep) {
   std::vector<fs::path> stale;
   std::error_code ec;
   for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
-    if (it->path().filename().string().find(".tmp-") != std::string::npos) stale.push_back(it->path());
+    if (is_temporary_name(it->path().filename().string())) stale.push_back(it->path());
   if (ec) fail("{}: cannot list checkpoints: {}", root.string(), ec.message());
   for (const fs::path& dir : stale) remove_directory(dir, "a stale temporary checkpoint");
   if (keep <= 0) return;
@@ -93,6 +88,34 @@ std::string one_line(const c10::Error& e) {
   std::string text = e.what_without_backtrace();
   std::replace(text.begin(), text.end(), '\n', ' ');
   return text;
+}
+
+// torch's archive writer streams into `path` through a SyncedFile. It must never see a failed
+// write: libtorch 1.13 then throws from its writer's destructor, which ends the process
+// (std::terminate). So the first error is kept, the rest of the archive is discarded, and the
+// error is rethrown once torch is done.
+void write_optimizer_state(const torch::optim::Optimizer& optimizer, const std::string& path) {
+  SyncedFile out(path);
+  std::exception_ptr write_error;
+  const auto sink = [&](const void* data, size_t size) -> size_t {
+    if (!write_error) {
+      try {
+        out.write(data, size);
+      } catch (...) {
+        write_error = std::current_exception();
+      }
+    }
+    return size;
+  };
+  try {
+    torch::serialize::OutputArchive archive;
+    optimizer.save(archive);
+    archive.save_to(sink);
+  } catch (const c10::Error& e) {
+    fail("{}: cannot save optimizer state: {}", path, one_line(e));
+  }
+  if (write_error) std::rethrow_exception(write_error);
+  out.finish();
 }
 
 template <typename T>
@@ -144,25 +167,19 @@ std::string checkpoint_dir(const std::string& output_dir, int64_t step) {
 void save_checkpoint(const std::string& output_dir, const CausalLMImpl& model,
                      const torch::optim::Optimizer& optimizer, const TrainerState& state, int64_t keep) {
   const std::string final_dir = checkpoint_dir(output_dir, state.step);
-  std::error_code ec;
-  fs::create_directories(checkpoints_root(output_dir), ec);
-  if (ec) fail("{}: cannot create directory: {}", checkpoints_root(output_dir), ec.message());
-  const std::string tmp = temporary_path_for(final_dir);
-  remove_directory(tmp, "a leftover temporary checkpoint");
-
-  save_model(model, tmp);  // creates `tmp` with config.json + model.safetensors
-  const fs::path optimizer_path = fs::path(tmp) / kOptimizerFile;
   try {
-    torch::serialize::OutputArchive archive;
-    optimizer.save(archive);
-    archive.save_to(optimizer_path.string());
-  } catch (const c10::Error& e) {
-    fail("{}: cannot save optimizer state: {}", optimizer_path.string(), one_line(e));
+    make_directories(checkpoints_root(output_dir));
+    TemporaryPath tmp(final_dir);  // removed again if anything below fails
+    make_directories(tmp.path());
+    write_model_files(model, tmp.path());
+    write_optimizer_state(optimizer, (fs::path(tmp.path()) / kOptimizerFile).string());
+    write_synced_file((fs::path(tmp.path()) / kTrainerStateFile).string(), to_json(state).dump(2) + "\n");
+    // Last: a directory with this marker is known to hold every file above, whole and synced.
+    write_synced_file((fs::path(tmp.path()) / kDoneMarker).string(), "step " + std::to_string(state.step) + "\n");
+    tmp.commit();
+  } catch (const Error& e) {
+    fail("{}: cannot save the checkpoint: {}", final_dir, e.what());
   }
-  write_text_file(fs::path(tmp) / kTrainerStateFile, to_json(state).dump(2) + "\n");
-  // Last: a directory with this marker is known to hold every file above, whole.
-  write_text_file(fs::path(tmp) / kDoneMarker, "step " + std::to_string(state.step) + "\n");
-  commit_path(tmp, final_dir);
   prune_checkpoints(output_dir, keep);
 }
 

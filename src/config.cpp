@@ -16,6 +16,7 @@
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
+#include "dpo/durable_file.h"
 #include "dpo/error.h"
 #include "dpo/text_distance.h"
 
@@ -532,19 +533,8 @@ std::string dump_config(const Config& config) {
 void write_resolved_config(const Config& config) {
   namespace fs = std::filesystem;
   const std::string& dir = config.run.output_dir;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) fail("{}: cannot create run.output_dir: {}", dir, ec.message());
-  const std::string final_path = (fs::path(dir) / "config.resolved.yaml").string();
-  const std::string tmp = temporary_path_for(final_path);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("{}: cannot open for writing", tmp);
-    out << dump_config(config);
-    out.flush();
-    if (!out) fail("{}: write failed", tmp);
-  }
-  commit_path(tmp, final_path);
+  make_directories(dir);
+  write_file_durably((fs::path(dir) / "config.resolved.yaml").string(), dump_config(config));
 }
 
 std::string options_help() {

@@ -12,6 +12,7 @@
 
 #include "dpo/collate.h"
 #include "dpo/dist.h"
+#include "dpo/durable_file.h"
 #include "dpo/error.h"
 #include "dpo/logps.h"
 #include "dpo/reference_store.h"
@@ -99,15 +100,8 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
   if (communicator.rank() != 0) return means;
   nlohmann::json out = nlohmann::json::object();
   for (const auto& name : MetricSums::preference_metric_names()) out[name] = means.at(name);
-  std::filesystem::create_directories(config.run.output_dir);
-  const std::string path = (std::filesystem::path(config.run.output_dir) / "eval_metrics.json").string();
-  const std::string tmp = temporary_path_for(path);
-  {
-    std::ofstream file(tmp);
-    file << out.dump(2) << '\n';
-    if (!file) fail("{}: write failed", tmp);
-  }
-  commit_path(tmp, path);
+  make_directories(config.run.output_dir);
+  write_file_durably((std::filesystem::path(config.run.output_dir) / "eval_metrics.json").string(), out.dump(2) + "\n");
   return means;
 }
 

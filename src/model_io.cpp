@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "dpo/durable_file.h"
 #include "dpo/error.h"
 #include "dpo/json_input.h"
 #include "dpo/model_layers.h"
@@ -176,23 +177,20 @@ NamedTensors model_state_for_save(const CausalLMImpl& model) {
   return state;
 }
 
-void save_model(const CausalLMImpl& model, const std::string& dir) {
+void write_model_files(const CausalLMImpl& model, const std::string& dir) {
   const NamedTensors state = model_state_for_save(model);
   if (state.empty()) fail("{}: the model has no parameters to save", dir);
   const std::string torch_dtype = dtype_name(state.front().second.scalar_type());
-  const std::string tmp = temporary_path_for(dir);
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) fail("{}: cannot create directory {}: {}", dir, tmp, ec.message());
-  {
-    std::ofstream out(tmp + "/config.json");
-    out << hf_config_from_model_spec(model.spec(), torch_dtype).dump(2) << "\n";
-    if (!out) fail("{}: cannot write config.json", tmp);
-  }
+  write_synced_file(dir + "/config.json", hf_config_from_model_spec(model.spec(), torch_dtype).dump(2) + "\n");
   // transformers refuses safetensors files whose metadata lacks format=pt.
-  write_safetensors(tmp + "/model.safetensors", state, {{"format", "pt"}});
-  commit_path(tmp, dir);
+  write_safetensors(dir + "/model.safetensors", state, {{"format", "pt"}});
+}
+
+void save_model(const CausalLMImpl& model, const std::string& dir) {
+  TemporaryPath tmp(dir);
+  make_directories(tmp.path());
+  write_model_files(model, tmp.path());
+  tmp.commit();
 }
 
 std::string describe_model_dir(const std::string& dir) {

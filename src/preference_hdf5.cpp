@@ -1,7 +1,8 @@
 // The HDF5 layout of preference data (SPEC.md): groups /prompt, /chosen, /rejected, each with
 // `tokens` (int32, all sequences concatenated) and `offsets` (int64, N+1). Files are opened serially
-// with default property lists; HDF5's own error printing is switched off so that every problem
-// surfaces as one dpo::Error naming the file, the dataset and the record.
+// without file locking and written through write_hdf5_durably; HDF5's own error printing is
+// switched off so that every problem surfaces as one dpo::Error naming the file, the dataset and
+// the record.
 #include <algorithm>
 #include <filesystem>
 #include <limits>
@@ -114,9 +115,10 @@ Field read_field(hid_t file_id, const char* name, const std::string& file, int64
 void write_dataset(hid_t group, const char* name, hid_t file_type, hid_t memory_type, const void* data,
                    hsize_t length, const std::string& file) {
   Handle space(H5Screate_simple(1, &length, nullptr), H5Sclose);
+  if (!space.valid()) fail("{}: cannot create dataset {}", file, name);
   Handle dataset(H5Dcreate2(group, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
   if (!dataset.valid()) fail("{}: cannot create dataset {}", file, name);
-  if (length > 0 && H5Dwrite(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+  if ((length > 0 && H5Dwrite(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) || !dataset.close()) {
     fail("{}: cannot write dataset {}", file, name);
   }
 }
@@ -124,20 +126,19 @@ void write_dataset(hid_t group, const char* name, hid_t file_type, hid_t memory_
 void write_attributes(hid_t file_id, const std::string& file) {
   const std::string format = "dpo-preferences";
   Handle string_type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(string_type, format.size());
   Handle scalar(H5Screate(H5S_SCALAR), H5Sclose);
+  if (!string_type.valid() || H5Tset_size(string_type, format.size()) < 0 || !scalar.valid())
+    fail("{}: cannot write the format attributes", file);
   Handle format_attr(H5Acreate2(file_id, "format", string_type, scalar, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   const int32_t version = 1;
   Handle version_attr(H5Acreate2(file_id, "version", H5T_STD_I32LE, scalar, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   if (!format_attr.valid() || !version_attr.valid() || H5Awrite(format_attr, string_type, format.data()) < 0 ||
-      H5Awrite(version_attr, H5T_NATIVE_INT32, &version) < 0) {
+      H5Awrite(version_attr, H5T_NATIVE_INT32, &version) < 0 || !format_attr.close() || !version_attr.close()) {
     fail("{}: cannot write the format attributes", file);
   }
 }
 
-void write_layout(const std::string& tmp, const std::string& file, const std::vector<RawPreferencePair>& pairs) {
-  Handle file_id(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-  if (!file_id.valid()) fail("{}: cannot create {}", file, tmp);
+void write_layout(hid_t file_id, const std::string& file, const std::vector<RawPreferencePair>& pairs) {
   write_attributes(file_id, file);
   for (int f = 0; f < 3; ++f) {
     const auto member = f == 0 ? &RawPreferencePair::prompt : f == 1 ? &RawPreferencePair::chosen
@@ -154,15 +155,16 @@ void write_layout(const std::string& tmp, const std::string& file, const std::ve
     if (!group.valid()) fail("{}: cannot create group /{}", file, kFields[f]);
     write_dataset(group, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, tokens.data(), tokens.size(), file);
     write_dataset(group, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, offsets.data(), offsets.size(), file);
+    if (!group.close()) fail("{}: cannot close group /{}", file, kFields[f]);
   }
-  if (H5Fflush(file_id, H5F_SCOPE_GLOBAL) < 0) fail("{}: cannot flush {}", file, tmp);
 }
 
 }  // namespace
 
 std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int64_t vocab_size) {
   silence_hdf5_errors();
-  Handle file_id(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  Handle file_id(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access_properties()), H5Fclose);
+  if (!file_id.valid()) fail_if_lock_refused(path);
   if (!file_id.valid()) fail("{}: cannot open as an HDF5 file", path);
 
   Field fields[3];
@@ -192,16 +194,9 @@ std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int
 }
 
 void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs) {
-  silence_hdf5_errors();
-  const std::string tmp = temporary_path_for(path);
-  try {
-    write_layout(tmp, path, pairs);  // closes the file before returning
-  } catch (...) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw;
-  }
-  commit_path(tmp, path);
+  size_t bytes = 8 * 3 * (pairs.size() + 1) + 16384;
+  for (const auto& pair : pairs) bytes += 4 * (pair.prompt.size() + pair.chosen.size() + pair.rejected.size());
+  write_hdf5_durably(path, bytes, [&](hid_t file) { write_layout(file, path, pairs); });
 }
 
 }  // namespace dpo

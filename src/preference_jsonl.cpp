@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dpo/durable_file.h"
 #include "dpo/error.h"
 #include "dpo/json_input.h"
 #include "dpo/preference_data.h"
@@ -129,18 +130,15 @@ std::vector<RawPreferencePair> read_preference_jsonl(std::istream& in, const std
 }
 
 void write_preference_jsonl(const std::string& path, const std::vector<RawPreferencePair>& pairs) {
-  const std::string tmp = temporary_path_for(path);
-  {
-    std::ofstream out(tmp);
-    if (!out) fail("{}: cannot open for writing", tmp);
-    for (const auto& p : pairs) {
-      nlohmann::json line = {{"prompt_input_ids", p.prompt}, {"chosen_input_ids", p.chosen},
-                             {"rejected_input_ids", p.rejected}};
-      out << line.dump() << '\n';
-    }
-    if (!out) fail("{}: write failed", tmp);
+  TemporaryPath tmp(path);
+  SyncedFile out(tmp.path());
+  for (const auto& p : pairs) {
+    nlohmann::json line = {{"prompt_input_ids", p.prompt}, {"chosen_input_ids", p.chosen},
+                           {"rejected_input_ids", p.rejected}};
+    out.write(line.dump() + "\n");
   }
-  commit_path(tmp, path);
+  out.finish();
+  tmp.commit();
 }
 
 }  // namespace dpo

@@ -89,17 +89,20 @@ class Hasher {
 void write_string_attribute(hid_t loc, const char* name, const std::string& value, const std::string& path) {
   std::string buffer = value.empty() ? std::string(1, '\0') : value;
   Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  H5Tset_size(type, buffer.size());
-  H5Tset_strpad(type, H5T_STR_NULLPAD);
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  if (!type.valid() || H5Tset_size(type, buffer.size()) < 0 || H5Tset_strpad(type, H5T_STR_NULLPAD) < 0 || !space.valid())
+    fail("{}: cannot write attribute {}", path, name);
   Handle attribute(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (!attribute.valid() || H5Awrite(attribute, type, buffer.data()) < 0) fail("{}: cannot write attribute {}", path, name);
+  if (!attribute.valid() || H5Awrite(attribute, type, buffer.data()) < 0 || !attribute.close())
+    fail("{}: cannot write attribute {}", path, name);
 }
 
 void write_int_attribute(hid_t loc, const char* name, int64_t value, const std::string& path) {
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  if (!space.valid()) fail("{}: cannot write attribute {}", path, name);
   Handle attribute(H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (!attribute.valid() || H5Awrite(attribute, H5T_NATIVE_INT64, &value) < 0) fail("{}: cannot write attribute {}", path, name);
+  if (!attribute.valid() || H5Awrite(attribute, H5T_NATIVE_INT64, &value) < 0 || !attribute.close())
+    fail("{}: cannot write attribute {}", path, name);
 }
 
 // H5Aread writes every element: an attribute that holds an array is not the one value the readers
@@ -145,8 +148,10 @@ void write_vector(hid_t loc, const char* name, hid_t file_type, hid_t memory_typ
                   const std::string& path) {
   const hsize_t n = values.size();
   Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (!space.valid()) fail("{}: cannot write dataset {}", path, name);
   Handle dataset(H5Dcreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
-  if (!dataset.valid() || (n > 0 && H5Dwrite(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0))
+  if (!dataset.valid() || (n > 0 && H5Dwrite(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0) ||
+      !dataset.close())
     fail("{}: cannot write dataset {}", path, name);
 }
 
@@ -227,7 +232,8 @@ Handle open_hdf5(const std::string& path) {
   silence_hdf5_errors();
   if (!fs::exists(path)) fail("{}: no such reference log-prob file (make it with dpo precompute-ref)", path);
   if (H5Fis_hdf5(path.c_str()) <= 0) fail("{}: not an HDF5 file (truncated, or another format)", path);
-  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access_properties()), H5Fclose);
+  if (!file.valid()) fail_if_lock_refused(path);
   if (!file.valid()) fail("{}: cannot open as HDF5 (truncated or damaged)", path);
   return file;
 }
@@ -364,38 +370,35 @@ std::string truncation_description(const DataOptions& data) {
 }
 
 void write_reference_file(const std::string& path, const ReferenceFile& f, bool with_filled_mask) {
-  silence_hdf5_errors();
-  const std::string tmp = temporary_path_for(path);
-  {
-    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
-    if (!file.valid()) fail("{}: cannot create HDF5 file", tmp);
+  // About 25 bytes per pair and split, plus the attributes.
+  const size_t size_hint = 25 * (f.train.size() + (f.eval ? f.eval->size() : 0)) + 16384;
+  write_hdf5_durably(path, size_hint, [&](hid_t file) {
     const ReferenceProvenance& p = f.provenance;
-    write_string_attribute(file, "format", kReferenceFormat, tmp);
-    write_int_attribute(file, "version", kReferenceFormatVersion, tmp);
-    write_string_attribute(file, "dataset", p.dataset, tmp);
-    write_string_attribute(file, "dataset_fingerprint", p.dataset_fingerprint, tmp);
+    write_string_attribute(file, "format", kReferenceFormat, path);
+    write_int_attribute(file, "version", kReferenceFormatVersion, path);
+    write_string_attribute(file, "dataset", p.dataset, path);
+    write_string_attribute(file, "dataset_fingerprint", p.dataset_fingerprint, path);
     if (f.eval) {
-      write_string_attribute(file, "eval_dataset", p.eval_dataset, tmp);
-      write_string_attribute(file, "eval_dataset_fingerprint", p.eval_dataset_fingerprint, tmp);
-      write_int_attribute(file, "eval_examples", static_cast<int64_t>(f.eval->size()), tmp);
+      write_string_attribute(file, "eval_dataset", p.eval_dataset, path);
+      write_string_attribute(file, "eval_dataset_fingerprint", p.eval_dataset_fingerprint, path);
+      write_int_attribute(file, "eval_examples", static_cast<int64_t>(f.eval->size()), path);
     }
-    write_string_attribute(file, "model", p.model, tmp);
-    write_string_attribute(file, "model_fingerprint", p.model_fingerprint, tmp);
-    write_string_attribute(file, "truncation", p.truncation, tmp);
-    write_string_attribute(file, "dtype", p.dtype, tmp);
-    write_string_attribute(file, "device", p.device, tmp);
-    write_string_attribute(file, "tool_version", p.tool_version, tmp);
-    write_string_attribute(file, "created", p.created, tmp);
-    write_int_attribute(file, "examples", static_cast<int64_t>(f.train.size()), tmp);
-    write_split(file, f.train, with_filled_mask, tmp);
+    write_string_attribute(file, "model", p.model, path);
+    write_string_attribute(file, "model_fingerprint", p.model_fingerprint, path);
+    write_string_attribute(file, "truncation", p.truncation, path);
+    write_string_attribute(file, "dtype", p.dtype, path);
+    write_string_attribute(file, "device", p.device, path);
+    write_string_attribute(file, "tool_version", p.tool_version, path);
+    write_string_attribute(file, "created", p.created, path);
+    write_int_attribute(file, "examples", static_cast<int64_t>(f.train.size()), path);
+    write_split(file, f.train, with_filled_mask, path);
     if (f.eval) {
       Handle group(H5Gcreate2(file, "eval", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
-      if (!group.valid()) fail("{}: cannot create group eval", tmp);
-      write_split(group, *f.eval, with_filled_mask, tmp);
+      if (!group.valid()) fail("{}: cannot create group eval", path);
+      write_split(group, *f.eval, with_filled_mask, path);
+      if (!group.close()) fail("{}: cannot close group eval", path);
     }
-    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) fail("{}: flush failed", tmp);
-  }
-  commit_path(tmp, path);
+  });
 }
 
 ReferenceFile read_reference_file(const std::string& path, bool require_complete) {
@@ -434,7 +437,7 @@ ReferenceFile read_reference_file(const std::string& path, bool require_complete
 bool is_reference_file(const std::string& path) {
   silence_hdf5_errors();
   if (!fs::is_regular_file(path) || H5Fis_hdf5(path.c_str()) <= 0) return false;
-  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access_properties()), H5Fclose);
   return file.valid() && read_string_attribute(file, "format") == std::optional<std::string>(kReferenceFormat);
 }
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "dpo/durable_file.h"
 #include "dpo/error.h"
 #include "dpo/json_input.h"
 
@@ -52,10 +53,10 @@ uint64_t read_u64_le(const unsigned char* b) {
   return v;
 }
 
-void write_u64_le(std::ostream& out, uint64_t v) {
-  unsigned char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
-  out.write(reinterpret_cast<const char*>(b), 8);
+std::string u64_le(uint64_t v) {
+  std::string b(8, '\0');
+  for (int i = 0; i < 8; ++i) b[static_cast<size_t>(i)] = static_cast<char>((v >> (8 * i)) & 0xff);
+  return b;
 }
 
 uint64_t json_u64(const nlohmann::json& v, const std::string& path, const std::string& tensor,
@@ -212,20 +213,13 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
   // Padding to 8 bytes keeps the data buffer aligned for readers that map it.
   text.append((8 - text.size() % 8) % 8, ' ');
 
-  const std::string tmp = temporary_path_for(path);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("{}: cannot create {}", path, tmp);
-    write_u64_le(out, text.size());
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& t : contiguous) {
-      out.write(static_cast<const char*>(t.data_ptr()),
-                static_cast<std::streamsize>(t.numel() * t.element_size()));
-    }
-    out.flush();
-    if (!out) fail("{}: write to {} failed", path, tmp);
-  }
-  commit_path(tmp, path);
+  TemporaryPath tmp(path);
+  SyncedFile out(tmp.path());
+  out.write(u64_le(text.size()));
+  out.write(text);
+  for (const auto& t : contiguous) out.write(t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size());
+  out.finish();
+  tmp.commit();
 }
 
 }  // namespace dpo

@@ -17,6 +17,7 @@
 #include "dpo/checkpoint.h"
 #include "dpo/collate.h"
 #include "dpo/dist.h"
+#include "dpo/durable_file.h"
 #include "dpo/error.h"
 #include "dpo/json_input.h"
 #include "dpo/evaluate.h"
@@ -100,9 +101,7 @@ void truncate_metrics(const std::string& path, int64_t step) {
     if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step)
       kept += line + "\n";
   }
-  const std::string tmp = temporary_path_for(path);
-  std::ofstream(tmp) << kept;
-  commit_path(tmp, path);
+  write_file_durably(path, kept);
 }
 
 std::string format_duration(double seconds) {
@@ -311,9 +310,7 @@ std::map<std::string, double> Trainer::evaluate() {
 
 void Trainer::write_metrics(const nlohmann::json& line) {
   if (!is_root()) return;
-  std::ofstream out(metrics_path_, std::ios::app);
-  out << line.dump() << '\n';
-  if (!out) fail("{}: write failed", metrics_path_);
+  append_durably(metrics_path_, line.dump() + "\n");
 }
 
 void Trainer::print_progress(const std::map<std::string, double>& m, int64_t total_steps, double elapsed,

@@ -10,6 +10,7 @@
 #include <hdf5.h>
 
 #include "dpo/collate.h"
+#include "dpo/durable_file.h"
 #include "dpo/error.h"
 #include "dpo/preference_data.h"
 #include "scratch_dir.h"

@@ -20,10 +20,4 @@ template <typename... Args>
   throw Error(fmt::format(format, std::forward<Args>(args)...));
 }
 
-// Writes go to `final_path + ".tmp-<pid>"` first and are renamed into place only when whole, so a
-// crash never leaves a half-written file or directory under the final name.
-std::string temporary_path_for(const std::string& final_path);
-// Renames tmp to final (replacing an existing directory/file at final).
-void commit_path(const std::string& tmp, const std::string& final_path);
-
 }  // namespace dpo

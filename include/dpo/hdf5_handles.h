@@ -1,5 +1,10 @@
-// RAII ownership of HDF5 identifiers, shared by the HDF5 readers and writers of dpo.
+// RAII ownership of HDF5 identifiers, shared by the HDF5 readers and writers of dpo, and the two
+// policies every dpo HDF5 file follows: files are opened without file locking (unless
+// HDF5_USE_FILE_LOCKING says otherwise), and files are written in memory, then to disk by the
+// durable writer (dpo/durable_file.h).
 #pragma once
+#include <cstddef>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -22,6 +27,11 @@ class Handle {
   }
   operator hid_t() const { return id_; }
   bool valid() const { return id_ >= 0; }
+  // Closes now; false if HDF5 reports a failure (for a written object: data that did not arrive).
+  bool close() {
+    const hid_t id = std::exchange(id_, H5I_INVALID_HID);
+    return id < 0 || close_(id) >= 0;
+  }
 
  private:
   hid_t id_;
@@ -51,5 +61,26 @@ inline void require_stored_length(hid_t dataset, hsize_t length, const std::stri
     fail("{}: {} declares {} elements ({:.0f} bytes) but the {}-byte file stores {} bytes of it (truncated or "
          "damaged)", file, where, length, declared, file_size, stored);
 }
+
+// File access properties for every H5Fopen of dpo: file locking off, so that files on Lustre or
+// NFS mounts without flock open (dpo never reads a file while it is written: writers rename
+// finished files into place). HDF5_USE_FILE_LOCKING, when set, overrides this (HDF5 reads it).
+hid_t file_access_properties();
+
+// Call right after an H5Fopen failed: throws "cannot lock" naming `path` if HDF5 could not lock
+// the file (another process holds it, or the file system has no locks), instead of letting the
+// caller report a damaged file.
+void fail_if_lock_refused(const std::string& path);
+
+// Throws naming `path` and `what` if an HDF5 call returned a negative status or identifier.
+void check_hdf5(long long status, const std::string& path, const char* what);
+
+// Builds an HDF5 file in memory (HDF5's core driver, `size_hint` bytes to start with), lets `fill`
+// write its contents, then writes the file image to `path` with write_file_durably. HDF5 1.10
+// itself mishandles a full disk (a failed H5Dclose followed by an H5Fflush that succeeds; a
+// failed H5Fclose that leaves an identifier which crashes the library at exit), so it never
+// writes to disk in dpo: every byte goes through checked write(2) and fsync(2) calls instead.
+// The price is the file's size in memory, twice, while it is written.
+void write_hdf5_durably(const std::string& path, size_t size_hint, const std::function<void(hid_t file)>& fill);
 
 }  // namespace dpo

@@ -74,6 +74,9 @@ CausalLM load_model(const std::string& dir, at::ScalarType dtype, const std::str
 // Writes config.json + model.safetensors under a temporary name, then renames to `dir`. Tensors
 // are saved in the model's dtype with transformers' names (a tied head is not saved twice).
 void save_model(const CausalLMImpl& model, const std::string& dir);
+// config.json + model.safetensors, fsynced, into the existing directory `dir` (a checkpoint's
+// temporary directory, committed as a whole by its caller).
+void write_model_files(const CausalLMImpl& model, const std::string& dir);
 
 // The state dict that save_model writes (names as transformers), CPU tensors.
 NamedTensors model_state_for_save(const CausalLMImpl& model);
