@@ -11,7 +11,16 @@ namespace dpo {
 
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& message) : std::runtime_error(message) {}
+  explicit Error(const std::string& message) : std::runtime_error(one_line(message)) {}
+
+ private:
+  // Messages quote names from input files (a tensor name, a YAML key) that may hold line breaks;
+  // written as \n they keep the message one line.
+  static std::string one_line(std::string text) {
+    for (size_t at = text.find_first_of("\r\n"); at != std::string::npos; at = text.find_first_of("\r\n", at + 2))
+      text.replace(at, 1, text[at] == '\n' ? "\\n" : "\\r");
+    return text;
+  }
 };
 
 // fail("{}:{}: field '{}' is missing", path, line, field) throws dpo::Error.

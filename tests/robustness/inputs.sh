@@ -136,6 +136,7 @@ else:
     elif kind == "missing_tensor": del header[first]
     elif kind == "unexpected_tensor": header["model.no_such.weight"] = header.pop(first)
     elif kind == "truncated_data": data = data[: len(data) // 2]
+    elif kind == "newline_name": header["evil\nname"] = header.pop(first)
     elif kind == "duplicate_key": pass
     else: sys.exit("unknown kind " + kind)
     text = json.dumps(header)
@@ -173,6 +174,9 @@ st_inspect_refused "__metadata__ not an object" metadata_list "model.safetensors
 st_inspect_refused "entry not an object" entry_not_object "model.safetensors: tensor '.*': header entry is not an object"
 st_inspect_refused "tensor name given twice" duplicate_key "model.safetensors: header: JSON object has the key '.*' twice"
 st_inspect_refused "data cut short" truncated_data "model.safetensors: tensor '.*': data_offsets .* out of range"
+st_model newline_name "newline_name"
+refused "safetensors: a tensor name holding a line break" "model.safetensors: unexpected tensor 'evil\\\\nname'" "" \
+  "$dpo" eval --config "$work/run.yaml" --set run.output_dir="$work/runs/newline" --set model.policy="$work/st/newline_name"
 st_eval_refused "tensor with the wrong shape for the model" wrong_shape "model.safetensors: tensor '.*' has shape .* but the model expects"
 st_eval_refused "integer weights" int_dtype "model.safetensors: tensor '.*' has dtype Int, expected a floating type"
 st_eval_refused "a tensor missing" missing_tensor "st/missing_tensor: tensor '.*' is missing from the checkpoint"
@@ -243,6 +247,8 @@ printf 'run: {output_dir: x}\ntrain: {global_batch_sise: 8}\n' >"$work/unknown_k
 refused "YAML unknown key" "unknown_key.yaml:2: unknown key 'train.global_batch_sise'" "" "$dpo" train --config "$work/unknown_key.yaml"
 printf 'run: {output_dir: x\ntrain: [\n' >"$work/unclosed.yaml"
 refused "YAML unclosed bracket" "unclosed.yaml:[0-9]+:[0-9]+: YAML parse error" "" "$dpo" train --config "$work/unclosed.yaml"
+printf 'run: {output_dir: x}\n"tr\\nain": {lr: 1}\n' >"$work/newline_key.yaml"
+refused "YAML section name holding a line break" "newline_key.yaml:2: unknown section 'tr\\\\nain'" "" "$dpo" train --config "$work/newline_key.yaml"
 printf -- '- run\n- train\n' >"$work/list.yaml"
 refused "YAML a list at the top" "list.yaml:1: the config must be a mapping" "" "$dpo" train --config "$work/list.yaml"
 printf 'run: 7\n' >"$work/scalar_section.yaml"
