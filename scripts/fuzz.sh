@@ -21,12 +21,12 @@ targets=("$@")
 # The dpo sources each harness needs: only these are compiled (not all of dpo_core).
 sources_of() {
   case "$1" in
-    fuzz_safetensors_header) echo error safetensors ;;
-    fuzz_preference_jsonl) echo error preference_jsonl truncation ;;
-    fuzz_config) echo error config text_distance ;;
+    fuzz_safetensors_header) echo durable_file json_input safetensors ;;
+    fuzz_preference_jsonl) echo durable_file json_input preference_jsonl truncation ;;
+    fuzz_config) echo durable_file config text_distance ;;
     fuzz_reference_file)
-      echo error reference_store communicator config text_distance preference_data preference_jsonl \
-        preference_hdf5 truncation ;;
+      echo durable_file hdf5_handles json_input reference_store communicator config text_distance \
+        preference_data preference_jsonl preference_hdf5 truncation ;;
     *) echo "fuzz: unknown target '$1' (known: ${all_targets[*]})" >&2; return 1 ;;
   esac
 }
