@@ -10,9 +10,8 @@
 // when asked; the store must serve exactly the stored values and refuse indices out of range.
 // dpo::Error is the expected refusal; any other exception escapes and libFuzzer reports it.
 //
-// DPO_FUZZ_HUGE_DIMS=1 in the environment also makes datasets with absurd lengths (up to 2^40
-// elements, never written, so HDF5 allocates no file space): the reader must refuse them rather
-// than ask the allocator for terabytes.
+// Some datasets declare absurd lengths (up to 2^40 elements, never written, so HDF5 allocates no
+// file space): the reader must refuse them rather than ask the allocator for terabytes.
 #include <fuzzer/FuzzedDataProvider.h>
 #include <hdf5.h>
 #include <unistd.h>
@@ -242,8 +241,7 @@ void dataset(FuzzedDataProvider& in, hid_t loc, const char* name, Kind kind, hsi
       case 11: H5Lcreate_soft("/no/such/object", loc, name, H5P_DEFAULT, H5P_DEFAULT); return;  // dangling
       case 12: dims = {}; dims.push_back(0); break;
       default: {
-        static const bool huge = std::getenv("DPO_FUZZ_HUGE_DIMS") != nullptr;
-        dims[0] = huge ? (hsize_t{1} << in.ConsumeIntegralInRange<int>(20, 40)) : hsize_t{1} << 16;
+        dims[0] = hsize_t{1} << in.ConsumeIntegralInRange<int>(16, 40);
         break;
       }
     }
