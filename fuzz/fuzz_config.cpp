@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "dpo/config.h"
+#include "dpo/config/config.h"
 #include "dpo/error.h"
 
 namespace {

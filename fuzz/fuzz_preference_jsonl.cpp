@@ -15,8 +15,8 @@
 #include <sstream>
 #include <string>
 
+#include "dpo/data/preference_data.h"
 #include "dpo/error.h"
-#include "dpo/preference_data.h"
 
 namespace {
 

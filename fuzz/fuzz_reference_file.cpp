@@ -30,12 +30,12 @@
 #include <string>
 #include <vector>
 
-#include "dpo/config.h"
-#include "dpo/dist.h"
+#include "dpo/config/config.h"
+#include "dpo/data/preference_data.h"
+#include "dpo/dist/dist.h"
 #include "dpo/error.h"
-#include "dpo/hdf5_handles.h"
-#include "dpo/preference_data.h"
-#include "dpo/reference_store.h"
+#include "dpo/io/hdf5_handles.h"
+#include "dpo/reference/reference_store.h"
 
 namespace {
 

@@ -20,7 +20,7 @@
 #include <string>
 
 #include "dpo/error.h"
-#include "dpo/safetensors.h"
+#include "dpo/model/safetensors.h"
 
 namespace {
 

@@ -18,15 +18,17 @@ all_targets=(fuzz_safetensors_header fuzz_preference_jsonl fuzz_config fuzz_refe
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all_targets[@]}")
 
-# The dpo sources each harness needs: only these are compiled (not all of dpo_core).
+# The dpo sources each harness needs, as paths under src/ without .cpp: only these are compiled
+# (not all of dpo_core).
 sources_of() {
   case "$1" in
-    fuzz_safetensors_header) echo durable_file json_input safetensors ;;
-    fuzz_preference_jsonl) echo durable_file json_input preference_jsonl truncation ;;
-    fuzz_config) echo durable_file config text_distance ;;
+    fuzz_safetensors_header) echo io/durable_file io/json_input model/safetensors ;;
+    fuzz_preference_jsonl) echo io/durable_file io/json_input data/preference_jsonl data/truncation ;;
+    fuzz_config) echo io/durable_file config/config config/text_distance ;;
     fuzz_reference_file)
-      echo durable_file hdf5_handles json_input reference_store communicator config text_distance \
-        preference_data preference_jsonl preference_hdf5 truncation ;;
+      echo io/durable_file io/hdf5_handles io/json_input reference/reference_store dist/communicator \
+        config/config config/text_distance data/preference_data data/preference_jsonl \
+        data/preference_hdf5 data/truncation ;;
     *) echo "fuzz: unknown target '$1' (known: ${all_targets[*]})" >&2; return 1 ;;
   esac
 }
@@ -55,7 +57,7 @@ if [ "$(cat "$out/obj/flags" 2>/dev/null)" != "$CXX ${cxxflags[*]}" ]; then
 fi
 stale() {
   local object=$1 source=$2
-  [ ! -e "$object" ] || [ "$source" -nt "$object" ] || [ -n "$(find include/dpo -newer "$object" -print -quit)" ]
+  [ ! -e "$object" ] || [ "$source" -nt "$object" ] || [ -n "$(find include/dpo -name '*.h' -newer "$object" -print -quit)" ]
 }
 
 echo "fuzz: building ${targets[*]} with $CXX into $out/"
@@ -66,7 +68,7 @@ for target in "${targets[@]}"; do
 done
 compile_list=()
 for name in "${!wanted[@]}"; do
-  stale "$out/obj/$name.o" "src/$name.cpp" && compile_list+=("src/$name.cpp:$out/obj/$name.o:fuzzer-no-link")
+  stale "$out/obj/${name//\//_}.o" "src/$name.cpp" && compile_list+=("src/$name.cpp:$out/obj/${name//\//_}.o:fuzzer-no-link")
 done
 for target in "${targets[@]}"; do
   stale "$out/obj/$target.o" "fuzz/$target.cpp" && compile_list+=("fuzz/$target.cpp:$out/obj/$target.o:fuzzer")
@@ -81,7 +83,7 @@ if [ ${#compile_list[@]} -gt 0 ]; then
 fi
 for target in "${targets[@]}"; do
   objects=("$out/obj/$target.o")
-  for name in $(sources_of "$target"); do objects+=("$out/obj/$name.o"); done
+  for name in $(sources_of "$target"); do objects+=("$out/obj/${name//\//_}.o"); done
   "$CXX" -fsanitize=fuzzer,address,undefined "${objects[@]}" "${libs[@]}" -o "$out/$target"
 done
 echo "fuzz: build took $((SECONDS - build_start)) s"

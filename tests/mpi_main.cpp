@@ -6,7 +6,7 @@
 
 #include <cstdlib>
 
-#include "dpo/dist.h"
+#include "dpo/dist/dist.h"
 
 dpo::MpiRuntime* g_mpi_runtime = nullptr;
 

@@ -5,7 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "dpo/model.h"
+#include "dpo/model/model.h"
 
 inline dpo::CausalLM tiny_llama(uint64_t seed) {
   nlohmann::json config = dpo::default_hf_config(dpo::Architecture::Llama);

@@ -1,0 +1,99 @@
+// Preference pairs: readers for pre-tokenized JSONL (TRL column names) and the HDF5 layout of
+// SPEC.md, validation, truncation, and the load summary. Owns nothing about batching or models.
+#pragma once
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "dpo/config/config.h"
+
+namespace dpo {
+
+using TokenIds = std::vector<int32_t>;
+
+// One record as stored in the file, before truncation.
+struct RawPreferencePair {
+  TokenIds prompt, chosen, rejected;
+};
+
+enum class TruncationMode { KeepEnd, KeepStart };
+TruncationMode parse_truncation_mode(const std::string& name);  // "keep_end" | "keep_start"
+
+struct TruncationRule {
+  int64_t max_length = 512;
+  int64_t max_prompt_length = 256;
+  TruncationMode mode = TruncationMode::KeepEnd;
+};
+
+// The truncation settings of data.* as a rule.
+TruncationRule truncation_rule(const DataOptions& data);
+
+// What truncation did to one pair.
+struct TruncatedPair {
+  RawPreferencePair pair;
+  bool truncated = false;  // any token removed
+};
+
+// SPEC.md: when prompt + longer response exceeds max_length, first cut the prompt to
+// max_prompt_length (keep_end keeps its last tokens), then cut both responses to
+// max_length - prompt length.
+TruncatedPair truncate_pair(const RawPreferencePair& pair, const TruncationRule& rule);
+
+// Number of response tokens that get a log-prob: every response token that has a token before it
+// (the first token of a sequence has no prediction, so with an empty prompt it is not scored).
+int64_t scored_token_count(size_t prompt_length, size_t response_length);
+
+struct DataSummary {
+  int64_t records = 0;    // pairs in the file
+  int64_t examples = 0;   // pairs kept after truncation (records - skipped)
+  int64_t truncated = 0;  // kept pairs that lost tokens to truncation
+  int64_t skipped = 0;    // pairs a response of which has no scored token after truncation
+  int64_t identical = 0;  // kept pairs whose chosen equals rejected
+  int64_t prompt_tokens = 0, chosen_tokens = 0, rejected_tokens = 0;  // after truncation, kept pairs
+  int64_t max_token_id = -1;
+};
+
+// Reads a whole file, JSONL or HDF5 (chosen by content: the HDF5 signature, else JSONL), without
+// truncation. vocab_size > 0 makes any id outside [0, vocab_size) an error. Errors name the file,
+// the line (JSONL, 1-based) or record index (HDF5) and the field.
+std::vector<RawPreferencePair> read_preference_file(const std::string& path, int64_t vocab_size = -1);
+std::vector<RawPreferencePair> read_preference_jsonl(const std::string& path, int64_t vocab_size = -1);
+// The same from a stream (`path` names it in messages); the in-memory entry the fuzz harness drives.
+std::vector<RawPreferencePair> read_preference_jsonl(std::istream& in, const std::string& path, int64_t vocab_size = -1);
+std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int64_t vocab_size = -1);
+
+// Writes the HDF5 layout (groups prompt/chosen/rejected with int32 `tokens` and int64 `offsets`);
+// temporary name, then rename.
+void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs);
+
+// Writes pairs as pre-tokenized JSONL with TRL's column names (temporary name, then rename).
+void write_preference_jsonl(const std::string& path, const std::vector<RawPreferencePair>& pairs);
+
+// A human-readable multi-line description of a JSONL or HDF5 preference file (for `dpo inspect`):
+// format, record count, per-field token-length min/mean/max, largest token id, chosen==rejected.
+std::string describe_preference_file(const std::string& path);
+
+// A loaded, truncated, validated dataset. Example i is the i-th kept pair in file order;
+// source_index(i) is its 0-based record index in the file (for messages).
+class PreferenceDataset {
+ public:
+  static PreferenceDataset load(const std::string& path, const TruncationRule& rule, int64_t vocab_size);
+
+  size_t size() const { return examples_.size(); }
+  const RawPreferencePair& operator[](size_t i) const { return examples_[i]; }
+  int64_t source_index(size_t i) const { return source_index_[i]; }
+  const DataSummary& summary() const { return summary_; }
+  const std::string& path() const { return path_; }
+
+  // "<path>: 1000 pairs, 12 truncated, 0 skipped (emptied by truncation), 3 chosen==rejected"
+  std::string summary_line() const;
+
+ private:
+  std::string path_;
+  std::vector<RawPreferencePair> examples_;
+  std::vector<int64_t> source_index_;
+  DataSummary summary_;
+};
+
+}  // namespace dpo

@@ -1,0 +1,91 @@
+// Decoder-only causal LMs (GPT-2 and Llama families) in libtorch, with parameter names exactly
+// those of Hugging Face transformers, so that loading and saving is a name-for-name copy.
+// Owns the architectures, their Hugging Face config.json mapping, and model directory I/O.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+
+#include "dpo/model/safetensors.h"
+
+namespace dpo {
+
+enum class Architecture { GPT2, Llama };
+
+// The architecture hyper-parameters, read from / written to config.json.
+struct ModelSpec {
+  Architecture arch = Architecture::Llama;
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;       // Llama GQA; GPT-2: = num_heads
+  int64_t head_dim = 0;           // hidden_size / num_heads unless config.json says otherwise
+  int64_t intermediate_size = 0;  // GPT-2: n_inner or 4*hidden
+  int64_t max_position_embeddings = 0;
+  double norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  bool tie_word_embeddings = false;  // GPT-2: always true
+  bool attention_bias = false;       // Llama/Qwen2-style q/k/v bias
+  bool mlp_bias = false;
+  nlohmann::json hf_config;  // the config.json it came from, written back with our fields updated
+};
+
+// Parses a Hugging Face config.json (model_type / architectures: gpt2, llama, qwen2, mistral
+// accepted where the math is the same). Errors name `source` and the key.
+ModelSpec model_spec_from_hf_config(const nlohmann::json& config, const std::string& source);
+// A config.json that transformers loads as GPT2LMHeadModel / LlamaForCausalLM.
+nlohmann::json hf_config_from_model_spec(const ModelSpec& spec, const std::string& torch_dtype);
+
+// Base class of both architectures. forward() maps input ids [B, T] (int64) to logits [B, T, V]
+// in the model's dtype. Parameters are registered under the Hugging Face names (e.g.
+// "transformer.h.0.attn.c_attn.weight", "model.layers.0.self_attn.q_proj.weight").
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  explicit CausalLMImpl(ModelSpec spec) : spec_(std::move(spec)) {}
+  virtual at::Tensor forward(const at::Tensor& input_ids) = 0;
+  const ModelSpec& spec() const { return spec_; }
+  // Forward FLOPs per token at sequence length T (matmuls + attention), for throughput reports.
+  double forward_flops_per_token(int64_t seq_len) const;
+
+ protected:
+  ModelSpec spec_;
+};
+using CausalLM = std::shared_ptr<CausalLMImpl>;
+
+// A small default config.json for `dpo init-model --arch gpt2|llama` (HF key names); the CLI
+// applies `--set key=value` on top of it before model_spec_from_hf_config.
+nlohmann::json default_hf_config(Architecture arch);
+Architecture parse_architecture(const std::string& name);  // "gpt2" | "llama"
+
+// A freshly constructed model with the initialisation transformers uses (normal(0, 0.02) weights,
+// zero biases, unit norms), seeded.
+CausalLM build_model(const ModelSpec& spec, uint64_t seed);
+
+// Loads config.json + model.safetensors (or model.safetensors.index.json shards). Tensors may be
+// float32/bfloat16/float16 on disk; the model is cast to `dtype` on `device`. Missing, unexpected
+// or mis-shaped tensors are errors naming the tensor and file.
+CausalLM load_model(const std::string& dir, at::ScalarType dtype, const std::string& device = "cpu");
+
+// Writes config.json + model.safetensors under a temporary name, then renames to `dir`. Tensors
+// are saved in the model's dtype with transformers' names (a tied head is not saved twice).
+void save_model(const CausalLMImpl& model, const std::string& dir);
+// config.json + model.safetensors, fsynced, into the existing directory `dir` (a checkpoint's
+// temporary directory, committed as a whole by its caller).
+void write_model_files(const CausalLMImpl& model, const std::string& dir);
+
+// The state dict that save_model writes (names as transformers), CPU tensors.
+NamedTensors model_state_for_save(const CausalLMImpl& model);
+
+// "float32" | "bfloat16" | "float16" <-> ScalarType.
+at::ScalarType parse_dtype(const std::string& name);
+std::string dtype_name(at::ScalarType dtype);
+
+// A human-readable multi-line description of a model directory (for `dpo inspect`).
+std::string describe_model_dir(const std::string& dir);
+
+}  // namespace dpo

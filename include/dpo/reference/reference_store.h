@@ -1,0 +1,131 @@
+// The frozen reference model's log-probs, computed once by `dpo precompute-ref` and read by
+// training and evaluation instead of running the reference model: the HDF5 file (SPEC.md
+// "Reference log-prob file"), the fingerprints that tie it to its dataset, model and truncation
+// settings, the checks that refuse a file computed from anything else, and the lookup by
+// example index.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "dpo/config/config.h"
+#include "dpo/data/preference_data.h"
+#include "dpo/loss/logps.h"
+
+namespace dpo {
+
+class Communicator;
+
+inline constexpr const char* kReferenceFormat = "dpo-reference-logps";
+inline constexpr int64_t kReferenceFormatVersion = 1;
+
+// 64-bit content hashes rendered as 16 hex digits. A file's hash covers its bytes (streamed in
+// 1 MiB chunks); a model directory's covers config.json and every *.safetensors file (sorted by
+// name, names included), so it changes with the weights and needs no model load.
+std::string file_fingerprint(const std::string& path);
+std::string model_fingerprint(const std::string& model_dir);
+// The same hash over what a process holds in memory: tensors (dtype, shape and bytes of each, in
+// order; hashed in parallel pieces) and a loaded dataset's token ids after truncation.
+std::string tensors_fingerprint(const std::vector<at::Tensor>& tensors);
+std::string dataset_fingerprint(const PreferenceDataset& dataset);
+
+// Collectives that stop a job whose ranks would silently train on different inputs (a stale
+// node-local copy of a model, another data file): every rank's copy must equal rank 0's, else every
+// rank throws, naming the first rank that differs, the key, the path and both fingerprints, e.g.
+// "rank 1: data.train /p/train.jsonl: 1000 pairs, fingerprint ab12.. but rank 0 has 1200 pairs,
+// fingerprint cd34..". Free in a world of one. `weights` are a model's parameters as loaded from
+// `source` (a model directory or checkpoint) for config key `key` (model.policy, model.reference).
+void require_same_weights_on_all_ranks(Communicator& comm, const std::string& key, const std::string& source,
+                                       const std::vector<at::Tensor>& weights);
+void require_same_dataset_on_all_ranks(Communicator& comm, const std::string& key, const PreferenceDataset& dataset);
+
+// "max_length=512 max_prompt_length=256 truncation=keep_end"
+std::string truncation_description(const DataOptions& data);
+
+// The reference log-probs of one dataset, in PreferenceDataset index order.
+struct ReferenceSplit {
+  std::vector<double> chosen, rejected;
+  std::vector<int32_t> chosen_lengths, rejected_lengths;  // scored response tokens
+  std::vector<int8_t> filled;                              // 1 where the example has its values
+  explicit ReferenceSplit(size_t n = 0) : chosen(n), rejected(n), chosen_lengths(n), rejected_lengths(n), filled(n) {}
+  size_t size() const { return chosen.size(); }
+  int64_t unfilled() const;
+};
+
+// What a file was computed from (its root attributes).
+struct ReferenceProvenance {
+  std::string dataset, dataset_fingerprint;             // data.train
+  std::string eval_dataset, eval_dataset_fingerprint;   // data.eval ("" when none)
+  std::string model, model_fingerprint;                 // model.reference
+  std::string truncation, dtype, device, tool_version, created;
+};
+
+struct ReferenceFile {
+  ReferenceProvenance provenance;
+  ReferenceSplit train;
+  std::optional<ReferenceSplit> eval;  // the `eval` group
+};
+
+// Writes under a temporary name, then renames. `with_filled_mask` adds the int8 `filled` datasets
+// (the .partial files of an unfinished precompute).
+void write_reference_file(const std::string& path, const ReferenceFile& file, bool with_filled_mask);
+// Reads a file written by write_reference_file. A missing, truncated or foreign file is refused
+// with one line naming it. Without a `filled` dataset every example counts as filled; with
+// `require_complete` an unfilled example or a non-finite value is refused.
+ReferenceFile read_reference_file(const std::string& path, bool require_complete);
+// Whether `path` is an HDF5 file whose format attribute says it is a reference log-prob file.
+bool is_reference_file(const std::string& path);
+// Provenance, sizes, completeness and summary statistics, for `dpo inspect`.
+std::string describe_reference_file(const std::string& path);
+
+// The provenance the config's data, reference model and truncation settings give (dtype and
+// device from model.*). Rank 0 hashes the files and every rank receives the result, so every rank
+// holds the same values. `with_train` / `with_eval` select which datasets are fingerprinted.
+ReferenceProvenance expected_provenance(const Config& config, bool with_train, bool with_eval, Communicator& comm);
+
+enum class Split { Train, Eval };
+
+// The reference log-probs of a run, read from reference.logps_path.
+class ReferenceStore {
+ public:
+  // Opens the file and refuses it (one line naming the file and what differs) unless it is a
+  // complete reference file computed from this config's model.reference, truncation settings and
+  // datasets: data.train when `check_train`, data.eval (and the `eval` group) when `check_eval`.
+  // Called by every rank.
+  static ReferenceStore open(const Config& config, bool check_train, bool check_eval, Communicator& comm);
+
+  // Refuses the store unless `split` holds exactly dataset.size() examples.
+  void require_examples(Split split, const PreferenceDataset& dataset) const;
+
+  // The stored values of examples `indices` as pair_logps would return them: float32 log-probs
+  // and int64 token counts on `device`.
+  PairLogps logps(Split split, const std::vector<int64_t>& indices, const at::Device& device) const;
+
+  const ReferenceFile& file() const { return file_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  const ReferenceSplit& split(Split s) const;
+  std::string path_;
+  ReferenceFile file_;
+};
+
+// Like require_same_dataset_on_all_ranks, for the values a store read from reference.logps_path.
+void require_same_reference_on_all_ranks(Communicator& comm, const ReferenceStore& store);
+
+// `dpo precompute-ref`: every rank of `comm` scores its share (example i goes to rank i mod W) of
+// data.train (and data.eval) with model.reference, rank 0 writes reference.logps_path. Progress
+// is saved to `<logps_path>.partial`; a rerun with the same inputs continues from it.
+struct PrecomputeSummary {
+  int64_t examples = 0, eval_examples = 0;  // pairs in the file
+  int64_t computed = 0;                     // pairs scored by this run (all ranks)
+  int64_t resumed = 0;                      // pairs taken from a .partial file
+  double seconds = 0;                       // scoring time (all ranks in parallel)
+  bool preempted = false;                   // stopped on SIGTERM/SIGUSR1; the .partial file holds the progress
+};
+PrecomputeSummary precompute_reference(const Config& config, Communicator& comm);
+
+}  // namespace dpo

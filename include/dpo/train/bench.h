@@ -1,0 +1,35 @@
+// `dpo bench`: times training steps (forward + backward + optimizer step of the DPO objective) on
+// synthetic batches of the configured shapes, after warm-up, and reports tokens/s, step time and
+// achieved FLOP/s as a fraction of the matmul peak measured on the same device in the same run.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "dpo/config/config.h"
+
+namespace dpo {
+
+struct BenchOptions {
+  int64_t warmup_steps = 2;
+  int64_t timed_steps = 5;
+  int64_t seq_len = 0;  // 0: data.max_length
+};
+
+struct BenchResult {
+  double tokens_per_s = 0, step_seconds = 0, achieved_flops = 0, peak_flops = 0, mfu = 0;
+  int64_t tokens_per_step = 0;
+  double peak_memory_mib = 0;  // -1: not known on this device
+  std::string device, dtype;
+  // What was measured, for the report.
+  std::string model_path, architecture;
+  int64_t parameters = 0;
+  int threads = 0;  // intra-op
+  int64_t micro_batch_size = 0, accumulation_steps = 0, seq_len = 0, warmup_steps = 0, timed_steps = 0;
+};
+
+// Model from model.policy (a Hugging Face directory); micro-batches of train.micro_batch_size
+// pairs, accumulated as train.global_batch_size says, all rows of length seq_len.
+BenchResult run_bench(const Config& config, const BenchOptions& options);
+std::string format_bench(const BenchResult& result);
+
+}  // namespace dpo

@@ -1,0 +1,44 @@
+// Checkpoints: `<output_dir>/checkpoints/step-N/` holds a Hugging Face model directory
+// (config.json + model.safetensors) plus `optimizer.pt` and `trainer_state.json`. It is written
+// under a temporary name, gets its `DONE` marker last and is renamed into place; only directories
+// with the marker count.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <torch/optim/optimizer.h>
+
+#include "dpo/model/model.h"
+
+namespace dpo {
+
+struct TrainerState {
+  int64_t step = 0;           // optimizer steps completed
+  int64_t epoch = 0;          // epoch of the next step
+  int64_t step_in_epoch = 0;  // position of the next step within its epoch
+  std::string objective;      // "dpo" | "sft"
+  std::string config_hash;    // of the resolved config's training-relevant keys
+  nlohmann::json extra = nlohmann::json::object();  // e.g. skipped non-finite steps
+};
+
+nlohmann::json to_json(const TrainerState& state);
+TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string& source);
+
+std::string checkpoint_dir(const std::string& output_dir, int64_t step);
+
+// Writes the checkpoint of `state.step` and then deletes all but the newest `keep` complete
+// checkpoints (keep <= 0 keeps all) and any stale temporary directories.
+void save_checkpoint(const std::string& output_dir, const CausalLMImpl& model,
+                     const torch::optim::Optimizer& optimizer, const TrainerState& state, int64_t keep);
+
+// The newest complete checkpoint directory, if any.
+std::optional<std::string> newest_checkpoint(const std::string& output_dir);
+
+// Reads the optimizer state (into an optimizer built over the checkpoint's model) and the
+// trainer state; the model itself is loaded with load_model(dir, ...).
+TrainerState load_trainer_state(const std::string& checkpoint_dir);
+void load_optimizer_state(const std::string& checkpoint_dir, torch::optim::Optimizer& optimizer);
+
+}  // namespace dpo

@@ -1,0 +1,34 @@
+// `dpo eval`: preference metrics of the policy against the reference over data.eval.
+#pragma once
+#include <map>
+#include <string>
+
+#include "dpo/config/config.h"
+#include "dpo/data/preference_data.h"
+#include "dpo/model/model.h"
+#include "dpo/train/metrics.h"
+
+namespace dpo {
+
+class Communicator;
+class ReferenceStore;
+enum class Split;
+
+// Metric sums of `policy` vs `reference` over every pair of `dataset`, in batches of
+// `batch_size` pairs, under inference mode: each rank scores pairs rank, rank+W, ... and the sums
+// are reduced across ranks, so every rank returns the totals.
+MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
+                          const LossOptions& loss, int64_t batch_size, Communicator& communicator);
+
+// The same with the reference log-probs taken from `reference` (split `split`, indexed like
+// `dataset`) instead of a reference model.
+MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference, Split split,
+                          const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
+                          Communicator& communicator);
+
+// Loads the models and data.eval named by `config` (with reference.logps_path: the policy only,
+// and the file's eval group as the reference), evaluates, writes
+// `<run.output_dir>/eval_metrics.json` (rank 0) and returns the means (plus "pairs").
+std::map<std::string, double> run_eval(const Config& config, Communicator& communicator);
+
+}  // namespace dpo

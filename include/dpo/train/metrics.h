@@ -1,0 +1,35 @@
+// Metrics reduced as sums over pairs and a pair count, then divided: means are per pair, never
+// per batch, whatever the split into micro-batches or ranks.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "dpo/loss/loss.h"
+
+namespace dpo {
+
+class Communicator;
+
+class MetricSums {
+ public:
+  void add(const PairMetrics& metrics);        // adds each pair's values under TRL's names
+  void add(const std::string& name, double sum);  // a raw sum (count not touched)
+  void add_pairs(int64_t count) { pairs_ += count; }
+  int64_t pairs() const { return pairs_; }
+  const std::map<std::string, double>& sums() const { return sums_; }
+  std::map<std::string, double> means() const;  // sum / pairs for each name
+  // Names in output order: loss, rewards/chosen, rewards/rejected, rewards/accuracies,
+  // rewards/margins, logps/chosen, logps/rejected.
+  static const std::vector<std::string>& preference_metric_names();
+
+ private:
+  std::map<std::string, double> sums_;
+  int64_t pairs_ = 0;
+};
+
+// Sums the metrics `names` and the pair count across ranks, in place. A name a rank never saw
+// (a rank with no pairs in a partial batch) counts as 0 there; every rank passes the same names.
+void all_reduce(MetricSums& sums, const std::vector<std::string>& names, Communicator& communicator);
+
+}  // namespace dpo

@@ -1,0 +1,28 @@
+// Optimizers (rmsprop, the paper's; adamw; sgd) and the learning-rate schedule (linear warm-up,
+// then constant as in the paper, or cosine decay to zero).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/optim/optimizer.h>
+
+#include "dpo/config/config.h"
+
+namespace dpo {
+
+// torch's defaults for the rest (RMSprop alpha 0.99 eps 1e-8; AdamW betas 0.9/0.999 eps 1e-8),
+// with train.lr and train.weight_decay.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options, std::vector<at::Tensor> parameters);
+
+// The learning rate of optimizer step `step` (0-based) out of `total_steps`.
+double learning_rate(const TrainOptions& options, int64_t step, int64_t total_steps);
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
+
+// Scales gradients so that their global L2 norm is at most max_norm; returns the norm before
+// clipping (what TRL logs as grad_norm). Called after gradients are averaged across ranks, so
+// every rank sees the same, global norm.
+double clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm);
+
+}  // namespace dpo

@@ -1,0 +1,102 @@
+// Loading a preference dataset: format detection, truncation, skipping of pairs left without a
+// scored response token, the counts reported to the user, and `dpo inspect`'s description.
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+#include "dpo/data/preference_data.h"
+#include "dpo/error.h"
+
+namespace dpo {
+namespace {
+
+bool starts_with_hdf5_signature(const std::string& path) {
+  static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  std::ifstream in(path, std::ios::binary);
+  char head[8] = {};
+  return in.read(head, sizeof head) && std::memcmp(head, kSignature, sizeof head) == 0;
+}
+
+int64_t max_id(const TokenIds& ids, int64_t current) {
+  for (const int32_t id : ids) current = std::max<int64_t>(current, id);
+  return current;
+}
+
+}  // namespace
+
+std::vector<RawPreferencePair> read_preference_file(const std::string& path, int64_t vocab_size) {
+  return starts_with_hdf5_signature(path) ? read_preference_hdf5(path, vocab_size)
+                                          : read_preference_jsonl(path, vocab_size);
+}
+
+PreferenceDataset PreferenceDataset::load(const std::string& path, const TruncationRule& rule, int64_t vocab_size) {
+  std::vector<RawPreferencePair> raw = read_preference_file(path, vocab_size);
+  PreferenceDataset data;
+  data.path_ = path;
+  DataSummary& s = data.summary_;
+  s.records = static_cast<int64_t>(raw.size());
+  data.examples_.reserve(raw.size());
+  data.source_index_.reserve(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) {
+    TruncatedPair t = truncate_pair(raw[i], rule);
+    raw[i] = RawPreferencePair{};  // keep peak memory near one copy of the data
+    const RawPreferencePair& p = t.pair;
+    if (scored_token_count(p.prompt.size(), p.chosen.size()) == 0 ||
+        scored_token_count(p.prompt.size(), p.rejected.size()) == 0) {
+      ++s.skipped;
+      continue;
+    }
+    s.truncated += t.truncated ? 1 : 0;
+    s.identical += p.chosen == p.rejected ? 1 : 0;
+    s.prompt_tokens += static_cast<int64_t>(p.prompt.size());
+    s.chosen_tokens += static_cast<int64_t>(p.chosen.size());
+    s.rejected_tokens += static_cast<int64_t>(p.rejected.size());
+    s.max_token_id = max_id(p.rejected, max_id(p.chosen, max_id(p.prompt, s.max_token_id)));
+    data.examples_.push_back(std::move(t.pair));
+    data.source_index_.push_back(static_cast<int64_t>(i));
+  }
+  s.examples = static_cast<int64_t>(data.examples_.size());
+  if (s.examples == 0) {
+    fail("{}: no usable pairs: each of the {} pairs has a response with no scored token after truncation (max_length {}, "
+         "max_prompt_length {})",
+         path, s.records, rule.max_length, rule.max_prompt_length);
+  }
+  return data;
+}
+
+std::string PreferenceDataset::summary_line() const {
+  const DataSummary& s = summary_;
+  return fmt::format("{}: {} pairs read, {} used, {} truncated, {} skipped (a response left with no scored "
+                     "token after truncation), {} with chosen == rejected",
+                     path_, s.records, s.examples, s.truncated, s.skipped, s.identical);
+}
+
+std::string describe_preference_file(const std::string& path) {
+  const bool hdf5 = starts_with_hdf5_signature(path);
+  const std::vector<RawPreferencePair> pairs = hdf5 ? read_preference_hdf5(path) : read_preference_jsonl(path);
+  std::string out = fmt::format("{}: preference data ({}), {} records\n", path, hdf5 ? "HDF5" : "JSONL", pairs.size());
+  const char* names[3] = {"prompt", "chosen", "rejected"};
+  const TokenIds RawPreferencePair::*members[3] = {&RawPreferencePair::prompt, &RawPreferencePair::chosen,
+                                                   &RawPreferencePair::rejected};
+  int64_t largest = -1, identical = 0;
+  for (int f = 0; f < 3; ++f) {
+    size_t shortest = std::numeric_limits<size_t>::max(), longest = 0, total = 0;
+    for (const auto& pair : pairs) {
+      const TokenIds& ids = pair.*members[f];
+      shortest = std::min(shortest, ids.size());
+      longest = std::max(longest, ids.size());
+      total += ids.size();
+      largest = max_id(ids, largest);
+    }
+    out += fmt::format("  {:<9} tokens per record: min {}, mean {:.1f}, max {} ({} in all)\n",
+                       std::string(names[f]) + ":", shortest,
+                       static_cast<double>(total) / static_cast<double>(pairs.size()), longest, total);
+  }
+  for (const auto& pair : pairs) identical += pair.chosen == pair.rejected ? 1 : 0;
+  out += fmt::format("  largest token id: {}\n", largest);
+  out += fmt::format("  records with chosen == rejected: {}", identical);
+  return out;
+}
+
+}  // namespace dpo

@@ -1,0 +1,91 @@
+#include "dpo/loss/logps.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "dpo/error.h"
+
+namespace dpo {
+namespace {
+
+// Elements of one float32 block of logits; bounds the temporaries of the cast and of logsumexp
+// (128 MiB per temporary), so a reference pass under inference mode never holds a float32 copy of
+// the whole [R, T-1, V] logits.
+constexpr int64_t kBlockElements = int64_t{1} << 25;
+
+std::string shape_text(const at::Tensor& t) {
+  std::string out = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + std::to_string(t.size(d));
+  return out + "]";
+}
+
+}  // namespace
+
+SequenceLogps sequence_logps(const at::Tensor& logits, const at::Tensor& input_ids,
+                             const at::Tensor& response_mask) {
+  if (logits.dim() != 3) fail("logits: expected [R, T, V], got {}", shape_text(logits));
+  if (input_ids.dim() != 2 || input_ids.size(0) != logits.size(0) || input_ids.size(1) != logits.size(1))
+    fail("input_ids: expected [{}, {}] to match logits {}, got {}", logits.size(0), logits.size(1),
+         shape_text(logits), shape_text(input_ids));
+  if (response_mask.sizes() != input_ids.sizes())
+    fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids), shape_text(response_mask));
+  if (!at::isFloatingType(logits.scalar_type())) fail("logits: expected a floating dtype, got {}", std::string(logits.dtype().name()));
+
+  const int64_t rows = logits.size(0), steps = logits.size(1), vocab = logits.size(2);
+  // float32 at least: bfloat16's 8-bit mantissa would swamp sums over hundreds of tokens.
+  const at::ScalarType compute = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto float_options = logits.options().dtype(compute);
+  if (steps < 2 || rows == 0) {
+    return {at::zeros({rows}, float_options), at::zeros({rows}, input_ids.options().dtype(at::kLong))};
+  }
+
+  // Position t of the logits predicts token t+1.
+  const at::Tensor targets = input_ids.narrow(1, 1, steps - 1).to(logits.device(), at::kLong);
+  const at::Tensor scored = response_mask.narrow(1, 1, steps - 1).to(logits.device(), at::kBool);
+  if (vocab == 0 || (targets.lt(0) | targets.ge(vocab)).any().item<bool>())
+    fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
+
+  // log p = logit[target] - logsumexp(logits), block by block over rows and positions.
+  const int64_t positions = steps - 1;
+  const int64_t block_positions = std::clamp<int64_t>(kBlockElements / std::max<int64_t>(vocab, 1), 1, positions);
+  const int64_t block_rows = std::clamp<int64_t>(kBlockElements / (block_positions * vocab), 1, rows);
+  std::vector<at::Tensor> row_blocks;
+  for (int64_t r = 0; r < rows; r += block_rows) {
+    const int64_t nr = std::min(block_rows, rows - r);
+    std::vector<at::Tensor> position_blocks;
+    for (int64_t t = 0; t < positions; t += block_positions) {
+      const int64_t nt = std::min(block_positions, positions - t);
+      const at::Tensor block = logits.narrow(0, r, nr).narrow(1, t, nt).to(compute);
+      const at::Tensor target = targets.narrow(0, r, nr).narrow(1, t, nt).unsqueeze(-1);
+      position_blocks.push_back(block.gather(-1, target).squeeze(-1) - at::logsumexp(block, -1));
+    }
+    row_blocks.push_back(at::cat(position_blocks, 1));
+  }
+  const at::Tensor token_logps = at::cat(row_blocks, 0);  // [R, T-1]
+
+  // where, not multiply: a masked position's value must not leak in even if it is -inf or nan.
+  const at::Tensor kept = at::where(scored, token_logps, at::zeros({}, float_options));
+  return {kept.sum(1), scored.sum(1, /*keepdim=*/false, at::kLong)};
+}
+
+PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch) {
+  const int64_t pairs = batch.num_pairs;
+  if (batch.input_ids.dim() != 2 || batch.input_ids.size(0) != 2 * pairs)
+    fail("input_ids: expected {} rows (chosen then rejected of {} pairs), got {}", 2 * pairs, pairs,
+         shape_text(batch.input_ids));
+  // The batch is collated on the CPU; the forward runs where the model's parameters live.
+  const std::vector<at::Tensor> parameters = model.parameters();
+  const at::Device device = parameters.empty() ? at::Device(at::kCPU) : parameters.front().device();
+  const at::Tensor input_ids = batch.input_ids.to(device);
+  const at::Tensor response_mask = batch.response_mask.to(device);
+
+  const SequenceLogps all = sequence_logps(model.forward(input_ids), input_ids, response_mask);
+  PairLogps out;
+  out.chosen = all.logps.narrow(0, 0, pairs);
+  out.rejected = all.logps.narrow(0, pairs, pairs);
+  out.chosen_tokens = all.token_counts.narrow(0, 0, pairs);
+  out.rejected_tokens = all.token_counts.narrow(0, pairs, pairs);
+  return out;
+}
+
+}  // namespace dpo

@@ -1,0 +1,198 @@
+// LlamaForCausalLM as in transformers (also Qwen2 and Mistral, whose math is the same within the
+// limits checked in model_config.cpp): RMSNorm, rotary positions (rotate_half convention),
+// grouped-query attention, SwiGLU MLP.
+#include <torch/nn/modules/container/modulelist.h>
+
+#include <cmath>
+#include <vector>
+
+#include "dpo/error.h"
+#include "dpo/model/layers.h"
+
+namespace dpo {
+namespace {
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+struct LlamaAttentionImpl : torch::nn::Module {
+  LlamaAttentionImpl(const ModelSpec& s, const at::TensorOptions& o)
+      : heads(s.num_heads), kv_heads(s.num_kv_heads), head_dim(s.head_dim) {
+    const bool b = s.attention_bias;
+    q_proj = register_module("q_proj",
+                             std::make_shared<LinearImpl>(s.hidden_size, heads * head_dim, b, o));
+    k_proj = register_module(
+        "k_proj", std::make_shared<LinearImpl>(s.hidden_size, kv_heads * head_dim, b, o));
+    v_proj = register_module(
+        "v_proj", std::make_shared<LinearImpl>(s.hidden_size, kv_heads * head_dim, b, o));
+    o_proj = register_module("o_proj", std::make_shared<LinearImpl>(heads * head_dim, s.hidden_size,
+                                                                    llama_o_proj_bias(s), o));
+  }
+  // cos, sin: [T, head_dim] in the model dtype.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
+    const int64_t B = x.size(0), T = x.size(1);
+    auto heads_first = [&](const at::Tensor& t, int64_t n) {
+      return t.view({B, T, n, head_dim}).transpose(1, 2);
+    };
+    at::Tensor q = heads_first(q_proj->forward(x), heads);
+    at::Tensor k = heads_first(k_proj->forward(x), kv_heads);
+    at::Tensor v = heads_first(v_proj->forward(x), kv_heads);
+    q = q * cos + rotate_half(q) * sin;
+    k = k * cos + rotate_half(k) * sin;
+    if (kv_heads != heads) {  // query head h reads kv head h / (heads / kv_heads), as repeat_kv
+      const int64_t rep = heads / kv_heads;
+      k = k.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
+      v = v.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
+    }
+    const at::Tensor y = causal_attention(q, k, v);
+    return o_proj->forward(y.transpose(1, 2).reshape({B, T, heads * head_dim}));
+  }
+  int64_t heads, kv_heads, head_dim;
+  std::shared_ptr<LinearImpl> q_proj, k_proj, v_proj, o_proj;
+};
+
+struct LlamaMLPImpl : torch::nn::Module {
+  LlamaMLPImpl(const ModelSpec& s, const at::TensorOptions& o) {
+    const bool b = s.mlp_bias;
+    gate_proj = register_module(
+        "gate_proj", std::make_shared<LinearImpl>(s.hidden_size, s.intermediate_size, b, o));
+    up_proj = register_module(
+        "up_proj", std::make_shared<LinearImpl>(s.hidden_size, s.intermediate_size, b, o));
+    down_proj = register_module(
+        "down_proj", std::make_shared<LinearImpl>(s.intermediate_size, s.hidden_size, b, o));
+  }
+  at::Tensor forward(const at::Tensor& x) const {
+    return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  }
+  std::shared_ptr<LinearImpl> gate_proj, up_proj, down_proj;
+};
+
+struct LlamaDecoderLayerImpl : torch::nn::Module {
+  LlamaDecoderLayerImpl(const ModelSpec& s, const at::TensorOptions& o) {
+    self_attn = register_module("self_attn", std::make_shared<LlamaAttentionImpl>(s, o));
+    mlp = register_module("mlp", std::make_shared<LlamaMLPImpl>(s, o));
+    input_layernorm = register_module("input_layernorm",
+                                      std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
+    post_attention_layernorm = register_module(
+        "post_attention_layernorm", std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
+  }
+  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin) const {
+    h = h + self_attn->forward(input_layernorm->forward(h), cos, sin);
+    return h + mlp->forward(post_attention_layernorm->forward(h));
+  }
+  std::shared_ptr<LlamaAttentionImpl> self_attn;
+  std::shared_ptr<LlamaMLPImpl> mlp;
+  std::shared_ptr<RMSNormImpl> input_layernorm, post_attention_layernorm;
+};
+
+// transformers' LlamaModel: the parameters live under "model.".
+struct LlamaModelImpl : torch::nn::Module {
+  LlamaModelImpl(const ModelSpec& s, const at::TensorOptions& o) {
+    embed_tokens = register_module("embed_tokens",
+                                   std::make_shared<EmbeddingImpl>(s.vocab_size, s.hidden_size, o));
+    torch::nn::ModuleList list;
+    for (int64_t i = 0; i < s.num_layers; ++i) {
+      layers.push_back(std::make_shared<LlamaDecoderLayerImpl>(s, o));
+      list->push_back(layers.back());
+    }
+    register_module("layers", list);
+    norm = register_module("norm", std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
+  }
+  std::shared_ptr<EmbeddingImpl> embed_tokens;
+  std::vector<std::shared_ptr<LlamaDecoderLayerImpl>> layers;
+  std::shared_ptr<RMSNormImpl> norm;
+};
+
+class LlamaForCausalLMImpl : public CausalLMImpl {
+ public:
+  LlamaForCausalLMImpl(const ModelSpec& s, const at::TensorOptions& o)
+      : CausalLMImpl(s),
+        inv_freq_(rope_inv_freq(s, "config")),
+        sliding_window_(llama_sliding_window(s, "config")) {
+    model_ = register_module("model", std::make_shared<LlamaModelImpl>(s, o));
+    if (!s.tie_word_embeddings) {
+      lm_head_ = register_module(
+          "lm_head", std::make_shared<LinearImpl>(s.hidden_size, s.vocab_size, false, o));
+    }
+  }
+  at::Tensor forward(const at::Tensor& input_ids) override {
+    if (input_ids.dim() != 2) fail("llama forward: input_ids must be [batch, time]");
+    const int64_t T = input_ids.size(1);
+    if (sliding_window_ > 0 && T > sliding_window_) {
+      fail(
+          "llama forward: sequence length {} exceeds sliding_window {} (sliding-window attention "
+          "is not implemented)",
+          T, sliding_window_);
+    }
+    at::Tensor h = model_->embed_tokens->forward(input_ids);
+    // As LlamaRotaryEmbedding: angles in float32, cos/sin cast to the model dtype.
+    const at::Tensor positions = at::arange(T, input_ids.options().dtype(at::kFloat));
+    const at::Tensor freqs = positions.unsqueeze(1) * inv_freq_.to(input_ids.device()).unsqueeze(0);
+    const at::Tensor angles = at::cat({freqs, freqs}, -1);
+    const at::Tensor cos = angles.cos().to(h.scalar_type());
+    const at::Tensor sin = angles.sin().to(h.scalar_type());
+    for (const auto& layer : model_->layers) h = layer->forward(h, cos, sin);
+    h = model_->norm->forward(h);
+    return at::linear(h, lm_head_ ? lm_head_->weight : model_->embed_tokens->weight);
+  }
+
+ private:
+  at::Tensor inv_freq_;  // float32, CPU; derived from the config, not a parameter
+  int64_t sliding_window_;
+  std::shared_ptr<LlamaModelImpl> model_;
+  std::shared_ptr<LinearImpl> lm_head_;
+};
+
+double json_number(const nlohmann::json& obj, const char* key, const std::string& source) {
+  if (!obj.contains(key) || !obj[key].is_number()) {
+    fail("{}: rope_scaling.{} must be a number", source, key);
+  }
+  return obj[key].get<double>();
+}
+
+}  // namespace
+
+at::Tensor rope_inv_freq(const ModelSpec& spec, const std::string& source) {
+  const int64_t dim = spec.head_dim;
+  // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in float32.
+  const at::Tensor exponents =
+      at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
+  at::Tensor inv_freq = 1.0 / at::pow(spec.rope_theta, exponents);
+  const nlohmann::json& cfg = spec.hf_config;
+  if (!cfg.is_object() || !cfg.contains("rope_scaling") || cfg["rope_scaling"].is_null()) {
+    return inv_freq;
+  }
+  const nlohmann::json& rs = cfg["rope_scaling"];
+  if (!rs.is_object()) fail("{}: rope_scaling must be an object or null", source);
+  const std::string key = rs.contains("rope_type") ? "rope_type" : "type";
+  const std::string type =
+      rs.contains(key) && rs[key].is_string() ? rs[key].get<std::string>() : "";
+  if (type == "default") return inv_freq;
+  if (type == "linear") return inv_freq / json_number(rs, "factor", source);
+  if (type == "llama3") {
+    // transformers' _compute_llama3_parameters (Llama 3.1), computed the same way in float32.
+    const double factor = json_number(rs, "factor", source);
+    const double low_freq_factor = json_number(rs, "low_freq_factor", source);
+    const double high_freq_factor = json_number(rs, "high_freq_factor", source);
+    const double old_context = json_number(rs, "original_max_position_embeddings", source);
+    const double low_freq_wavelen = old_context / low_freq_factor;
+    const double high_freq_wavelen = old_context / high_freq_factor;
+    const at::Tensor wavelen = 2 * M_PI / inv_freq;
+    at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq);
+    const at::Tensor smooth =
+        (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+    const at::Tensor smoothed = (1 - smooth) * scaled / factor + smooth * scaled;
+    const at::Tensor medium =
+        (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+    return at::where(medium, smoothed, scaled);
+  }
+  fail("{}: rope_scaling type '{}' is not supported (null, linear and llama3 are)", source, type);
+}
+
+CausalLM make_llama(const ModelSpec& spec, const at::TensorOptions& options) {
+  return std::make_shared<LlamaForCausalLMImpl>(spec, options);
+}
+
+}  // namespace dpo

@@ -1,0 +1,570 @@
+// The reference log-prob file: fingerprints, the HDF5 layout (root datasets for data.train, the
+// same under the group `eval` for data.eval, provenance as root attributes), the checks that
+// refuse a file computed from other inputs, and lookup by example index. Files are read and written
+// serially by one process (rank 0 writes; every rank reads the few bytes per pair it needs).
+#include "dpo/reference/reference_store.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+#include <hdf5.h>
+
+#include "dpo/dist/dist.h"
+#include "dpo/error.h"
+#include "dpo/io/hdf5_handles.h"
+
+namespace dpo {
+namespace {
+
+namespace fs = std::filesystem;
+
+// splitmix64's finaliser: a bijection with full avalanche, so chaining it over 8-byte words
+// gives a 64-bit hash at memory speed (a bytewise FNV would be ~8x slower on multi-GB weights).
+uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+class Hasher {
+ public:
+  void update(const char* data, size_t n) {
+    length_ += n;
+    while (n > 0) {
+      if (pending_size_ == 0 && n >= 8) {
+        const size_t words = n / 8;
+        for (size_t w = 0; w < words; ++w) {
+          uint64_t word;
+          std::memcpy(&word, data + 8 * w, 8);
+          state_ = mix64(state_ ^ word);
+        }
+        data += 8 * words;
+        n -= 8 * words;
+        continue;
+      }
+      pending_[pending_size_++] = *data++;
+      --n;
+      if (pending_size_ == 8) {
+        uint64_t word;
+        std::memcpy(&word, pending_, 8);
+        state_ = mix64(state_ ^ word);
+        pending_size_ = 0;
+      }
+    }
+  }
+  void update(const std::string& text) { update(text.data(), text.size() + 1); }  // with its NUL
+  void update_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail("{}: cannot read (to fingerprint it)", path);
+    std::vector<char> chunk(size_t{1} << 20);
+    while (in) {
+      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      update(chunk.data(), static_cast<size_t>(in.gcount()));
+    }
+    if (in.bad()) fail("{}: read failed (to fingerprint it)", path);
+  }
+  std::string hex() const {
+    uint64_t word = 0;
+    std::memcpy(&word, pending_, pending_size_);
+    return fmt::format("{:016x}", mix64(mix64(state_ ^ word) ^ length_));
+  }
+
+ private:
+  uint64_t state_ = 0x6a09e667f3bcc908ULL, length_ = 0;
+  char pending_[8] = {};
+  size_t pending_size_ = 0;
+};
+
+// --- HDF5 helpers -------------------------------------------------------------------------------
+
+void write_string_attribute(hid_t loc, const char* name, const std::string& value, const std::string& path) {
+  std::string buffer = value.empty() ? std::string(1, '\0') : value;
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  if (!type.valid() || H5Tset_size(type, buffer.size()) < 0 || H5Tset_strpad(type, H5T_STR_NULLPAD) < 0 || !space.valid())
+    fail("{}: cannot write attribute {}", path, name);
+  Handle attribute(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid() || H5Awrite(attribute, type, buffer.data()) < 0 || !attribute.close())
+    fail("{}: cannot write attribute {}", path, name);
+}
+
+void write_int_attribute(hid_t loc, const char* name, int64_t value, const std::string& path) {
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  if (!space.valid()) fail("{}: cannot write attribute {}", path, name);
+  Handle attribute(H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid() || H5Awrite(attribute, H5T_NATIVE_INT64, &value) < 0 || !attribute.close())
+    fail("{}: cannot write attribute {}", path, name);
+}
+
+// H5Aread writes every element: an attribute that holds an array is not the one value the readers
+// below have room for.
+bool holds_one_value(hid_t attribute) {
+  Handle space(H5Aget_space(attribute), H5Sclose);
+  return space.valid() && H5Sget_simple_extent_npoints(space) == 1;
+}
+
+std::optional<std::string> read_string_attribute(hid_t loc, const char* name) {
+  if (H5Aexists(loc, name) <= 0) return std::nullopt;
+  Handle attribute(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid() || !holds_one_value(attribute)) return std::nullopt;
+  Handle type(H5Aget_type(attribute), H5Tclose);
+  if (H5Tget_class(type) != H5T_STRING) return std::nullopt;
+  if (H5Tis_variable_str(type) > 0) {
+    Handle memory(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(memory, H5T_VARIABLE);
+    char* text = nullptr;
+    if (H5Aread(attribute, memory, &text) < 0) return std::nullopt;
+    std::string out = text ? text : "";
+    H5free_memory(text);
+    return out;
+  }
+  std::string buffer(H5Tget_size(type), '\0');
+  if (H5Aread(attribute, type, buffer.data()) < 0) return std::nullopt;
+  return buffer.substr(0, buffer.find('\0'));
+}
+
+std::optional<int64_t> read_int_attribute(hid_t loc, const char* name) {
+  if (H5Aexists(loc, name) <= 0) return std::nullopt;
+  Handle attribute(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid() || !holds_one_value(attribute)) return std::nullopt;
+  Handle type(H5Aget_type(attribute), H5Tclose);
+  if (H5Tget_class(type) != H5T_INTEGER) return std::nullopt;
+  int64_t value = 0;
+  if (H5Aread(attribute, H5T_NATIVE_INT64, &value) < 0) return std::nullopt;
+  return value;
+}
+
+template <typename T>
+void write_vector(hid_t loc, const char* name, hid_t file_type, hid_t memory_type, const std::vector<T>& values,
+                  const std::string& path) {
+  const hsize_t n = values.size();
+  Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (!space.valid()) fail("{}: cannot write dataset {}", path, name);
+  Handle dataset(H5Dcreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  if (!dataset.valid() || (n > 0 && H5Dwrite(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0) ||
+      !dataset.close())
+    fail("{}: cannot write dataset {}", path, name);
+}
+
+// Reads a 1-D dataset of `expected_class` (HDF5 converts float32 to float64 and so on).
+template <typename T>
+std::vector<T> read_vector(hid_t loc, const std::string& name, H5T_class_t expected_class, hid_t memory_type,
+                           const std::string& path) {
+  if (H5Lexists(loc, name.c_str(), H5P_DEFAULT) <= 0) fail("{}: dataset {} is missing", path, name);
+  Handle dataset(H5Dopen2(loc, name.c_str(), H5P_DEFAULT), H5Dclose);
+  if (!dataset.valid()) fail("{}: {} is not a dataset", path, name);
+  Handle type(H5Dget_type(dataset), H5Tclose);
+  if (H5Tget_class(type) != expected_class)
+    fail("{}: {} must hold {}", path, name, expected_class == H5T_FLOAT ? "floats" : "integers");
+  Handle space(H5Dget_space(dataset), H5Sclose);
+  if (H5Sget_simple_extent_ndims(space) != 1) fail("{}: {} must be 1-D", path, name);
+  hsize_t n = 0;
+  H5Sget_simple_extent_dims(space, &n, nullptr);
+  require_stored_length(dataset, n, path, name);
+  std::vector<T> values(n);
+  if (n > 0 && H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0)
+    fail("{}: cannot read {}", path, name);
+  return values;
+}
+
+void write_split(hid_t loc, const ReferenceSplit& s, bool with_filled_mask, const std::string& path) {
+  write_vector(loc, "chosen_logps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, s.chosen, path);
+  write_vector(loc, "rejected_logps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, s.rejected, path);
+  write_vector(loc, "chosen_lengths", H5T_STD_I32LE, H5T_NATIVE_INT32, s.chosen_lengths, path);
+  write_vector(loc, "rejected_lengths", H5T_STD_I32LE, H5T_NATIVE_INT32, s.rejected_lengths, path);
+  if (with_filled_mask) write_vector(loc, "filled", H5T_STD_I8LE, H5T_NATIVE_INT8, s.filled, path);
+}
+
+ReferenceSplit read_split(hid_t loc, const std::string& prefix, bool require_complete, const std::string& path) {
+  ReferenceSplit s;
+  s.chosen = read_vector<double>(loc, "chosen_logps", H5T_FLOAT, H5T_NATIVE_DOUBLE, path);
+  s.rejected = read_vector<double>(loc, "rejected_logps", H5T_FLOAT, H5T_NATIVE_DOUBLE, path);
+  // Read wide: HDF5's conversion to int32 would silently clamp a wider stored value.
+  const auto token_counts = [&](const char* name) {
+    const std::vector<int64_t> wide = read_vector<int64_t>(loc, name, H5T_INTEGER, H5T_NATIVE_INT64, path);
+    std::vector<int32_t> counts(wide.size());
+    for (size_t i = 0; i < wide.size(); ++i) {
+      if (wide[i] < 0 || wide[i] > std::numeric_limits<int32_t>::max())
+        fail("{}: {}{}[{}] = {} is not a token count", path, prefix, name, i, wide[i]);
+      counts[i] = static_cast<int32_t>(wide[i]);
+    }
+    return counts;
+  };
+  s.chosen_lengths = token_counts("chosen_lengths");
+  s.rejected_lengths = token_counts("rejected_lengths");
+  const size_t n = s.chosen.size();
+  if (s.rejected.size() != n || s.chosen_lengths.size() != n || s.rejected_lengths.size() != n)
+    fail("{}: the datasets of {} differ in length ({}chosen_logps has {})", path, prefix.empty() ? "/" : prefix, prefix, n);
+  if (H5Lexists(loc, "filled", H5P_DEFAULT) > 0) {
+    s.filled = read_vector<int8_t>(loc, "filled", H5T_INTEGER, H5T_NATIVE_INT8, path);
+    if (s.filled.size() != n) fail("{}: {}filled has {} entries, expected {}", path, prefix, s.filled.size(), n);
+  } else {
+    s.filled.assign(n, 1);
+  }
+  if (require_complete) {
+    if (const int64_t missing = s.unfilled())
+      fail("{}: incomplete: {} of {} {}examples have no reference log-probs (an unfinished dpo precompute-ref? rerun "
+           "it)", path, missing, n, prefix.empty() ? "" : "eval ");
+    for (size_t i = 0; i < n; ++i)
+      if (s.chosen_lengths[i] < 1 || s.rejected_lengths[i] < 1)
+        fail("{}: {}{}[{}] is 0, but every pair scores at least one token; the file is unusable, recompute it", path,
+             prefix, s.chosen_lengths[i] < 1 ? "chosen_lengths" : "rejected_lengths", i);
+    for (size_t i = 0; i < n; ++i)
+      if (!std::isfinite(s.chosen[i]) || !std::isfinite(s.rejected[i]))
+        fail("{}: {}{}[{}] is not finite ({}); the file is unusable, recompute it", path, prefix,
+             std::isfinite(s.chosen[i]) ? "rejected_logps" : "chosen_logps", i,
+             std::isfinite(s.chosen[i]) ? s.rejected[i] : s.chosen[i]);
+  }
+  return s;
+}
+
+// Opens an HDF5 file for reading, refusing anything that is not one.
+Handle open_hdf5(const std::string& path) {
+  silence_hdf5_errors();
+  if (!fs::exists(path)) fail("{}: no such reference log-prob file (make it with dpo precompute-ref)", path);
+  if (H5Fis_hdf5(path.c_str()) <= 0) fail("{}: not an HDF5 file (truncated, or another format)", path);
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access_properties()), H5Fclose);
+  if (!file.valid()) fail_if_lock_refused(path);
+  if (!file.valid()) fail("{}: cannot open as HDF5 (truncated or damaged)", path);
+  return file;
+}
+
+std::string utc_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return text;
+}
+
+struct Stats {
+  double mean = 0, min = 0, max = 0;
+};
+template <typename T>
+Stats stats_of(const std::vector<T>& v) {
+  if (v.empty()) return {};
+  Stats s{0, static_cast<double>(v[0]), static_cast<double>(v[0])};
+  for (const T x : v) {
+    s.mean += static_cast<double>(x);
+    s.min = std::min(s.min, static_cast<double>(x));
+    s.max = std::max(s.max, static_cast<double>(x));
+  }
+  s.mean /= static_cast<double>(v.size());
+  return s;
+}
+
+std::string describe_split(const std::string& label, const ReferenceSplit& s) {
+  const int64_t missing = s.unfilled();
+  std::string out = fmt::format("{}: {} pairs, {}\n", label, s.size(),
+                                missing ? fmt::format("INCOMPLETE ({} unfilled)", missing) : std::string("complete"));
+  const auto line = [&](const char* name, const Stats& st) {
+    out += fmt::format("  {:<17} mean {:>12.4f}  min {:>12.4f}  max {:>12.4f}\n", name, st.mean, st.min, st.max);
+  };
+  line("chosen_logps", stats_of(s.chosen));
+  line("rejected_logps", stats_of(s.rejected));
+  line("chosen_lengths", stats_of(s.chosen_lengths));
+  line("rejected_lengths", stats_of(s.rejected_lengths));
+  return out;
+}
+
+}  // namespace
+
+int64_t ReferenceSplit::unfilled() const {
+  return static_cast<int64_t>(std::count(filled.begin(), filled.end(), int8_t{0}));
+}
+
+std::string file_fingerprint(const std::string& path) {
+  Hasher h;
+  h.update_file(path);
+  return h.hex();
+}
+
+std::string model_fingerprint(const std::string& model_dir) {
+  if (!fs::is_directory(model_dir)) fail("{}: not a model directory (to fingerprint it)", model_dir);
+  std::vector<std::string> names = {"config.json"};
+  std::vector<std::string> weights;
+  for (const auto& entry : fs::directory_iterator(model_dir))
+    if (entry.is_regular_file() && entry.path().extension() == ".safetensors") weights.push_back(entry.path().filename().string());
+  std::sort(weights.begin(), weights.end());
+  if (weights.empty()) fail("{}: no *.safetensors weights (to fingerprint them)", model_dir);
+  names.insert(names.end(), weights.begin(), weights.end());
+  Hasher h;
+  for (const auto& name : names) {
+    h.update(name);
+    h.update_file((fs::path(model_dir) / name).string());
+  }
+  return h.hex();
+}
+
+std::string tensors_fingerprint(const std::vector<at::Tensor>& tensors) {
+  // Each tensor's dtype and shape, then its bytes in 16 MiB pieces, hashed in parallel (multi-GB
+  // weights, one embedding often the largest part), then the hash of those digests in order.
+  constexpr size_t kPiece = size_t{16} << 20;
+  std::vector<at::Tensor> hosted;
+  std::vector<std::pair<size_t, size_t>> pieces;  // (tensor, byte offset)
+  for (const auto& tensor : tensors) {
+    hosted.push_back(tensor.detach().to(at::kCPU).contiguous());
+    const size_t bytes = static_cast<size_t>(hosted.back().numel()) * hosted.back().element_size();
+    for (size_t offset = 0; offset == 0 || offset < bytes; offset += kPiece) pieces.emplace_back(hosted.size() - 1, offset);
+  }
+  std::vector<std::string> digests(pieces.size());
+  at::parallel_for(0, static_cast<int64_t>(pieces.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const auto [t, offset] = pieces[static_cast<size_t>(i)];
+      const at::Tensor& tensor = hosted[t];
+      const size_t bytes = static_cast<size_t>(tensor.numel()) * tensor.element_size();
+      Hasher h;
+      if (offset == 0) {
+        h.update(std::string(c10::toString(tensor.scalar_type())));
+        for (const int64_t size : tensor.sizes()) h.update(std::to_string(size));
+      }
+      h.update(static_cast<const char*>(tensor.data_ptr()) + offset, std::min(kPiece, bytes - offset));
+      digests[static_cast<size_t>(i)] = h.hex();
+    }
+  });
+  Hasher all;
+  for (const auto& digest : digests) all.update(digest);
+  return all.hex();
+}
+
+std::string dataset_fingerprint(const PreferenceDataset& dataset) {
+  Hasher h;
+  for (size_t i = 0; i < dataset.size(); ++i)
+    for (const TokenIds* ids : {&dataset[i].prompt, &dataset[i].chosen, &dataset[i].rejected}) {
+      const uint64_t length = ids->size();
+      h.update(reinterpret_cast<const char*>(&length), sizeof length);
+      h.update(reinterpret_cast<const char*>(ids->data()), ids->size() * sizeof(int32_t));
+    }
+  return h.hex();
+}
+
+void require_same_weights_on_all_ranks(Communicator& comm, const std::string& key, const std::string& source,
+                                       const std::vector<at::Tensor>& weights) {
+  if (comm.world_size() == 1) return;
+  require_same_on_all_ranks(comm, key, fmt::format("{}, weights fingerprint {}", source, tensors_fingerprint(weights)),
+                            [&](const std::string& mine, const std::string& root) {
+                              return fmt::format("rank {}: {}: {} but rank 0 has {} (a stale or other copy of the "
+                                                 "model on one node?)", comm.rank(), key, mine, root);
+                            });
+}
+
+void require_same_dataset_on_all_ranks(Communicator& comm, const std::string& key, const PreferenceDataset& dataset) {
+  if (comm.world_size() == 1) return;
+  require_same_on_all_ranks(comm, fmt::format("{} {}", key, dataset.path()),
+                            fmt::format("{} pairs, fingerprint {}", dataset.size(), dataset_fingerprint(dataset)));
+}
+
+std::string truncation_description(const DataOptions& data) {
+  return fmt::format("max_length={} max_prompt_length={} truncation={}", data.max_length, data.max_prompt_length,
+                     data.truncation);
+}
+
+void write_reference_file(const std::string& path, const ReferenceFile& f, bool with_filled_mask) {
+  // About 25 bytes per pair and split, plus the attributes.
+  const size_t size_hint = 25 * (f.train.size() + (f.eval ? f.eval->size() : 0)) + 16384;
+  write_hdf5_durably(path, size_hint, [&](hid_t file) {
+    const ReferenceProvenance& p = f.provenance;
+    write_string_attribute(file, "format", kReferenceFormat, path);
+    write_int_attribute(file, "version", kReferenceFormatVersion, path);
+    write_string_attribute(file, "dataset", p.dataset, path);
+    write_string_attribute(file, "dataset_fingerprint", p.dataset_fingerprint, path);
+    if (f.eval) {
+      write_string_attribute(file, "eval_dataset", p.eval_dataset, path);
+      write_string_attribute(file, "eval_dataset_fingerprint", p.eval_dataset_fingerprint, path);
+      write_int_attribute(file, "eval_examples", static_cast<int64_t>(f.eval->size()), path);
+    }
+    write_string_attribute(file, "model", p.model, path);
+    write_string_attribute(file, "model_fingerprint", p.model_fingerprint, path);
+    write_string_attribute(file, "truncation", p.truncation, path);
+    write_string_attribute(file, "dtype", p.dtype, path);
+    write_string_attribute(file, "device", p.device, path);
+    write_string_attribute(file, "tool_version", p.tool_version, path);
+    write_string_attribute(file, "created", p.created, path);
+    write_int_attribute(file, "examples", static_cast<int64_t>(f.train.size()), path);
+    write_split(file, f.train, with_filled_mask, path);
+    if (f.eval) {
+      Handle group(H5Gcreate2(file, "eval", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+      if (!group.valid()) fail("{}: cannot create group eval", path);
+      write_split(group, *f.eval, with_filled_mask, path);
+      if (!group.close()) fail("{}: cannot close group eval", path);
+    }
+  });
+}
+
+ReferenceFile read_reference_file(const std::string& path, bool require_complete) {
+  const Handle file = open_hdf5(path);
+  const auto format = read_string_attribute(file, "format");
+  if (!format || *format != kReferenceFormat)
+    fail("{}: not a reference log-prob file (no format attribute \"{}\"; make one with dpo precompute-ref)", path,
+         kReferenceFormat);
+  const auto version = read_int_attribute(file, "version");
+  if (version != kReferenceFormatVersion)
+    fail("{}: reference log-prob format version {} is not supported (this build reads version {})", path,
+         version ? std::to_string(*version) : "?", kReferenceFormatVersion);
+  ReferenceFile f;
+  ReferenceProvenance& p = f.provenance;
+  const auto text = [&](const char* name) { return read_string_attribute(file, name).value_or(""); };
+  p.dataset = text("dataset");
+  p.dataset_fingerprint = text("dataset_fingerprint");
+  p.eval_dataset = text("eval_dataset");
+  p.eval_dataset_fingerprint = text("eval_dataset_fingerprint");
+  p.model = text("model");
+  p.model_fingerprint = text("model_fingerprint");
+  p.truncation = text("truncation");
+  p.dtype = text("dtype");
+  p.device = text("device");
+  p.tool_version = text("tool_version");
+  p.created = text("created");
+  f.train = read_split(file, "", require_complete, path);
+  if (H5Lexists(file, "eval", H5P_DEFAULT) > 0) {
+    Handle group(H5Gopen2(file, "eval", H5P_DEFAULT), H5Gclose);
+    if (!group.valid()) fail("{}: eval is not a group", path);
+    f.eval = read_split(group, "eval/", require_complete, path);
+  }
+  return f;
+}
+
+bool is_reference_file(const std::string& path) {
+  silence_hdf5_errors();
+  if (!fs::is_regular_file(path) || H5Fis_hdf5(path.c_str()) <= 0) return false;
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access_properties()), H5Fclose);
+  return file.valid() && read_string_attribute(file, "format") == std::optional<std::string>(kReferenceFormat);
+}
+
+std::string describe_reference_file(const std::string& path) {
+  const ReferenceFile f = read_reference_file(path, /*require_complete=*/false);
+  const ReferenceProvenance& p = f.provenance;
+  std::string out = fmt::format("{}: reference log-probs ({} version {})\n", path, kReferenceFormat, kReferenceFormatVersion);
+  out += fmt::format("  dataset          {} (fingerprint {})\n", p.dataset, p.dataset_fingerprint);
+  if (f.eval) out += fmt::format("  eval dataset     {} (fingerprint {})\n", p.eval_dataset, p.eval_dataset_fingerprint);
+  out += fmt::format("  model            {} (fingerprint {})\n", p.model, p.model_fingerprint);
+  out += fmt::format("  truncation       {}\n", p.truncation);
+  out += fmt::format("  computed with    {} on {}, dpo {}, {}\n", p.dtype, p.device, p.tool_version, p.created);
+  out += describe_split("train", f.train);
+  if (f.eval) out += describe_split("eval", *f.eval);
+  return out;
+}
+
+ReferenceProvenance expected_provenance(const Config& config, bool with_train, bool with_eval, Communicator& comm) {
+  ReferenceProvenance p;
+  p.model = config.model.reference;
+  p.truncation = truncation_description(config.data);
+  p.dtype = config.model.dtype;
+  p.device = config.model.device;
+  p.tool_version = DPO_VERSION;
+  if (with_train) p.dataset = config.data.train;
+  if (with_eval) p.eval_dataset = config.data.eval;
+  // Hashing reads every weight file: once, on rank 0. A failure there is sent along as an error
+  // text so that every rank throws it (none is left waiting in a collective).
+  std::string shared;
+  if (comm.rank() == 0) {
+    try {
+      shared = model_fingerprint(p.model) + "\n" + (with_train ? file_fingerprint(p.dataset) : "") + "\n" +
+               (with_eval ? file_fingerprint(p.eval_dataset) : "") + "\n" + utc_now();
+    } catch (const Error& e) {
+      shared = std::string("!") + e.what();
+    }
+  }
+  comm.broadcast_string(shared, 0);
+  if (!shared.empty() && shared[0] == '!') throw Error(shared.substr(1));
+  std::vector<std::string> parts;
+  size_t begin = 0;
+  for (size_t end; (end = shared.find('\n', begin)) != std::string::npos; begin = end + 1)
+    parts.push_back(shared.substr(begin, end - begin));
+  parts.push_back(shared.substr(begin));
+  if (parts.size() != 4) fail("internal: malformed fingerprint broadcast");
+  p.model_fingerprint = parts[0];
+  p.dataset_fingerprint = parts[1];
+  p.eval_dataset_fingerprint = parts[2];
+  p.created = parts[3];
+  return p;
+}
+
+ReferenceStore ReferenceStore::open(const Config& config, bool check_train, bool check_eval, Communicator& comm) {
+  const std::string& path = config.reference.logps_path;
+  const ReferenceProvenance want = expected_provenance(config, check_train, check_eval, comm);
+  ReferenceStore store;
+  store.path_ = path;
+  store.file_ = read_reference_file(path, /*require_complete=*/true);
+  const ReferenceProvenance& have = store.file_.provenance;
+  if (check_train && have.dataset_fingerprint != want.dataset_fingerprint)
+    fail("{}: was computed from a different dataset (data.train fingerprint {} of {} vs {} of {} in the file)", path,
+         want.dataset_fingerprint, want.dataset, have.dataset_fingerprint, have.dataset);
+  if (check_eval) {
+    if (!store.file_.eval)
+      fail("{}: has no eval group (it was computed without data.eval); rerun dpo precompute-ref with data.eval set",
+           path);
+    if (have.eval_dataset_fingerprint != want.eval_dataset_fingerprint)
+      fail("{}: was computed from a different eval dataset (data.eval fingerprint {} of {} vs {} of {} in the file)",
+           path, want.eval_dataset_fingerprint, want.eval_dataset, have.eval_dataset_fingerprint, have.eval_dataset);
+  }
+  if (have.model_fingerprint != want.model_fingerprint)
+    fail("{}: was computed with a different reference model (model.reference fingerprint {} of {} vs {} of {} in the "
+         "file)", path, want.model_fingerprint, want.model, have.model_fingerprint, have.model);
+  if (have.truncation != want.truncation)
+    fail("{}: was computed with different truncation settings ({} now vs {} in the file)", path, want.truncation,
+         have.truncation);
+  return store;
+}
+
+const ReferenceSplit& ReferenceStore::split(Split s) const {
+  if (s == Split::Train) return file_.train;
+  if (!file_.eval) fail("{}: has no eval group (it was computed without data.eval)", path_);
+  return *file_.eval;
+}
+
+void ReferenceStore::require_examples(Split s, const PreferenceDataset& dataset) const {
+  const ReferenceSplit& values = split(s);
+  if (values.size() != dataset.size())
+    fail("{}: holds {} {}examples but {} has {} after truncation; recompute it", path_, values.size(),
+         s == Split::Eval ? "eval " : "", dataset.path(), dataset.size());
+}
+
+PairLogps ReferenceStore::logps(Split s, const std::vector<int64_t>& indices, const at::Device& device) const {
+  const ReferenceSplit& values = split(s);
+  const auto b = static_cast<int64_t>(indices.size());
+  at::Tensor chosen = at::empty({b}, at::kDouble), rejected = at::empty({b}, at::kDouble);
+  at::Tensor chosen_tokens = at::empty({b}, at::kLong), rejected_tokens = at::empty({b}, at::kLong);
+  auto c = chosen.accessor<double, 1>(), r = rejected.accessor<double, 1>();
+  auto ct = chosen_tokens.accessor<int64_t, 1>(), rt = rejected_tokens.accessor<int64_t, 1>();
+  for (int64_t k = 0; k < b; ++k) {
+    const int64_t i = indices[static_cast<size_t>(k)];
+    if (i < 0 || i >= static_cast<int64_t>(values.size()))
+      fail("{}: example {} is out of range ({} examples)", path_, i, values.size());
+    const auto u = static_cast<size_t>(i);
+    c[k] = values.chosen[u];
+    r[k] = values.rejected[u];
+    ct[k] = values.chosen_lengths[u];
+    rt[k] = values.rejected_lengths[u];
+  }
+  return {chosen.to(device, at::kFloat), rejected.to(device, at::kFloat), chosen_tokens.to(device),
+          rejected_tokens.to(device)};
+}
+
+void require_same_reference_on_all_ranks(Communicator& comm, const ReferenceStore& store) {
+  if (comm.world_size() == 1) return;
+  const ReferenceFile& f = store.file();
+  Hasher h;
+  for (const ReferenceSplit* split : {&f.train, f.eval ? &*f.eval : nullptr}) {
+    if (!split) continue;
+    h.update(reinterpret_cast<const char*>(split->chosen.data()), split->size() * sizeof(double));
+    h.update(reinterpret_cast<const char*>(split->rejected.data()), split->size() * sizeof(double));
+    h.update(reinterpret_cast<const char*>(split->chosen_lengths.data()), split->size() * sizeof(int32_t));
+    h.update(reinterpret_cast<const char*>(split->rejected_lengths.data()), split->size() * sizeof(int32_t));
+  }
+  require_same_on_all_ranks(comm, fmt::format("reference.logps_path {}", store.path()),
+                            fmt::format("{} pairs{}, fingerprint {}", f.train.size(),
+                                        f.eval ? fmt::format(" + {} eval pairs", f.eval->size()) : "", h.hex()));
+}
+
+}  // namespace dpo

@@ -1,0 +1,216 @@
+#include "dpo/train/checkpoint.h"
+
+#include <algorithm>
+#include <cctype>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <torch/serialize/archive.h>
+
+#include "dpo/error.h"
+#include "dpo/io/durable_file.h"
+#include "dpo/io/json_input.h"
+#include "dpo/model/model.h"
+
+namespace dpo {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kDoneMarker = "DONE";
+constexpr const char* kOptimizerFile = "optimizer.pt";
+constexpr const char* kTrainerStateFile = "trainer_state.json";
+
+std::string checkpoints_root(const std::string& output_dir) { return (fs::path(output_dir) / "checkpoints").string(); }
+
+// The N of a directory named "step-N" (plain decimal), or -1 for any other name.
+int64_t step_of_name(const std::string& name) {
+  const std::string prefix = "step-";
+  if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) return -1;
+  const std::string digits = name.substr(prefix.size());
+  if (digits.size() > 18) return -1;
+  for (char ch : digits)
+    if (!std::isdigit(static_cast<unsigned char>(ch))) return -1;
+  return std::stoll(digits);
+}
+
+bool is_complete(const fs::path& dir) {
+  std::error_code ec;
+  return fs::is_regular_file(dir / kDoneMarker, ec);
+}
+
+// Complete checkpoints under `<output_dir>/checkpoints`, newest first.
+std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const std::string& output_dir) {
+  std::vector<std::pair<int64_t, fs::path>> found;
+  const fs::path root = checkpoints_root(output_dir);
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return found;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    if (!it->is_directory(ec)) continue;
+    const int64_t step = step_of_name(it->path().filename().string());
+    if (step >= 0 && is_complete(it->path())) found.emplace_back(step, it->path());
+  }
+  if (ec) fail("{}: cannot list checkpoints: {}", root.string(), ec.message());
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  return found;
+}
+
+void remove_directory(const fs::path& dir, const char* why) {
+  try {
+    remove_path(dir.string());
+  } catch (const Error& e) {
+    fail("cannot remove {}: {}", why, e.what());
+  }
+}
+
+// Deletes complete checkpoints beyond the newest `keep` and the temporary directories that a
+// crashed save leaves behind (only one process writes checkpoints, so none is in progress).
+// Directories named step-N without a DONE marker are left alone: we did not make them.
+void prune_checkpoints(const std::string& output_dir, int64_t keep) {
+  const fs::path root = checkpoints_root(output_dir);
+  std::vector<fs::path> stale;
+  std::error_code ec;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec))
+    if (is_temporary_name(it->path().filename().string())) stale.push_back(it->path());
+  if (ec) fail("{}: cannot list checkpoints: {}", root.string(), ec.message());
+  for (const fs::path& dir : stale) remove_directory(dir, "a stale temporary checkpoint");
+  if (keep <= 0) return;
+  const auto complete = complete_checkpoints(output_dir);
+  for (size_t i = static_cast<size_t>(keep); i < complete.size(); ++i)
+    remove_directory(complete[i].second, "an old checkpoint (train.keep_checkpoints)");
+}
+
+// A c10::Error's message without its C++ backtrace, on one line.
+std::string one_line(const c10::Error& e) {
+  std::string text = e.what_without_backtrace();
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
+}
+
+// torch's archive writer streams into `path` through a SyncedFile. It must never see a failed
+// write: libtorch 1.13 then throws from its writer's destructor, which ends the process
+// (std::terminate). So the first error is kept, the rest of the archive is discarded, and the
+// error is rethrown once torch is done.
+void write_optimizer_state(const torch::optim::Optimizer& optimizer, const std::string& path) {
+  SyncedFile out(path);
+  std::exception_ptr write_error;
+  const auto sink = [&](const void* data, size_t size) -> size_t {
+    if (!write_error) {
+      try {
+        out.write(data, size);
+      } catch (...) {
+        write_error = std::current_exception();
+      }
+    }
+    return size;
+  };
+  try {
+    torch::serialize::OutputArchive archive;
+    optimizer.save(archive);
+    archive.save_to(sink);
+  } catch (const c10::Error& e) {
+    fail("{}: cannot save optimizer state: {}", path, one_line(e));
+  }
+  if (write_error) std::rethrow_exception(write_error);
+  out.finish();
+}
+
+template <typename T>
+T required(const nlohmann::json& j, const char* key, const std::string& source) {
+  if (!j.contains(key)) fail("{}: trainer state key '{}' is missing", source, key);
+  if constexpr (std::is_same_v<T, int64_t>) {
+    if (!j.at(key).is_number_integer())
+      fail("{}: trainer state key '{}' must be an integer, got {}", source, key, json_excerpt(j.at(key)));
+  }
+  try {
+    return j.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: trainer state key '{}' has the wrong type ({})", source, key, json_excerpt(j.at(key)));
+  }
+}
+
+}  // namespace
+
+nlohmann::json to_json(const TrainerState& state) {
+  return {{"step", state.step},
+          {"epoch", state.epoch},
+          {"step_in_epoch", state.step_in_epoch},
+          {"objective", state.objective},
+          {"config_hash", state.config_hash},
+          {"extra", state.extra}};
+}
+
+TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) fail("{}: trainer state must be a JSON object, got {}", source, j.type_name());
+  TrainerState state;
+  state.step = required<int64_t>(j, "step", source);
+  state.epoch = required<int64_t>(j, "epoch", source);
+  state.step_in_epoch = required<int64_t>(j, "step_in_epoch", source);
+  state.objective = required<std::string>(j, "objective", source);
+  state.config_hash = required<std::string>(j, "config_hash", source);
+  if (j.contains("extra")) {
+    if (!j.at("extra").is_object()) fail("{}: trainer state key 'extra' must be an object", source);
+    state.extra = j.at("extra");
+  }
+  if (state.step < 0 || state.epoch < 0 || state.step_in_epoch < 0)
+    fail("{}: trainer state has a negative step, epoch or step_in_epoch", source);
+  return state;
+}
+
+std::string checkpoint_dir(const std::string& output_dir, int64_t step) {
+  return (fs::path(checkpoints_root(output_dir)) / ("step-" + std::to_string(step))).string();
+}
+
+void save_checkpoint(const std::string& output_dir, const CausalLMImpl& model,
+                     const torch::optim::Optimizer& optimizer, const TrainerState& state, int64_t keep) {
+  const std::string final_dir = checkpoint_dir(output_dir, state.step);
+  try {
+    make_directories(checkpoints_root(output_dir));
+    TemporaryPath tmp(final_dir);  // removed again if anything below fails
+    make_directories(tmp.path());
+    write_model_files(model, tmp.path());
+    write_optimizer_state(optimizer, (fs::path(tmp.path()) / kOptimizerFile).string());
+    write_synced_file((fs::path(tmp.path()) / kTrainerStateFile).string(), to_json(state).dump(2) + "\n");
+    // Last: a directory with this marker is known to hold every file above, whole and synced.
+    write_synced_file((fs::path(tmp.path()) / kDoneMarker).string(), "step " + std::to_string(state.step) + "\n");
+    tmp.commit();
+  } catch (const Error& e) {
+    fail("{}: cannot save the checkpoint: {}", final_dir, e.what());
+  }
+  prune_checkpoints(output_dir, keep);
+}
+
+std::optional<std::string> newest_checkpoint(const std::string& output_dir) {
+  const auto complete = complete_checkpoints(output_dir);
+  if (complete.empty()) return std::nullopt;
+  return complete.front().second.string();
+}
+
+TrainerState load_trainer_state(const std::string& checkpoint_dir) {
+  const std::string path = (fs::path(checkpoint_dir) / kTrainerStateFile).string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open trainer state", path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return trainer_state_from_json(parse_json(text.str(), path), path);
+}
+
+void load_optimizer_state(const std::string& checkpoint_dir, torch::optim::Optimizer& optimizer) {
+  const std::string path = (fs::path(checkpoint_dir) / kOptimizerFile).string();
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) fail("{}: optimizer state is missing", path);
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    optimizer.load(archive);
+  } catch (const c10::Error& e) {
+    fail("{}: cannot load optimizer state: {}", path, one_line(e));
+  }
+}
+
+}  // namespace dpo

@@ -1,0 +1,108 @@
+#include "dpo/train/evaluate.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "dpo/data/collate.h"
+#include "dpo/dist/dist.h"
+#include "dpo/error.h"
+#include "dpo/io/durable_file.h"
+#include "dpo/loss/logps.h"
+#include "dpo/reference/reference_store.h"
+
+namespace dpo {
+
+namespace {
+
+// Metric sums over the pairs of `dataset` this rank scores (rank, rank+W, ...), reduced across
+// ranks; `reference_logps(batch, policy_logps)` supplies the reference side of each batch.
+template <typename ReferenceLogps>
+MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset, const LossOptions& loss,
+                         int64_t batch_size, Communicator& communicator, ReferenceLogps&& reference_logps) {
+  c10::InferenceMode no_grad;
+  MetricSums sums;
+  std::vector<int64_t> mine;
+  for (auto i = static_cast<int64_t>(communicator.rank()); i < static_cast<int64_t>(dataset.size());
+       i += communicator.world_size())
+    mine.push_back(i);
+  for (size_t begin = 0; begin < mine.size(); begin += static_cast<size_t>(batch_size)) {
+    const std::vector<int64_t> indices(mine.begin() + static_cast<std::ptrdiff_t>(begin),
+                                       mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), begin + static_cast<size_t>(batch_size))));
+    const PairBatch batch = collate_pairs(dataset, indices);
+    const PairLogps pol = pair_logps(policy, batch);
+    const PairLogps ref = reference_logps(batch, pol);
+    const PreferenceLogps logps{pol.chosen, pol.rejected, ref.chosen, ref.rejected, pol.chosen_tokens,
+                                pol.rejected_tokens};
+    sums.add(pair_metrics(logps, preference_losses(logps, loss), loss));
+  }
+  all_reduce(sums, MetricSums::preference_metric_names(), communicator);
+  return sums;
+}
+
+}  // namespace
+
+MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
+                          const LossOptions& loss, int64_t batch_size, Communicator& communicator) {
+  const bool same_model = &policy == &reference;
+  return evaluate_with(policy, dataset, loss, batch_size, communicator, [&](const PairBatch& batch, const PairLogps& pol) {
+    // One model serving as both: its log-probs are the reference's exactly, so skip the second pass.
+    return same_model ? pol : pair_logps(reference, batch);
+  });
+}
+
+MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference, Split split,
+                          const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
+                          Communicator& communicator) {
+  return evaluate_with(policy, dataset, loss, batch_size, communicator, [&](const PairBatch& batch, const PairLogps& pol) {
+    return reference.logps(split, batch.example_indices, pol.chosen.device());
+  });
+}
+
+std::map<std::string, double> run_eval(const Config& config, Communicator& communicator) {
+  if (config.data.eval.empty()) fail("data.eval: dpo eval needs an evaluation dataset (set data.eval)");
+  const at::ScalarType dtype = parse_dtype(config.model.dtype);
+  const bool precomputed = !config.reference.logps_path.empty();
+  // With precomputed reference log-probs the reference model is never loaded.
+  std::optional<ReferenceStore> store;
+  if (precomputed) store = ReferenceStore::open(config, /*check_train=*/false, /*check_eval=*/true, communicator);
+  if (store) require_same_reference_on_all_ranks(communicator, *store);
+  CausalLM policy = load_model(config.model.policy, dtype, config.model.device);
+  policy->eval();
+  require_same_weights_on_all_ranks(communicator, "model.policy", config.model.policy, policy->parameters());
+  CausalLM reference = policy;
+  if (!precomputed && !std::filesystem::equivalent(config.model.reference, config.model.policy)) {
+    reference = load_model(config.model.reference, dtype, config.model.device);
+    reference->eval();
+    require_same_weights_on_all_ranks(communicator, "model.reference", config.model.reference, reference->parameters());
+  }
+  const PreferenceDataset dataset =
+      PreferenceDataset::load(config.data.eval, truncation_rule(config.data), policy->spec().vocab_size);
+  fmt::print("{}\n", dataset.summary_line());
+  require_same_dataset_on_all_ranks(communicator, "data.eval", dataset);
+  if (store) {
+    store->require_examples(Split::Eval, dataset);
+    fmt::print("reference log-probs from {}\n", store->path());
+  }
+
+  const MetricSums sums =
+      store ? evaluate_pairs(*policy, *store, Split::Eval, dataset, config.loss, config.train.micro_batch_size, communicator)
+            : evaluate_pairs(*policy, *reference, dataset, config.loss, config.train.micro_batch_size, communicator);
+  std::map<std::string, double> means = sums.means();
+
+  means["pairs"] = static_cast<double>(sums.pairs());
+  if (communicator.rank() != 0) return means;
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& name : MetricSums::preference_metric_names()) out[name] = means.at(name);
+  make_directories(config.run.output_dir);
+  write_file_durably((std::filesystem::path(config.run.output_dir) / "eval_metrics.json").string(), out.dump(2) + "\n");
+  return means;
+}
+
+}  // namespace dpo

@@ -1,0 +1,67 @@
+#include "dpo/train/throughput.h"
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+
+#include <c10/core/InferenceMode.h>
+#include <torch/cuda.h>
+
+#include "dpo/error.h"
+
+namespace dpo {
+namespace {
+
+// CUDA kernels are launched asynchronously: a clock reading means nothing until they finished.
+void synchronize(const std::string& device) {
+  if (device == "cuda") torch::cuda::synchronize();
+}
+
+}  // namespace
+
+double measure_matmul_peak_flops(const std::string& device, at::ScalarType dtype, double seconds) {
+  if (device != "cpu" && device != "cuda") fail("matmul peak: unknown device '{}' (cpu | cuda)", device);
+  c10::InferenceMode no_autograd;
+  // Large enough to be compute-bound, small enough that one product stays well under a second
+  // on a couple of CPU cores.
+  const int64_t n = device == "cuda" ? 8192 : 1024;
+  const auto options = at::TensorOptions().dtype(dtype).device(device == "cuda" ? at::kCUDA : at::kCPU);
+  const at::Tensor a = at::randn({n, n}, options);
+  const at::Tensor b = at::randn({n, n}, options);
+  at::Tensor c = at::empty({n, n}, options);
+  try {
+    at::mm_out(c, a, b);  // warm-up: kernel selection, thread pools, lazy initialisation
+    synchronize(device);
+  } catch (const c10::Error& e) {
+    fail("matmul peak: {} matmul is not available on {}: {}", c10::toString(dtype), device,
+         e.what_without_backtrace());
+  }
+
+  // Launch several products between clock readings on CUDA so that the sync does not dominate.
+  const int64_t per_reading = device == "cuda" ? 10 : 1;
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  int64_t reps = 0;
+  double elapsed = 0;
+  do {
+    for (int64_t i = 0; i < per_reading; ++i) at::mm_out(c, a, b);
+    synchronize(device);
+    reps += per_reading;
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < seconds);
+  return 2.0 * static_cast<double>(n) * n * n * static_cast<double>(reps) / elapsed;
+}
+
+double peak_memory_mib(const std::string& device) {
+  if (device == "cuda") {
+    // TODO(GPU): the peak of c10::cuda::CUDACachingAllocator's device stats; the CPU-only
+    // libtorch this builds against has no CUDA headers, so "unknown" for now.
+    return -1.0;
+  }
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports kibibytes
+}
+
+}  // namespace dpo

@@ -1,0 +1,38 @@
+// Process set-up: how many threads a rank takes from its node, and when progress may be redrawn.
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "dpo/runtime/runtime.h"
+
+TEST_CASE("a rank's cores: bound ranks keep their own, unbound ranks split the node", "[runtime]") {
+  // 4 CPUs, 2 ranks on the node.
+  const std::vector<int> all = {1, 1, 1, 1}, both_everywhere = {2, 2, 2, 2};
+  CHECK(dpo::core_share(all, both_everywhere) == Approx(2.0));  // unbound: half the node each
+  const std::vector<int> first_half = {1, 1, 0, 0}, one_each = {1, 1, 1, 1};
+  CHECK(dpo::core_share(first_half, one_each) == Approx(2.0));  // bound to 2 cores each (PE=2)
+  // 8 ranks bound to 12 cores each on a 96-core node: 12 threads, not 12 / 8.
+  std::vector<int> mine(96, 0), sharers(96, 1);
+  for (int c = 24; c < 36; ++c) mine[static_cast<size_t>(c)] = 1;
+  CHECK(dpo::core_share(mine, sharers) == Approx(12.0));
+  // Overlapping masks: 2 CPUs of my 3 are shared with one other rank.
+  CHECK(dpo::core_share({1, 1, 1, 0}, {1, 2, 2, 1}) == Approx(2.0));
+  CHECK(dpo::configure_threads(0.2) == 1);  // at least one thread
+  CHECK(dpo::configure_threads(1.6) == 2);
+  const std::vector<int> cpus = dpo::affinity_cpus();
+  CHECK(dpo::configure_threads() == std::count(cpus.begin(), cpus.end(), 1));
+}
+
+TEST_CASE("progress is redrawn in place only on a terminal with no launcher in between", "[runtime]") {
+  // Open MPI hands rank 0 a pseudo-terminal even when the job's output goes to a file.
+  const bool alone = dpo::stdout_is_interactive();
+  setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+  CHECK_FALSE(dpo::stdout_is_interactive());
+  unsetenv("OMPI_COMM_WORLD_SIZE");
+  setenv("SLURM_JOB_ID", "7", 1);
+  CHECK_FALSE(dpo::stdout_is_interactive());
+  unsetenv("SLURM_JOB_ID");
+  CHECK(dpo::stdout_is_interactive() == alone);
+}
