@@ -29,4 +29,11 @@ template <typename... Args>
   throw Error(fmt::format(format, std::forward<Args>(args)...));
 }
 
+// A tensor shape as messages write it, "[2, 3]": any range of integers (at::Tensor::sizes(), a
+// std::vector<int64_t>).
+template <typename Sizes>
+std::string shape_text(const Sizes& sizes) {
+  return fmt::format("[{}]", fmt::join(sizes, ", "));
+}
+
 }  // namespace dpo

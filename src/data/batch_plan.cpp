@@ -3,20 +3,11 @@
 #include <algorithm>
 #include <utility>
 
+#include "dpo/data/splitmix64.h"
 #include "dpo/error.h"
 
 namespace dpo {
 namespace {
-
-// splitmix64's finaliser: a bijection on 64-bit words that mixes every input bit into every
-// output bit. Spelled out here (not std::mt19937 + std::shuffle) because the standard leaves
-// shuffle and distributions implementation-defined, and the batch order must not depend on the
-// compiler or platform that a run is resumed on.
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 
 // The splitmix64 stream keyed by (seed, epoch): draw k is mix64(key + (k+1) * golden gamma).
 class EpochGenerator {

@@ -13,22 +13,16 @@ namespace {
 // the whole [R, T-1, V] logits.
 constexpr int64_t kBlockElements = int64_t{1} << 25;
 
-std::string shape_text(const at::Tensor& t) {
-  std::string out = "[";
-  for (int64_t d = 0; d < t.dim(); ++d) out += (d ? ", " : "") + std::to_string(t.size(d));
-  return out + "]";
-}
-
 }  // namespace
 
 SequenceLogps sequence_logps(const at::Tensor& logits, const at::Tensor& input_ids,
                              const at::Tensor& response_mask) {
-  if (logits.dim() != 3) fail("logits: expected [R, T, V], got {}", shape_text(logits));
+  if (logits.dim() != 3) fail("logits: expected [R, T, V], got {}", shape_text(logits.sizes()));
   if (input_ids.dim() != 2 || input_ids.size(0) != logits.size(0) || input_ids.size(1) != logits.size(1))
     fail("input_ids: expected [{}, {}] to match logits {}, got {}", logits.size(0), logits.size(1),
-         shape_text(logits), shape_text(input_ids));
+         shape_text(logits.sizes()), shape_text(input_ids.sizes()));
   if (response_mask.sizes() != input_ids.sizes())
-    fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids), shape_text(response_mask));
+    fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids.sizes()), shape_text(response_mask.sizes()));
   if (!at::isFloatingType(logits.scalar_type())) fail("logits: expected a floating dtype, got {}", std::string(logits.dtype().name()));
 
   const int64_t rows = logits.size(0), steps = logits.size(1), vocab = logits.size(2);
@@ -72,7 +66,7 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch) {
   const int64_t pairs = batch.num_pairs;
   if (batch.input_ids.dim() != 2 || batch.input_ids.size(0) != 2 * pairs)
     fail("input_ids: expected {} rows (chosen then rejected of {} pairs), got {}", 2 * pairs, pairs,
-         shape_text(batch.input_ids));
+         shape_text(batch.input_ids.sizes()));
   // The batch is collated on the CPU; the forward runs where the model's parameters live.
   const std::vector<at::Tensor> parameters = model.parameters();
   const at::Device device = parameters.empty() ? at::Device(at::kCPU) : parameters.front().device();

@@ -23,8 +23,6 @@ CausalLM make_model(const ModelSpec& spec, const at::TensorOptions& options) {
   return spec.arch == Architecture::GPT2 ? make_gpt2(spec, options) : make_llama(spec, options);
 }
 
-std::string shape_str(at::IntArrayRef shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
-
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -80,7 +78,7 @@ std::string parameter_name_for(const ModelSpec& spec, const std::string& name,
     const std::vector<int64_t> expected = {spec.vocab_size, spec.hidden_size};
     if (tensor.sizes().vec() != expected) {
       fail("{}: tensor 'lm_head.weight' has shape {} but the tied head needs {}", file,
-           shape_str(tensor.sizes()), shape_str(expected));
+           shape_text(tensor.sizes()), shape_text(expected));
     }
     return "";
   }
@@ -155,7 +153,7 @@ CausalLM load_model(const std::string& dir, at::ScalarType dtype, const std::str
       }
       if (!tensor.sizes().equals(param->sizes())) {
         fail("{}: tensor '{}' has shape {} but the model expects {}", file, name,
-             shape_str(tensor.sizes()), shape_str(param->sizes()));
+             shape_text(tensor.sizes()), shape_text(param->sizes()));
       }
       const auto [previous, inserted] = loaded_from.emplace(target, file);
       if (!inserted) fail("{}: tensor '{}' also appears in {}", file, name, previous->second);

@@ -7,7 +7,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
-#include <torch/cuda.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
@@ -36,10 +35,6 @@ PairBatch synthetic_pair_batch(int64_t pairs, int64_t seq_len, int64_t vocab, ui
   batch.response_mask = at::arange(seq_len).ge(prompt_len).unsqueeze(0).expand({2 * pairs, seq_len}).contiguous();
   for (int64_t i = 0; i < pairs; ++i) batch.example_indices.push_back(i);
   return batch;
-}
-
-void synchronize(const std::string& device) {
-  if (device == "cuda") torch::cuda::synchronize();
 }
 
 std::string architecture_name(const ModelSpec& spec) {

@@ -11,14 +11,9 @@
 #include "dpo/error.h"
 
 namespace dpo {
-namespace {
-
-// CUDA kernels are launched asynchronously: a clock reading means nothing until they finished.
 void synchronize(const std::string& device) {
   if (device == "cuda") torch::cuda::synchronize();
 }
-
-}  // namespace
 
 double measure_matmul_peak_flops(const std::string& device, at::ScalarType dtype, double seconds) {
   if (device != "cpu" && device != "cuda") fail("matmul peak: unknown device '{}' (cpu | cuda)", device);

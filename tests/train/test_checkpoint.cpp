@@ -21,6 +21,7 @@
 #include "dpo/train/checkpoint.h"
 #include "dpo/train/optimization.h"
 #include "scratch_dir.h"
+#include "tiny_llama.h"
 
 namespace fs = std::filesystem;
 
@@ -57,18 +58,6 @@ std::vector<double> run_optimizer(const dpo::TrainOptions& options, int steps) {
     optimizer->step();
   }
   return values(p);
-}
-
-dpo::CausalLM tiny_llama(uint64_t seed) {
-  nlohmann::json config = dpo::default_hf_config(dpo::Architecture::Llama);
-  config["vocab_size"] = 32;
-  config["hidden_size"] = 16;
-  config["intermediate_size"] = 32;
-  config["num_hidden_layers"] = 1;
-  config["num_attention_heads"] = 2;
-  config["num_key_value_heads"] = 1;
-  config["max_position_embeddings"] = 16;
-  return dpo::build_model(dpo::model_spec_from_hf_config(config, "tiny"), seed);
 }
 
 void train_step(dpo::CausalLMImpl& model, torch::optim::Optimizer& optimizer) {

@@ -14,6 +14,7 @@
 #include "dpo/config/config.h"
 #include "dpo/data/preference_data.h"
 #include "dpo/loss/logps.h"
+#include "dpo/reference/fingerprint.h"
 
 namespace dpo {
 
@@ -21,26 +22,6 @@ class Communicator;
 
 inline constexpr const char* kReferenceFormat = "dpo-reference-logps";
 inline constexpr int64_t kReferenceFormatVersion = 1;
-
-// 64-bit content hashes rendered as 16 hex digits. A file's hash covers its bytes (streamed in
-// 1 MiB chunks); a model directory's covers config.json and every *.safetensors file (sorted by
-// name, names included), so it changes with the weights and needs no model load.
-std::string file_fingerprint(const std::string& path);
-std::string model_fingerprint(const std::string& model_dir);
-// The same hash over what a process holds in memory: tensors (dtype, shape and bytes of each, in
-// order; hashed in parallel pieces) and a loaded dataset's token ids after truncation.
-std::string tensors_fingerprint(const std::vector<at::Tensor>& tensors);
-std::string dataset_fingerprint(const PreferenceDataset& dataset);
-
-// Collectives that stop a job whose ranks would silently train on different inputs (a stale
-// node-local copy of a model, another data file): every rank's copy must equal rank 0's, else every
-// rank throws, naming the first rank that differs, the key, the path and both fingerprints, e.g.
-// "rank 1: data.train /p/train.jsonl: 1000 pairs, fingerprint ab12.. but rank 0 has 1200 pairs,
-// fingerprint cd34..". Free in a world of one. `weights` are a model's parameters as loaded from
-// `source` (a model directory or checkpoint) for config key `key` (model.policy, model.reference).
-void require_same_weights_on_all_ranks(Communicator& comm, const std::string& key, const std::string& source,
-                                       const std::vector<at::Tensor>& weights);
-void require_same_dataset_on_all_ranks(Communicator& comm, const std::string& key, const PreferenceDataset& dataset);
 
 // "max_length=512 max_prompt_length=256 truncation=keep_end"
 std::string truncation_description(const DataOptions& data);

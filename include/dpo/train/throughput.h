@@ -12,6 +12,10 @@ namespace dpo {
 // `seconds` after a warm-up.
 double measure_matmul_peak_flops(const std::string& device, at::ScalarType dtype, double seconds = 0.5);
 
+// Waits for the device's queued work (CUDA kernels run asynchronously: a clock reading means
+// nothing until they finished); nothing to wait for on "cpu".
+void synchronize(const std::string& device);
+
 // Peak resident memory of this process (CPU) or peak allocated device memory (CUDA), in MiB.
 double peak_memory_mib(const std::string& device);
 
