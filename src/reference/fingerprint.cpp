@@ -17,56 +17,50 @@
 #include "dpo/error.h"
 
 namespace dpo {
-namespace {
 
 namespace fs = std::filesystem;
 
-class Hasher {
- public:
-  void update(const char* data, size_t n) {
-    length_ += n;
-    while (n > 0) {
-      if (pending_size_ == 0 && n >= 8) {
-        const size_t words = n / 8;
-        for (size_t w = 0; w < words; ++w) {
-          uint64_t word;
-          std::memcpy(&word, data + 8 * w, 8);
-          state_ = mix64(state_ ^ word);
-        }
-        data += 8 * words;
-        n -= 8 * words;
-        continue;
-      }
-      pending_[pending_size_++] = *data++;
-      --n;
-      if (pending_size_ == 8) {
+void Hasher::update(const char* data, size_t n) {
+  length_ += n;
+  while (n > 0) {
+    if (pending_size_ == 0 && n >= 8) {
+      const size_t words = n / 8;
+      for (size_t w = 0; w < words; ++w) {
         uint64_t word;
-        std::memcpy(&word, pending_, 8);
+        std::memcpy(&word, data + 8 * w, 8);
         state_ = mix64(state_ ^ word);
-        pending_size_ = 0;
       }
+      data += 8 * words;
+      n -= 8 * words;
+      continue;
+    }
+    pending_[pending_size_++] = *data++;
+    --n;
+    if (pending_size_ == 8) {
+      uint64_t word;
+      std::memcpy(&word, pending_, 8);
+      state_ = mix64(state_ ^ word);
+      pending_size_ = 0;
     }
   }
-  void update(const std::string& text) { update(text.data(), text.size() + 1); }  // with its NUL
-  void update_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail("{}: cannot read (to fingerprint it)", path);
-    std::vector<char> chunk(size_t{1} << 20);
-    while (in) {
-      in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-      update(chunk.data(), static_cast<size_t>(in.gcount()));
-    }
-    if (in.bad()) fail("{}: read failed (to fingerprint it)", path);
-  }
-  std::string hex() const {
-    uint64_t word = 0;
-    std::memcpy(&word, pending_, pending_size_);
-    return fmt::format("{:016x}", mix64(mix64(state_ ^ word) ^ length_));
-  }
+}
 
- private:
-  uint64_t state_ = 0x6a09e667f3bcc908ULL, length_ = 0;
-  char pending_[8] = {};
+void Hasher::update_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read (to fingerprint it)", path);
+  std::vector<char> chunk(size_t{1} << 20);
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    update(chunk.data(), static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) fail("{}: read failed (to fingerprint it)", path);
+}
+
+std::string Hasher::hex() const {
+  uint64_t word = 0;
+  std::memcpy(&word, pending_, pending_size_);
+  return fmt::format("{:016x}", mix64(mix64(state_ ^ word) ^ length_));
+}
   size_t pending_size_ = 0;
 };
 

@@ -2,6 +2,8 @@
 // a reference log-prob file to what it was computed from, and the collectives that stop a job
 // whose ranks hold different copies of a model or dataset.
 #pragma once
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,21 @@
 namespace dpo {
 
 class Communicator;
+
+// The 64-bit content hash behind every fingerprint: 8-byte words chained through splitmix64's
+// mixer, the length folded in at the end, rendered as 16 hex digits by hex().
+class Hasher {
+ public:
+  void update(const char* data, size_t n);
+  void update(const std::string& text) { update(text.data(), text.size() + 1); }  // with its NUL
+  void update_file(const std::string& path);  // the file's bytes, streamed in 1 MiB chunks
+  std::string hex() const;
+
+ private:
+  uint64_t state_ = 0x6a09e667f3bcc908ULL, length_ = 0;
+  char pending_[8] = {};
+  size_t pending_size_ = 0;
+};
 
 // 64-bit content hashes rendered as 16 hex digits. A file's hash covers its bytes (streamed in
 // 1 MiB chunks); a model directory's covers config.json and every *.safetensors file (sorted by
