@@ -61,10 +61,6 @@ std::string Hasher::hex() const {
   std::memcpy(&word, pending_, pending_size_);
   return fmt::format("{:016x}", mix64(mix64(state_ ^ word) ^ length_));
 }
-  size_t pending_size_ = 0;
-};
-
-}  // namespace
 
 std::string file_fingerprint(const std::string& path) {
   Hasher h;
