@@ -24,6 +24,7 @@
 #include "dpo/error.h"
 #include "dpo/model/model.h"
 #include "dpo/model/sampling.h"
+#include "dpo/reference/precompute.h"
 #include "dpo/reference/reference_store.h"
 #include "dpo/runtime/preemption.h"
 #include "dpo/runtime/runtime.h"

@@ -23,6 +23,7 @@
 #include "dpo/dist/dist.h"
 #include "dpo/error.h"
 #include "dpo/model/model.h"
+#include "dpo/reference/precompute.h"
 #include "dpo/reference/reference_store.h"
 #include "dpo/runtime/preemption.h"
 #include "dpo/train/trainer.h"

@@ -28,6 +28,7 @@
 #include "dpo/loss/logps.h"
 #include "dpo/loss/loss.h"
 #include "dpo/model/model.h"
+#include "dpo/reference/precompute.h"
 #include "dpo/reference/reference_store.h"
 #include "dpo/train/evaluate.h"
 #include "dpo/train/trainer.h"

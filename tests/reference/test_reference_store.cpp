@@ -32,6 +32,7 @@
 #include "dpo/io/hdf5_handles.h"
 #include "dpo/loss/logps.h"
 #include "dpo/model/model.h"
+#include "dpo/reference/precompute.h"
 #include "dpo/reference/reference_store.h"
 #include "dpo/runtime/preemption.h"
 #include "dpo/train/evaluate.h"

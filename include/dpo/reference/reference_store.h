@@ -1,4 +1,4 @@
-// The frozen reference model's log-probs, computed once by `dpo precompute-ref` and read by
+// The frozen reference model's log-probs, computed once by `dpo precompute-ref` (precompute.h) and read by
 // training and evaluation instead of running the reference model: the HDF5 file (SPEC.md
 // "Reference log-prob file"), the fingerprints that tie it to its dataset, model and truncation
 // settings, the checks that refuse a file computed from anything else, and the lookup by
@@ -96,17 +96,5 @@ class ReferenceStore {
 
 // Like require_same_dataset_on_all_ranks, for the values a store read from reference.logps_path.
 void require_same_reference_on_all_ranks(Communicator& comm, const ReferenceStore& store);
-
-// `dpo precompute-ref`: every rank of `comm` scores its share (example i goes to rank i mod W) of
-// data.train (and data.eval) with model.reference, rank 0 writes reference.logps_path. Progress
-// is saved to `<logps_path>.partial`; a rerun with the same inputs continues from it.
-struct PrecomputeSummary {
-  int64_t examples = 0, eval_examples = 0;  // pairs in the file
-  int64_t computed = 0;                     // pairs scored by this run (all ranks)
-  int64_t resumed = 0;                      // pairs taken from a .partial file
-  double seconds = 0;                       // scoring time (all ranks in parallel)
-  bool preempted = false;                   // stopped on SIGTERM/SIGUSR1; the .partial file holds the progress
-};
-PrecomputeSummary precompute_reference(const Config& config, Communicator& comm);
 
 }  // namespace dpo
