@@ -360,7 +360,7 @@ TEST_CASE("the NCCL communicator starts on a GPU or fails naming the call", "[mp
     nccl = dpo::make_nccl_communicator(*bootstrap, 0);
   } catch (const dpo::Error& e) {
     // No usable GPU here: the message names the source line and the CUDA/NCCL call.
-    REQUIRE_THAT(e.what(), Contains("dist_nccl.cpp:") && Contains("failed: "));
+    REQUIRE_THAT(e.what(), Contains("dist/nccl.cpp:") && Contains("failed: "));
     return;
   }
   REQUIRE(nccl->name() == "nccl");
