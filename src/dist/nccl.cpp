@@ -50,13 +50,11 @@ class NcclCommunicator final : public Communicator {
     std::memcpy(&id, bytes.data(), sizeof id);
     DPO_NCCL_CHECK(ncclCommInitRank(&comm_, bootstrap_.world_size(), id, bootstrap_.rank()));
     DPO_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    static bool version_logged = false;
-    if (!version_logged && bootstrap_.rank() == 0) {
+    if (bootstrap_.rank() == 0) {  // a process makes one (Session::start_run): one line per run
       int version = 0;
       DPO_NCCL_CHECK(ncclGetVersion(&version));
       std::fprintf(stderr, "dpo: NCCL %d.%d.%d on %d ranks\n", version / 10000, (version / 100) % 100, version % 100,
                    bootstrap_.world_size());
-      version_logged = true;
     }
   }
   ~NcclCommunicator() override {

@@ -108,7 +108,7 @@ std::unique_ptr<Communicator> make_host_communicator(const MpiRuntime& runtime);
 #ifdef DPO_WITH_NCCL
 // Tensor collectives on CUDA tensors through NCCL on `cuda_device`; host-value collectives
 // (vectors, max, strings, barrier) go to `bootstrap`, which must outlive the result. Rank 0's
-// ncclUniqueId is broadcast over `bootstrap`. Logs the NCCL version once (rank 0).
+// ncclUniqueId is broadcast over `bootstrap`. Logs the NCCL version (rank 0) when it starts.
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int cuda_device);
 #endif
 
