@@ -25,6 +25,7 @@
 #include "dpo/runtime/preemption.h"
 #include "dpo/runtime/runtime.h"
 #include "dpo/train/evaluate.h"
+#include "dpo/train/progress.h"
 
 namespace dpo {
 namespace {
@@ -34,11 +35,6 @@ using Clock = std::chrono::steady_clock;
 
 // A round is at most this many batches per rank; progress is saved after each round.
 constexpr int64_t kMaxBatchesPerRound = 16;
-
-std::string format_eta(double seconds) {
-  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
-  return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
-}
 
 // Rank 0's progress line: rewritten in place on a terminal, one line per ~10% in a log file.
 class Progress {
@@ -54,7 +50,7 @@ class Progress {
     const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
     const std::string line =
         fmt::format("precompute-ref: {}/{} pairs | {:.1f} pairs/s | ETA {}", done, total_, rate,
-                    format_eta(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0));
+                    format_duration(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0));
     if (tty) fmt::print("\r{:<80}{}", line, done == total_ ? "\n" : "");
     else fmt::print("{}\n", line);
     std::fflush(stdout);
