@@ -81,7 +81,8 @@ MetricSums SftObjective::micro_step(const std::vector<int64_t>& indices, double 
 std::map<std::string, double> SftObjective::step_means(const MetricSums& sums) const {
   const double tokens = std::max(1.0, sums.sums().count("scored_tokens") ? sums.sums().at("scored_tokens") : 0.0);
   const double nll = sums.sums().count("nll") ? sums.sums().at("nll") : 0.0;
-  return {{"loss", nll / tokens}, {"logps/chosen", sums.means().count("logps/chosen") ? sums.means().at("logps/chosen") : 0.0}};
+  const std::map<std::string, double> means = sums.means();
+  return {{"loss", nll / tokens}, {"logps/chosen", means.count("logps/chosen") ? means.at("logps/chosen") : 0.0}};
 }
 
 ForwardWork SftObjective::forward_work(const std::vector<int64_t>& global) const {

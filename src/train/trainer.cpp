@@ -97,11 +97,14 @@ TrainSummary Trainer::run() {
   while (state_.step < total_steps_) {
     const auto step_start = Clock::now();
     const int64_t step = state_.step + 1;  // the step being computed, 1-based
-    const std::vector<int64_t> global = plan_->global_batch(state_.epoch, state_.step_in_epoch);
+    const std::vector<int64_t> global = plan_->global_batch(state_.epoch, state_.step_in_epoch);  // all ranks'
     const double lr = learning_rate(c, state_.step, total_steps_);
     set_learning_rate(*optimizer_, lr);
+    // This rank's share: the objective's forward, loss and backward of each of its micro-batches.
     std::optional<MetricSums> sums = micro_steps(global);
     if (!sums) return stop(step);
+    // Gradient sync: sums across ranks (each loss is already divided by the whole batch's
+    // denominator), then the metric sums, so that metrics are means over the global batch.
     const auto sync_start = Clock::now();
     buckets_->all_reduce_sum(comm_);
     all_reduce(*sums, objective_->metric_names(), comm_);
@@ -111,6 +114,7 @@ TrainSummary Trainer::run() {
     const bool updated = optimizer_step(step, metrics.at("loss"), grad_norm);
     advance_to(step);
 
+    // Metrics and progress, eval, checkpoint, stop check.
     metrics["grad_norm"] = grad_norm;
     metrics["lr"] = lr;
     add_throughput(metrics, global, seconds_since(step_start), sync_seconds);
@@ -129,7 +133,7 @@ void Trainer::set_up() {
   if (c.data.train.empty()) fail("data.train: dpo {} needs a training dataset (set data.train)", command_of(kind_));
   dtype_ = parse_dtype(c.model.dtype);
   // Before the policy: a stored reference that does not match this config fails fast.
-  objective_ = make_objective(kind_, c, comm_);
+  objective_ = kind_ == Objective::Dpo ? make_dpo_objective(c, comm_) : make_sft_objective(c, comm_);
   fs::create_directories(c.run.output_dir);
   load_policy_and_resume();
   train_data_ = load_dataset("data.train", c.data.train);

@@ -3,6 +3,7 @@
 // prompt+chosen with the prompt masked) are the two implementations; everything else of a step
 // (batch plan, gradient sync, clipping, the optimizer, checkpoints) is the trainer's (trainer.h).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -19,7 +20,6 @@
 namespace dpo {
 
 class Communicator;
-enum class Objective;  // trainer.h: which objective a run trains
 
 // The forward work of a batch, for the throughput metrics.
 struct ForwardWork {
@@ -53,6 +53,7 @@ class TrainingObjective {
   virtual const std::vector<std::string>& metric_names() const = 0;
   // The step's metrics from the sums of its whole global batch.
   virtual std::map<std::string, double> step_means(const MetricSums& sums) const = 0;
+  // The tokens and FLOPs of the step of global batch `global` (for tokens_per_s and mfu).
   virtual ForwardWork forward_work(const std::vector<int64_t>& global) const = 0;
 
   // The objective's metrics over the whole eval dataset (every rank calls this; every rank gets
@@ -62,12 +63,14 @@ class TrainingObjective {
 
 // The work of `tokens` forward tokens in `rows` rows (their mean length sets the attention FLOPs),
 // each token costing `passes` forwards (a forward and its backward: about 3).
-ForwardWork forward_work_of(const CausalLMImpl& policy, int64_t tokens, int64_t rows, double passes);
+inline ForwardWork forward_work_of(const CausalLMImpl& policy, int64_t tokens, int64_t rows, double passes) {
+  const auto mean_row = static_cast<int64_t>(std::lround(static_cast<double>(tokens) / static_cast<double>(rows)));
+  return {tokens, passes * policy.forward_flops_per_token(mean_row) * static_cast<double>(tokens)};
+}
 
 // DPO: opens the stored reference log-probs, when reference.logps_path is set (refused at once
 // unless they match this config: made before the policy is loaded).
 std::unique_ptr<TrainingObjective> make_dpo_objective(const Config& config, Communicator& communicator);
 std::unique_ptr<TrainingObjective> make_sft_objective(const Config& config, Communicator& communicator);
-std::unique_ptr<TrainingObjective> make_objective(Objective objective, const Config& config, Communicator& communicator);
 
 }  // namespace dpo
