@@ -68,8 +68,7 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch) {
     fail("input_ids: expected {} rows (chosen then rejected of {} pairs), got {}", 2 * pairs, pairs,
          shape_text(batch.input_ids.sizes()));
   // The batch is collated on the CPU; the forward runs where the model's parameters live.
-  const std::vector<at::Tensor> parameters = model.parameters();
-  const at::Device device = parameters.empty() ? at::Device(at::kCPU) : parameters.front().device();
+  const at::Device device = model.device();
   const at::Tensor input_ids = batch.input_ids.to(device);
   const at::Tensor response_mask = batch.response_mask.to(device);
 

@@ -14,8 +14,7 @@ std::vector<TokenIds> sample_responses(CausalLMImpl& model, const std::vector<To
   if (max_new_tokens < 0) fail("sampling: max_new_tokens must be >= 0, got {}", max_new_tokens);
   if (temperature < 0) fail("sampling: temperature must be >= 0, got {}", temperature);
   c10::InferenceMode no_autograd;
-  const std::vector<at::Tensor> parameters = model.parameters();
-  const at::Device device = parameters.empty() ? at::Device(at::kCPU) : parameters.front().device();
+  const at::Device device = model.device();
   const int64_t max_positions = model.spec().max_position_embeddings;
   // One generator for all prompts, drawn from in order, on the CPU: the same samples for a seed
   // whatever the device.

@@ -26,8 +26,8 @@
 #include "dpo/loss/logps.h"
 #include "dpo/model/model.h"
 #include "dpo/reference/reference_store.h"
+#include "dpo/runtime/console.h"
 #include "dpo/runtime/preemption.h"
-#include "dpo/runtime/runtime.h"
 
 namespace dpo {
 namespace {
@@ -38,11 +38,6 @@ using Clock = std::chrono::steady_clock;
 // A round is at most this many batches per rank; progress is saved after each round.
 constexpr int64_t kMaxBatchesPerRound = 16;
 
-std::string format_eta(double seconds) {
-  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
-  return s >= 3600 ? fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60) : fmt::format("{}m{:02}s", s / 60, s % 60);
-}
-
 // Rank 0's progress line: rewritten in place on a terminal, one line per ~10% in a log file.
 class Progress {
  public:
@@ -50,17 +45,15 @@ class Progress {
   void update(int64_t done) {
     if (!active_ || total_ <= 0) return;
     const int64_t decile = done * 10 / total_;
-    const bool tty = stdout_is_interactive();
-    if (!tty && decile == last_decile_) return;
+    if (!stdout_is_interactive() && decile == last_decile_) return;
     last_decile_ = decile;
     const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
     const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
     const std::string line =
         fmt::format("precompute-ref: {}/{} pairs | {:.1f} pairs/s | ETA {}", done, total_, rate,
-                    format_eta(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0));
-    if (tty) fmt::print("\r{:<80}{}", line, done == total_ ? "\n" : "");
-    else fmt::print("{}\n", line);
-    std::fflush(stdout);
+                    format_duration(rate > 0 ? static_cast<double>(total_ - done) / rate : 0.0));
+    print_status_line(line, 80);
+    if (done == total_) end_status_line();
   }
 
  private:

@@ -55,8 +55,4 @@ int configure_threads(double cores) {
   return threads;
 }
 
-bool stdout_is_interactive() {
-  return isatty(STDOUT_FILENO) && !std::getenv("OMPI_COMM_WORLD_SIZE") && !std::getenv("SLURM_JOB_ID");
-}
-
 }  // namespace dpo

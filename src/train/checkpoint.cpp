@@ -213,4 +213,41 @@ void load_optimizer_state(const std::string& checkpoint_dir, torch::optim::Optim
   }
 }
 
+nlohmann::json resume_keys(const Config& c, const nlohmann::json& objective_keys) {
+  nlohmann::json keys = {{"model.policy", c.model.policy},
+                         {"data.train", c.data.train},
+                         {"data.max_length", c.data.max_length},
+                         {"data.max_prompt_length", c.data.max_prompt_length},
+                         {"data.truncation", c.data.truncation},
+                         {"run.seed", c.run.seed},
+                         {"train.global_batch_size", c.train.global_batch_size},
+                         {"train.shuffle", c.train.shuffle},
+                         {"train.optimizer", c.train.optimizer}};
+  keys.update(objective_keys);
+  return keys;
+}
+
+TrainerState starting_state(const std::optional<std::string>& checkpoint, const std::string& objective,
+                            const nlohmann::json& resume_keys) {
+  TrainerState state;
+  state.objective = objective;
+  state.extra["resume_keys"] = resume_keys;
+  state.extra["skipped_steps"] = 0;
+  if (!checkpoint) return state;
+  const TrainerState saved = load_trainer_state(*checkpoint);
+  if (saved.objective != objective)
+    fail("{}: checkpoint of a '{}' run, but this is a '{}' run; use another run.output_dir", *checkpoint,
+         saved.objective, objective);
+  const nlohmann::json& was = saved.extra.value("resume_keys", nlohmann::json::object());
+  for (const auto& [key, value] : resume_keys.items())
+    if (was.contains(key) && was[key] != value)
+      fail("{}: cannot resume: {} was {} in the run that wrote this checkpoint, now {}", *checkpoint, key,
+           was[key].dump(), value.dump());
+  state.step = saved.step;
+  state.epoch = saved.epoch;
+  state.step_in_epoch = saved.step_in_epoch;
+  state.extra["skipped_steps"] = saved.extra.value("skipped_steps", 0);
+  return state;
+}
+
 }  // namespace dpo

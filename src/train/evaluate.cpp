@@ -60,8 +60,8 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const P
 MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference, Split split,
                           const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
                           Communicator& communicator) {
-  return evaluate_with(policy, dataset, loss, batch_size, communicator, [&](const PairBatch& batch, const PairLogps& pol) {
-    return reference.logps(split, batch.example_indices, pol.chosen.device());
+  return evaluate_with(policy, dataset, loss, batch_size, communicator, [&](const PairBatch& batch, const PairLogps&) {
+    return reference.logps(split, batch.example_indices, policy.device());
   });
 }
 

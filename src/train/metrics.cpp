@@ -1,13 +1,38 @@
 #include "dpo/train/metrics.h"
 
-#include "dpo/dist/dist.h"
-
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "dpo/dist/dist.h"
+#include "dpo/error.h"
+#include "dpo/io/durable_file.h"
+#include "dpo/io/json_input.h"
 
 namespace dpo {
 
 namespace {
+
 double sum_of(const at::Tensor& t) { return t.to(at::kDouble).sum().item<double>(); }
+
+// Keeps exactly the lines of `path` of steps up to `step`.
+void truncate_metrics(const std::string& path, int64_t step) {
+  if (!std::filesystem::exists(path)) return;
+  std::ifstream in(path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json j;  // a line that is not (bounded, well-formed) JSON is dropped like a later step's
+    try {
+      j = parse_json(line, path);
+    } catch (const Error&) {
+    }
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step)
+      kept += line + "\n";
+  }
+  write_file_durably(path, kept);
+}
+
 }  // namespace
 
 const std::vector<std::string>& MetricSums::preference_metric_names() {
@@ -27,6 +52,11 @@ void MetricSums::add(const PairMetrics& m) {
 
 void MetricSums::add(const std::string& name, double sum) { sums_[name] += sum; }
 
+void MetricSums::add(const MetricSums& other) {
+  for (const auto& [name, sum] : other.sums_) sums_[name] += sum;
+  pairs_ += other.pairs_;
+}
+
 std::map<std::string, double> MetricSums::means() const {
   std::map<std::string, double> out;
   for (const auto& [name, sum] : sums_) out[name] = pairs_ > 0 ? sum / static_cast<double>(pairs_) : 0.0;
@@ -42,6 +72,29 @@ void all_reduce(MetricSums& sums, const std::vector<std::string>& names, Communi
   for (size_t i = 0; i < names.size(); ++i) reduced.add(names[i], values[i]);
   reduced.add_pairs(static_cast<int64_t>(std::llround(values.back())));
   sums = reduced;
+}
+
+MetricsLog::MetricsLog(const std::string& output_dir, int64_t resumed_step, bool writer)
+    : path_((std::filesystem::path(output_dir) / "metrics.jsonl").string()), writer_(writer) {
+  if (writer_) truncate_metrics(path_, resumed_step);
+}
+
+void MetricsLog::append_step(int64_t step, double epoch, const std::map<std::string, double>& metrics,
+                             bool skipped) const {
+  nlohmann::json line = {{"step", step}, {"epoch", epoch}};
+  for (const auto& [name, value] : metrics) line[name] = value;
+  if (skipped) line["skipped"] = true;
+  append(line);
+}
+
+void MetricsLog::append_eval(int64_t step, const std::map<std::string, double>& means) const {
+  nlohmann::json line = {{"step", step}};
+  for (const auto& [name, value] : means) line["eval_" + name] = value;
+  append(line);
+}
+
+void MetricsLog::append(const nlohmann::json& line) const {
+  if (writer_) append_durably(path_, line.dump() + "\n");
 }
 
 }  // namespace dpo

@@ -1,10 +1,12 @@
-// Process set-up: how many threads a rank takes from its node, and when progress may be redrawn.
+// Process set-up: how many threads a rank takes from its node; the console: when progress may be
+// redrawn and how its ETA reads.
 #include <algorithm>
 #include <cstdlib>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "dpo/runtime/console.h"
 #include "dpo/runtime/runtime.h"
 
 TEST_CASE("a rank's cores: bound ranks keep their own, unbound ranks split the node", "[runtime]") {
@@ -35,4 +37,13 @@ TEST_CASE("progress is redrawn in place only on a terminal with no launcher in b
   CHECK_FALSE(dpo::stdout_is_interactive());
   unsetenv("SLURM_JOB_ID");
   CHECK(dpo::stdout_is_interactive() == alone);
+}
+
+TEST_CASE("an ETA reads minutes and seconds under an hour, hours and minutes from one hour on", "[runtime]") {
+  CHECK(dpo::format_duration(0) == "0m00s");
+  CHECK(dpo::format_duration(247.9) == "4m07s");
+  CHECK(dpo::format_duration(3599) == "59m59s");
+  CHECK(dpo::format_duration(3600) == "1h00m");
+  CHECK(dpo::format_duration(3900) == "1h05m");
+  CHECK(dpo::format_duration(-5) == "0m00s");
 }

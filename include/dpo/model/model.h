@@ -49,6 +49,11 @@ class CausalLMImpl : public torch::nn::Module {
   explicit CausalLMImpl(ModelSpec spec) : spec_(std::move(spec)) {}
   virtual at::Tensor forward(const at::Tensor& input_ids) = 0;
   const ModelSpec& spec() const { return spec_; }
+  // Where the parameters live (the CPU for a model without any): where its inputs must go.
+  at::Device device() const {
+    const std::vector<at::Tensor> parameters = this->parameters();
+    return parameters.empty() ? at::Device(at::kCPU) : parameters.front().device();
+  }
   // Forward FLOPs per token at sequence length T (matmuls + attention), for throughput reports.
   double forward_flops_per_token(int64_t seq_len) const;
 

@@ -23,9 +23,4 @@ double core_share(const std::vector<int>& mine, const std::vector<int>& sharers)
 // the CPUs of the affinity mask. Ranks get their share of the node from ProcessInfo::cores.
 int configure_threads(double cores = -1);
 
-// Whether progress may be rewritten in place with '\r': stdout is a terminal and no launcher stands
-// between it and the user. Open MPI gives rank 0 a pseudo-terminal even when mpirun's output goes to
-// a file (a Slurm job log, `mpirun ... > log`), so under mpirun or Slurm progress is one line each.
-bool stdout_is_interactive();
-
 }  // namespace dpo

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/optim/optimizer.h>
 
+#include "dpo/config/config.h"
 #include "dpo/model/model.h"
 
 namespace dpo {
@@ -40,5 +41,16 @@ std::optional<std::string> newest_checkpoint(const std::string& output_dir);
 // trainer state; the model itself is loaded with load_model(dir, ...).
 TrainerState load_trainer_state(const std::string& checkpoint_dir);
 void load_optimizer_state(const std::string& checkpoint_dir, torch::optim::Optimizer& optimizer);
+
+// The config keys a resumed run must share with the run that wrote its checkpoint: those of every
+// run (model.policy, data, seed, batch, optimizer) and the objective's own `objective_keys`.
+nlohmann::json resume_keys(const Config& config, const nlohmann::json& objective_keys);
+
+// The state a run of `objective` ("dpo" | "sft") with `resume_keys` starts from: that of
+// `checkpoint` (position in the data, skipped steps) or, without one, step 0. A checkpoint of
+// another objective, or whose run recorded another value of one of these keys, is refused naming
+// the checkpoint and the key.
+TrainerState starting_state(const std::optional<std::string>& checkpoint, const std::string& objective,
+                            const nlohmann::json& resume_keys);
 
 }  // namespace dpo

@@ -1,7 +1,7 @@
 // The training loop shared by `dpo train` (DPO) and `dpo sft` (maximum likelihood on
 // prompt+chosen with the prompt masked): batch plan, micro-batch accumulation, clipping, the
 // optimizer step and schedule, metrics.jsonl and the progress line, periodic eval, checkpoints and
-// resume. The objectives differ only in what one micro-batch computes.
+// resume. The objectives differ only in what one micro-batch computes (objective.h).
 #pragma once
 #include <cstdint>
 #include <functional>

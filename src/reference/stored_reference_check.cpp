@@ -1,0 +1,59 @@
+#include "dpo/reference/stored_reference_check.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <fmt/format.h>
+
+#include "dpo/data/collate.h"
+#include "dpo/dist/dist.h"
+#include "dpo/loss/logps.h"
+#include "dpo/reference/fingerprint.h"
+
+namespace dpo {
+namespace {
+
+// Whether model.policy is the model the file was computed from; every rank gets rank 0's answer.
+bool policy_is_stored_reference(const Config& config, const ReferenceStore& store, Communicator& communicator) {
+  if (std::filesystem::equivalent(config.model.policy, config.model.reference)) return true;
+  bool equal_weights = false;
+  if (communicator.rank() == 0)
+    equal_weights = model_fingerprint(config.model.policy) == store.file().provenance.model_fingerprint;
+  return communicator.any(equal_weights);
+}
+
+// The largest relative difference between the policy's log-probs of `micro_batch` and the stored ones.
+double largest_relative_difference(const ReferenceStore& store, CausalLMImpl& policy, const PreferenceDataset& train,
+                                   const std::vector<int64_t>& micro_batch) {
+  policy.eval();
+  c10::InferenceMode no_grad;
+  const PairBatch batch = collate_pairs(train, micro_batch);
+  const PairLogps pol = pair_logps(policy, batch);
+  const PairLogps ref = store.logps(Split::Train, batch.example_indices, policy.device());
+  const auto relative = [](const at::Tensor& a, const at::Tensor& b) {
+    return ((a.to(at::kDouble) - b.to(at::kDouble)).abs() / b.to(at::kDouble).abs().clamp_min(1.0)).max().item<double>();
+  };
+  const double worst = std::max(relative(pol.chosen, ref.chosen), relative(pol.rejected, ref.rejected));
+  policy.train();
+  return worst;
+}
+
+}  // namespace
+
+void warn_if_stored_reference_differs(const Config& config, const ReferenceStore& store, CausalLMImpl& policy,
+                                      const PreferenceDataset& train, const std::vector<int64_t>& micro_batch,
+                                      Communicator& communicator) {
+  if (!policy_is_stored_reference(config, store, communicator)) return;
+  double worst = micro_batch.empty() ? 0.0 : largest_relative_difference(store, policy, train, micro_batch);
+  worst = communicator.all_reduce_max(worst);
+  if (worst > 1e-3 && communicator.rank() == 0)
+    fmt::print(stderr,
+               "dpo: warning: {}: model.policy == model.reference but stored reference log-probs differ by {:.3g} "
+               "(relative) from the policy's: was the file computed with another dtype/device ({} on {})?\n",
+               store.path(), worst, store.file().provenance.dtype, store.file().provenance.device);
+}
+
+}  // namespace dpo

@@ -1,0 +1,120 @@
+// SFT: maximum likelihood of the chosen responses given their prompts (the prompt masked), as a
+// mean over scored tokens; the paper's way to make a reference model when no SFT model exists.
+#include <algorithm>
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/autograd.h>
+
+#include "dpo/data/collate.h"
+#include "dpo/dist/dist.h"
+#include "dpo/loss/logps.h"
+#include "dpo/train/objective.h"
+
+namespace dpo {
+namespace {
+
+// The log-probs of the chosen responses of examples `indices` given their prompts: SFT's forward,
+// in training and in evaluation alike.
+SequenceLogps chosen_logps(CausalLMImpl& policy, const PreferenceDataset& data, const std::vector<int64_t>& indices) {
+  const PairBatch batch = collate_chosen(data, indices);
+  const at::Device device = policy.device();
+  const at::Tensor input_ids = batch.input_ids.to(device);
+  return sequence_logps(policy.forward(input_ids), input_ids, batch.response_mask.to(device));
+}
+
+class SftObjective final : public TrainingObjective {
+ public:
+  SftObjective(const Config& config, Communicator& communicator) : config_(config), comm_(communicator) {}
+
+  std::string name() const override { return "sft"; }
+  nlohmann::json resume_keys() const override { return nlohmann::json::object(); }
+  void attach(CausalLMImpl& policy, const PreferenceDataset& train, const PreferenceDataset* eval) override {
+    policy_ = &policy;
+    train_ = &train;
+    eval_ = eval;
+  }
+  void before_first_step(const std::vector<int64_t>&) override {}
+
+  double loss_denominator(const std::vector<int64_t>& global) const override;
+  MetricSums micro_step(const std::vector<int64_t>& indices, double scale) override;
+  const std::vector<std::string>& metric_names() const override {
+    static const std::vector<std::string> names = {"nll", "scored_tokens", "logps/chosen"};
+    return names;
+  }
+  std::map<std::string, double> step_means(const MetricSums& sums) const override;
+  ForwardWork forward_work(const std::vector<int64_t>& global) const override;
+
+  std::map<std::string, double> evaluate() override;
+
+ private:
+  const Config& config_;
+  Communicator& comm_;
+  CausalLMImpl* policy_ = nullptr;
+  const PreferenceDataset* train_ = nullptr;
+  const PreferenceDataset* eval_ = nullptr;
+};
+
+// The loss is a mean over the scored chosen tokens of the global batch, as maximum likelihood
+// training does.
+double SftObjective::loss_denominator(const std::vector<int64_t>& global) const {
+  int64_t tokens = 0;
+  for (const int64_t i : global) {
+    const RawPreferencePair& p = (*train_)[static_cast<size_t>(i)];
+    tokens += scored_token_count(p.prompt.size(), p.chosen.size());
+  }
+  return static_cast<double>(std::max<int64_t>(tokens, 1));
+}
+
+MetricSums SftObjective::micro_step(const std::vector<int64_t>& indices, double scale) {
+  const SequenceLogps s = chosen_logps(*policy_, *train_, indices);
+  const at::Tensor nll = -s.logps.sum();
+  (nll * scale).backward();
+  MetricSums sums;
+  sums.add("nll", nll.item<double>());
+  sums.add("scored_tokens", static_cast<double>(s.token_counts.sum().item<int64_t>()));
+  sums.add("logps/chosen", s.logps.detach().sum().item<double>());
+  sums.add_pairs(static_cast<int64_t>(indices.size()));
+  return sums;
+}
+
+std::map<std::string, double> SftObjective::step_means(const MetricSums& sums) const {
+  const double tokens = std::max(1.0, sums.sums().count("scored_tokens") ? sums.sums().at("scored_tokens") : 0.0);
+  const double nll = sums.sums().count("nll") ? sums.sums().at("nll") : 0.0;
+  const std::map<std::string, double> means = sums.means();
+  return {{"loss", nll / tokens}, {"logps/chosen", means.count("logps/chosen") ? means.at("logps/chosen") : 0.0}};
+}
+
+ForwardWork SftObjective::forward_work(const std::vector<int64_t>& global) const {
+  int64_t tokens = 0;
+  for (const int64_t i : global) {
+    const RawPreferencePair& p = (*train_)[static_cast<size_t>(i)];
+    tokens += static_cast<int64_t>(p.prompt.size() + p.chosen.size());
+  }
+  return forward_work_of(*policy_, tokens, static_cast<int64_t>(global.size()), 3.0);  // forward + backward
+}
+
+// The mean NLL per scored token over the eval dataset; each rank scores examples rank, rank+W, ...
+std::map<std::string, double> SftObjective::evaluate() {
+  c10::InferenceMode no_grad;
+  std::vector<double> nll_tokens = {0.0, 0.0};
+  const auto n = static_cast<int64_t>(eval_->size());
+  const int64_t world = comm_.world_size(), batch = config_.train.micro_batch_size;
+  for (int64_t begin = comm_.rank(); begin < n; begin += batch * world) {
+    std::vector<int64_t> indices;
+    for (int64_t i = begin; i < std::min(n, begin + batch * world); i += world) indices.push_back(i);
+    const SequenceLogps s = chosen_logps(*policy_, *eval_, indices);
+    nll_tokens[0] -= s.logps.sum().item<double>();
+    nll_tokens[1] += static_cast<double>(s.token_counts.sum().item<int64_t>());
+  }
+  comm_.all_reduce_sum(nll_tokens);
+  return {{"loss", nll_tokens[0] / std::max(nll_tokens[1], 1.0)}};
+}
+
+}  // namespace
+
+std::unique_ptr<TrainingObjective> make_sft_objective(const Config& config, Communicator& communicator) {
+  return std::make_unique<SftObjective>(config, communicator);
+}
+
+}  // namespace dpo
