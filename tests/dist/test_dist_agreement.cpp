@@ -27,30 +27,13 @@
 #include "dpo/reference/reference_store.h"
 #include "dpo/runtime/preemption.h"
 #include "dpo/train/trainer.h"
+#include "mpi_world.h"
 #include "tiny_llama.h"
-
-extern dpo::MpiRuntime* g_mpi_runtime;
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;
 
 namespace {
-
-std::unique_ptr<dpo::Communicator> world() {
-  return g_mpi_runtime->active() ? dpo::make_mpi_communicator() : dpo::make_single_process_communicator();
-}
-
-// Rank 0 makes a directory; every rank gets its path.
-fs::path shared_directory(dpo::Communicator& comm, const std::string& name) {
-  std::string path;
-  if (comm.rank() == 0) {
-    path = (fs::temp_directory_path() / fmt::format("dpo-agree-{}-{}", name, static_cast<long>(getpid()))).string();
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  comm.broadcast_string(path, 0);
-  return path;
-}
 
 std::vector<dpo::RawPreferencePair> synthetic_pairs(int64_t pairs, uint64_t seed) {
   dpo::SyntheticTaskOptions task;

@@ -13,16 +13,11 @@
 #include "dpo/dist/dist.h"
 #include "dpo/dist/grad_buckets.h"
 #include "dpo/error.h"
-
-extern dpo::MpiRuntime* g_mpi_runtime;
+#include "mpi_world.h"
 
 namespace {
 
 using Catch::Contains;
-
-std::unique_ptr<dpo::Communicator> communicator(int64_t chunk = dpo::kMpiChunkElements) {
-  return g_mpi_runtime->active() ? dpo::make_mpi_communicator(chunk) : dpo::make_single_process_communicator();
-}
 
 // Rank r contributes value(r, i) at element i: sum over ranks computed here in float64.
 double value(int rank, int64_t i) { return (rank + 1) * 0.5 + static_cast<double>(i % 13) - 6.0; }
@@ -48,7 +43,7 @@ void require_sum(const at::Tensor& reduced, int world, double tolerance) {
 }  // namespace
 
 TEST_CASE("tensors of every dtype are summed across ranks", "[mpi]") {
-  auto comm = communicator();
+  auto comm = world();
   const int world = comm->world_size();
   // Values are multiples of 0.5 below 100: exact in every dtype summed (bfloat16 has 8 bits).
   for (auto type : {at::kFloat, at::kDouble, at::kBFloat16, at::kLong, at::kInt}) {
@@ -66,7 +61,7 @@ TEST_CASE("tensors of every dtype are summed across ranks", "[mpi]") {
 }
 
 TEST_CASE("a tensor longer than one MPI call is summed chunk by chunk", "[mpi]") {
-  auto comm = communicator(/*chunk=*/7);
+  auto comm = world(/*chunk=*/7);
   at::Tensor t = rank_tensor(comm->rank(), 100, at::kFloat);
   comm->all_reduce_sum(t);
   require_sum(t, comm->world_size(), 0);
@@ -82,7 +77,7 @@ TEST_CASE("a tensor longer than one MPI call is summed chunk by chunk", "[mpi]")
 }
 
 TEST_CASE("host values are summed and flags reach every rank", "[mpi]") {
-  auto comm = communicator();
+  auto comm = world();
   const int world = comm->world_size();
   std::vector<double> sums = {1.0, static_cast<double>(comm->rank()), 0.25};
   comm->all_reduce_sum(sums);
@@ -96,7 +91,7 @@ TEST_CASE("host values are summed and flags reach every rank", "[mpi]") {
 }
 
 TEST_CASE("broadcast_string gives every rank the root's text", "[mpi]") {
-  auto comm = communicator();
+  auto comm = world();
   const int root = comm->world_size() - 1;
   std::string text = comm->rank() == root ? std::string("model:\n  name: tiny\n") + std::string(1000, 'x') : "other";
   comm->broadcast_string(text, root);
@@ -108,12 +103,12 @@ TEST_CASE("broadcast_string gives every rank the root's text", "[mpi]") {
 }
 
 TEST_CASE("ranks with the same config pass the same-config check", "[mpi]") {
-  auto comm = communicator();
+  auto comm = world();
   REQUIRE_NOTHROW(dpo::require_same_config(*comm, "train.lr: 0.0001\ntrain.steps: 10\n"));
 }
 
 TEST_CASE("a rank whose config differs is refused, naming the line", "[mpi]") {
-  auto comm = communicator();
+  auto comm = world();
   const bool differs = comm->rank() == 1;
   const std::string text = std::string("model.name: tiny\n") + (differs ? "train.lr: 0.001\n" : "train.lr: 0.0001\n") +
                            "train.steps: 10\n";
@@ -251,7 +246,7 @@ TEST_CASE("zeroing keeps the grads as views, and a replaced grad is copied back"
 }
 
 TEST_CASE("summed bucket gradients equal the sum of every rank's gradient", "[mpi][buckets]") {
-  auto comm = communicator();
+  auto comm = world();
   const int world = comm->world_size();
   const auto reference = reference_gradient_sum(world);
   for (bool overlap : {true, false}) {
@@ -286,7 +281,7 @@ TEST_CASE("summed bucket gradients equal the sum of every rank's gradient", "[mp
 }
 
 TEST_CASE("bfloat16 gradients are summed across ranks", "[mpi][buckets]") {
-  auto comm = communicator();
+  auto comm = world();
   TinyNet net(at::kBFloat16);
   dpo::GradientBuckets buckets(net.params, {1 << 20, 25 << 20});
   net.loss(input_of(comm->rank(), at::kBFloat16)).backward();
@@ -305,7 +300,7 @@ TEST_CASE("bfloat16 gradients are summed across ranks", "[mpi][buckets]") {
 // machine may be shared, so the minimum over alternating rounds) with and without launching
 // bucket reductions during backward. DPO_BENCH_BUCKET_MB sets the bucket size (default 4).
 TEST_CASE("overlap of bucket reductions with backward", "[.bench]") {
-  auto comm = communicator();
+  auto comm = world();
   std::vector<at::Tensor> params;
   const int64_t layers = 8, width = 1024;
   for (int64_t l = 0; l < layers; ++l) {

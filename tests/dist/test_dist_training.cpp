@@ -33,25 +33,18 @@
 #include "dpo/train/evaluate.h"
 #include "dpo/train/trainer.h"
 #include "float_rounding.h"
+#include "mpi_world.h"
 #include "tiny_llama.h"
-
-extern dpo::MpiRuntime* g_mpi_runtime;
 
 namespace fs = std::filesystem;
 
 namespace {
 
-std::unique_ptr<dpo::Communicator> world() {
-  return g_mpi_runtime->active() ? dpo::make_mpi_communicator() : dpo::make_single_process_communicator();
-}
-
 // Rank 0 makes the scratch directory, the model and the data; every rank gets the path.
 fs::path shared_scratch(dpo::Communicator& comm, const std::string& name) {
-  std::string path;
+  const fs::path dir = shared_directory(comm, name);
   if (comm.rank() == 0) {
-    path = (fs::temp_directory_path() / fmt::format("dpo-dist-{}-{}", name, static_cast<long>(getpid()))).string();
-    fs::remove_all(path);
-    fs::create_directories(path);
+    const std::string path = dir.string();
     dpo::save_model(*tiny_llama(5), path + "/model");
     dpo::SyntheticTaskOptions task;
     task.pairs = 30;  // 12-pair global batches: the third is partial (6 pairs)
@@ -61,8 +54,8 @@ fs::path shared_scratch(dpo::Communicator& comm, const std::string& name) {
     dpo::write_preference_jsonl(path + "/train.jsonl", pairs);
     dpo::write_preference_jsonl(path + "/eval.jsonl", std::vector<dpo::RawPreferencePair>(pairs.begin(), pairs.begin() + 11));
   }
-  comm.broadcast_string(path, 0);
-  return path;
+  comm.barrier();  // the files exist before any rank reads them
+  return dir;
 }
 
 // SGD at a large rate, and AdamW at a moderate one (each moves the tiny model visibly in 6 steps).
