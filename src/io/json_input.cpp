@@ -1,6 +1,8 @@
 #include "dpo/io/json_input.h"
 
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <vector>
 
 #include "dpo/error.h"
@@ -75,6 +77,15 @@ std::string json_excerpt(const nlohmann::json& value) {
   // on a string built some other way.
   std::string text = value.dump(-1, ' ', false, json::error_handler_t::replace);
   return text.size() > 80 ? text.substr(0, 80) + "..." : text;
+}
+
+nlohmann::json read_json_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open", path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) fail("{}: read error", path);
+  return parse_json(text.str(), path);
 }
 
 }  // namespace dpo

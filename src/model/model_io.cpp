@@ -4,7 +4,6 @@
 #include <c10/core/GradMode.h>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -26,15 +25,6 @@ CausalLM make_model(const ModelSpec& spec, const at::TensorOptions& options) {
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-nlohmann::json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) fail("{}: read error", path);
-  return parse_json(text.str(), path);
 }
 
 // The safetensors files of a model directory: model.safetensors, or the shards named by

@@ -4,8 +4,6 @@
 #include <cctype>
 #include <exception>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -193,11 +191,7 @@ std::optional<std::string> newest_checkpoint(const std::string& output_dir) {
 
 TrainerState load_trainer_state(const std::string& checkpoint_dir) {
   const std::string path = (fs::path(checkpoint_dir) / kTrainerStateFile).string();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open trainer state", path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return trainer_state_from_json(parse_json(text.str(), path), path);
+  return trainer_state_from_json(read_json_file(path), path);
 }
 
 void load_optimizer_state(const std::string& checkpoint_dir, torch::optim::Optimizer& optimizer) {

@@ -19,6 +19,10 @@ constexpr int kMaxJsonDepth = 128;
 // line for JSONL).
 nlohmann::json parse_json(const std::string& text, const std::string& source);
 
+// parse_json of the whole content of the file at `path`; a file that cannot be opened or read is an
+// error naming it.
+nlohmann::json read_json_file(const std::string& path);
+
 // A value as JSON text for an error message, cut to about 80 characters.
 std::string json_excerpt(const nlohmann::json& value);
 
