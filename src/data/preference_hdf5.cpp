@@ -1,4 +1,4 @@
-// The HDF5 layout of preference data (SPEC.md): groups /prompt, /chosen, /rejected, each with
+// The HDF5 layout of preference data (README, "Data"): groups /prompt, /chosen, /rejected, each with
 // `tokens` (int32, all sequences concatenated) and `offsets` (int64, N+1). Files are opened serially
 // without file locking and written through write_hdf5_durably; HDF5's own error printing is
 // switched off so that every problem surfaces as one dpo::Error naming the file, the dataset and

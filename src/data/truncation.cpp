@@ -1,4 +1,4 @@
-// Truncation of one preference pair (SPEC.md, as TRL and the paper's code do it) and the count of
+// Truncation of one preference pair (README, "Data"; as TRL and the paper's code do it) and the count of
 // response tokens that get a log-prob.
 #include <algorithm>
 

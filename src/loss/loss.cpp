@@ -76,7 +76,7 @@ at::Tensor preference_losses(const PreferenceLogps& logps, const LossOptions& op
 
 PairMetrics pair_metrics(const PreferenceLogps& logps, const at::Tensor& losses, const LossOptions& options) {
   check_shapes(logps);
-  // Metrics use the summed log-probs for every loss type (SPEC: rewards are beta * log-ratio).
+  // Metrics use the summed log-probs for every loss type (as TRL: rewards are beta * log-ratio).
   const auto as_double = [](const at::Tensor& t) { return t.detach().to(at::kDouble); };
   PairMetrics m;
   m.logps_chosen = as_double(logps.policy_chosen);

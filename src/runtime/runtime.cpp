@@ -16,7 +16,7 @@ void ensure_thread_environment(int argc, char** argv) {
   (void)argc;
   // libgomp reads OMP_WAIT_POLICY and OpenBLAS reads OPENBLAS_THREAD_TIMEOUT in their load-time
   // constructors, which have already run by main(): the only way to change them is a fresh image.
-  // With both pools spinning, a DPO step on 2 cores ran 1.5-2.5x slower (DEVELOPERS.md).
+  // With both pools spinning, a DPO step on 2 cores ran 1.5-2.5x slower.
   bool changed = false;
   if (!std::getenv("OMP_WAIT_POLICY")) changed |= setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0;
   if (!std::getenv("OPENBLAS_THREAD_TIMEOUT")) changed |= setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) == 0;

@@ -1,4 +1,4 @@
-// The training loop, in the order of a step's data flow (DESIGN.md): batch plan -> the objective's
+// The training loop, in the order of a step's data flow (docs/architecture.md): batch plan -> the objective's
 // micro-steps (forward, loss, backward) -> gradient sync -> clip -> optimizer step -> metrics and
 // progress -> eval -> checkpoint -> stop check. What a micro-step computes is the objective's
 // (objective.h); this file owns the order, the accumulation and the run's state.

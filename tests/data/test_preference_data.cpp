@@ -1,4 +1,4 @@
-// The preference-data contract of SPEC.md: readers, validation messages, truncation, load counts,
+// The preference-data contract (README, "Data"): readers, validation messages, truncation, load counts,
 // the HDF5 layout and collation.
 #include <catch2/catch.hpp>
 

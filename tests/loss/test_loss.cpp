@@ -38,7 +38,7 @@ std::vector<Pair> random_pairs(uint32_t seed, int count) {
 
 double log_sigmoid(double x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); }
 
-// The SPEC formulas, written independently of the library.
+// The formulas of loss.h, written independently of the library.
 double expected_loss(const std::string& type, const Pair& p, double beta, double eps) {
   const double h = (p.pc - p.rc) - (p.pr - p.rr);
   if (type == "sigmoid") return -(1 - eps) * log_sigmoid(beta * h) - eps * log_sigmoid(-beta * h);

@@ -1,5 +1,5 @@
 // Preference pairs: readers for pre-tokenized JSONL (TRL column names) and the HDF5 layout of
-// SPEC.md, validation, truncation, and the load summary. Owns nothing about batching or models.
+// the README ("Data"), validation, truncation, and the load summary. Owns nothing about batching or models.
 #pragma once
 #include <cstdint>
 #include <iosfwd>
@@ -35,7 +35,7 @@ struct TruncatedPair {
   bool truncated = false;  // any token removed
 };
 
-// SPEC.md: when prompt + longer response exceeds max_length, first cut the prompt to
+// As TRL: when prompt + longer response exceeds max_length, first cut the prompt to
 // max_prompt_length (keep_end keeps its last tokens), then cut both responses to
 // max_length - prompt length.
 TruncatedPair truncate_pair(const RawPreferencePair& pair, const TruncationRule& rule);

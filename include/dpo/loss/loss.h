@@ -1,4 +1,4 @@
-// The preference losses of SPEC.md (formulas of TRL's DPOTrainer.dpo_loss) and their per-pair
+// The preference losses (formulas of TRL's DPOTrainer.dpo_loss) and their per-pair
 // metrics. Pure functions of four log-prob vectors (and token counts) and the loss options.
 #pragma once
 #include <ATen/ATen.h>

@@ -1,8 +1,8 @@
-// The frozen reference model's log-probs, computed once by `dpo precompute-ref` (precompute.h) and read by
-// training and evaluation instead of running the reference model: the HDF5 file (SPEC.md
-// "Reference log-prob file"), the fingerprints that tie it to its dataset, model and truncation
-// settings, the checks that refuse a file computed from anything else, and the lookup by
-// example index.
+// The frozen reference model's log-probs, computed once by `dpo precompute-ref` (precompute.h) and
+// read by training and evaluation instead of running the reference model: the HDF5 file (README,
+// "Precompute reference log-probs offline"), its provenance (the fingerprints of fingerprint.h
+// that tie it to its dataset, model and truncation settings), the checks that refuse a file
+// computed from anything else, and the lookup by example index.
 #pragma once
 #include <cstdint>
 #include <optional>
