@@ -28,7 +28,7 @@ for dir in src include/dpo; do
         echo "check_layers: $file:$line includes dpo/$used/, which is not a module"
         bad=1
       elif [ "${rank[$used]}" -gt "${rank[$module]}" ]; then
-        echo "check_layers: $file:$line: $module includes $used, a module above it"
+        echo "check_layers: $file:$line: $module includes $used, a module later in the layer order"
         bad=1
       fi
     done < <(grep -Hn '#include "dpo/' "$folder"* || true)
@@ -38,5 +38,5 @@ done
 for file in src/* include/dpo/*; do
   [ -d "$file" ] || [ "$file" = include/dpo/error.h ] || { echo "check_layers: $file is outside every module"; bad=1; }
 done
-[ "$bad" -eq 0 ] && echo "check_layers: ${#layers[@]} modules, every include goes down the layers"
+[ "$bad" -eq 0 ] && echo "check_layers: ${#layers[@]} modules, every include goes down the layers (${layers[*]})"
 exit "$bad"
