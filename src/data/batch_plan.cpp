@@ -108,4 +108,15 @@ std::vector<std::vector<int64_t>> BatchPlan::rank_micro_batches(int64_t epoch, i
   return micro_batches;
 }
 
+std::vector<std::vector<int64_t>> rank_eval_batches(int64_t num_examples, int64_t batch_size, int64_t rank,
+                                                    int64_t world_size) {
+  if (batch_size < 1) fail("eval batch size must be at least 1, got {}", batch_size);
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t i = rank, k = 0; i < num_examples; i += world_size, ++k) {
+    if (k % batch_size == 0) batches.emplace_back();
+    batches.back().push_back(i);
+  }
+  return batches;
+}
+
 }  // namespace dpo

@@ -180,7 +180,7 @@ class Precompute {
     // of work lost to a crash for a large one.
     const int64_t per_round = std::clamp<int64_t>((max_batches + 9) / 10, 1, kMaxBatchesPerRound);
     for (int64_t round = 0; round * per_round < max_batches; ++round) {
-      Round r{round, per_round, std::min(per_round, max_batches - round * per_round), per_round * batch,
+      Round r{round, std::min(per_round, max_batches - round * per_round), per_round * batch,
               std::vector<double>(static_cast<size_t>(world * per_round * batch * kFields), 0.0)};
       const bool stopping = score_round(s, work[static_cast<size_t>(comm_.rank())], r);
       comm_.all_reduce_sum(r.slots);
@@ -197,7 +197,7 @@ class Precompute {
   // doubles per example: chosen, rejected, chosen length, rejected length, filled count.
   static constexpr int64_t kFields = 5;
   struct Round {
-    int64_t index, per_round, batches, capacity;  // capacity: pairs per rank per round
+    int64_t index, batches, capacity;  // batches this round; capacity: pairs per rank per round
     std::vector<double> slots;
     int64_t batches_done = 0;
     double& slot(int64_t rank, int64_t k, int64_t field) {

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "dpo/data/batch_plan.h"
 #include "dpo/data/collate.h"
 #include "dpo/dist/dist.h"
 #include "dpo/error.h"
@@ -28,13 +29,8 @@ MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset,
                          int64_t batch_size, Communicator& communicator, ReferenceLogps&& reference_logps) {
   c10::InferenceMode no_grad;
   MetricSums sums;
-  std::vector<int64_t> mine;
-  for (auto i = static_cast<int64_t>(communicator.rank()); i < static_cast<int64_t>(dataset.size());
-       i += communicator.world_size())
-    mine.push_back(i);
-  for (size_t begin = 0; begin < mine.size(); begin += static_cast<size_t>(batch_size)) {
-    const std::vector<int64_t> indices(mine.begin() + static_cast<std::ptrdiff_t>(begin),
-                                       mine.begin() + static_cast<std::ptrdiff_t>(std::min(mine.size(), begin + static_cast<size_t>(batch_size))));
+  for (const auto& indices : rank_eval_batches(static_cast<int64_t>(dataset.size()), batch_size, communicator.rank(),
+                                               communicator.world_size())) {
     const PairBatch batch = collate_pairs(dataset, indices);
     const PairLogps pol = pair_logps(policy, batch);
     const PairLogps ref = reference_logps(batch, pol);

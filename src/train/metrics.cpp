@@ -57,6 +57,11 @@ void MetricSums::add(const MetricSums& other) {
   pairs_ += other.pairs_;
 }
 
+double MetricSums::sum(const std::string& name) const {
+  const auto it = sums_.find(name);
+  return it == sums_.end() ? 0.0 : it->second;
+}
+
 std::map<std::string, double> MetricSums::means() const {
   std::map<std::string, double> out;
   for (const auto& [name, sum] : sums_) out[name] = pairs_ > 0 ? sum / static_cast<double>(pairs_) : 0.0;
@@ -65,7 +70,7 @@ std::map<std::string, double> MetricSums::means() const {
 
 void all_reduce(MetricSums& sums, const std::vector<std::string>& names, Communicator& communicator) {
   std::vector<double> values;
-  for (const auto& name : names) values.push_back(sums.sums().count(name) ? sums.sums().at(name) : 0.0);
+  for (const auto& name : names) values.push_back(sums.sum(name));
   values.push_back(static_cast<double>(sums.pairs()));
   communicator.all_reduce_sum(values);
   MetricSums reduced;

@@ -6,6 +6,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/autograd.h>
 
+#include "dpo/data/batch_plan.h"
 #include "dpo/data/collate.h"
 #include "dpo/dist/dist.h"
 #include "dpo/loss/logps.h"
@@ -79,10 +80,9 @@ MetricSums SftObjective::micro_step(const std::vector<int64_t>& indices, double 
 }
 
 std::map<std::string, double> SftObjective::step_means(const MetricSums& sums) const {
-  const double tokens = std::max(1.0, sums.sums().count("scored_tokens") ? sums.sums().at("scored_tokens") : 0.0);
-  const double nll = sums.sums().count("nll") ? sums.sums().at("nll") : 0.0;
-  const std::map<std::string, double> means = sums.means();
-  return {{"loss", nll / tokens}, {"logps/chosen", means.count("logps/chosen") ? means.at("logps/chosen") : 0.0}};
+  const double pairs = static_cast<double>(std::max<int64_t>(sums.pairs(), 1));
+  return {{"loss", sums.sum("nll") / std::max(1.0, sums.sum("scored_tokens"))},
+          {"logps/chosen", sums.sum("logps/chosen") / pairs}};
 }
 
 ForwardWork SftObjective::forward_work(const std::vector<int64_t>& global) const {
@@ -94,15 +94,12 @@ ForwardWork SftObjective::forward_work(const std::vector<int64_t>& global) const
   return forward_work_of(*policy_, tokens, static_cast<int64_t>(global.size()), 3.0);  // forward + backward
 }
 
-// The mean NLL per scored token over the eval dataset; each rank scores examples rank, rank+W, ...
+// The mean NLL per scored token over the eval dataset, each rank scoring its rank_eval_batches.
 std::map<std::string, double> SftObjective::evaluate() {
   c10::InferenceMode no_grad;
   std::vector<double> nll_tokens = {0.0, 0.0};
-  const auto n = static_cast<int64_t>(eval_->size());
-  const int64_t world = comm_.world_size(), batch = config_.train.micro_batch_size;
-  for (int64_t begin = comm_.rank(); begin < n; begin += batch * world) {
-    std::vector<int64_t> indices;
-    for (int64_t i = begin; i < std::min(n, begin + batch * world); i += world) indices.push_back(i);
+  for (const auto& indices : rank_eval_batches(static_cast<int64_t>(eval_->size()), config_.train.micro_batch_size,
+                                               comm_.rank(), comm_.world_size())) {
     const SequenceLogps s = chosen_logps(*policy_, *eval_, indices);
     nll_tokens[0] -= s.logps.sum().item<double>();
     nll_tokens[1] += static_cast<double>(s.token_counts.sum().item<int64_t>());

@@ -120,3 +120,23 @@ TEST_CASE("steps and ranks outside the plan are refused", "[batch_plan]") {
   CHECK_THROWS_WITH(plan.rank_micro_batches(0, 0, 2), Catch::Contains("rank 2"));
   CHECK_THROWS_AS(plan.rank_micro_batches(0, 0, -1), dpo::Error);
 }
+
+TEST_CASE("evaluation batches score every example once across ranks, rank r taking r, r+W, ...", "[batch_plan]") {
+  for (const int64_t world : {1, 2, 3}) {
+    std::vector<int> seen(11, 0);
+    for (int64_t rank = 0; rank < world; ++rank) {
+      const auto batches = dpo::rank_eval_batches(11, 2, rank, world);
+      std::vector<int64_t> mine;
+      for (const auto& batch : batches) {
+        CHECK(!batch.empty());
+        CHECK(batch.size() <= 2);
+        mine.insert(mine.end(), batch.begin(), batch.end());
+      }
+      for (size_t k = 0; k < mine.size(); ++k) CHECK(mine[k] == rank + static_cast<int64_t>(k) * world);
+      for (const int64_t i : mine) ++seen[static_cast<size_t>(i)];
+    }
+    CHECK(seen == std::vector<int>(11, 1));
+  }
+  CHECK(dpo::rank_eval_batches(1, 4, 1, 2).empty());  // a rank past the data scores nothing
+  CHECK_THROWS_WITH(dpo::rank_eval_batches(4, 0, 0, 1), Catch::Contains("batch size"));
+}

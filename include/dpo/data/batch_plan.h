@@ -7,6 +7,11 @@
 
 namespace dpo {
 
+// The batches in which rank `rank` of `world_size` scores a whole dataset once, in order, for
+// evaluation: it takes examples rank, rank+W, rank+2W, ..., cut into batches of `batch_size`.
+std::vector<std::vector<int64_t>> rank_eval_batches(int64_t num_examples, int64_t batch_size, int64_t rank,
+                                                    int64_t world_size);
+
 class BatchPlan {
  public:
   // Errors (naming the train.* keys) unless global_batch_size == micro_batch_size x accumulation x

@@ -22,6 +22,7 @@ class MetricSums {
   void add_pairs(int64_t count) { pairs_ += count; }
   int64_t pairs() const { return pairs_; }
   const std::map<std::string, double>& sums() const { return sums_; }
+  double sum(const std::string& name) const;      // 0 for a name never added
   std::map<std::string, double> means() const;  // sum / pairs for each name
   // Names in output order: loss, rewards/chosen, rewards/rejected, rewards/accuracies,
   // rewards/margins, logps/chosen, logps/rejected.
