@@ -18,9 +18,9 @@
 #include <fmt/format.h>
 
 #include "dpo/config/config.h"
+#include "dpo/dist/session.h"
 #include "dpo/error.h"
 #include "dpo/runtime/runtime.h"
-#include "dpo/dist/session.h"
 #include "scratch_dir.h"
 
 using Catch::Matchers::Contains;
@@ -65,7 +65,7 @@ struct ScopedEnv {
 
 }  // namespace
 
-TEST_CASE("a session alone runs on one rank, writes the resolved config and says how it runs", "[runtime][session]") {
+TEST_CASE("a session alone runs on one rank, writes the resolved config and says how it runs", "[dist][session]") {
   ScratchDir dir("session-alone");
   dpo::Session session;
   REQUIRE(session.info().world_size == 1);
@@ -82,7 +82,7 @@ TEST_CASE("a session alone runs on one rank, writes the resolved config and says
 }
 
 TEST_CASE("an srun step of several tasks that started no MPI job is refused before anything is written",
-          "[runtime][session]") {
+          "[dist][session]") {
   ScratchDir dir("session-srun");
   const ScopedEnv step_tasks("SLURM_STEP_NUM_TASKS", "2");
   dpo::Session session;
@@ -93,7 +93,7 @@ TEST_CASE("an srun step of several tasks that started no MPI job is refused befo
 }
 
 #ifndef DPO_WITH_NCCL
-TEST_CASE("dist.backend nccl is refused by a build without NCCL", "[runtime][session]") {
+TEST_CASE("dist.backend nccl is refused by a build without NCCL", "[dist][session]") {
   ScratchDir dir("session-nccl");
   // As a config resolved on a machine with a GPU says it (here validation refuses cuda itself).
   dpo::Config config = run_config(dir);
