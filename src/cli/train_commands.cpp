@@ -12,6 +12,7 @@
 
 #include "dpo/cli/commands.h"
 #include "dpo/config/config.h"
+#include "dpo/error.h"
 #include "dpo/reference/precompute.h"
 #include "dpo/runtime/preemption.h"
 #include "dpo/train/bench.h"
@@ -85,7 +86,34 @@ int cmd_bench(Session& session, const ParsedArgs& args) {
   options.warmup_steps = integer_flag(args.flags, "--warmup", options.warmup_steps, 0);
   options.timed_steps = integer_flag(args.flags, "--steps", options.timed_steps, 1);
   options.seq_len = integer_flag(args.flags, "--seq-len", 0, 0);
-  fmt::print("{}", format_bench(run_bench(*config, options)));
+  const auto compare = all_of(args.flags, "--compare");
+  if (compare.empty()) {
+    fmt::print("{}", format_bench(run_bench(*config, options)));
+    return 0;
+  }
+  // --compare KEY=V1,V2,...: the config once per value, each benched in turn on the same shapes.
+  const std::string& spec = compare.front();
+  const size_t equals = spec.find('=');
+  if (compare.size() > 1 || equals == std::string::npos || equals == 0 || equals + 1 == spec.size())
+    fail("bench --compare: expected one KEY=VALUE1,VALUE2,... (e.g. --compare train.precision=fp32,bf16-mixed)");
+  const std::string key = spec.substr(0, equals);
+  std::vector<std::string> values, overrides = all_of(args.flags, "--set");
+  for (size_t begin = equals + 1;;) {
+    const size_t comma = spec.find(',', begin);
+    values.push_back(spec.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin));
+    if (comma == std::string::npos) break;
+    begin = comma + 1;
+  }
+  std::vector<BenchResult> results;
+  for (const std::string& value : values) {
+    overrides.push_back(key + "=" + value);
+    const Config variant = load_config(single(args.flags, "--config", "bench"), overrides);
+    overrides.pop_back();
+    fmt::print("== {}={}\n", key, value);
+    results.push_back(run_bench(variant, options));
+    fmt::print("{}\n", format_bench(results.back()));
+  }
+  fmt::print("{}", format_bench_comparison(key, values, results));
   return 0;
 }
 

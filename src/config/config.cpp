@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <variant>
@@ -51,8 +52,9 @@ const std::vector<OptionRow>& option_rows() {
       {{"model.reference", T::String, "", "Hugging Face model directory of the reference model (empty: the policy)",
         false, {}},
        DPO_FIELD(model.reference)},
-      {{"model.dtype", T::String, "auto", "compute dtype (auto: float32 on cpu, bfloat16 on cuda)", false,
-        {"auto", "float32", "bfloat16", "float16"}},
+      {{"model.dtype", T::String, "float32",
+        "dtype the weights are stored and trained in (bfloat16/float16: pure low precision, no master weights)",
+        false, {"float32", "bfloat16", "float16"}},
        DPO_FIELD(model.dtype)},
       {{"model.device", T::String, "auto", "device (auto: cuda when available)", false, {"auto", "cpu", "cuda"}},
        DPO_FIELD(model.device)},
@@ -115,6 +117,15 @@ const std::vector<OptionRow>& option_rows() {
       {{"train.skip_nonfinite", T::Bool, "false",
         "skip the update of a step whose loss or grad norm is NaN/Inf (false: stop the run)", false, {}},
        DPO_FIELD(train.skip_nonfinite)},
+      {{"train.precision", T::String, "auto",
+        "matrix products in bf16/fp16 on float32 master weights (auto: bf16-mixed on cuda, fp32 on cpu, pure "
+        "when model.dtype is not float32)",
+        false, {"auto", "fp32", "bf16-mixed", "fp16-mixed", "pure"}},
+       DPO_FIELD(train.precision)},
+      {{"train.save_dtype", T::String, "auto",
+        "dtype of the final model's weights (auto: the weights' own; checkpoints always keep them for resume)",
+        false, {"auto", "float32", "bfloat16", "float16"}},
+       DPO_FIELD(train.save_dtype)},
 
       {{"dist.backend", T::String, "auto", "gradient all-reduce (auto: nccl for cuda tensors, mpi otherwise)", false,
         {"auto", "nccl", "mpi"}},
@@ -410,6 +421,24 @@ void validate(const Config& c, const GivenValues& given) {
   at_most(c.dist.bucket_mb, int64_t{1} << 16, "dist.bucket_mb");
 }
 
+// train.precision against model.dtype: mixed precision needs float32 master weights, and
+// low-precision weights are only ever trained as they are ("pure").
+void resolve_precision(Config& c, const std::function<std::string(const std::string&)>& from) {
+  std::string& precision = c.train.precision;
+  const bool float32_weights = c.model.dtype == "float32";
+  if (precision == "auto") {
+    precision = !float32_weights ? "pure" : c.model.device == "cuda" ? "bf16-mixed" : "fp32";
+  } else if (precision == "pure" && float32_weights) {
+    fail("{}: train.precision pure keeps everything in model.dtype, which is float32: that is fp32 (pure low "
+         "precision needs model.dtype bfloat16 or float16)", from("train.precision"));
+  } else if (precision != "pure" && !float32_weights) {
+    fail("{}: train.precision {} keeps float32 master weights, but model.dtype is {}: set model.dtype float32, or "
+         "train.precision pure to train the {} weights as they are", from("train.precision"), precision,
+         c.model.dtype, c.model.dtype);
+  }
+  if (c.train.save_dtype == "auto") c.train.save_dtype = c.model.dtype;
+}
+
 // Replaces the "auto" and "same as" values by what they mean on this machine.
 void resolve(Config& c, const GivenValues& given) {
   const auto from = [&](const std::string& key) {
@@ -422,7 +451,7 @@ void resolve(Config& c, const GivenValues& given) {
   } else if (c.model.device == "cuda" && !torch::cuda::is_available()) {
     fail("{}: model.device is cuda but no CUDA device is available (use cpu or auto)", from("model.device"));
   }
-  if (c.model.dtype == "auto") c.model.dtype = c.model.device == "cuda" ? "bfloat16" : "float32";
+  resolve_precision(c, from);
   if (c.dist.backend == "nccl" && c.model.device != "cuda")
     fail("{}: dist.backend nccl needs model.device cuda (got {})", from("dist.backend"), c.model.device);
 }

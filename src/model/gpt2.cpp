@@ -108,7 +108,8 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
     at::Tensor h = transformer_->wte->forward(input_ids) + transformer_->wpe->forward(positions);
     for (const auto& block : transformer_->blocks) h = block->forward(h);
     h = transformer_->ln_f->forward(h);
-    return at::linear(h, transformer_->wte->weight);  // the head is tied to wte
+    // The head is tied to wte.
+    return at::linear(for_matmul(h, matmul_dtype_), for_matmul(transformer_->wte->weight, matmul_dtype_));
   }
 
  private:

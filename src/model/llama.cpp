@@ -135,7 +135,8 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
     const at::Tensor sin = angles.sin().to(h.scalar_type());
     for (const auto& layer : model_->layers) h = layer->forward(h, cos, sin);
     h = model_->norm->forward(h);
-    return at::linear(h, lm_head_ ? lm_head_->weight : model_->embed_tokens->weight);
+    const at::Tensor& head = lm_head_ ? lm_head_->weight : model_->embed_tokens->weight;
+    return at::linear(for_matmul(h, matmul_dtype_), for_matmul(head, matmul_dtype_));
   }
 
  private:

@@ -157,16 +157,18 @@ CausalLM load_model(const std::string& dir, at::ScalarType dtype, const std::str
   return model;
 }
 
-NamedTensors model_state_for_save(const CausalLMImpl& model) {
+NamedTensors model_state_for_save(const CausalLMImpl& model, at::ScalarType dtype) {
   NamedTensors state;
   for (const auto& p : model.named_parameters()) {
-    state.emplace_back(p.key(), p.value().detach().to(at::kCPU).contiguous());
+    at::Tensor tensor = p.value().detach().to(at::kCPU);
+    if (dtype != at::ScalarType::Undefined) tensor = tensor.to(dtype);
+    state.emplace_back(p.key(), tensor.contiguous());
   }
   return state;
 }
 
-void write_model_files(const CausalLMImpl& model, const std::string& dir) {
-  const NamedTensors state = model_state_for_save(model);
+void write_model_files(const CausalLMImpl& model, const std::string& dir, at::ScalarType dtype) {
+  const NamedTensors state = model_state_for_save(model, dtype);
   if (state.empty()) fail("{}: the model has no parameters to save", dir);
   const std::string torch_dtype = dtype_name(state.front().second.scalar_type());
   write_synced_file(dir + "/config.json", hf_config_from_model_spec(model.spec(), torch_dtype).dump(2) + "\n");
@@ -174,10 +176,10 @@ void write_model_files(const CausalLMImpl& model, const std::string& dir) {
   write_safetensors(dir + "/model.safetensors", state, {{"format", "pt"}});
 }
 
-void save_model(const CausalLMImpl& model, const std::string& dir) {
+void save_model(const CausalLMImpl& model, const std::string& dir, at::ScalarType dtype) {
   TemporaryPath tmp(dir);
   make_directories(tmp.path());
-  write_model_files(model, tmp.path());
+  write_model_files(model, tmp.path(), dtype);
   tmp.commit();
 }
 

@@ -25,6 +25,7 @@
 #include "dpo/error.h"
 #include "dpo/loss/logps.h"
 #include "dpo/model/model.h"
+#include "dpo/model/precision.h"
 #include "dpo/reference/reference_store.h"
 #include "dpo/runtime/console.h"
 #include "dpo/runtime/preemption.h"
@@ -71,7 +72,8 @@ std::string partial_mismatch(const ReferenceFile& partial, const ReferenceProven
   if (have.eval_dataset_fingerprint != want.eval_dataset_fingerprint) return "data.eval differs";
   if (have.model_fingerprint != want.model_fingerprint) return "model.reference differs";
   if (have.truncation != want.truncation) return "truncation differs";
-  if (have.dtype != want.dtype || have.device != want.device) return "dtype/device differ";
+  if (have.dtype != want.dtype || have.device != want.device || have.precision != want.precision)
+    return "dtype/precision/device differ";
   if (partial.train.size() != n || partial.eval.has_value() != eval_n.has_value() ||
       (eval_n && partial.eval->size() != *eval_n))
     return "example counts differ";
@@ -112,7 +114,10 @@ class Precompute {
 
   // The reference model and the datasets, the same on every rank, and the empty value vectors.
   void load_inputs() {
-    model_ = load_model(config_.model.reference, parse_dtype(config_.model.dtype), config_.model.device);
+    // The policy's numerics (model/precision.h), so that at step 1 the margins of policy == reference are 0.
+    const Precision precision = precision_of(config_);
+    require_precision_available(precision, config_.model.device);
+    model_ = load_model(config_.model.reference, precision, config_.model.device);
     model_->eval();
     require_same_weights_on_all_ranks(comm_, "model.reference", config_.model.reference, model_->parameters());
     const TruncationRule rule = truncation_rule(config_.data);

@@ -244,6 +244,7 @@ void write_reference_file(const std::string& path, const ReferenceFile& f, bool 
     write_string_attribute(file, "model_fingerprint", p.model_fingerprint, path);
     write_string_attribute(file, "truncation", p.truncation, path);
     write_string_attribute(file, "dtype", p.dtype, path);
+    write_string_attribute(file, "precision", p.precision, path);
     write_string_attribute(file, "device", p.device, path);
     write_string_attribute(file, "tool_version", p.tool_version, path);
     write_string_attribute(file, "created", p.created, path);
@@ -279,6 +280,7 @@ ReferenceFile read_reference_file(const std::string& path, bool require_complete
   p.model_fingerprint = text("model_fingerprint");
   p.truncation = text("truncation");
   p.dtype = text("dtype");
+  p.precision = text("precision");  // "" in files written before precisions existed
   p.device = text("device");
   p.tool_version = text("tool_version");
   p.created = text("created");
@@ -306,7 +308,8 @@ std::string describe_reference_file(const std::string& path) {
   if (f.eval) out += fmt::format("  eval dataset     {} (fingerprint {})\n", p.eval_dataset, p.eval_dataset_fingerprint);
   out += fmt::format("  model            {} (fingerprint {})\n", p.model, p.model_fingerprint);
   out += fmt::format("  truncation       {}\n", p.truncation);
-  out += fmt::format("  computed with    {} on {}, dpo {}, {}\n", p.dtype, p.device, p.tool_version, p.created);
+  out += fmt::format("  computed with    {} precision, {} weights on {}, dpo {}, {}\n",
+                     p.precision.empty() ? "unrecorded" : p.precision, p.dtype, p.device, p.tool_version, p.created);
   out += describe_split("train", f.train);
   if (f.eval) out += describe_split("eval", *f.eval);
   return out;
@@ -317,6 +320,7 @@ ReferenceProvenance expected_provenance(const Config& config, bool with_train, b
   p.model = config.model.reference;
   p.truncation = truncation_description(config.data);
   p.dtype = config.model.dtype;
+  p.precision = config.train.precision;
   p.device = config.model.device;
   p.tool_version = DPO_VERSION;
   if (with_train) p.dataset = config.data.train;
@@ -371,6 +375,14 @@ ReferenceStore ReferenceStore::open(const Config& config, bool check_train, bool
   if (have.truncation != want.truncation)
     fail("{}: was computed with different truncation settings ({} now vs {} in the file)", path, want.truncation,
          have.truncation);
+  // Another precision is allowed (an fp32 reference is the better estimate), but the margins then
+  // start near zero rather than at it: said once, before training.
+  if (comm.rank() == 0 && have.precision != want.precision)
+    fmt::print(stderr,
+               "dpo: warning: {}: computed in {} precision, this run computes in {}: at step 1 the policy's log-probs "
+               "differ from these by that rounding, so margins start near, not at, 0 (recompute with --set "
+               "train.precision={} for the same numerics)\n",
+               path, have.precision.empty() ? "unrecorded" : have.precision, want.precision, want.precision);
   return store;
 }
 

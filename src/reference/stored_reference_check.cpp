@@ -11,6 +11,7 @@
 #include "dpo/data/collate.h"
 #include "dpo/dist/dist.h"
 #include "dpo/loss/logps.h"
+#include "dpo/model/precision.h"
 #include "dpo/reference/fingerprint.h"
 
 namespace dpo {
@@ -49,11 +50,15 @@ void warn_if_stored_reference_differs(const Config& config, const ReferenceStore
   if (!policy_is_stored_reference(config, store, communicator)) return;
   double worst = micro_batch.empty() ? 0.0 : largest_relative_difference(store, policy, train, micro_batch);
   worst = communicator.all_reduce_max(worst);
-  if (worst > 1e-3 && communicator.rank() == 0)
+  const double tolerance = logp_relative_tolerance(precision_of(config));
+  const ReferenceProvenance& made = store.file().provenance;
+  if (worst > tolerance && communicator.rank() == 0)
     fmt::print(stderr,
                "dpo: warning: {}: model.policy == model.reference but stored reference log-probs differ by {:.3g} "
-               "(relative) from the policy's: was the file computed with another dtype/device ({} on {})?\n",
-               store.path(), worst, store.file().provenance.dtype, store.file().provenance.device);
+               "(relative, more than {}'s {:g}) from the policy's: was the file computed with other numerics ({} "
+               "precision, {} on {})?\n",
+               store.path(), worst, config.train.precision, tolerance, made.precision.empty() ? "unrecorded" : made.precision,
+               made.dtype, made.device);
 }
 
 }  // namespace dpo

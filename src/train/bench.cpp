@@ -1,5 +1,6 @@
 #include "dpo/train/bench.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <memory>
@@ -16,6 +17,7 @@
 #include "dpo/loss/logps.h"
 #include "dpo/loss/loss.h"
 #include "dpo/model/model.h"
+#include "dpo/model/precision.h"
 #include "dpo/train/optimization.h"
 #include "dpo/train/throughput.h"
 
@@ -56,8 +58,9 @@ BenchResult run_bench(const Config& config, const BenchOptions& options) {
          train.micro_batch_size);
 
   const std::string& device = config.model.device;
-  const at::ScalarType dtype = parse_dtype(config.model.dtype);
-  CausalLM model = load_model(config.model.policy, dtype, device);
+  const Precision precision = precision_of(config);
+  require_precision_available(precision, device);
+  CausalLM model = load_model(config.model.policy, precision, device);
   model->train();
   const ModelSpec& spec = model->spec();
   if (spec.max_position_embeddings > 0 && seq_len > spec.max_position_embeddings)
@@ -96,7 +99,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options) {
 
   BenchResult result;
   result.device = device;
-  result.dtype = config.model.dtype;
+  result.dtype = precision.describe();
   result.model_path = config.model.policy;
   result.architecture = architecture_name(spec);
   for (const at::Tensor& p : parameters) result.parameters += p.numel();
@@ -113,11 +116,33 @@ BenchResult run_bench(const Config& config, const BenchOptions& options) {
   // Forward + backward ≈ 3x the forward FLOPs (the backward computes gradients with respect to
   // both activations and weights, each as costly as the forward).
   result.achieved_flops = 3.0 * model->forward_flops_per_token(seq_len) * result.tokens_per_s;
-  // Measured after the steps, in the model's dtype, so that the fraction compares like with like.
-  result.peak_flops = measure_matmul_peak_flops(device, dtype);
+  // Measured after the steps, in the dtype of the model's matrix products, so that the fraction
+  // compares like with like.
+  result.peak_flops = measure_matmul_peak_flops(device, precision.matmul);
   result.mfu = result.achieved_flops / result.peak_flops;
   result.peak_memory_mib = peak_memory_mib(device);
   return result;
+}
+
+std::string format_bench_comparison(const std::string& key, const std::vector<std::string>& values,
+                                    const std::vector<BenchResult>& results) {
+  if (values.size() != results.size() || results.empty()) fail("bench: {} values but {} results", values.size(), results.size());
+  size_t width = key.size() + 1;
+  for (const std::string& value : values) width = std::max(width, key.size() + value.size() + 1);
+  std::string out = fmt::format("comparison on the same shapes, in this run (speed-up and memory against {}={})\n",
+                                key, values.front());
+  out += fmt::format("{:<{}}  {:>12}  {:>10}  {:>8}  {:>7}  {:>12}  {:>8}\n", "variant", width, "tokens/s", "step s",
+                     "speed-up", "MFU", "peak MiB", "memory");
+  const BenchResult& first = results.front();
+  for (size_t i = 0; i < results.size(); ++i) {
+    const BenchResult& r = results[i];
+    const std::string memory =
+        r.peak_memory_mib > 0 && first.peak_memory_mib > 0 ? fmt::format("{:.2f}x", r.peak_memory_mib / first.peak_memory_mib) : "-";
+    out += fmt::format("{:<{}}  {:>12.1f}  {:>10.4f}  {:>7.2f}x  {:>7.3f}  {:>12.1f}  {:>8}\n", key + "=" + values[i], width,
+                       r.tokens_per_s, r.step_seconds, r.tokens_per_s / first.tokens_per_s, r.mfu, r.peak_memory_mib,
+                       memory);
+  }
+  return out;
 }
 
 std::string format_bench(const BenchResult& r) {

@@ -216,7 +216,9 @@ nlohmann::json resume_keys(const Config& c, const nlohmann::json& objective_keys
                          {"run.seed", c.run.seed},
                          {"train.global_batch_size", c.train.global_batch_size},
                          {"train.shuffle", c.train.shuffle},
-                         {"train.optimizer", c.train.optimizer}};
+                         {"train.optimizer", c.train.optimizer},
+                         {"model.dtype", c.model.dtype},
+                         {"train.precision", c.train.precision}};
   keys.update(objective_keys);
   return keys;
 }
@@ -241,6 +243,7 @@ TrainerState starting_state(const std::optional<std::string>& checkpoint, const 
   state.epoch = saved.epoch;
   state.step_in_epoch = saved.step_in_epoch;
   state.extra["skipped_steps"] = saved.extra.value("skipped_steps", 0);
+  if (saved.extra.contains("loss_scaler")) state.extra["loss_scaler"] = saved.extra["loss_scaler"];
   return state;
 }
 

@@ -16,6 +16,7 @@
 #include "dpo/error.h"
 #include "dpo/io/durable_file.h"
 #include "dpo/loss/logps.h"
+#include "dpo/model/precision.h"
 #include "dpo/reference/reference_store.h"
 
 namespace dpo {
@@ -63,18 +64,18 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference,
 
 std::map<std::string, double> run_eval(const Config& config, Communicator& communicator) {
   if (config.data.eval.empty()) fail("data.eval: dpo eval needs an evaluation dataset (set data.eval)");
-  const at::ScalarType dtype = parse_dtype(config.model.dtype);
+  const Precision precision = precision_of(config);
   const bool precomputed = !config.reference.logps_path.empty();
   // With precomputed reference log-probs the reference model is never loaded.
   std::optional<ReferenceStore> store;
   if (precomputed) store = ReferenceStore::open(config, /*check_train=*/false, /*check_eval=*/true, communicator);
   if (store) require_same_reference_on_all_ranks(communicator, *store);
-  CausalLM policy = load_model(config.model.policy, dtype, config.model.device);
+  CausalLM policy = load_model(config.model.policy, precision, config.model.device);
   policy->eval();
   require_same_weights_on_all_ranks(communicator, "model.policy", config.model.policy, policy->parameters());
   CausalLM reference = policy;
   if (!precomputed && !std::filesystem::equivalent(config.model.reference, config.model.policy)) {
-    reference = load_model(config.model.reference, dtype, config.model.device);
+    reference = load_model(config.model.reference, precision, config.model.device);
     reference->eval();
     require_same_weights_on_all_ranks(communicator, "model.reference", config.model.reference, reference->parameters());
   }

@@ -19,10 +19,12 @@
 #include "dpo/dist/grad_buckets.h"
 #include "dpo/error.h"
 #include "dpo/model/model.h"
+#include "dpo/model/precision.h"
 #include "dpo/reference/fingerprint.h"
 #include "dpo/runtime/console.h"
 #include "dpo/runtime/preemption.h"
 #include "dpo/train/checkpoint.h"
+#include "dpo/train/loss_scaler.h"
 #include "dpo/train/metrics.h"
 #include "dpo/train/objective.h"
 #include "dpo/train/optimization.h"
@@ -74,7 +76,8 @@ class Trainer {
   Communicator& comm_;
   MicroBatchHook after_micro_batch_;
   std::unique_ptr<TrainingObjective> objective_;
-  at::ScalarType dtype_ = at::kFloat;
+  Precision precision_;
+  LossScaler loss_scaler_{false};
   CausalLM policy_;
   std::vector<at::Tensor> parameters_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
@@ -102,6 +105,7 @@ TrainSummary Trainer::run() {
     const double lr = learning_rate(c, state_.step, total_steps_);
     set_learning_rate(*optimizer_, lr);
     // This rank's share: the objective's forward, loss and backward of each of its micro-batches.
+    const double loss_scale = loss_scaler_.scale();  // this step's (fp16-mixed; 1 otherwise)
     std::optional<MetricSums> sums = micro_steps(global);
     if (!sums) return stop(step);
     // Gradient sync: sums across ranks (each loss is already divided by the whole batch's
@@ -110,6 +114,7 @@ TrainSummary Trainer::run() {
     buckets_->all_reduce_sum(comm_);
     all_reduce(*sums, objective_->metric_names(), comm_);
     const double sync_seconds = seconds_since(sync_start);
+    loss_scaler_.unscale(parameters_);
     const double grad_norm = clip_grad_norm(parameters_, c.max_grad_norm);
     std::map<std::string, double> metrics = objective_->step_means(*sums);
     const bool updated = optimizer_step(step, metrics.at("loss"), grad_norm);
@@ -118,6 +123,7 @@ TrainSummary Trainer::run() {
     // Metrics and progress, eval, checkpoint, stop check.
     metrics["grad_norm"] = grad_norm;
     metrics["lr"] = lr;
+    if (loss_scaler_.enabled()) metrics["loss_scale"] = loss_scale;
     add_throughput(metrics, global, seconds_since(step_start), sync_seconds);
     summary_.last_metrics = metrics;
     if (step % config_.run.log_every == 0 || step == total_steps_ || !updated) log_step(metrics, !updated);
@@ -132,7 +138,9 @@ TrainSummary Trainer::run() {
 void Trainer::set_up() {
   const Config& c = config_;
   if (c.data.train.empty()) fail("data.train: dpo {} needs a training dataset (set data.train)", command_of(kind_));
-  dtype_ = parse_dtype(c.model.dtype);
+  precision_ = precision_of(c);
+  require_precision_available(precision_, c.model.device);
+  loss_scaler_ = LossScaler(precision_.needs_loss_scaling());
   // Before the policy: a stored reference that does not match this config fails fast.
   objective_ = kind_ == Objective::Dpo ? make_dpo_objective(c, comm_) : make_sft_objective(c, comm_);
   fs::create_directories(c.run.output_dir);
@@ -151,13 +159,16 @@ void Trainer::load_policy_and_resume() {
   const Config& c = config_;
   const auto checkpoint = newest_checkpoint(c.run.output_dir);
   state_ = starting_state(checkpoint, objective_->name(), resume_keys(c, objective_->resume_keys()));
-  policy_ = load_model(checkpoint ? *checkpoint : c.model.policy, dtype_, c.model.device);
+  policy_ = load_model(checkpoint ? *checkpoint : c.model.policy, precision_, c.model.device);
+  if (state_.extra.contains("loss_scaler")) loss_scaler_.load_state(state_.extra["loss_scaler"]);
   if (checkpoint) {
     summary_.resumed_from = state_.step;
     fmt::print("resuming from {} (step {})\n", *checkpoint, state_.step);
   }
   policy_->train();
   parameters_ = policy_->parameters();
+  const std::string lr_warning = low_precision_lr_warning(precision_, c.train.lr, parameters_);
+  if (is_root() && !lr_warning.empty()) fmt::print(stderr, "dpo: warning: {}\n", lr_warning);
   // Every rank must start from the same weights (a stale node-local copy, or a node that does not
   // see rank 0's checkpoints, would otherwise train on silently and every replica diverge).
   require_same_weights_on_all_ranks(comm_, "model.policy", checkpoint ? *checkpoint : c.model.policy, parameters_);
@@ -186,14 +197,14 @@ void Trainer::plan_steps() {
   if (c.train.max_steps > 0) total_steps_ = std::min(total_steps_, c.train.max_steps);
   metrics_log_.emplace(c.run.output_dir, state_.step, is_root());
   // Every rank measures at once, so the sum is the peak of the machine as the ranks share it.
-  std::vector<double> peak = {measure_matmul_peak_flops(c.model.device, dtype_, 0.25)};
+  std::vector<double> peak = {measure_matmul_peak_flops(c.model.device, precision_.matmul, 0.25)};
   comm_.all_reduce_sum(peak);
   peak_flops_ = peak[0];
   fmt::print("dpo {}: {} pairs, {} steps/epoch, {} steps, global batch {} = {} x {} accumulation x {} ranks ({}), {} | "
              "{} on {}, matmul peak {:.1f} GFLOP/s\n",
              command_of(kind_), train_data_->size(), epoch_steps_, total_steps_, c.train.global_batch_size,
              c.train.micro_batch_size, plan_->accumulation_steps(), comm_.world_size(), comm_.name(), c.train.optimizer,
-             c.model.dtype, c.model.device, peak_flops_ / 1e9);
+             precision_.describe(), c.model.device, peak_flops_ / 1e9);
 }
 
 // This rank's micro-batches of the global batch: the objective's forward, loss and backward of
@@ -202,7 +213,8 @@ void Trainer::plan_steps() {
 // last completed step, which is what gets saved.
 std::optional<MetricSums> Trainer::micro_steps(const std::vector<int64_t>& global) {
   buckets_->zero();
-  const double scale = 1.0 / objective_->loss_denominator(global);
+  // fp16-mixed multiplies the loss by the loss scale (unscaled after the gradient sum).
+  const double scale = loss_scaler_.scale() / objective_->loss_denominator(global);
   const auto micro_batches = plan_->rank_micro_batches(state_.epoch, state_.step_in_epoch, comm_.rank());
   size_t last = micro_batches.size();
   for (size_t i = 0; i < micro_batches.size(); ++i)
@@ -236,6 +248,17 @@ size_t Trainer::stop_points_before_last_backward(size_t global_pairs) const {
 // The update, unless the loss or the gradient norm is not finite: then the run stops before it
 // (nothing of the step saved) or, with train.skip_nonfinite, skips it. Whether it updated.
 bool Trainer::optimizer_step(int64_t step, double loss, double grad_norm) {
+  const double loss_scale = loss_scaler_.scale();
+  const bool applies = loss_scaler_.update(grad_norm);
+  if (loss_scaler_.enabled()) state_.extra["loss_scaler"] = loss_scaler_.state();
+  if (std::isfinite(loss) && !applies) {  // fp16 gradients overflowed: expected now and then, never fatal
+    if (is_root())
+      fmt::print(stderr, "dpo: step {}: float16 gradients overflowed at loss scale {:g}; update skipped, loss scale now {:g}\n",
+                 step, loss_scale, loss_scaler_.scale());
+    buckets_->zero();
+    state_.extra["skipped_steps"] = skipped_steps() + 1;
+    return false;
+  }
   if (std::isfinite(loss) && std::isfinite(grad_norm)) {
     optimizer_->step();
     return true;
@@ -314,7 +337,7 @@ TrainSummary Trainer::finish() {
   summary_.steps = state_.step;
   summary_.skipped_steps = skipped_steps();
   summary_.final_model_dir = (fs::path(config_.run.output_dir) / "final").string();
-  if (is_root()) save_model(*policy_, summary_.final_model_dir);
+  if (is_root()) save_model(*policy_, summary_.final_model_dir, parse_dtype(config_.train.save_dtype));
   comm_.barrier();
   return summary_;
 }

@@ -33,7 +33,7 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
       "train.global_batch_size",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",
       "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "train.shuffle", "train.save_every",
-      "train.eval_every", "train.lr_scheduler", "train.keep_checkpoints", "train.skip_nonfinite", "dist.backend",
+      "train.eval_every", "train.lr_scheduler", "train.keep_checkpoints", "train.skip_nonfinite", "train.precision", "train.save_dtype", "dist.backend",
       "dist.bucket_mb"};
   std::set<std::string> table_keys;
   for (const dpo::OptionSpec& spec : dpo::option_table()) {
@@ -52,7 +52,9 @@ TEST_CASE("defaults are filled in and auto values resolved", "[config]") {
   CHECK(c.model.policy == "models/sft");
   CHECK(c.model.reference == "models/sft");  // reference defaults to the policy
   CHECK((c.model.device == "cpu" || c.model.device == "cuda"));
-  CHECK(c.model.dtype == (c.model.device == "cpu" ? "float32" : "bfloat16"));
+  CHECK(c.model.dtype == "float32");  // float32 weights on every device: train.precision picks the matmuls'
+  CHECK(c.train.precision == (c.model.device == "cpu" ? "fp32" : "bf16-mixed"));
+  CHECK(c.train.save_dtype == "float32");
   CHECK(c.data.train.empty());
   CHECK(c.data.eval.empty());
   CHECK(c.data.max_length == 512);

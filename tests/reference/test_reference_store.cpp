@@ -413,7 +413,25 @@ TEST_CASE("with policy == reference, stored values the policy does not reproduce
   for (double& v : file.train.chosen) v += 0.5;  // as if computed under other numerics
   dpo::write_reference_file(toy.logps.string(), file, false);
   CHECK_THAT(train_one_step("other"), Contains("dpo: warning:") && Contains("stored reference log-probs differ by") &&
-                                          Contains("another dtype/device"));
+                                          Contains("computed with other numerics (fp32 precision"));
+}
+
+TEST_CASE("a reference file records its precision, and training in another precision is warned about, not refused",
+          "[reference][precision]") {
+  const Toy toy("precision");
+  precompute(toy.config("pre"));
+  CHECK(dpo::read_reference_file(toy.logps.string(), true).provenance.precision == "fp32");
+  CHECK_THAT(dpo::describe_reference_file(toy.logps.string()), Contains("computed with    fp32 precision"));
+  const auto train_one_step = [&](const std::string& output, const std::string& precision) {
+    return stderr_of(toy.dir.path, [&] {
+      dpo::run_training(toy.config(output, {"train.max_steps=1", "train.eval_every=0", "train.precision=" + precision}),
+                        dpo::Objective::Dpo);
+    });
+  };
+  CHECK_THAT(train_one_step("same", "fp32"), !Contains("precision"));
+  CHECK_THAT(train_one_step("mixed", "bf16-mixed"),
+             Contains("computed in fp32 precision, this run computes in bf16-mixed") &&
+                 Contains("--set train.precision=bf16-mixed"));
 }
 
 TEST_CASE("reference.batch_size must be positive", "[reference][config]") {

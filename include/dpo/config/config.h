@@ -17,7 +17,9 @@ struct RunOptions {
 struct ModelOptions {
   std::string policy;     // Hugging Face directory
   std::string reference;  // resolved to `policy` when not given
-  std::string dtype;      // resolved: "float32" | "bfloat16" | "float16" (auto: float32 on cpu, bfloat16 on cuda)
+  // The dtype the weights are stored and trained in: float32 (the default; train.precision then
+  // says what the matrix products run in) or, only by explicit choice, bfloat16 / float16.
+  std::string dtype = "float32";
   std::string device;     // resolved: "cpu" | "cuda" (auto: cuda when available)
 };
 
@@ -56,6 +58,10 @@ struct TrainOptions {
   std::string lr_scheduler = "constant";  // constant | cosine (both after the linear warm-up)
   int64_t keep_checkpoints = 2;           // newest complete checkpoints kept; 0 keeps all
   bool skip_nonfinite = false;            // false: a NaN/Inf loss or grad norm stops the run
+  // resolved: fp32 | bf16-mixed | fp16-mixed (float32 weights) | pure (everything in model.dtype);
+  // auto: bf16-mixed on cuda, fp32 on cpu, pure when model.dtype is not float32.
+  std::string precision = "auto";
+  std::string save_dtype = "auto";  // dtype of the final model's weights (auto: the weights' own)
 };
 
 struct DistOptions {

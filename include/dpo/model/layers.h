@@ -14,18 +14,32 @@
 
 namespace dpo {
 
+// `t` in `dtype` for a matrix product (Undefined: as it is). The cast is differentiable, so the
+// gradient of a float32 weight used in bfloat16 arrives in float32.
+inline at::Tensor for_matmul(const at::Tensor& t, at::ScalarType dtype) {
+  return !t.defined() || dtype == at::ScalarType::Undefined || t.scalar_type() == dtype ? t : t.to(dtype);
+}
+
+// A layer whose matrix product may run in another dtype than its weights (mixed precision);
+// CausalLMImpl::set_matmul_dtype sets it on every such layer. The output is in that dtype.
+struct MatmulLayer : torch::nn::Module {
+  at::ScalarType matmul_dtype = at::ScalarType::Undefined;
+};
+
 // nn.Linear: y = x W^T + b, weight [out, in].
-struct LinearImpl : torch::nn::Module {
+struct LinearImpl : MatmulLayer {
   LinearImpl(int64_t in, int64_t out, bool bias, const at::TensorOptions& options) {
     weight = register_parameter("weight", at::empty({out, in}, options));
     if (bias) this->bias = register_parameter("bias", at::empty({out}, options));
   }
-  at::Tensor forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+  at::Tensor forward(const at::Tensor& x) const {
+    return at::linear(for_matmul(x, matmul_dtype), for_matmul(weight, matmul_dtype), for_matmul(bias, matmul_dtype));
+  }
   at::Tensor weight, bias;
 };
 
 // GPT-2's Conv1D: y = x W + b, weight [in, out] (the transpose of nn.Linear's layout).
-struct Conv1DImpl : torch::nn::Module {
+struct Conv1DImpl : MatmulLayer {
   Conv1DImpl(int64_t in, int64_t out, const at::TensorOptions& options) {
     weight = register_parameter("weight", at::empty({in, out}, options));
     bias = register_parameter("bias", at::empty({out}, options));
@@ -33,7 +47,9 @@ struct Conv1DImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) const {
     auto out_shape = x.sizes().vec();
     out_shape.back() = weight.size(1);
-    return at::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(out_shape);
+    return at::addmm(for_matmul(bias, matmul_dtype), for_matmul(x.reshape({-1, x.size(-1)}), matmul_dtype),
+                     for_matmul(weight, matmul_dtype))
+        .view(out_shape);
   }
   at::Tensor weight, bias;
 };
@@ -72,8 +88,12 @@ struct RMSNormImpl : torch::nn::Module {
   double eps;
 };
 
-// Causal self-attention over [B, H, T, D] with scale 1/sqrt(D); softmax in float32.
-inline at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+// Causal self-attention over [B, H, T, D] with scale 1/sqrt(D); softmax in float32. The products
+// run in v's dtype (a projection's output: the matmul dtype under mixed precision), to which q and
+// k (which rotary positions may have promoted to float32) are cast.
+inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, const at::Tensor& v) {
+  q = for_matmul(q, v.scalar_type());
+  k = for_matmul(k, v.scalar_type());
 #if TORCH_VERSION_MAJOR >= 2
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                           /*is_causal=*/true);

@@ -57,8 +57,15 @@ class CausalLMImpl : public torch::nn::Module {
   // Forward FLOPs per token at sequence length T (matmuls + attention), for throughput reports.
   double forward_flops_per_token(int64_t seq_len) const;
 
+  // Mixed precision: every matrix product (projections, attention, the head) runs in `dtype` on
+  // casts of the weights, which stay as they are (float32 master weights); norms, residual sums
+  // and the logits' log-softmax stay in float32. Undefined (the default): the weights' dtype.
+  void set_matmul_dtype(at::ScalarType dtype);
+  at::ScalarType matmul_dtype() const { return matmul_dtype_; }
+
  protected:
   ModelSpec spec_;
+  at::ScalarType matmul_dtype_ = at::ScalarType::Undefined;
 };
 using CausalLM = std::shared_ptr<CausalLMImpl>;
 
@@ -77,14 +84,18 @@ CausalLM build_model(const ModelSpec& spec, uint64_t seed);
 CausalLM load_model(const std::string& dir, at::ScalarType dtype, const std::string& device = "cpu");
 
 // Writes config.json + model.safetensors under a temporary name, then renames to `dir`. Tensors
-// are saved in the model's dtype with transformers' names (a tied head is not saved twice).
-void save_model(const CausalLMImpl& model, const std::string& dir);
+// are saved in `dtype` (Undefined: the model's own) with transformers' names (a tied head is not
+// saved twice); config.json's torch_dtype says which.
+void save_model(const CausalLMImpl& model, const std::string& dir,
+                at::ScalarType dtype = at::ScalarType::Undefined);
 // config.json + model.safetensors, fsynced, into the existing directory `dir` (a checkpoint's
-// temporary directory, committed as a whole by its caller).
-void write_model_files(const CausalLMImpl& model, const std::string& dir);
+// temporary directory, committed as a whole by its caller), in the model's own dtype.
+void write_model_files(const CausalLMImpl& model, const std::string& dir,
+                       at::ScalarType dtype = at::ScalarType::Undefined);
 
-// The state dict that save_model writes (names as transformers), CPU tensors.
-NamedTensors model_state_for_save(const CausalLMImpl& model);
+// The state dict that save_model writes (names as transformers), CPU tensors in `dtype`
+// (Undefined: the model's own).
+NamedTensors model_state_for_save(const CausalLMImpl& model, at::ScalarType dtype = at::ScalarType::Undefined);
 
 // "float32" | "bfloat16" | "float16" <-> ScalarType.
 at::ScalarType parse_dtype(const std::string& name);

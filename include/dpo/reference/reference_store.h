@@ -42,6 +42,7 @@ struct ReferenceProvenance {
   std::string eval_dataset, eval_dataset_fingerprint;   // data.eval ("" when none)
   std::string model, model_fingerprint;                 // model.reference
   std::string truncation, dtype, device, tool_version, created;
+  std::string precision;  // train.precision the values were computed in ("" in older files)
 };
 
 struct ReferenceFile {

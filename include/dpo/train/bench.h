@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "dpo/config/config.h"
 
@@ -31,5 +32,10 @@ struct BenchResult {
 // pairs, accumulated as train.global_batch_size says, all rows of length seq_len.
 BenchResult run_bench(const Config& config, const BenchOptions& options);
 std::string format_bench(const BenchResult& result);
+// `dpo bench --compare KEY=V1,V2,...`: one line per value of KEY (each its own run_bench, in
+// turn, in this process), with tokens/s, step time, MFU and peak memory, and speed-up and memory
+// against the first value.
+std::string format_bench_comparison(const std::string& key, const std::vector<std::string>& values,
+                                    const std::vector<BenchResult>& results);
 
 }  // namespace dpo
