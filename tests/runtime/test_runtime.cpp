@@ -1,12 +1,16 @@
-// Process set-up: how many threads a rank takes from its node; the console: when progress may be
+// Process set-up: how many threads a rank takes from its node, freed memory kept in the heap; the console: when progress may be
 // redrawn and how its ETA reads.
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
+
+#include <malloc.h>
 
 #include <catch2/catch.hpp>
 
 #include "dpo/runtime/console.h"
+#include "dpo/runtime/memory.h"
 #include "dpo/runtime/runtime.h"
 
 TEST_CASE("a rank's cores: bound ranks keep their own, unbound ranks split the node", "[runtime]") {
@@ -46,4 +50,17 @@ TEST_CASE("an ETA reads minutes and seconds under an hour, hours and minutes fro
   CHECK(dpo::format_duration(3600) == "1h00m");
   CHECK(dpo::format_duration(3900) == "1h05m");
   CHECK(dpo::format_duration(-5) == "0m00s");
+}
+
+TEST_CASE("with freed memory kept in the heap, a 64 MiB block is not mmapped and stays with the process after free",
+          "[runtime]") {
+  dpo::keep_freed_memory_in_heap();
+  constexpr size_t kBytes = size_t{64} << 20;
+  const size_t mmapped_before = mallinfo2().hblkhd;
+  void* block = std::malloc(kBytes);
+  REQUIRE(block != nullptr);
+  std::memset(block, 1, kBytes);
+  CHECK(mallinfo2().hblkhd == mmapped_before);  // from the heap, not a mapping of its own
+  std::free(block);
+  CHECK(mallinfo2().fordblks >= kBytes);  // free in the heap, for the next tensor
 }
