@@ -82,8 +82,12 @@ std::string partial_mismatch(const ReferenceFile& partial, const ReferenceProven
 // the scoring of the unfilled examples in rounds.
 class Precompute {
  public:
-  Precompute(const Config& config, Communicator& comm)
-      : config_(config), comm_(comm), root_(comm.rank() == 0), partial_path_(config.reference.logps_path + ".partial") {}
+  Precompute(const Config& config, Communicator& comm, at::Device device)
+      : config_(config),
+        comm_(comm),
+        device_(device),
+        root_(comm.rank() == 0),
+        partial_path_(config.reference.logps_path + ".partial") {}
 
   PrecomputeSummary run() {
     load_inputs();
@@ -112,7 +116,7 @@ class Precompute {
 
   // The reference model and the datasets, the same on every rank, and the empty value vectors.
   void load_inputs() {
-    model_ = load_model(config_.model.reference, parse_dtype(config_.model.dtype), config_.model.device);
+    model_ = load_model(config_.model.reference, parse_dtype(config_.model.dtype), device_.str());
     model_->eval();
     require_same_weights_on_all_ranks(comm_, "model.reference", config_.model.reference, model_->parameters());
     const TruncationRule rule = truncation_rule(config_.data);
@@ -283,6 +287,7 @@ class Precompute {
 
   const Config& config_;
   Communicator& comm_;
+  const at::Device device_;  // the session's: cpu, or this rank's GPU
   const bool root_;
   const std::string partial_path_;
   CausalLM model_;
@@ -293,11 +298,11 @@ class Precompute {
 
 }  // namespace
 
-PrecomputeSummary precompute_reference(const Config& config, Communicator& comm) {
+PrecomputeSummary precompute_reference(const Config& config, Communicator& comm, at::Device device) {
   if (config.reference.logps_path.empty())
     fail("reference.logps_path: dpo precompute-ref needs the output file (set reference.logps_path)");
   if (config.data.train.empty()) fail("data.train: dpo precompute-ref needs a training dataset (set data.train)");
-  return Precompute(config, comm).run();
+  return Precompute(config, comm, device).run();
 }
 
 }  // namespace dpo

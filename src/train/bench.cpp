@@ -45,7 +45,7 @@ std::string architecture_name(const ModelSpec& spec) {
 
 }  // namespace
 
-BenchResult run_bench(const Config& config, const BenchOptions& options) {
+BenchResult run_bench(const Config& config, const BenchOptions& options, at::Device placement) {
   const TrainOptions& train = config.train;
   const int64_t seq_len = options.seq_len > 0 ? options.seq_len : config.data.max_length;
   if (seq_len < 2) fail("bench: sequence length must be at least 2 (a prompt and a response token), got {}", seq_len);
@@ -57,7 +57,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options) {
 
   const std::string& device = config.model.device;
   const at::ScalarType dtype = parse_dtype(config.model.dtype);
-  CausalLM model = load_model(config.model.policy, dtype, device);
+  CausalLM model = load_model(config.model.policy, dtype, placement.str());
   model->train();
   const ModelSpec& spec = model->spec();
   if (spec.max_position_embeddings > 0 && seq_len > spec.max_position_embeddings)

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include <c10/core/Device.h>
+
 #include "dpo/config/config.h"
 
 namespace dpo {
@@ -29,7 +31,7 @@ struct BenchResult {
 
 // Model from model.policy (a Hugging Face directory); micro-batches of train.micro_batch_size
 // pairs, accumulated as train.global_batch_size says, all rows of length seq_len.
-BenchResult run_bench(const Config& config, const BenchOptions& options);
+BenchResult run_bench(const Config& config, const BenchOptions& options, at::Device device);
 std::string format_bench(const BenchResult& result);
 
 }  // namespace dpo
