@@ -112,11 +112,14 @@ else
 fi
 grep -q 'dpo: NCCL .* enabled' "$build/configure.log" || die "configured without NCCL (see $build/configure.log)"
 grep -q 'dpo: libtorch with CUDA: ON' "$build/configure.log" || die "this libtorch has no CUDA (see $build/configure.log)"
-echo "export LD_LIBRARY_PATH='${library_path}'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" >>"$build/env.sh"
+[ -z "$library_path" ] ||
+  echo "export LD_LIBRARY_PATH='${library_path}'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" >>"$build/env.sh"
 
-cmake --build "$build" -j"$(nproc)"
+# Sourced before building too: catch_discover_tests runs the test binaries after linking them, and
+# the bundle's libraries find their own dependencies only through LD_LIBRARY_PATH.
 # shellcheck disable=SC1091
 . "$build/env.sh"
+cmake --build "$build" -j"$(nproc)"
 if ldd "$build/dpo" | grep -q 'not found'; then
   ldd "$build/dpo" | grep 'not found' >&2
   die "$build/dpo has unresolved libraries (add their packages to scripts/gpu_bundle.sh)"
