@@ -2,7 +2,7 @@
 # Downloads the Debian 12 packages that scripts/build_gpu.sh needs on a GPU machine that has CUDA
 # PyTorch but no package registry: yaml-cpp, fmt, nlohmann-json, Catch2, parallel HDF5, Open MPI
 # (headers, CMake configs and the shared libraries they pull in; not libtorch, which comes from
-# PyTorch). Into .gpu-bundle/ (ignored by git; $1 overrides), about 13 MiB, so that the bundle
+# PyTorch). Into .gpu-bundle/ (ignored by git; $1 overrides), about 12 MiB, so that the bundle
 # travels with the working tree. Run on a Debian 12 machine with apt (no root needed).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
