@@ -1,5 +1,6 @@
 # Finds NCCL and provides the imported target NCCL::NCCL (which also links CUDA::cudart).
-# Hints: NCCL_ROOT (CMake or environment), CUDA_HOME, /usr/local/cuda.
+# Hints: NCCL_ROOT (CMake or environment; a directory with include/nccl.h and lib/), CUDA_HOME,
+# /usr/local/cuda.
 # Sets NCCL_FOUND, NCCL_VERSION, NCCL_INCLUDE_DIR, NCCL_LIBRARY.
 find_package(CUDAToolkit QUIET)
 
@@ -7,7 +8,8 @@ set(_nccl_hints ${NCCL_ROOT} $ENV{NCCL_ROOT} $ENV{CUDA_HOME} ${CUDAToolkit_LIBRA
 find_path(NCCL_INCLUDE_DIR nccl.h
   HINTS ${_nccl_hints} ${CUDAToolkit_INCLUDE_DIRS}
   PATH_SUFFIXES include)
-find_library(NCCL_LIBRARY NAMES nccl
+# libnccl.so.2: the nvidia-nccl wheel that CUDA PyTorch installs has no unversioned libnccl.so.
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2
   HINTS ${_nccl_hints} ${CUDAToolkit_LIBRARY_DIR}
   PATH_SUFFIXES lib lib64 lib/x86_64-linux-gnu)
 

@@ -41,7 +41,7 @@ void print_metrics(const std::map<std::string, double>& means) {
 int train_with(Session& session, const ParsedArgs& args, Objective objective) {
   const auto config = start_config_command(session, args.flags, objective == Objective::Dpo ? "train" : "sft");
   if (!config) return 0;
-  const TrainSummary summary = run_training(*config, objective, session.tensors());
+  const TrainSummary summary = run_training(*config, objective, session.tensors(), session.device());
   if (summary.preempted) return kPreemptedExitCode;
   fmt::print("done: {} steps{}; model in {}\n", summary.steps,
              summary.skipped_steps ? fmt::format(" ({} skipped as non-finite)", summary.skipped_steps) : "",
@@ -54,7 +54,7 @@ int train_with(Session& session, const ParsedArgs& args, Objective objective) {
 int cmd_eval(Session& session, const ParsedArgs& args) {
   const auto config = start_config_command(session, args.flags, "eval");
   if (!config) return 0;
-  const auto means = run_eval(*config, session.tensors());
+  const auto means = run_eval(*config, session.tensors(), session.device());
   fmt::print("eval metrics over {} pairs (loss {}, beta {}):\n", static_cast<int64_t>(means.at("pairs")),
              config->loss.type, config->loss.beta);
   print_metrics(means);
@@ -70,7 +70,7 @@ int cmd_precompute_ref(Session& session, const ParsedArgs& args) {
   const auto config = start_config_command(session, args.flags, "precompute-ref");
   if (!config) return 0;
   // Host vectors only: the gather needs no device communicator.
-  const PrecomputeSummary s = precompute_reference(*config, session.host());
+  const PrecomputeSummary s = precompute_reference(*config, session.host(), session.device());
   if (s.preempted) return kPreemptedExitCode;
   fmt::print("wrote {}: {} pairs{} ({} scored at {:.1f} pairs/s, {} resumed from a .partial file)\n",
              config->reference.logps_path, s.examples,
@@ -88,7 +88,7 @@ int cmd_bench(Session& session, const ParsedArgs& args) {
   options.seq_len = integer_flag(args.flags, "--seq-len", 0, 0);
   const auto compare = all_of(args.flags, "--compare");
   if (compare.empty()) {
-    fmt::print("{}", format_bench(run_bench(*config, options)));
+    fmt::print("{}", format_bench(run_bench(*config, options, session.device())));
     return 0;
   }
   // --compare KEY=V1,V2,...: the config once per value, each benched in turn on the same shapes.
@@ -110,7 +110,7 @@ int cmd_bench(Session& session, const ParsedArgs& args) {
     const Config variant = load_config(single(args.flags, "--config", "bench"), overrides);
     overrides.pop_back();
     fmt::print("== {}={}\n", key, value);
-    results.push_back(run_bench(variant, options));
+    results.push_back(run_bench(variant, options, session.device()));
     fmt::print("{}\n", format_bench(results.back()));
   }
   fmt::print("{}", format_bench_comparison(key, values, results));

@@ -7,7 +7,8 @@
 // reduction. Buckets start strictly in order, so every rank issues the same collectives in the
 // same order whatever the timing. Hooks act only on the thread that owns MPI (MPI_THREAD_FUNNELED):
 // libtorch runs a CPU-only backward on the calling thread; on any other thread they leave the
-// work to all_reduce_sum.
+// work to all_reduce_sum, unless the communicator starts from any thread (NCCL: libtorch runs a
+// CUDA backward on its device thread).
 #include "dpo/dist/grad_buckets.h"
 
 #include <algorithm>
@@ -100,7 +101,7 @@ struct GradientBuckets::State {
   }
 
   void on_gradient(size_t parameter) {
-    if (!armed || std::this_thread::get_id() != owner) return;
+    if (!armed || (std::this_thread::get_id() != owner && !armed->starts_from_any_thread())) return;
     const size_t b = place[parameter].first;
     if (buckets[b].reduction) {
       if (late_gradient.empty()) late_gradient = name_of(parameter);
@@ -176,6 +177,8 @@ GradientBuckets::GradientBuckets(std::vector<at::Tensor> parameters, BucketLimit
     s.buckets.push_back(std::move(bucket));
   }
 
+  // On CUDA the reductions run on a side stream while backward computes: overlap pays there.
+  s.overlap = !s.buckets.empty() && s.buckets.front().flat.is_cuda();
   s.hook_target = std::make_shared<State*>(&s);
   std::weak_ptr<State*> target = s.hook_target;
   for (size_t i = 0; i < s.parameters.size(); ++i) {

@@ -84,8 +84,12 @@ std::string partial_mismatch(const ReferenceFile& partial, const ReferenceProven
 // the scoring of the unfilled examples in rounds.
 class Precompute {
  public:
-  Precompute(const Config& config, Communicator& comm)
-      : config_(config), comm_(comm), root_(comm.rank() == 0), partial_path_(config.reference.logps_path + ".partial") {}
+  Precompute(const Config& config, Communicator& comm, at::Device device)
+      : config_(config),
+        comm_(comm),
+        device_(device),
+        root_(comm.rank() == 0),
+        partial_path_(config.reference.logps_path + ".partial") {}
 
   PrecomputeSummary run() {
     load_inputs();
@@ -117,7 +121,7 @@ class Precompute {
     // The policy's numerics (model/precision.h), so that at step 1 the margins of policy == reference are 0.
     const Precision precision = precision_of(config_);
     require_precision_available(precision, config_.model.device);
-    model_ = load_model(config_.model.reference, precision, config_.model.device);
+    model_ = load_model(config_.model.reference, precision, device_.str());
     model_->eval();
     require_same_weights_on_all_ranks(comm_, "model.reference", config_.model.reference, model_->parameters());
     const TruncationRule rule = truncation_rule(config_.data);
@@ -288,6 +292,7 @@ class Precompute {
 
   const Config& config_;
   Communicator& comm_;
+  const at::Device device_;  // the session's: cpu, or this rank's GPU
   const bool root_;
   const std::string partial_path_;
   CausalLM model_;
@@ -298,11 +303,11 @@ class Precompute {
 
 }  // namespace
 
-PrecomputeSummary precompute_reference(const Config& config, Communicator& comm) {
+PrecomputeSummary precompute_reference(const Config& config, Communicator& comm, at::Device device) {
   if (config.reference.logps_path.empty())
     fail("reference.logps_path: dpo precompute-ref needs the output file (set reference.logps_path)");
   if (config.data.train.empty()) fail("data.train: dpo precompute-ref needs a training dataset (set data.train)");
-  return Precompute(config, comm).run();
+  return Precompute(config, comm, device).run();
 }
 
 }  // namespace dpo

@@ -73,7 +73,7 @@ void DpoObjective::attach(CausalLMImpl& policy, const PreferenceDataset& train, 
     // Always a separate, frozen copy: the policy moves away from it as it trains. Loaded after the
     // policy, so that ranks holding other copies of one model are told about model.policy.
     const Config& c = config_;
-    reference_ = load_model(c.model.reference, precision_of(c), c.model.device);  // the policy's numerics
+    reference_ = load_model(c.model.reference, precision_of(c), policy.device().str());  // the policy's numerics and device
     reference_->eval();
     for (auto& p : reference_->parameters()) p.set_requires_grad(false);
     require_same_weights_on_all_ranks(comm_, "model.reference", c.model.reference, reference_->parameters());

@@ -62,20 +62,21 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference,
   });
 }
 
-std::map<std::string, double> run_eval(const Config& config, Communicator& communicator) {
+std::map<std::string, double> run_eval(const Config& config, Communicator& communicator, at::Device device) {
   if (config.data.eval.empty()) fail("data.eval: dpo eval needs an evaluation dataset (set data.eval)");
   const Precision precision = precision_of(config);
+  require_precision_available(precision, config.model.device);
   const bool precomputed = !config.reference.logps_path.empty();
   // With precomputed reference log-probs the reference model is never loaded.
   std::optional<ReferenceStore> store;
   if (precomputed) store = ReferenceStore::open(config, /*check_train=*/false, /*check_eval=*/true, communicator);
   if (store) require_same_reference_on_all_ranks(communicator, *store);
-  CausalLM policy = load_model(config.model.policy, precision, config.model.device);
+  CausalLM policy = load_model(config.model.policy, precision, device.str());
   policy->eval();
   require_same_weights_on_all_ranks(communicator, "model.policy", config.model.policy, policy->parameters());
   CausalLM reference = policy;
   if (!precomputed && !std::filesystem::equivalent(config.model.reference, config.model.policy)) {
-    reference = load_model(config.model.reference, precision, config.model.device);
+    reference = load_model(config.model.reference, precision, device.str());
     reference->eval();
     require_same_weights_on_all_ranks(communicator, "model.reference", config.model.reference, reference->parameters());
   }

@@ -7,6 +7,10 @@
 
 #include <c10/core/InferenceMode.h>
 #include <torch/cuda.h>
+#ifdef DPO_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 #include "dpo/error.h"
 
@@ -50,13 +54,27 @@ double measure_matmul_peak_flops(const std::string& device, at::ScalarType dtype
 
 double peak_memory_mib(const std::string& device) {
   if (device == "cuda") {
-    // TODO(GPU): the peak of c10::cuda::CUDACachingAllocator's device stats; the CPU-only
-    // libtorch this builds against has no CUDA headers, so "unknown" for now.
-    return -1.0;
+#ifdef DPO_TORCH_CUDA
+    // The caching allocator's peak of bytes allocated to tensors on the current device (the
+    // session made it this rank's) since the last reset_peak_memory. Index 0 is
+    // StatType::AGGREGATE, whose namespace moved between libtorch 1.13 and 2.x.
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024.0);
+#else
+    return -1.0;  // a CPU-only libtorch cannot hold CUDA tensors
+#endif
   }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports kibibytes
+}
+
+void reset_peak_memory(const std::string& device) {
+#ifdef DPO_TORCH_CUDA
+  if (device == "cuda") c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
+#else
+  (void)device;
+#endif
 }
 
 }  // namespace dpo

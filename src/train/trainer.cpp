@@ -44,8 +44,13 @@ const char* command_of(Objective objective) { return objective == Objective::Dpo
 
 class Trainer {
  public:
-  Trainer(const Config& config, Objective objective, Communicator& communicator, MicroBatchHook after_micro_batch)
-      : config_(config), kind_(objective), comm_(communicator), after_micro_batch_(std::move(after_micro_batch)) {}
+  Trainer(const Config& config, Objective objective, Communicator& communicator, at::Device device,
+          MicroBatchHook after_micro_batch)
+      : config_(config),
+        kind_(objective),
+        comm_(communicator),
+        device_(device),
+        after_micro_batch_(std::move(after_micro_batch)) {}
   TrainSummary run();
 
  private:
@@ -74,6 +79,7 @@ class Trainer {
   const Config& config_;
   const Objective kind_;
   Communicator& comm_;
+  const at::Device device_;  // the session's: cpu, or this rank's GPU
   MicroBatchHook after_micro_batch_;
   std::unique_ptr<TrainingObjective> objective_;
   Precision precision_;
@@ -159,7 +165,7 @@ void Trainer::load_policy_and_resume() {
   const Config& c = config_;
   const auto checkpoint = newest_checkpoint(c.run.output_dir);
   state_ = starting_state(checkpoint, objective_->name(), resume_keys(c, objective_->resume_keys()));
-  policy_ = load_model(checkpoint ? *checkpoint : c.model.policy, precision_, c.model.device);
+  policy_ = load_model(checkpoint ? *checkpoint : c.model.policy, precision_, device_.str());
   if (state_.extra.contains("loss_scaler")) loss_scaler_.load_state(state_.extra["loss_scaler"]);
   if (checkpoint) {
     summary_.resumed_from = state_.step;
@@ -204,7 +210,7 @@ void Trainer::plan_steps() {
              "{} on {}, matmul peak {:.1f} GFLOP/s\n",
              command_of(kind_), train_data_->size(), epoch_steps_, total_steps_, c.train.global_batch_size,
              c.train.micro_batch_size, plan_->accumulation_steps(), comm_.world_size(), comm_.name(), c.train.optimizer,
-             precision_.describe(), c.model.device, peak_flops_ / 1e9);
+             precision_.describe(), device_.str(), peak_flops_ / 1e9);
 }
 
 // This rank's micro-batches of the global batch: the objective's forward, loss and backward of
@@ -344,14 +350,14 @@ TrainSummary Trainer::finish() {
 
 }  // namespace
 
-TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator,
+TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator, at::Device device,
                           MicroBatchHook after_micro_batch) {
-  return Trainer(config, objective, communicator, std::move(after_micro_batch)).run();
+  return Trainer(config, objective, communicator, device, std::move(after_micro_batch)).run();
 }
 
 TrainSummary run_training(const Config& config, Objective objective) {
   const auto alone = make_single_process_communicator();
-  return run_training(config, objective, *alone);
+  return run_training(config, objective, *alone, at::Device(config.model.device));
 }
 
 }  // namespace dpo

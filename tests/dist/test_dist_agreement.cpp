@@ -137,7 +137,7 @@ TEST_CASE("a stop signal on one rank between micro-batches stops every rank with
         overrides, "agreement test");
   };
   const dpo::TrainSummary uninterrupted =
-      dpo::run_training(config("a", {"train.save_every=1", "train.keep_checkpoints=0"}), dpo::Objective::Dpo, *comm);
+      dpo::run_training(config("a", {"train.save_every=1", "train.keep_checkpoints=0"}), dpo::Objective::Dpo, *comm, at::kCPU);
 
   // Only the last rank gets the signal, after micro-batch 0 of step 2.
   dpo::install_stop_signal_handlers();
@@ -145,7 +145,7 @@ TEST_CASE("a stop signal on one rank between micro-batches stops every rank with
   int64_t micro_batches_after_signal = 0;
   bool signalled = false;
   const dpo::TrainSummary stopped =
-      dpo::run_training(config("b", {}), dpo::Objective::Dpo, *comm, [&](int64_t step, int64_t micro) {
+      dpo::run_training(config("b", {}), dpo::Objective::Dpo, *comm, at::kCPU, [&](int64_t step, int64_t micro) {
         if (signalled) ++micro_batches_after_signal;
         if (receiver && step == 2 && micro == 0) {
           std::raise(SIGUSR1);
@@ -161,7 +161,7 @@ TEST_CASE("a stop signal on one rank between micro-batches stops every rank with
   CHECK_FALSE(fs::exists(dir / "b" / "checkpoints" / "step-2"));
   CHECK(identical(parameters_of(dir / "a" / "checkpoints" / "step-1"), parameters_of(dir / "b" / "checkpoints" / "step-1")));
 
-  const dpo::TrainSummary resumed = dpo::run_training(config("b", {}), dpo::Objective::Dpo, *comm);
+  const dpo::TrainSummary resumed = dpo::run_training(config("b", {}), dpo::Objective::Dpo, *comm, at::kCPU);
   CHECK_FALSE(resumed.preempted);
   CHECK(resumed.resumed_from == 1);
   CHECK(resumed.steps == uninterrupted.steps);
@@ -188,19 +188,19 @@ TEST_CASE("a stop signal on one rank ends precompute-ref on every rank after the
                     (dir / "out").string(), (dir / "model").string(), (dir / "train.jsonl").string(), (dir / file).string()),
         {}, "agreement test");
   };
-  dpo::precompute_reference(config("fresh.h5"), *comm);
+  dpo::precompute_reference(config("fresh.h5"), *comm, at::kCPU);
 
   // One pair per batch: rounds of several batches; only the last rank gets the signal.
   dpo::install_stop_signal_handlers();
   if (comm->rank() == comm->world_size() - 1) std::raise(SIGUSR1);
-  const dpo::PrecomputeSummary stopped = dpo::precompute_reference(config("ref.h5"), *comm);
+  const dpo::PrecomputeSummary stopped = dpo::precompute_reference(config("ref.h5"), *comm, at::kCPU);
   dpo::clear_stop_request();
   CHECK(stopped.preempted);
   CHECK(stopped.computed == comm->world_size());  // one batch on every rank
   comm->barrier();
   CHECK(30 - dpo::read_reference_file((dir / "ref.h5.partial").string(), false).train.unfilled() == comm->world_size());
 
-  const dpo::PrecomputeSummary resumed = dpo::precompute_reference(config("ref.h5"), *comm);
+  const dpo::PrecomputeSummary resumed = dpo::precompute_reference(config("ref.h5"), *comm, at::kCPU);
   CHECK_FALSE(resumed.preempted);
   CHECK(resumed.resumed == comm->world_size());
   comm->barrier();

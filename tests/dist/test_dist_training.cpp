@@ -178,7 +178,7 @@ TEST_CASE("N ranks train the loss and metrics of 1 rank on the same global batch
   const int ranks = comm->world_size();
   const fs::path dir = shared_scratch(*comm, "train");
   for (const std::string optimizer : {"sgd", "adamw"}) {
-    const dpo::TrainSummary many = dpo::run_training(run_config(dir, "many-" + optimizer, 2, optimizer), dpo::Objective::Dpo, *comm);
+    const dpo::TrainSummary many = dpo::run_training(run_config(dir, "many-" + optimizer, 2, optimizer), dpo::Objective::Dpo, *comm, at::kCPU);
     REQUIRE(many.steps == 6);
     if (comm->rank() == 0) {
       // The same run alone, as one rank with the whole global batch accumulated in micro-batches.
@@ -243,7 +243,7 @@ TEST_CASE("2 ranks with one pair each train bit-identically to 1 rank accumulati
     c.train.eval_every = 0;  // eval sums per rank first: a different order of double additions
     return c;
   };
-  dpo::run_training(config("many"), dpo::Objective::Dpo, *comm);
+  dpo::run_training(config("many"), dpo::Objective::Dpo, *comm, at::kCPU);
   if (comm->rank() == 0) {
     dpo::run_training(config("one"), dpo::Objective::Dpo);
     const auto one = dpo::load_model((dir / "one" / "final").string(), at::kFloat);
@@ -300,13 +300,13 @@ TEST_CASE("precompute-ref over N ranks writes the values of a 1-rank precompute"
     c.train.epochs = 1;
     return c;
   };
-  const dpo::PrecomputeSummary many = dpo::precompute_reference(with("many.h5"), *comm);
+  const dpo::PrecomputeSummary many = dpo::precompute_reference(with("many.h5"), *comm, at::kCPU);
   CHECK(many.examples == 30);
   CHECK(many.eval_examples == 11);
   CHECK(many.computed == 41);
   if (comm->rank() == 0) {
     const auto alone = dpo::make_single_process_communicator();
-    dpo::precompute_reference(with("one.h5"), *alone);
+    dpo::precompute_reference(with("one.h5"), *alone, at::kCPU);
     const dpo::ReferenceFile a = dpo::read_reference_file((dir / "many.h5").string(), true);
     const dpo::ReferenceFile b = dpo::read_reference_file((dir / "one.h5").string(), true);
     for (const auto& [x, y] : {std::make_pair(&a.train, &b.train), std::make_pair(&*a.eval, &*b.eval)}) {
@@ -335,7 +335,7 @@ TEST_CASE("precompute-ref over N ranks writes the values of a 1-rank precompute"
     dpo::write_reference_file((dir / "resumed.h5.partial").string(), half, true);
   }
   comm->barrier();
-  const dpo::PrecomputeSummary resumed = dpo::precompute_reference(with("resumed.h5"), *comm);
+  const dpo::PrecomputeSummary resumed = dpo::precompute_reference(with("resumed.h5"), *comm, at::kCPU);
   CHECK(resumed.resumed == 15 + 11);
   CHECK(resumed.computed == 15);
   if (comm->rank() == 0) {
@@ -359,8 +359,8 @@ TEST_CASE("precompute-ref over N ranks writes the values of a 1-rank precompute"
   dpo::Config live = with("");
   live.reference.logps_path.clear();
   live.run.output_dir = (dir / "live").string();
-  dpo::run_training(stored, dpo::Objective::Dpo, *comm);
-  dpo::run_training(live, dpo::Objective::Dpo, *comm);
+  dpo::run_training(stored, dpo::Objective::Dpo, *comm, at::kCPU);
+  dpo::run_training(live, dpo::Objective::Dpo, *comm, at::kCPU);
   if (comm->rank() == 0) {
     const auto p = dpo::load_model((dir / "stored" / "final").string(), at::kFloat);
     const auto q = dpo::load_model((dir / "live" / "final").string(), at::kFloat);

@@ -109,7 +109,7 @@ TEST_CASE("bench times DPO steps of the configured shape and reports a sane MFU"
   dpo::BenchOptions options;
   options.warmup_steps = 1;
   options.timed_steps = 1;
-  const dpo::BenchResult result = dpo::run_bench(config, options);
+  const dpo::BenchResult result = dpo::run_bench(config, options, at::kCPU);
   fs::remove_all(dir);
 
   CHECK(result.tokens_per_step == 2 * 4 * 16);

@@ -84,7 +84,7 @@ struct Toy {
 
 dpo::PrecomputeSummary precompute(const dpo::Config& config) {
   const auto alone = dpo::make_single_process_communicator();
-  return dpo::precompute_reference(config, *alone);
+  return dpo::precompute_reference(config, *alone, at::kCPU);
 }
 
 dpo::ReferenceStore open_store(const dpo::Config& config, bool train = true, bool eval = false) {
@@ -240,7 +240,7 @@ TEST_CASE("a reference file computed from other inputs is refused, naming what d
   SECTION("eval with a file that has no eval group") {
     precompute(toy.config("pre", {"data.eval=''"}));
     const auto alone = dpo::make_single_process_communicator();
-    CHECK_THAT(refusal([&] { dpo::run_eval(toy.config("out"), *alone); }), Contains("has no eval group"));
+    CHECK_THAT(refusal([&] { dpo::run_eval(toy.config("out"), *alone, at::kCPU); }), Contains("has no eval group"));
   }
 }
 

@@ -348,7 +348,7 @@ TEST_CASE("a stop signal between micro-batches abandons that step: the checkpoin
   std::vector<std::pair<int64_t, int64_t>> ran;
   const auto alone = dpo::make_single_process_communicator();
   const dpo::TrainSummary stopped =
-      dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo, *alone, [&](int64_t step, int64_t micro) {
+      dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo, *alone, at::kCPU, [&](int64_t step, int64_t micro) {
         ran.emplace_back(step, micro);
         if (step == 3 && micro == 1) std::raise(SIGUSR1);
       });
@@ -381,7 +381,7 @@ TEST_CASE("a stop signal in the first step saves nothing and the rerun starts af
   dpo::install_stop_signal_handlers();
   const auto alone = dpo::make_single_process_communicator();
   const dpo::TrainSummary stopped =
-      dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo, *alone, [&](int64_t, int64_t micro) {
+      dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo, *alone, at::kCPU, [&](int64_t, int64_t micro) {
         if (micro == 0) std::raise(SIGUSR1);
       });
   dpo::clear_stop_request();

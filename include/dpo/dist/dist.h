@@ -31,7 +31,8 @@ struct ProcessInfo {
 };
 
 // A reduction started by Communicator::start_all_reduce_sum; the tensor holds the sum once wait()
-// returns. test() drives progress (MPI progresses non-blocking collectives only inside MPI calls)
+// returns (for NCCL: for all work queued afterwards on libtorch's current CUDA stream, which a
+// host read of the tensor waits for). test() drives progress (MPI progresses non-blocking collectives only inside MPI calls)
 // and says whether it has completed. Destroying an unfinished reduction waits for it.
 class PendingReduction {
  public:
@@ -56,6 +57,10 @@ class Communicator {
   // Whether start_all_reduce_sum really overlaps with computation (gradient buckets launch
   // during backward only then).
   virtual bool supports_overlap() const { return false; }
+  // Whether start_all_reduce_sum may be called from a thread other than the one that made the
+  // communicator: libtorch runs a CUDA backward, and so the gradient hooks, on its own device
+  // thread. MPI is initialised MPI_THREAD_FUNNELED, so it may not.
+  virtual bool starts_from_any_thread() const { return false; }
 
   // Small host values: metric sums and counts, in place.
   virtual void all_reduce_sum(std::vector<double>& values) = 0;
@@ -106,7 +111,9 @@ std::unique_ptr<Communicator> make_mpi_communicator(int64_t chunk_elements = kMp
 std::unique_ptr<Communicator> make_host_communicator(const MpiRuntime& runtime);
 
 #ifdef DPO_WITH_NCCL
-// Tensor collectives on CUDA tensors through NCCL on `cuda_device`; host-value collectives
+// Built only against a libtorch with CUDA (DPO_TORCH_CUDA) and NCCL. Tensor collectives on CUDA
+// tensors through NCCL on `cuda_device`, ordered with libtorch's current stream by events (the
+// host does not wait), so they overlap with backward; host-value collectives
 // (vectors, max, strings, barrier) go to `bootstrap`, which must outlive the result. Rank 0's
 // ncclUniqueId is broadcast over `bootstrap`. Logs the NCCL version (rank 0) when it starts.
 std::unique_ptr<Communicator> make_nccl_communicator(Communicator& bootstrap, int cuda_device);

@@ -52,7 +52,7 @@ class GradientBuckets {
 
   // Arms the backward hooks for this backward only: as each bucket's last gradient is
   // accumulated, its reduction starts (non-blocking), strictly in bucket order. Does nothing when
-  // the communicator cannot overlap (NCCL, single process) or overlap is disabled.
+  // the communicator cannot overlap (single process, MPI unless overlap is enabled) or overlap is off.
   void prepare_for_backward(Communicator& communicator);
   // Sums every bucket across ranks, in bucket order: waits for those started during backward and
   // reduces the rest. First restores any grad that autograd replaced (copying it into its view).
@@ -62,7 +62,8 @@ class GradientBuckets {
   // replaced into the view; returns how many had to be restored.
   int64_t restore_views();
 
-  // Off by default, so prepare_for_backward is a no-op: on 2 ranks sharing 2 cores (the only
+  // On by default for CUDA buckets (NCCL reduces on a side stream while backward computes); off
+  // by default on CPU, so prepare_for_backward is a no-op there: on 2 ranks sharing 2 cores (the only
   // machine measured) starting buckets during backward shortened the wait after backward but not
   // the step (Open MPI progresses MPI_Iallreduce only inside MPI calls, and no core was idle to
   // do the copies). Worth measuring again on real nodes with spare cores or a network.

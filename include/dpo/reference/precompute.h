@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 
+#include <c10/core/Device.h>
+
 #include "dpo/config/config.h"
 
 namespace dpo {
@@ -19,6 +21,6 @@ struct PrecomputeSummary {
   double seconds = 0;                       // scoring time (all ranks in parallel)
   bool preempted = false;                   // stopped on SIGTERM/SIGUSR1; the .partial file holds the progress
 };
-PrecomputeSummary precompute_reference(const Config& config, Communicator& comm);
+PrecomputeSummary precompute_reference(const Config& config, Communicator& comm, at::Device device);
 
 }  // namespace dpo

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <c10/core/Device.h>
+
 #include "dpo/config/config.h"
 
 namespace dpo {
@@ -30,7 +32,7 @@ struct BenchResult {
 
 // Model from model.policy (a Hugging Face directory); micro-batches of train.micro_batch_size
 // pairs, accumulated as train.global_batch_size says, all rows of length seq_len.
-BenchResult run_bench(const Config& config, const BenchOptions& options);
+BenchResult run_bench(const Config& config, const BenchOptions& options, at::Device device);
 std::string format_bench(const BenchResult& result);
 // `dpo bench --compare KEY=V1,V2,...`: one line per value of KEY (each its own run_bench, in
 // turn, in this process), with tokens/s, step time, MFU and peak memory, and speed-up and memory

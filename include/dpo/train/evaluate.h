@@ -29,6 +29,6 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference,
 // Loads the models and data.eval named by `config` (with reference.logps_path: the policy only,
 // and the file's eval group as the reference), evaluates, writes
 // `<run.output_dir>/eval_metrics.json` (rank 0) and returns the means (plus "pairs").
-std::map<std::string, double> run_eval(const Config& config, Communicator& communicator);
+std::map<std::string, double> run_eval(const Config& config, Communicator& communicator, at::Device device);
 
 }  // namespace dpo

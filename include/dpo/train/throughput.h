@@ -18,5 +18,7 @@ void synchronize(const std::string& device);
 
 // Peak resident memory of this process (CPU) or peak allocated device memory (CUDA), in MiB.
 double peak_memory_mib(const std::string& device);
+// Starts a measured phase: on CUDA, peak_memory_mib reports the peak from here on.
+void reset_peak_memory(const std::string& device);
 
 }  // namespace dpo

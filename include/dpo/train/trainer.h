@@ -8,6 +8,8 @@
 #include <map>
 #include <string>
 
+#include <c10/core/Device.h>
+
 #include "dpo/config/config.h"
 
 namespace dpo {
@@ -31,10 +33,11 @@ using MicroBatchHook = std::function<void(int64_t step, int64_t micro_batch)>;
 
 // Every rank of `communicator` calls this with the same config: each takes its share of every
 // global batch, gradients and metric sums are summed across ranks, rank 0 writes metrics and
-// checkpoints. The overload without a communicator runs alone. A stop signal (preemption.h) is
+// checkpoints. The models live on `device` (the session's: cpu or this rank's cuda:N). The
+// overload without a communicator runs alone on model.device. A stop signal (preemption.h) is
 // honoured after a step and between the micro-batches of one (that step is then abandoned): every
 // rank saves the last completed step and returns with `preempted` set.
-TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator,
+TrainSummary run_training(const Config& config, Objective objective, Communicator& communicator, at::Device device,
                           MicroBatchHook after_micro_batch = {});
 TrainSummary run_training(const Config& config, Objective objective);
 
