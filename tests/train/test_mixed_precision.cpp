@@ -157,7 +157,7 @@ TEST_CASE("bf16-mixed with policy == reference: step 1 loss is ln 2 exactly with
   stored.push_back("reference.logps_path=" + (toy.dir.path / "ref.h5").string());
   stored.push_back("reference.batch_size=3");  // other batches than training's: other padding
   const auto alone = dpo::make_single_process_communicator();
-  dpo::precompute_reference(toy.config("pre", stored), *alone);
+  dpo::precompute_reference(toy.config("pre", stored), *alone, at::kCPU);
   const dpo::ReferenceFile file = dpo::read_reference_file((toy.dir.path / "ref.h5").string(), true);
   CHECK(file.provenance.precision == "bf16-mixed");
   CHECK(file.provenance.dtype == "float32");
