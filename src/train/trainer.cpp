@@ -157,6 +157,7 @@ void Trainer::load_policy_and_resume() {
     fmt::print("resuming from {} (step {})\n", *checkpoint, state_.step);
   }
   policy_->train();
+  policy_->set_gradient_checkpointing(c.train.gradient_checkpointing);
   parameters_ = policy_->parameters();
   // Every rank must start from the same weights (a stale node-local copy, or a node that does not
   // see rank 0's checkpoints, would otherwise train on silently and every replica diverge).

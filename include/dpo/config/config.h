@@ -56,6 +56,7 @@ struct TrainOptions {
   std::string lr_scheduler = "constant";  // constant | cosine (both after the linear warm-up)
   int64_t keep_checkpoints = 2;           // newest complete checkpoints kept; 0 keeps all
   bool skip_nonfinite = false;            // false: a NaN/Inf loss or grad norm stops the run
+  bool gradient_checkpointing = false;    // recompute each decoder block's activations in backward
 };
 
 struct DistOptions {
