@@ -116,7 +116,7 @@ const std::vector<OptionRow>& option_rows() {
         "skip the update of a step whose loss or grad norm is NaN/Inf (false: stop the run)", false, {}},
        DPO_FIELD(train.skip_nonfinite)},
       {{"train.gradient_checkpointing", T::Bool, "false",
-        "recompute each decoder block's activations in backward instead of keeping them: less memory, ~1/3 more "
+        "recompute each decoder block's activations in backward instead of keeping them: less memory, up to 1/3 more "
         "compute per step",
         false, {}},
        DPO_FIELD(train.gradient_checkpointing)},
