@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "dpo/error.h"
+#include "dpo/model/activation_checkpoint.h"
 #include "dpo/model/layers.h"
 
 namespace dpo {
@@ -106,7 +107,10 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
     }
     const at::Tensor positions = at::arange(T, input_ids.options().dtype(at::kLong));
     at::Tensor h = transformer_->wte->forward(input_ids) + transformer_->wpe->forward(positions);
-    for (const auto& block : transformer_->blocks) h = block->forward(h);
+    for (const auto& block : transformer_->blocks) {
+      h = checkpoint_blocks() ? checkpointed([block](const at::Tensor& x) { return block->forward(x); }, h)
+                              : block->forward(h);
+    }
     h = transformer_->ln_f->forward(h);
     // The head is tied to wte.
     return at::linear(for_matmul(h, matmul_dtype_), for_matmul(transformer_->wte->weight, matmul_dtype_));

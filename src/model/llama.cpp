@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dpo/error.h"
+#include "dpo/model/activation_checkpoint.h"
 #include "dpo/model/layers.h"
 
 namespace dpo {
@@ -133,7 +134,11 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
     const at::Tensor angles = at::cat({freqs, freqs}, -1);
     const at::Tensor cos = angles.cos().to(h.scalar_type());
     const at::Tensor sin = angles.sin().to(h.scalar_type());
-    for (const auto& layer : model_->layers) h = layer->forward(h, cos, sin);
+    for (const auto& layer : model_->layers) {
+      h = checkpoint_blocks()
+              ? checkpointed([layer, cos, sin](const at::Tensor& x) { return layer->forward(x, cos, sin); }, h)
+              : layer->forward(h, cos, sin);
+    }
     h = model_->norm->forward(h);
     const at::Tensor& head = lm_head_ ? lm_head_->weight : model_->embed_tokens->weight;
     return at::linear(for_matmul(h, matmul_dtype_), for_matmul(head, matmul_dtype_));

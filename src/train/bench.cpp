@@ -62,6 +62,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   require_precision_available(precision, device);
   CausalLM model = load_model(config.model.policy, precision, placement.str());
   model->train();
+  model->set_gradient_checkpointing(train.gradient_checkpointing);
   const ModelSpec& spec = model->spec();
   if (spec.max_position_embeddings > 0 && seq_len > spec.max_position_embeddings)
     fail("bench: sequence length {} exceeds the model's max_position_embeddings {} ({})", seq_len,
@@ -92,11 +93,12 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
 
   for (int64_t i = 0; i < options.warmup_steps; ++i) step();
   synchronize(device);
-  reset_peak_memory(device);
+  reset_peak_memory(device);  // the peak reported is that of the timed steps
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < options.timed_steps; ++i) step();
   synchronize(device);
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double peak_memory = peak_memory_mib(device);  // before the matmul gauge below allocates
 
   BenchResult result;
   result.device = device;
@@ -122,7 +124,8 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   // MFU is quoted.
   result.peak_flops = measure_matmul_peak_flops(device, device == "cuda" ? at::kBFloat16 : precision.matmul);
   result.mfu = result.achieved_flops / result.peak_flops;
-  result.peak_memory_mib = peak_memory_mib(device);
+  result.peak_memory_mib = peak_memory;
+  result.gradient_checkpointing = train.gradient_checkpointing;
   return result;
 }
 
@@ -164,9 +167,11 @@ std::string format_bench(const BenchResult& r) {
                      r.achieved_flops / 1e9, r.peak_flops / 1e9, r.mfu);
   if (r.peak_memory_mib >= 0)
     out += fmt::format("peak memory  {:.1f} MiB ({})\n", r.peak_memory_mib,
-                       r.device == "cuda" ? "allocated on the device" : "resident set of the process");
+                       r.device == "cuda" ? "allocated on the device" : "resident set of the process, timed steps");
   else
     out += "peak memory  unknown on this device\n";
+  if (r.gradient_checkpointing)
+    out += "activations  recomputed in backward, block by block (train.gradient_checkpointing)\n";
   return out;
 }
 

@@ -1,9 +1,12 @@
 #include "dpo/train/throughput.h"
 
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <chrono>
 #include <cmath>
+#include <fstream>
+#include <string>
 
 #include <c10/core/InferenceMode.h>
 #include <torch/cuda.h>
@@ -64,17 +67,34 @@ double peak_memory_mib(const std::string& device) {
     return -1.0;  // a CPU-only libtorch cannot hold CUDA tensors
 #endif
   }
+  // VmHWM, not getrusage's ru_maxrss: only the former is reset by reset_peak_memory (and the
+  // kernel also keeps in the latter the high-water mark it saw whenever a thread exited).
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:  123 kB"
+  }
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // Linux reports kibibytes
 }
 
-void reset_peak_memory(const std::string& device) {
+bool reset_peak_memory(const std::string& device) {
+  if (device == "cuda") {
 #ifdef DPO_TORCH_CUDA
-  if (device == "cuda") c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
+    c10::cuda::CUDACachingAllocator::resetPeakStats(c10::cuda::current_device());
+    return true;
 #else
-  (void)device;
+    return false;  // a CPU-only libtorch cannot hold CUDA tensors
 #endif
+  }
+#ifdef __GLIBC__
+  malloc_trim(0);  // freed blocks still resident in the heap would otherwise count in the new peak
+#endif
+  std::ofstream clear_refs("/proc/self/clear_refs");
+  clear_refs << "5";  // 5: reset the peak resident set size (proc(5))
+  clear_refs.flush();
+  return static_cast<bool>(clear_refs);
 }
 
 }  // namespace dpo

@@ -172,6 +172,7 @@ void Trainer::load_policy_and_resume() {
     fmt::print("resuming from {} (step {})\n", *checkpoint, state_.step);
   }
   policy_->train();
+  policy_->set_gradient_checkpointing(c.train.gradient_checkpointing);
   parameters_ = policy_->parameters();
   const std::string lr_warning = low_precision_lr_warning(precision_, c.train.lr, parameters_);
   if (is_root() && !lr_warning.empty()) fmt::print(stderr, "dpo: warning: {}\n", lr_warning);

@@ -30,7 +30,7 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
       "run.output_dir", "run.seed", "run.log_every", "model.policy", "model.reference", "model.dtype",
       "model.device", "data.train", "data.eval", "data.max_length", "data.max_prompt_length", "data.truncation",
       "loss.type", "loss.beta", "loss.label_smoothing", "reference.logps_path", "reference.batch_size",
-      "train.global_batch_size",
+      "train.global_batch_size", "train.gradient_checkpointing",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",
       "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "train.shuffle", "train.save_every",
       "train.eval_every", "train.lr_scheduler", "train.keep_checkpoints", "train.skip_nonfinite", "train.precision", "train.save_dtype", "dist.backend",
@@ -79,6 +79,7 @@ TEST_CASE("defaults are filled in and auto values resolved", "[config]") {
   CHECK(c.train.lr_scheduler == "constant");
   CHECK(c.train.keep_checkpoints == 2);
   CHECK(c.train.skip_nonfinite == false);
+  CHECK(c.train.gradient_checkpointing == false);
   CHECK(c.dist.backend == "auto");
   CHECK(c.dist.bucket_mb == 25);
 }

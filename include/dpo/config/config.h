@@ -62,6 +62,7 @@ struct TrainOptions {
   // auto: bf16-mixed on cuda, fp32 on cpu, pure when model.dtype is not float32.
   std::string precision = "auto";
   std::string save_dtype = "auto";  // dtype of the final model's weights (auto: the weights' own)
+  bool gradient_checkpointing = false;    // recompute each decoder block's activations in backward
 };
 
 struct DistOptions {

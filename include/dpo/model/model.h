@@ -56,6 +56,11 @@ class CausalLMImpl : public torch::nn::Module {
   }
   // Forward FLOPs per token at sequence length T (matmuls + attention), for throughput reports.
   double forward_flops_per_token(int64_t seq_len) const;
+  // Activation checkpointing (train.gradient_checkpointing): a training forward with gradients
+  // on keeps only each decoder block's input and recomputes the block's activations in backward
+  // (model/activation_checkpoint.h). Eval-mode and no-grad forwards are unaffected.
+  void set_gradient_checkpointing(bool enabled) { gradient_checkpointing_ = enabled; }
+  bool gradient_checkpointing() const { return gradient_checkpointing_; }
 
   // Mixed precision: every matrix product (projections, attention, the head) runs in `dtype` on
   // casts of the weights, which stay as they are (float32 master weights); norms, residual sums
@@ -64,8 +69,11 @@ class CausalLMImpl : public torch::nn::Module {
   at::ScalarType matmul_dtype() const { return matmul_dtype_; }
 
  protected:
+  // Whether this forward's blocks go through checkpointed(): only training forwards pay for it.
+  bool checkpoint_blocks() const { return gradient_checkpointing_ && is_training(); }
   ModelSpec spec_;
   at::ScalarType matmul_dtype_ = at::ScalarType::Undefined;
+  bool gradient_checkpointing_ = false;
 };
 using CausalLM = std::shared_ptr<CausalLMImpl>;
 

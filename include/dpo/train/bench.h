@@ -28,6 +28,7 @@ struct BenchResult {
   int64_t parameters = 0;
   int threads = 0;  // intra-op
   int64_t micro_batch_size = 0, accumulation_steps = 0, seq_len = 0, warmup_steps = 0, timed_steps = 0;
+  bool gradient_checkpointing = false;  // achieved FLOPs do not count its recomputation (MFU, not HFU)
 };
 
 // Model from model.policy (a Hugging Face directory); micro-batches of train.micro_batch_size

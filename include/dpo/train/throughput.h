@@ -16,9 +16,13 @@ double measure_matmul_peak_flops(const std::string& device, at::ScalarType dtype
 // nothing until they finished); nothing to wait for on "cpu".
 void synchronize(const std::string& device);
 
-// Peak resident memory of this process (CPU) or peak allocated device memory (CUDA), in MiB.
+// Peak resident memory of this process (CPU) or peak allocated device memory (CUDA), in MiB:
+// since the last reset_peak_memory, or since the process started.
 double peak_memory_mib(const std::string& device);
-// Starts a measured phase: on CUDA, peak_memory_mib reports the peak from here on.
-void reset_peak_memory(const std::string& device);
+// Starts a new peak from what is resident now, so that a phase (bench's timed steps) reports its
+// own peak. On CUDA: the caching allocator's peak statistics. On the CPU: free heap pages go back to the kernel first (malloc_trim), then Linux's
+// /proc/self/clear_refs resets the high-water mark (VmHWM). False where that is not possible
+// (peak_memory_mib then keeps counting from the process start).
+bool reset_peak_memory(const std::string& device);
 
 }  // namespace dpo
