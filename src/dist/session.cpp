@@ -76,7 +76,8 @@ void Session::start_run(const Config& config, const std::string& command) {
   if (process.rank != 0 && !std::freopen("/dev/null", "w", stdout)) fail("cannot redirect stdout of rank {}", process.rank);
   if (process.rank == 0) write_resolved_config(config);
   const int threads = configure_threads(process.cores);
-  fmt::print("dpo {}: {} on {}, {} rank(s) ({} backend), {} threads per rank\n", command, config.model.dtype,
+  fmt::print("dpo {}: {} precision ({} weights) on {}, {} rank(s) ({} backend), {} threads per rank\n", command,
+             config.train.precision, config.model.dtype,
              device_placement_.str(), process.world_size, tensors().name(), threads);
 }
 

@@ -75,7 +75,7 @@ TEST_CASE("a session alone runs on one rank, writes the resolved config and says
   const std::string printed = stdout_of(dir, [&] { session.start_run(config, "train"); });
   const std::vector<int> cpus = dpo::affinity_cpus();
   const auto threads = std::count(cpus.begin(), cpus.end(), 1);
-  CHECK(printed == fmt::format("dpo train: float32 on cpu, 1 rank(s) (single backend), {} threads per rank\n", threads));
+  CHECK(printed == fmt::format("dpo train: fp32 precision (float32 weights) on cpu, 1 rank(s) (single backend), {} threads per rank\n", threads));
   CHECK(session.host().name() == "single");
   CHECK(session.tensors().name() == "single");
   CHECK(std::filesystem::exists(dir.path / "run" / "config.resolved.yaml"));

@@ -46,7 +46,8 @@ class Session {
   // config equal to rank 0's, the rank's device and the tensor communicator of dist.backend
   // (choose_tensor_backend), stdout of ranks other than 0 to /dev/null (their errors still reach stderr), the
   // resolved config written by rank 0, the intra-op threads set to the rank's share of its node,
-  // and the line "dpo COMMAND: DTYPE on DEVICE, N rank(s) (B backend), T threads per rank".
+  // and the line "dpo COMMAND: PRECISION precision (DTYPE weights) on DEVICE, N rank(s) (B backend), T threads
+  // per rank".
   void start_run(const Config& config, const std::string& command);
 
   // Host values (and CPU tensors) across the job; join_job opens it.
