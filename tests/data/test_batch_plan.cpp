@@ -6,7 +6,7 @@
 #include <set>
 #include <vector>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/data/batch_plan.h"
 #include "dpo/error.h"

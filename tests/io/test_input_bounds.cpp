@@ -6,7 +6,7 @@
 #include <limits>
 #include <string>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/config/config.h"
 #include "dpo/data/batch_plan.h"

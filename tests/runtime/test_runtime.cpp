@@ -4,7 +4,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/runtime/console.h"
 #include "dpo/runtime/runtime.h"
