@@ -141,6 +141,17 @@ if grep -q 'warning:' "$log"; then
 fi
 
 begin_phase "unit tests (ctest -L unit)"
-bounded 900 "${in_root[@]}" bash -c "cd /build && ctest -L unit --output-on-failure -j$jobs" 2>&1 | tail -n 40
+test_log=$root/test-log.txt
+set +e
+bounded 900 "${in_root[@]}" bash -c "cd /build && ctest -L unit --output-on-failure -j$jobs" >"$test_log" 2>&1
+test_rc=$?
+set -e
 end_phase
+if [ $test_rc -ne 0 ]; then
+  grep -B2 -A40 -E '\*\*\*(Failed|Timeout|Exception)' "$test_log" | head -n 200
+  tail -n 30 "$test_log"
+  echo "debian13_check: unit tests failed (exit $test_rc); full log: $test_log" >&2
+  exit 1
+fi
+grep -E 'tests passed|Total Test time' "$test_log"
 echo "debian13_check: Debian 13 build has no warnings and its unit tests pass"
