@@ -2,7 +2,7 @@
 // DPO_TEST_ABORT=1 instead checks that one failing rank ends the job: rank 1 (or the only rank)
 // calls abort_job while the others wait in a barrier that never completes.
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include <cstdlib>
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 

@@ -28,7 +28,7 @@ namespace dpo {
 // views in-place", the error DDP's gradient_as_bucket_view hits). A tensor built with set_() on
 // the bucket's storage shares the memory without being a view, so zero_grad() zeroes the bucket
 // in place (tested in test_dist_mpi.cpp), as does Module::zero_grad(set_to_none = false).
-// Module::zero_grad(true), a future set_to_none default, or assigning a fresh tensor to .grad
+// Module::zero_grad(true), libtorch 2.x's set_to_none default, or assigning a fresh tensor to .grad
 // would cut a grad loose from its bucket: autograd would then accumulate into a new tensor.
 // restore_views() copies such a grad back (correct, one extra copy), so the reduction never
 // misses it.

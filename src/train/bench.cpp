@@ -88,7 +88,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
     }
     clip_grad_norm(parameters, train.max_grad_norm);
     optimizer->step();
-    optimizer->zero_grad();
+    zero_grad_in_place(*optimizer);
   };
 
   for (int64_t i = 0; i < options.warmup_steps; ++i) step();

@@ -6,6 +6,7 @@
 #include <torch/optim/adamw.h>
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
+#include <torch/version.h>
 
 #include "dpo/error.h"
 
@@ -58,6 +59,14 @@ double learning_rate(const TrainOptions& options, int64_t step, int64_t total_st
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
   for (torch::optim::OptimizerParamGroup& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+void zero_grad_in_place(torch::optim::Optimizer& optimizer) {
+#if TORCH_VERSION_MAJOR >= 2
+  optimizer.zero_grad(/*set_to_none=*/false);
+#else
+  optimizer.zero_grad();
+#endif
 }
 
 double clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm) {

@@ -9,7 +9,7 @@
 
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/config/config.h"
 #include "dpo/config/text_distance.h"

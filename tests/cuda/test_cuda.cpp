@@ -8,7 +8,7 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <fmt/format.h>
 
 #include "dpo/config/config.h"
@@ -26,7 +26,7 @@
 #include "tiny_llama.h"
 
 namespace fs = std::filesystem;
-using Catch::Matchers::Contains;
+using Catch::Contains;
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <set>
 #include <vector>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/data/batch_plan.h"
 #include "dpo/error.h"
@@ -39,7 +39,7 @@ TEST_CASE("every example is used exactly once per epoch", "[batch_plan]") {
   }
 }
 
-TEST_CASE("shuffled epochs differ from each other; unshuffled ones are the identity", "[batch_plan]") {
+TEST_CASE("shuffled epochs differ from each other, unshuffled ones are the identity", "[batch_plan]") {
   const dpo::BatchPlan shuffled(50, 10, 10, 1, 0, true);
   const dpo::BatchPlan ordered(50, 10, 10, 1, 0, false);
   CHECK(shuffled.epoch_order(0) != shuffled.epoch_order(1));

@@ -1,6 +1,6 @@
 // The preference-data contract (README, "Data"): readers, validation messages, truncation, load counts,
 // the HDF5 layout and collation.
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include <unistd.h>
 

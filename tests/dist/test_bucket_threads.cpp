@@ -7,7 +7,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <torch/autograd.h>
 
 #include "dpo/dist/dist.h"

@@ -2,7 +2,7 @@
 // a checkpointed block get their gradients during its recomputation's backward, through their own
 // AccumulateGrad nodes, so every bucket still starts during backward and the summed gradients are
 // those of the plain backward, bit for bit.
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include <string>
 #include <vector>

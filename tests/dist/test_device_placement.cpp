@@ -4,7 +4,7 @@
 #include <filesystem>
 #include <string>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <fmt/format.h>
 
 #include "dpo/config/config.h"
@@ -12,7 +12,7 @@
 #include "dpo/error.h"
 #include "scratch_dir.h"
 
-using Catch::Matchers::Contains;
+using Catch::Contains;
 using dpo::choose_tensor_backend;
 using dpo::cuda_device_index;
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <fmt/format.h>
 
 #include "dpo/config/config.h"
@@ -31,7 +31,7 @@
 #include "tiny_llama.h"
 
 namespace fs = std::filesystem;
-using Catch::Matchers::Contains;
+using Catch::Contains;
 
 namespace {
 

@@ -10,11 +10,12 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -309,7 +310,9 @@ TEST_CASE("precompute-ref over N ranks writes the values of a 1-rank precompute"
     dpo::precompute_reference(with("one.h5"), *alone, at::kCPU);
     const dpo::ReferenceFile a = dpo::read_reference_file((dir / "many.h5").string(), true);
     const dpo::ReferenceFile b = dpo::read_reference_file((dir / "one.h5").string(), true);
-    for (const auto& [x, y] : {std::make_pair(&a.train, &b.train), std::make_pair(&*a.eval, &*b.eval)}) {
+    const std::pair<const dpo::ReferenceSplit*, const dpo::ReferenceSplit*> splits[] = {{&a.train, &b.train},
+                                                                                        {&*a.eval, &*b.eval}};
+    for (const auto& [x, y] : splits) {
       REQUIRE(x->size() == y->size());
       // Rank r of N scores examples r, r+N, ... in batches of 4: other batch composition than
       // alone, so equal to float rounding (docs/numerics.md).

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <fmt/format.h>
 
 #include "dpo/config/config.h"
@@ -23,7 +23,7 @@
 #include "dpo/runtime/runtime.h"
 #include "scratch_dir.h"
 
-using Catch::Matchers::Contains;
+using Catch::Contains;
 
 namespace {
 

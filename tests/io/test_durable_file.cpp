@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/error.h"
 #include "dpo/io/durable_file.h"
@@ -17,7 +17,7 @@
 #include "scratch_dir.h"
 
 namespace fs = std::filesystem;
-using Catch::Matchers::Contains;
+using Catch::Contains;
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <limits>
 #include <string>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/config/config.h"
 #include "dpo/data/batch_plan.h"
@@ -38,7 +38,7 @@ const std::string kLine = R"({"prompt_input_ids": [1], "chosen_input_ids": [2], 
 
 }  // namespace
 
-TEST_CASE("JSON up to the depth limit parses; deeper JSON is refused naming the source", "[input]") {
+TEST_CASE("JSON up to the depth limit parses, deeper JSON is refused naming the source", "[input]") {
   CHECK(dpo::parse_json(nested(dpo::kMaxJsonDepth), "ok.json").is_array());
   REQUIRE_THROWS_WITH(dpo::parse_json(nested(dpo::kMaxJsonDepth + 1), "deep.json"),
                       Contains("deep.json: JSON nested deeper than 128 levels"));
@@ -48,7 +48,7 @@ TEST_CASE("JSON up to the depth limit parses; deeper JSON is refused naming the 
                       Contains("f.jsonl:7: JSON nested deeper"));
 }
 
-TEST_CASE("a key given twice in one JSON object is refused; the same key in two objects is not", "[input]") {
+TEST_CASE("a key given twice in one JSON object is refused, the same key in two objects is not", "[input]") {
   REQUIRE_THROWS_WITH(dpo::parse_json(R"({"a": 1, "b": 2, "a": 3})", "dup.json"),
                       Contains("dup.json: JSON object has the key 'a' twice"));
   REQUIRE_THROWS_WITH(dpo::parse_json(R"({"x": {"w": [1, {"k": 1, "k": 2}]}})", "nested.json"),
@@ -139,7 +139,7 @@ TEST_CASE("a global batch larger than the training data is refused naming both n
   REQUIRE_THROWS_AS(dpo::BatchPlan(big, big, big, 4, 0, true), dpo::Error);
 }
 
-TEST_CASE("JSONL: a BOM on line 1 and CRLF endings are read; a BOM later and an endless line are refused",
+TEST_CASE("JSONL: a BOM on line 1 and CRLF endings are read, a BOM later and an endless line are refused",
           "[input]") {
   ScratchDir dir("input-bounds");
   const auto pairs = dpo::read_preference_jsonl(write_file(dir, "bom.jsonl", "\xEF\xBB\xBF" + kLine + "\r\n" + kLine + "\r\n"));

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/error.h"
 #include "dpo/loss/logps.h"

@@ -2,7 +2,7 @@
 // bit for bit (the recomputation runs the same ops on the same data); a checkpointed forward keeps
 // one autograd node per decoder block, whose block runs again in backward; eval-mode and no-grad
 // forwards do not checkpoint; under mixed precision (bfloat16 matmuls on float32 weights) too.
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include <set>
 #include <string>

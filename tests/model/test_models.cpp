@@ -1,7 +1,7 @@
 #include <c10/core/GradMode.h>
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <cmath>
 #include <filesystem>
 #include <fstream>

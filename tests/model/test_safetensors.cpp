@@ -1,6 +1,6 @@
 #include <unistd.h>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <cstring>
 #include <filesystem>
 #include <fstream>

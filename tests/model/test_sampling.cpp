@@ -1,4 +1,4 @@
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include <chrono>
 #include <cmath>

@@ -19,7 +19,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -42,7 +42,7 @@
 #include "tiny_llama.h"
 
 namespace fs = std::filesystem;
-using Catch::Matchers::Contains;
+using Catch::Contains;
 
 namespace {
 

@@ -1,5 +1,5 @@
-// Process set-up: how many threads a rank takes from its node, freed memory kept in the heap; the console: when progress may be
-// redrawn and how its ETA reads.
+// Process set-up: how many threads a rank takes from its node, freed memory kept in the heap; the
+// console: when progress may be redrawn and how its ETA reads.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -7,7 +7,7 @@
 
 #include <malloc.h>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/runtime/console.h"
 #include "dpo/runtime/memory.h"

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <fmt/format.h>
 
 #include "dpo/config/config.h"
@@ -62,7 +62,7 @@ std::vector<double> run_optimizer(const dpo::TrainOptions& options, int steps) {
 
 void train_step(dpo::CausalLMImpl& model, torch::optim::Optimizer& optimizer) {
   const at::Tensor ids = at::tensor({3, 1, 4, 1, 5, 9, 2, 6, 5, 3}, at::kLong).view({2, 5});
-  optimizer.zero_grad();
+  dpo::zero_grad_in_place(optimizer);
   const at::Tensor logits = model.forward(ids);
   at::log_softmax(logits.to(at::kFloat), -1).select(-1, 7).mean().neg().backward();
   optimizer.step();

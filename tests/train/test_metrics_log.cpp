@@ -3,7 +3,7 @@
 #include <sstream>
 #include <string>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/train/metrics.h"
 #include "scratch_dir.h"

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <nlohmann/json.hpp>
 
 #include "dpo/config/config.h"

@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <cstring>
 
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 
 #include "dpo/train/throughput.h"
 

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include <ATen/ATen.h>
-#include <catch2/catch.hpp>
+#include "catch2_api.h"
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/autograd.h>
@@ -252,7 +252,7 @@ TEST_CASE("a non-finite loss stops the run naming the step", "[training]") {
     dpo::save_model(*broken, toy.model_dir.string());  // replaces the healthy model
   }
 
-  using Catch::Matchers::Contains;
+  using Catch::Contains;
   REQUIRE_THROWS_WITH(dpo::run_training(toy.config("stopped", {"train.save_every=1"}), dpo::Objective::Dpo),
                       Contains("step 1") && Contains("non-finite"));
   CHECK_FALSE(any_done_marker(toy.output("stopped")));
@@ -276,7 +276,7 @@ TEST_CASE("a non-finite loss stops the run naming the step", "[training]") {
 TEST_CASE("a resumed run with a changed loss.beta is refused naming the key", "[training]") {
   const ToyRun toy("changed-key", 24);
   dpo::run_training(toy.config("out", {"train.save_every=2", "train.max_steps=2"}), dpo::Objective::Dpo);
-  using Catch::Matchers::Contains;
+  using Catch::Contains;
   CHECK_THROWS_WITH(
       dpo::run_training(toy.config("out", {"train.save_every=2", "train.max_steps=3", "loss.beta=0.2"}),
                         dpo::Objective::Dpo),

@@ -7,7 +7,7 @@
 // ranks gives the global mean gradient).
 //
 // Call order in the trainer, per optimizer step:
-//   buckets.zero();                       // or optimizer.zero_grad(): in place in libtorch 1.13
+//   buckets.zero();                       // or zero_grad_in_place(optimizer) (train/optimization.h)
 //   for each micro-batch:
 //     if (last micro-batch) buckets.prepare_for_backward(communicator);  // arms overlap, if on
 //     loss.backward();

@@ -20,6 +20,11 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& opti
 double learning_rate(const TrainOptions& options, int64_t step, int64_t total_steps);
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr);
 
+// Zeroes every gradient in place, keeping its tensor (and so a gradient bucket's memory). The one
+// place that knows libtorch's zero_grad() semantics: 1.13 zeroes in place, 2.x sets gradients
+// to undefined by default, after which autograd would accumulate into fresh tensors.
+void zero_grad_in_place(torch::optim::Optimizer& optimizer);
+
 // Scales gradients so that their global L2 norm is at most max_norm; returns the norm before
 // clipping (what TRL logs as grad_norm). Called after gradients are averaged across ranks, so
 // every rank sees the same, global norm.
