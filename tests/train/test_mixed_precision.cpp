@@ -116,7 +116,7 @@ TEST_CASE("train.precision resolves against model.dtype and refuses mixed precis
   CHECK_THROWS_WITH(parse({"train.precision=bf16"}), Catch::Contains("train.precision"));
 }
 
-TEST_CASE("at lr 1e-6 bf16-mixed moves the weights; pure bfloat16 weights lose the updates and are warned about",
+TEST_CASE("at lr 1e-6 bf16-mixed moves the weights, pure bfloat16 weights lose the updates and are warned about",
           "[precision][training]") {
   const ToyRun toy("lr-resolution", 16);
   // AdamW: its first update is lr x sign(gradient) (RMSprop's is 10 lr), so every element is asked to move 1e-6.
@@ -169,7 +169,7 @@ TEST_CASE("bf16-mixed with policy == reference: step 1 loss is ln 2 exactly with
   CHECK(std::abs(first.at("rewards/margins").get<double>()) < 4e-3);
 }
 
-TEST_CASE("checkpoints keep float32 master weights under bf16-mixed; the final model takes train.save_dtype",
+TEST_CASE("checkpoints keep float32 master weights under bf16-mixed, the final model takes train.save_dtype",
           "[precision][training]") {
   const ToyRun toy("save-dtype", 16);
   dpo::run_training(toy.config("out", {"train.precision=bf16-mixed", "train.max_steps=2", "train.save_every=1",
