@@ -24,6 +24,7 @@
 #include "float_rounding.h"
 #include "scratch_dir.h"
 #include "tiny_llama.h"
+#include "toy_run.h"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
@@ -31,30 +32,14 @@ using Catch::Contains;
 namespace {
 
 // A tiny model and synthetic pairs on disk, and a training config on them for `device`.
-struct GpuToy {
-  ScratchDir dir;
-  fs::path model_dir, train_path;
-
-  explicit GpuToy(const std::string& name) : dir(name) {
-    model_dir = dir.path / "model";
-    train_path = dir.path / "train.jsonl";
-    dpo::save_model(*tiny_llama(7), model_dir.string());
-    dpo::SyntheticTaskOptions task;
-    task.pairs = 16;
-    task.vocab_size = 32;
-    task.seed = 11;
-    dpo::write_preference_jsonl(train_path.string(), dpo::make_synthetic_pairs(task));
-  }
-
-  dpo::Config config(const std::string& output, const std::string& device, std::vector<std::string> overrides = {}) {
-    overrides.push_back("model.device=" + device);
-    const std::string yaml = fmt::format(
-        "run: {{output_dir: '{}', seed: 3}}\nmodel: {{policy: '{}', dtype: float32}}\n"
-        "data: {{train: '{}', max_length: 32, max_prompt_length: 16}}\n"
-        "train: {{global_batch_size: 8, micro_batch_size: 4, max_steps: 2, optimizer: sgd, lr: 1.0e-2,\n"
-        "         warmup_steps: 0, shuffle: false, precision: fp32}}\n",
-        (dir.path / output).string(), model_dir.string(), train_path.string());
-    return dpo::config_from_yaml_text(yaml, overrides, "gpu toy");
+// The toy run (toy_run.h) on `device`: SGD, whose update is linear in the gradient, so that CPU and
+// GPU runs stay within the gradients' tolerance; 2 steps of 2 micro-batches; fp32 unless overridden.
+struct GpuToy : toy::ToyRun {
+  explicit GpuToy(const std::string& name) : toy::ToyRun(name, 16) {}
+  dpo::Config config(const std::string& output, const std::string& device, std::vector<std::string> overrides = {}) const {
+    overrides.insert(overrides.begin(), {"model.device=" + device, "train.micro_batch_size=4", "train.max_steps=2",
+                                         "train.optimizer=sgd", "train.shuffle=false", "train.precision=fp32"});
+    return toy::ToyRun::config(output, overrides);
   }
 };
 

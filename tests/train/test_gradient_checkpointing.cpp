@@ -13,50 +13,20 @@
 #include <nlohmann/json.hpp>
 
 #include "dpo/config/config.h"
-#include "dpo/data/preference_data.h"
-#include "dpo/data/synthetic_task.h"
 #include "dpo/model/model.h"
 #include "dpo/train/trainer.h"
-#include "scratch_dir.h"
-#include "tiny_llama.h"
+#include "toy_run.h"
 
 namespace fs = std::filesystem;
+using toy::parameters_of;
+using toy::ToyRun;
 
 namespace {
 
-struct ToyRun {
-  ScratchDir dir;
-  fs::path model_dir, train_path;
-
-  explicit ToyRun(const std::string& name) : dir(name) {
-    model_dir = dir.path / "model";
-    train_path = dir.path / "train.jsonl";
-    dpo::save_model(*tiny_llama(7), model_dir.string());
-    dpo::SyntheticTaskOptions task;
-    task.pairs = 24;
-    task.vocab_size = 32;
-    task.seed = 11;
-    dpo::write_preference_jsonl(train_path.string(), dpo::make_synthetic_pairs(task));
-  }
-
-  // Two micro-batches per step, so that gradients also accumulate across checkpointed backwards.
-  dpo::Config config(const std::string& output_name, bool checkpointing) const {
-    const std::string yaml = fmt::format(
-        "run: {{output_dir: '{}', seed: 3}}\n"
-        "model: {{policy: '{}'}}\n"
-        "data: {{train: '{}', max_length: 32, max_prompt_length: 16}}\n"
-        "train: {{global_batch_size: 8, micro_batch_size: 4, max_steps: 3, optimizer: adamw, lr: 1.0e-2,\n"
-        "         warmup_steps: 0, gradient_checkpointing: {}}}\n",
-        (dir.path / output_name).string(), model_dir.string(), train_path.string(), checkpointing);
-    return dpo::config_from_yaml_text(yaml, {}, "toy run");
-  }
-};
-
-std::map<std::string, at::Tensor> parameters_of(const fs::path& model_dir) {
-  const dpo::CausalLM model = dpo::load_model(model_dir.string(), at::kFloat);
-  std::map<std::string, at::Tensor> out;
-  for (const auto& item : model->named_parameters()) out[item.key()] = item.value().detach().clone();
-  return out;
+// Two micro-batches per step, so that gradients also accumulate across checkpointed backwards.
+dpo::Config run_config(const ToyRun& toy, const std::string& output_name, bool checkpointing) {
+  return toy.config(output_name, {"train.micro_batch_size=4", "train.max_steps=3",
+                                  fmt::format("train.gradient_checkpointing={}", checkpointing)});
 }
 
 // The metrics of each logged step, without the measured speeds and memory (which differ by design).
@@ -94,16 +64,16 @@ void require_identical_runs(const ToyRun& toy, const std::string& plain, const s
 
 TEST_CASE("DPO steps with gradient checkpointing give the parameters of the plain run, bit for bit",
           "[training][checkpointing]") {
-  const ToyRun toy("checkpointing_dpo");
-  dpo::run_training(toy.config("plain", false), dpo::Objective::Dpo);
-  dpo::run_training(toy.config("checkpointed", true), dpo::Objective::Dpo);
+  const ToyRun toy("checkpointing_dpo", 24);
+  dpo::run_training(run_config(toy, "plain", false), dpo::Objective::Dpo);
+  dpo::run_training(run_config(toy, "checkpointed", true), dpo::Objective::Dpo);
   require_identical_runs(toy, "plain", "checkpointed");
 }
 
 TEST_CASE("SFT steps with gradient checkpointing give the parameters of the plain run, bit for bit",
           "[training][checkpointing]") {
-  const ToyRun toy("checkpointing_sft");
-  dpo::run_training(toy.config("plain", false), dpo::Objective::Sft);
-  dpo::run_training(toy.config("checkpointed", true), dpo::Objective::Sft);
+  const ToyRun toy("checkpointing_sft", 24);
+  dpo::run_training(run_config(toy, "plain", false), dpo::Objective::Sft);
+  dpo::run_training(run_config(toy, "checkpointed", true), dpo::Objective::Sft);
   require_identical_runs(toy, "plain", "checkpointed");
 }
