@@ -27,7 +27,7 @@ double measure_matmul_peak_flops(const std::string& device, at::ScalarType dtype
   c10::InferenceMode no_autograd;
   // Large enough to be compute-bound, small enough that one product stays well under a second
   // on a couple of CPU cores.
-  const int64_t n = device == "cuda" ? 8192 : 1024;
+  const int64_t n = device == "cuda" ? 8192 : 2048;
   const auto options = at::TensorOptions().dtype(dtype).device(device == "cuda" ? at::kCUDA : at::kCPU);
   const at::Tensor a = at::randn({n, n}, options);
   const at::Tensor b = at::randn({n, n}, options);
