@@ -9,6 +9,7 @@ packages=(
   libhdf5-openmpi-dev      # parallel HDF5, Open MPI build
   hdf5-tools               # h5dump: tests/robustness compares log-prob files value by value
   libyaml-cpp-dev libfmt-dev nlohmann-json3-dev catch2
+  libpcre2-dev libutf8proc-dev  # tokenizer.json: Unicode regexes, NFC/NFKC normalization
   slurm-wlm munge          # the launch/slurm tests start a throwaway single-node cluster
   clang-14 libclang-rt-14-dev llvm-14  # scripts/fuzz.sh: clang, libFuzzer + ASan/UBSan runtimes, llvm-symbolizer
 )
