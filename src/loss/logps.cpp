@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "dpo/error.h"
+#include "dpo/loss/head_logps.h"
 
 namespace dpo {
 namespace {
@@ -62,6 +63,31 @@ SequenceLogps sequence_logps(const at::Tensor& logits, const at::Tensor& input_i
   return {kept.sum(1), scored.sum(1, /*keepdim=*/false, at::kLong)};
 }
 
+SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask) {
+  if (input_ids.dim() != 2) fail("input_ids: expected [R, T], got {}", shape_text(input_ids.sizes()));
+  if (response_mask.sizes() != input_ids.sizes())
+    fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids.sizes()), shape_text(response_mask.sizes()));
+  const int64_t rows = input_ids.size(0), steps = input_ids.size(1);
+  const at::Tensor hidden = model.hidden_states(input_ids);  // [R, T, d]
+  const auto float_options = hidden.options().dtype(hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  if (steps < 2 || rows == 0) {
+    return {at::zeros({rows}, float_options), at::zeros({rows}, input_ids.options().dtype(at::kLong))};
+  }
+  // Token t (t >= 1, in the response) is predicted by the hidden state at t-1: flat index r*T + t-1.
+  const at::Tensor scored = response_mask.narrow(1, 1, steps - 1).to(hidden.device(), at::kBool);
+  const at::Tensor where = scored.nonzero();  // [S, 2]: (row, t-1)
+  const at::Tensor row = where.select(1, 0);
+  const at::Tensor source = row * steps + where.select(1, 1);
+  const at::Tensor targets = input_ids.to(hidden.device(), at::kLong).reshape({-1}).index_select(0, source + 1);
+  const int64_t vocab = model.head_weight().size(0);
+  if (targets.numel() > 0 && (targets.lt(0) | targets.ge(vocab)).any().item<bool>())
+    fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
+  const at::Tensor token_logps = head_token_logps(hidden.reshape({rows * steps, -1}).index_select(0, source),
+                                                  model.head_weight(), targets, model.matmul_dtype());
+  return {at::zeros({rows}, float_options).index_add(0, row, token_logps.to(float_options.dtype())),
+          scored.sum(1, /*keepdim=*/false, at::kLong)};
+}
+
 PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch) {
   const int64_t pairs = batch.num_pairs;
   if (batch.input_ids.dim() != 2 || batch.input_ids.size(0) != 2 * pairs)
@@ -72,7 +98,7 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch) {
   const at::Tensor input_ids = batch.input_ids.to(device);
   const at::Tensor response_mask = batch.response_mask.to(device);
 
-  const SequenceLogps all = sequence_logps(model.forward(input_ids), input_ids, response_mask);
+  const SequenceLogps all = model_sequence_logps(model, input_ids, response_mask);
   PairLogps out;
   out.chosen = all.logps.narrow(0, 0, pairs);
   out.rejected = all.logps.narrow(0, pairs, pairs);

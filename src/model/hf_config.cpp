@@ -323,9 +323,9 @@ Gpt2Activation gpt2_activation(const ModelSpec& spec, const std::string& source)
   const std::string act = spec.hf_config.is_object()
                               ? spec.hf_config.value("activation_function", "gelu_new")
                               : "gelu_new";
-  // gelu_fast is the same tanh formula as gelu_new, written with folded constants.
-  if (act == "gelu_new" || act == "gelu_fast") return Gpt2Activation::GeluTanh;
-  if (act == "gelu_pytorch_tanh") return Gpt2Activation::GeluTorchTanh;
+  // gelu_new, gelu_fast and gelu_pytorch_tanh are one function (the tanh approximation), which
+  // transformers writes out op by op or calls fused; here it is always the fused kernel.
+  if (act == "gelu_new" || act == "gelu_fast" || act == "gelu_pytorch_tanh") return Gpt2Activation::GeluTanh;
   if (act == "gelu") return Gpt2Activation::GeluErf;
   fail("{}: activation_function '{}' is not supported (gelu_new, gelu_pytorch_tanh, gelu are)",
        source, act);

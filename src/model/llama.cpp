@@ -37,16 +37,16 @@ struct LlamaAttentionImpl : torch::nn::Module {
     auto heads_first = [&](const at::Tensor& t, int64_t n) {
       return t.view({B, T, n, head_dim}).transpose(1, 2);
     };
-    at::Tensor q = heads_first(q_proj->forward(x), heads);
-    at::Tensor k = heads_first(k_proj->forward(x), kv_heads);
-    at::Tensor v = heads_first(v_proj->forward(x), kv_heads);
+    const at::Tensor qkv = stacked_linear(x, {q_proj.get(), k_proj.get(), v_proj.get()});
+    at::Tensor q = heads_first(qkv.narrow(-1, 0, heads * head_dim), heads);
+    at::Tensor k = heads_first(qkv.narrow(-1, heads * head_dim, kv_heads * head_dim), kv_heads);
+    at::Tensor v = heads_first(qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim), kv_heads);
+    // Rotary positions in float32 (at least), as transformers does under autocast (its cos and sin
+    // are float32, which promotes q and k); one explicit cast each instead of one per product.
+    q = at_least_float32(q);
+    k = at_least_float32(k);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
-    if (kv_heads != heads) {  // query head h reads kv head h / (heads / kv_heads), as repeat_kv
-      const int64_t rep = heads / kv_heads;
-      k = k.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
-      v = v.unsqueeze(2).expand({B, kv_heads, rep, T, head_dim}).reshape({B, heads, T, head_dim});
-    }
     const at::Tensor y = causal_attention(q, k, v);
     return o_proj->forward(y.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
@@ -65,7 +65,11 @@ struct LlamaMLPImpl : torch::nn::Module {
         "down_proj", std::make_shared<LinearImpl>(s.intermediate_size, s.hidden_size, b, o));
   }
   at::Tensor forward(const at::Tensor& x) const {
-    return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+    // SwiGLU in float32 (at least): libtorch's silu and its backward are 5-10x slower on bfloat16
+    // than the casts that avoid them; down_proj casts the product back to its matmul dtype.
+    const at::Tensor gate_up = at_least_float32(stacked_linear(x, {gate_proj.get(), up_proj.get()}));
+    const int64_t inner = gate_proj->weight.size(0);
+    return down_proj->forward(at::silu(gate_up.narrow(-1, 0, inner)) * gate_up.narrow(-1, inner, inner));
   }
   std::shared_ptr<LinearImpl> gate_proj, up_proj, down_proj;
 };
@@ -118,7 +122,7 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
           "lm_head", std::make_shared<LinearImpl>(s.hidden_size, s.vocab_size, false, o));
     }
   }
-  at::Tensor forward(const at::Tensor& input_ids) override {
+  at::Tensor hidden_states(const at::Tensor& input_ids) override {
     if (input_ids.dim() != 2) fail("llama forward: input_ids must be [batch, time]");
     const int64_t T = input_ids.size(1);
     if (sliding_window_ > 0 && T > sliding_window_) {
@@ -139,10 +143,9 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
               ? checkpointed([layer, cos, sin](const at::Tensor& x) { return layer->forward(x, cos, sin); }, h)
               : layer->forward(h, cos, sin);
     }
-    h = model_->norm->forward(h);
-    const at::Tensor& head = lm_head_ ? lm_head_->weight : model_->embed_tokens->weight;
-    return at::linear(for_matmul(h, matmul_dtype_), for_matmul(head, matmul_dtype_));
+    return model_->norm->forward(h);
   }
+  const at::Tensor& head_weight() const override { return lm_head_ ? lm_head_->weight : model_->embed_tokens->weight; }
 
  private:
   at::Tensor inv_freq_;  // float32, CPU; derived from the config, not a parameter

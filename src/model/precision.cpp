@@ -15,6 +15,10 @@ void CausalLMImpl::set_matmul_dtype(at::ScalarType dtype) {
     if (auto* layer = dynamic_cast<MatmulLayer*>(module.get())) layer->matmul_dtype = dtype;
 }
 
+at::Tensor CausalLMImpl::forward(const at::Tensor& input_ids) {
+  return at::linear(for_matmul(hidden_states(input_ids), matmul_dtype_), for_matmul(head_weight(), matmul_dtype_));
+}
+
 std::string Precision::describe() const {
   if (name == "pure") return fmt::format("pure {} (weights, gradients and optimizer state)", dtype_name(weights));
   if (name == "fp32") return "fp32";

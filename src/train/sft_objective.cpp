@@ -21,7 +21,7 @@ SequenceLogps chosen_logps(CausalLMImpl& policy, const PreferenceDataset& data, 
   const PairBatch batch = collate_chosen(data, indices);
   const at::Device device = policy.device();
   const at::Tensor input_ids = batch.input_ids.to(device);
-  return sequence_logps(policy.forward(input_ids), input_ids, batch.response_mask.to(device));
+  return model_sequence_logps(policy, input_ids, batch.response_mask.to(device));
 }
 
 class SftObjective final : public TrainingObjective {

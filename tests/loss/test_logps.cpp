@@ -131,16 +131,19 @@ TEST_CASE("a mis-shaped mask or an id outside the vocabulary is refused, naming 
 namespace {
 
 // A stand-in causal LM whose logits are a fixed table indexed by row: enough to check the split.
+// Its hidden states are the logits themselves and its head the identity.
 class FixedLogitsModel : public dpo::CausalLMImpl {
  public:
-  explicit FixedLogitsModel(at::Tensor logits) : dpo::CausalLMImpl(dpo::ModelSpec{}), logits_(std::move(logits)) {}
-  at::Tensor forward(const at::Tensor& input_ids) override {
+  explicit FixedLogitsModel(at::Tensor logits)
+      : dpo::CausalLMImpl(dpo::ModelSpec{}), logits_(std::move(logits)), identity_(at::eye(logits_.size(2), logits_.options())) {}
+  at::Tensor hidden_states(const at::Tensor& input_ids) override {
     REQUIRE(input_ids.size(0) == logits_.size(0));
     return logits_;
   }
+  const at::Tensor& head_weight() const override { return identity_; }
 
  private:
-  at::Tensor logits_;
+  at::Tensor logits_, identity_;
 };
 
 }  // namespace

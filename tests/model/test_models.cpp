@@ -9,6 +9,7 @@
 
 #include "dpo/error.h"
 #include "dpo/model/model.h"
+#include "float_rounding.h"
 
 namespace {
 
@@ -534,9 +535,10 @@ TEST_CASE("a model loaded as bfloat16 gives logits close to float32", "[models]"
     const at::Tensor low = logits_of(*bf16);
     CHECK(low.scalar_type() == at::kBFloat16);
     const at::Tensor ref = logits_of(*model);
-    const double err =
-        (low.to(at::kFloat) - ref).abs().max().item<double>() / ref.abs().max().item<double>();
-    CHECK(err < 0.05);  // bfloat16 keeps 8 bits (0.4% per rounding) through two layers
+    // In the 2-norm over all logits: the largest single difference depends on where rounding
+    // happens to pile up, which any reordering of the float32 work between products moves.
+    const double err = float_rounding::normwise_relative_difference(low, ref);
+    CHECK(err < 0.05);  // bfloat16 keeps 8 bits (0.4% per rounding) through two layers: ~3% here
     CHECK(err > 0);  // it really ran in bfloat16
   }
 }

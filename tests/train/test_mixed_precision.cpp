@@ -34,16 +34,6 @@ using namespace toy;
 
 namespace {
 
-dpo::CausalLM tiny_gpt2(uint64_t seed) {
-  nlohmann::json config = dpo::default_hf_config(dpo::Architecture::GPT2);
-  config["vocab_size"] = 32;
-  config["n_embd"] = 16;
-  config["n_layer"] = 2;
-  config["n_head"] = 2;
-  config["n_positions"] = 64;
-  return dpo::build_model(dpo::model_spec_from_hf_config(config, "tiny gpt2"), seed);
-}
-
 // Sum of every row's log-probs of its tokens after the first: a loss that reaches every weight.
 at::Tensor sequence_loss(dpo::CausalLMImpl& model, const at::Tensor& ids) {
   const at::Tensor mask = at::ones_like(ids, at::kBool);

@@ -18,6 +18,11 @@ struct SequenceLogps {
 SequenceLogps sequence_logps(const at::Tensor& logits, const at::Tensor& input_ids,
                              const at::Tensor& response_mask);
 
+// The same log-probs from one forward of `model` over input_ids (on the model's device), with the
+// LM head and its log-softmax run only on the positions that predict a scored token
+// (head_token_logps): equal to sequence_logps(model.forward(ids), ...) to float rounding.
+SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask);
+
 // One forward of the model over a collated batch: chosen rows first, rejected rows after.
 struct PairLogps {
   at::Tensor chosen, rejected;                // [B] float32

@@ -8,7 +8,9 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
+#include <vector>
 
 #include "dpo/model/model.h"
 
@@ -20,10 +22,22 @@ inline at::Tensor for_matmul(const at::Tensor& t, at::ScalarType dtype) {
   return !t.defined() || dtype == at::ScalarType::Undefined || t.scalar_type() == dtype ? t : t.to(dtype);
 }
 
+// `t` in float32 when it is in a 16-bit float dtype (as it is otherwise): for elementwise work
+// between matrix products, which libtorch 1.13 does faster (and more exactly) in float32 than in
+// bfloat16 on CPUs, casts included.
+inline at::Tensor at_least_float32(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf ? t.to(at::kFloat) : t;
+}
+
 // A layer whose matrix product may run in another dtype than its weights (mixed precision);
 // CausalLMImpl::set_matmul_dtype sets it on every such layer. The output is in that dtype.
 struct MatmulLayer : torch::nn::Module {
   at::ScalarType matmul_dtype = at::ScalarType::Undefined;
+  // The dtype the product runs in: the matmul dtype, else the weight's own (an input that
+  // elementwise work left in float32 is cast to it).
+  at::ScalarType product_dtype(const at::Tensor& weight) const {
+    return matmul_dtype == at::ScalarType::Undefined ? weight.scalar_type() : matmul_dtype;
+  }
 };
 
 // nn.Linear: y = x W^T + b, weight [out, in].
@@ -33,10 +47,27 @@ struct LinearImpl : MatmulLayer {
     if (bias) this->bias = register_parameter("bias", at::empty({out}, options));
   }
   at::Tensor forward(const at::Tensor& x) const {
-    return at::linear(for_matmul(x, matmul_dtype), for_matmul(weight, matmul_dtype), for_matmul(bias, matmul_dtype));
+    const at::ScalarType dtype = product_dtype(weight);
+    return at::linear(for_matmul(x, dtype), for_matmul(weight, dtype), for_matmul(bias, dtype));
   }
   at::Tensor weight, bias;
 };
+
+// Several Linear layers on the same input as one product: y = x [W1; W2; ...]^T + [b1; b2; ...],
+// the outputs side by side along the last dimension (narrow them apart). One larger product is
+// faster than several small ones, x is cast to the matmul dtype once, and its gradient comes out
+// of one product instead of a low-precision sum of several. The layers share a matmul dtype and
+// either all have a bias or none has.
+inline at::Tensor stacked_linear(const at::Tensor& x, std::initializer_list<const LinearImpl*> layers) {
+  std::vector<at::Tensor> weights, biases;
+  for (const LinearImpl* layer : layers) {
+    weights.push_back(layer->weight);
+    if (layer->bias.defined()) biases.push_back(layer->bias);
+  }
+  const at::ScalarType dtype = (*layers.begin())->product_dtype(weights.front());
+  return at::linear(for_matmul(x, dtype), for_matmul(at::cat(weights), dtype),
+                    biases.empty() ? at::Tensor() : for_matmul(at::cat(biases), dtype));
+}
 
 // GPT-2's Conv1D: y = x W + b, weight [in, out] (the transpose of nn.Linear's layout).
 struct Conv1DImpl : MatmulLayer {
@@ -47,8 +78,8 @@ struct Conv1DImpl : MatmulLayer {
   at::Tensor forward(const at::Tensor& x) const {
     auto out_shape = x.sizes().vec();
     out_shape.back() = weight.size(1);
-    return at::addmm(for_matmul(bias, matmul_dtype), for_matmul(x.reshape({-1, x.size(-1)}), matmul_dtype),
-                     for_matmul(weight, matmul_dtype))
+    const at::ScalarType dtype = product_dtype(weight);
+    return at::addmm(for_matmul(bias, dtype), for_matmul(x.reshape({-1, x.size(-1)}), dtype), for_matmul(weight, dtype))
         .view(out_shape);
   }
   at::Tensor weight, bias;
@@ -88,23 +119,31 @@ struct RMSNormImpl : torch::nn::Module {
   double eps;
 };
 
-// Causal self-attention over [B, H, T, D] with scale 1/sqrt(D); softmax in float32. The products
-// run in v's dtype (a projection's output: the matmul dtype under mixed precision), to which q and
-// k (which rotary positions may have promoted to float32) are cast.
-inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, const at::Tensor& v) {
+// Causal self-attention of q [B, H, T, D] over k, v [B, KV, T, D] (grouped-query when KV < H:
+// query head h reads key/value head h / (H / KV), as transformers' repeat_kv), scale 1/sqrt(D).
+// The products run in v's dtype (a projection's output: the matmul dtype under mixed precision),
+// to which q and k (which rotary positions may have promoted to float32) are cast.
+inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v) {
   q = for_matmul(q, v.scalar_type());
   k = for_matmul(k, v.scalar_type());
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KV = k.size(1), rep = H / KV;
 #if TORCH_VERSION_MAJOR >= 2
-  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                          /*is_causal=*/true);
+  if (rep > 1) {
+    k = k.unsqueeze(2).expand({B, KV, rep, T, D}).reshape({B, H, T, D});
+    v = v.unsqueeze(2).expand({B, KV, rep, T, D}).reshape({B, H, T, D});
+  }
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true);
 #else
-  const int64_t T = q.size(-2);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  const at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).to(at::kFloat) * scale;
-  const at::Tensor future = at::ones({T, T}, q.options().dtype(at::kBool)).triu(1);
-  const at::Tensor probs =
-      at::softmax(scores.masked_fill(future, -std::numeric_limits<float>::infinity()), -1);
-  return at::matmul(probs.to(q.scalar_type()), v);
+  // As transformers' eager attention: scores q k^T / sqrt(D) plus the causal mask (-inf above the
+  // diagonal) in one product, the softmax in float32 (libtorch's bfloat16 softmax rounds its
+  // intermediates), rounded to the values' dtype for their product. The query heads of one
+  // key/value head are stacked along time, so a shared key/value head is never copied.
+  const at::Tensor future = at::full({T, T}, -std::numeric_limits<double>::infinity(), q.options()).triu(1);
+  const at::Tensor scores = at::baddbmm(future.repeat({rep, 1}), q.reshape({B * KV, rep * T, D}),
+                                        k.reshape({B * KV, T, D}).transpose(1, 2), /*beta=*/1.0,
+                                        /*alpha=*/1.0 / std::sqrt(static_cast<double>(D)));
+  const at::Tensor probs = at::softmax(at_least_float32(scores), -1).to(v.scalar_type());
+  return at::bmm(probs, v.reshape({B * KV, T, D})).view({B, H, T, D});
 #endif
 }
 
@@ -114,7 +153,7 @@ CausalLM make_llama(const ModelSpec& spec, const at::TensorOptions& options);
 
 // Config-derived options that change the math but are not ModelSpec fields; read from
 // spec.hf_config (defaults when absent). Errors name `source` and the key.
-enum class Gpt2Activation { GeluTanh, GeluTorchTanh, GeluErf };
+enum class Gpt2Activation { GeluTanh, GeluErf };
 Gpt2Activation gpt2_activation(const ModelSpec& spec, const std::string& source);
 // Qwen2 puts a bias on q/k/v only; Llama's attention_bias also covers o_proj.
 bool llama_o_proj_bias(const ModelSpec& spec);

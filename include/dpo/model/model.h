@@ -42,12 +42,18 @@ ModelSpec model_spec_from_hf_config(const nlohmann::json& config, const std::str
 nlohmann::json hf_config_from_model_spec(const ModelSpec& spec, const std::string& torch_dtype);
 
 // Base class of both architectures. forward() maps input ids [B, T] (int64) to logits [B, T, V]
-// in the model's dtype. Parameters are registered under the Hugging Face names (e.g.
+// in the model's dtype (the matmul dtype under mixed precision); training and precompute-ref
+// instead take hidden_states() and head_weight() to run the head on scored positions only
+// (loss/head_logps.h). Parameters are registered under the Hugging Face names (e.g.
 // "transformer.h.0.attn.c_attn.weight", "model.layers.0.self_attn.q_proj.weight").
 class CausalLMImpl : public torch::nn::Module {
  public:
   explicit CausalLMImpl(ModelSpec spec) : spec_(std::move(spec)) {}
-  virtual at::Tensor forward(const at::Tensor& input_ids) = 0;
+  at::Tensor forward(const at::Tensor& input_ids);
+  // The last hidden states [B, T, d], after the final norm: what the LM head multiplies.
+  virtual at::Tensor hidden_states(const at::Tensor& input_ids) = 0;
+  // The LM head's weight [V, d] (no bias); a tied model's is the token embedding.
+  virtual const at::Tensor& head_weight() const = 0;
   const ModelSpec& spec() const { return spec_; }
   // Where the parameters live (the CPU for a model without any): where its inputs must go.
   at::Device device() const {

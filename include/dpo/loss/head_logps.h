@@ -1,0 +1,18 @@
+// Log-probs of target tokens straight from hidden states and the LM head, chunk by chunk of rows,
+// so that only the positions that are scored pay for the head and the vocabulary-sized softmax.
+#pragma once
+#include <ATen/ATen.h>
+
+namespace dpo {
+
+// log softmax(hidden @ weight^T)[n, targets[n]] for each row n: hidden [N, d], weight [V, d] (the
+// head, no bias), targets [N] int64 in [0, V). The head's product runs in `matmul_dtype`
+// (Undefined: the weight's dtype); the log-softmax and the result are float32 (float64 for
+// float64 inputs). Differentiable in hidden and weight: with gradients on, the logits are kept in
+// the matmul dtype (no float32 copy of [N, V] is ever held whole) and backward turns them, chunk
+// by chunk in cache-sized blocks, into the gradient of the logits in place. Without gradients the
+// logits are never held whole either.
+at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                            at::ScalarType matmul_dtype);
+
+}  // namespace dpo

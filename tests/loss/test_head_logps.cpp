@@ -1,0 +1,140 @@
+// head_token_logps (the LM head and log-softmax on scored positions only, chunk by chunk, with its
+// own backward) against plain autograd through the full logits, and model_sequence_logps against
+// sequence_logps(model.forward(...)) on both architectures and in both precisions.
+#include <map>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+#include "catch2_api.h"
+
+#include "dpo/error.h"
+#include "dpo/loss/head_logps.h"
+#include "dpo/loss/logps.h"
+#include "float_rounding.h"
+#include "tiny_llama.h"
+
+namespace {
+
+// The plain path: full logits, log-softmax, gather; autograd differentiates it.
+at::Tensor plain_logps(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets) {
+  return at::log_softmax(at::mm(h, w.t()), -1).gather(1, targets.unsqueeze(1)).squeeze(1);
+}
+
+struct Grads {
+  at::Tensor value, hidden, weight;
+};
+
+template <typename F>
+Grads value_and_grads(F logps, const at::Tensor& h0, const at::Tensor& w0, const at::Tensor& targets,
+                      const at::Tensor& upstream) {
+  const at::Tensor h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+  const at::Tensor value = logps(h, w, targets);
+  (value * upstream).sum().backward();
+  return {value.detach(), h.grad(), w.grad()};
+}
+
+}  // namespace
+
+TEST_CASE("head log-probs and their gradients equal plain autograd over the full logits, in float64", "[logps]") {
+  at::manual_seed(3);
+  // 70000 classes: several softmax chunks of a few rows each, so the chunk edges are on the path.
+  const at::Tensor h = at::randn({37, 4}, at::kDouble), w = at::randn({70000, 4}, at::kDouble);
+  const at::Tensor targets = at::randint(0, 70000, {37}, at::kLong);
+  const at::Tensor upstream = at::randn({37}, at::kDouble);
+  const Grads mine = value_and_grads(
+      [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& t) { return dpo::head_token_logps(a, b, t, at::ScalarType::Undefined); },
+      h, w, targets, upstream);
+  const Grads plain = value_and_grads(plain_logps, h, w, targets, upstream);
+  CHECK(mine.value.scalar_type() == at::kDouble);
+  CHECK(at::allclose(mine.value, plain.value, 1e-12, 1e-12));
+  CHECK(float_rounding::normwise_relative_difference(mine.hidden, plain.hidden) < 1e-12);
+  CHECK(float_rounding::normwise_relative_difference(mine.weight, plain.weight) < 1e-12);
+  // Without gradients the product is chunked too; the values are the same.
+  at::NoGradGuard no_grad;
+  CHECK(at::allclose(dpo::head_token_logps(h, w, targets, at::ScalarType::Undefined), plain.value, 1e-12, 1e-12));
+}
+
+TEST_CASE("head log-probs in a bfloat16 matmul are float32 and keep float32 gradients of float32 inputs", "[logps]") {
+  at::manual_seed(4);
+  const at::Tensor h = at::randn({20, 16}), w = at::randn({300, 16}) * 0.1;
+  const at::Tensor targets = at::randint(0, 300, {20}, at::kLong);
+  const at::Tensor upstream = at::randn({20});
+  const Grads mine = value_and_grads(
+      [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& t) { return dpo::head_token_logps(a, b, t, at::kBFloat16); },
+      h, w, targets, upstream);
+  // The same bfloat16 logits through plain autograd.
+  const Grads plain = value_and_grads(
+      [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& t) {
+        return at::log_softmax(at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16).t()), -1, at::kFloat).gather(1, t.unsqueeze(1)).squeeze(1);
+      },
+      h, w, targets, upstream);
+  CHECK(mine.value.scalar_type() == at::kFloat);
+  CHECK(mine.hidden.scalar_type() == at::kFloat);
+  CHECK(mine.weight.scalar_type() == at::kFloat);
+  CHECK(at::allclose(mine.value, plain.value, 1e-5, 1e-5));
+  // Both round the logits' gradient to bfloat16 before the two products (8 bits: ~4e-3).
+  CHECK(float_rounding::normwise_relative_difference(mine.hidden, plain.hidden) < 1e-2);
+  CHECK(float_rounding::normwise_relative_difference(mine.weight, plain.weight) < 1e-2);
+}
+
+TEST_CASE("head log-probs refuse mismatched shapes, naming them", "[logps]") {
+  const at::Tensor w = at::randn({10, 4});
+  CHECK_THROWS_WITH(dpo::head_token_logps(at::randn({3, 5}), w, at::zeros({3}, at::kLong), at::ScalarType::Undefined),
+                    Catch::Contains("[3, 5]"));
+  CHECK_THROWS_WITH(dpo::head_token_logps(at::randn({3, 4}), w, at::zeros({2}, at::kLong), at::ScalarType::Undefined),
+                    Catch::Contains("targets"));
+}
+
+namespace {
+
+std::map<std::string, at::Tensor> grads_of(dpo::CausalLMImpl& model, const at::Tensor& logps) {
+  model.zero_grad();
+  (logps * at::linspace(0.5, 1.5, logps.size(0))).sum().backward();
+  std::map<std::string, at::Tensor> grads;
+  for (const auto& p : model.named_parameters()) grads[p.key()] = p.value().grad().clone();
+  return grads;
+}
+
+void check_model_path_equals_full_logits(dpo::CausalLMImpl& model, at::ScalarType matmul, double tolerance) {
+  model.set_matmul_dtype(matmul);
+  at::manual_seed(5);
+  const at::Tensor ids = at::randint(0, 32, {4, 12}, at::kLong);
+  at::Tensor mask = at::zeros({4, 12}, at::kBool);
+  mask.narrow(1, 5, 7).fill_(true);  // a 5-token prompt, then the response
+  mask[1].narrow(0, 9, 3).fill_(false);  // a shorter response: padding after it
+  mask[3].fill_(false);                  // a row with nothing scored
+  const dpo::SequenceLogps fused = dpo::model_sequence_logps(model, ids, mask);
+  const auto fused_grads = grads_of(model, fused.logps);
+  const dpo::SequenceLogps full = dpo::sequence_logps(model.forward(ids), ids, mask);
+  const auto full_grads = grads_of(model, full.logps);
+  CHECK(at::equal(fused.token_counts, full.token_counts));
+  CHECK(fused.logps.scalar_type() == at::kFloat);
+  CHECK(at::allclose(fused.logps, full.logps, tolerance, tolerance));
+  CHECK(fused.logps[3].item<float>() == 0.0f);
+  for (const auto& [name, grad] : full_grads) {
+    INFO(name);
+    CHECK(float_rounding::normwise_relative_difference(fused_grads.at(name), grad) < 10 * tolerance);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("log-probs with the head on scored positions only equal the full-logits path, GPT-2 and Llama", "[logps]") {
+  SECTION("llama fp32") {
+    auto model = tiny_llama(1);
+    check_model_path_equals_full_logits(*model, at::ScalarType::Undefined, float_rounding::kForwardRelative);
+  }
+  SECTION("gpt2 fp32") {
+    auto model = tiny_gpt2(1);
+    check_model_path_equals_full_logits(*model, at::ScalarType::Undefined, float_rounding::kForwardRelative);
+  }
+  SECTION("llama bf16-mixed") {
+    auto model = tiny_llama(2);
+    check_model_path_equals_full_logits(*model, at::kBFloat16, 2e-3);
+  }
+  SECTION("gpt2 bf16-mixed") {
+    auto model = tiny_gpt2(2);
+    check_model_path_equals_full_logits(*model, at::kBFloat16, 2e-3);
+  }
+}
