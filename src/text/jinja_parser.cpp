@@ -10,9 +10,22 @@ namespace {
 
 using K = Token::Kind;
 
+// Nesting deeper than this (brackets, blocks) is refused rather than recursed into: real templates
+// nest a few levels, and a hostile one must not overflow the stack.
+constexpr int kMaxNesting = 200;
+
 struct Parser {
   const std::vector<Token>& tokens;
   size_t at = 0;
+  int depth = 0;
+
+  struct Nesting {
+    Parser& parser;
+    explicit Nesting(Parser& p) : parser(p) {
+      if (++parser.depth > kMaxNesting) parser.error(fmt::format("nested deeper than {} levels", kMaxNesting));
+    }
+    ~Nesting() { --parser.depth; }
+  };
 
   const Token& peek(size_t ahead = 0) const { return tokens[std::min(at + ahead, tokens.size() - 1)]; }
   int line() const { return peek().line; }
@@ -47,6 +60,7 @@ struct Parser {
 
   // ---- expressions ----
   ExprPtr expression() {
+    Nesting nesting(*this);
     ExprPtr value = or_expr();
     if (!is_name("if")) return value;
     auto conditional = make(Expr::Kind::Conditional, line());
@@ -84,6 +98,7 @@ struct Parser {
   }
   ExprPtr not_expr() {
     if (!is_name("not")) return comparison();
+    Nesting nesting(*this);
     auto expr = make(Expr::Kind::Unary, line());
     ++at;
     expr->name = "not";
@@ -144,6 +159,7 @@ struct Parser {
   }
   ExprPtr unary() {
     if (is_op("-") || is_op("+")) {
+      Nesting nesting(*this);
       auto expr = make(Expr::Kind::Unary, line());
       expr->name = tokens[at++].text;
       expr->operands = {unary()};
@@ -322,6 +338,7 @@ ExprPtr Parser::filters_and_tests(ExprPtr subject) {
 }
 
 Body Parser::body(const std::vector<std::string>& stops, std::string* stop_found) {
+  Nesting nesting(*this);
   Body nodes;
   for (;;) {
     const Token& token = peek();
@@ -492,7 +509,7 @@ NodePtr Parser::block_with_expression(Node::Kind kind, int l) {
 }  // namespace
 
 Body parse(const std::vector<Token>& tokens) {
-  Parser parser{tokens, 0};
+  Parser parser{tokens, 0, 0};
   std::string stop;
   return parser.body({}, &stop);
 }

@@ -14,6 +14,9 @@ namespace dpo::jinja {
 namespace {
 
 using Frame = std::unordered_map<std::string, Value>;
+// Macro calls nested deeper than this (a macro calling itself without end) are refused before the
+// stack runs out, as Python's recursion limit stops Jinja2.
+constexpr int kMaxCallDepth = 100;
 enum class Flow { Normal, Break, Continue };
 
 Value arithmetic(const std::string& op, const Value& a, const Value& b) {
@@ -88,7 +91,7 @@ Value loop_object(size_t index, const Array& items, const std::shared_ptr<Functi
 
 class Renderer {
  public:
-  explicit Renderer(std::vector<std::shared_ptr<Frame>> frames) : frames_(std::move(frames)) {}
+  explicit Renderer(std::vector<std::shared_ptr<Frame>> frames, int depth = 0) : frames_(std::move(frames)), depth_(depth) {}
 
   Flow run(const Body& body, std::string& out) {
     for (const NodePtr& node : body) {
@@ -108,6 +111,7 @@ class Renderer {
 
  private:
   std::vector<std::shared_ptr<Frame>> frames_;  // innermost last; frames_[0] holds the context
+  int depth_ = 0;
   int line_ = 0;
 
   Value lookup(const std::string& name) const {
@@ -237,8 +241,9 @@ Value Renderer::make_macro(const Node& node) {
     }
     for (const auto& [name, value] : args.named)
       if (name == "caller") (*locals)["caller"] = value;
+    if (args.depth > kMaxCallDepth) throw TemplateFault(fmt::format("macro '{}': calls nested deeper than {}", self->text, kMaxCallDepth));
     std::string out;
-    Renderer(std::vector<std::shared_ptr<Frame>>{globals, locals}).run(self->bodies[0], out);
+    Renderer(std::vector<std::shared_ptr<Frame>>{globals, locals}, args.depth).run(self->bodies[0], out);
     return Value::from(out);
   });
 }
@@ -267,6 +272,7 @@ Value Renderer::eval_call(const Expr& expr, Value extra_caller) {
   const Value callee = eval(*expr.operands[0]);
   CallArgs args = eval_arguments(expr, 1);
   if (!extra_caller.is(Value::Kind::Undefined)) args.named.emplace_back("caller", extra_caller);
+  args.depth = depth_ + 1;
   line_ = expr.line;
   if (!callee.is(Value::Kind::Function)) {
     const Expr& target = *expr.operands[0];

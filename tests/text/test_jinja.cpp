@@ -147,3 +147,10 @@ TEST_CASE("raise_exception's message becomes the error, with the line it was rai
         "template line 3: Only user and assistant roles are supported, got tool");
   CHECK(error_of("{% macro check() %}\n{{ raise_exception('inside') }}{% endmacro %}\n{{ check() }}") == "template line 2: inside");
 }
+
+TEST_CASE("runaway nesting and recursion are refused, not overflowed", "[jinja]") {
+  CHECK(error_of("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}") ==
+        "template line 1: nested deeper than 200 levels");
+  CHECK(error_of(std::string(300, ' ') + "{{ " + std::string(100000, '-') + "1 }}") == "template line 1: nested deeper than 200 levels");
+  CHECK(error_of("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}") == "template line 1: macro 'f': calls nested deeper than 100");
+}

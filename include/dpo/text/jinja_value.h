@@ -34,6 +34,7 @@ struct Object {
 struct CallArgs {
   std::vector<Value> positional;
   std::vector<std::pair<std::string, Value>> named;
+  int depth = 0;  // macro calls active around this one: bounds recursion
   const Value* get(size_t index, const std::string& name) const;  // positional, else by name
 };
 
