@@ -53,6 +53,17 @@ const conversations = {
               { role: "assistant", content: "", tool_calls: [{ type: "function", function: { name: "get_weather", arguments: { city: "Paris", unit: "celsius" } } }] },
               { role: "tool", name: "get_weather", content: "{\"temperature\": 21}" },
               { role: "assistant", content: "It is 21 °C in Paris." }],
+  two_tool_calls: [{ role: "system", content: "Use tools when needed." },
+                   { role: "user", content: "Weather in Oslo and Lima?" },
+                   { role: "assistant", content: "", tool_calls: [
+                     { type: "function", function: { name: "get_weather", arguments: { city: "Oslo" } } },
+                     { type: "function", function: { name: "get_weather", arguments: { unit: "fahrenheit", city: "Lima" } } }] },
+                   { role: "tool", name: "get_weather", content: "-3" },
+                   { role: "tool", name: "get_weather", content: "19" },
+                   { role: "user", content: "Thanks" }],
+  reasoning_thinking_off: [{ role: "user", content: "1+1?" },
+                           { role: "assistant", content: "<think>\nadd them\n</think>\n\n2" },
+                           { role: "user", content: "2+2?" }],
 };
 
 function tokenText(token) {
@@ -72,7 +83,7 @@ for (const [model, pkg] of Object.entries(models)) {
   fs.writeFileSync(path.join(out, `${model}.tokenizer_config.json`), JSON.stringify(kept, null, 2) + "\n");
   const template = new Template(config.chat_template);
   for (const [name, messages] of Object.entries(conversations)) {
-    const extra = name === "tool_call" ? { tools } : {};
+    const extra = name.includes("tool") ? { tools } : name === "reasoning_thinking_off" ? { enable_thinking: false } : {};
     for (const add_generation_prompt of [false, true]) {
       const context = {};
       for (const key of ["bos_token", "eos_token", "unk_token", "pad_token"])
