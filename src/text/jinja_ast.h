@@ -73,6 +73,9 @@ Value slice_of(const Value& subject, const Value& start, const Value& stop, cons
 // The values a for loop walks: list items, dict keys, string characters; undefined is empty.
 Array iteration_items(const Value& subject);
 bool contains(const Value& container, const Value& item);
-Value global_function(const std::string& name);  // range, namespace, dict, raise_exception, ...
+Value global_function(const std::string& name);
+// Jinja's title filter: words start after - whitespace ( { [ < (str.title starts them after any
+// uncased character).
+std::string title_filter(const std::string& text);  // range, namespace, dict, raise_exception, ...
 
 }  // namespace dpo::jinja

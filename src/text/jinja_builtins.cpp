@@ -185,6 +185,8 @@ std::pair<int64_t, int64_t> slice_bounds(const Value& start, const Value& stop, 
 
 }  // namespace
 
+std::string title_filter(const std::string& text) { return change_case(text, Case::TitleFilter); }
+
 Value get_attribute(const Value& subject, const std::string& name) {
   if (subject.is(Kind::String)) {
     static const char* methods[] = {"strip", "lstrip", "rstrip", "split", "startswith", "endswith", "upper", "lower",

@@ -201,9 +201,7 @@ Value text_filter(const std::string& name, const Value& subject, const CallArgs&
   };
   if (name == "trim") return method("strip", args);
   if (name == "upper" || name == "lower" || name == "capitalize") return method(name, {});
-  if (name == "title") {  // the filter's word boundaries differ from str.title's; close enough for templates
-    return method("title", {});
-  }
+  if (name == "title") return Value::from(title_filter(text));
   if (name == "replace") return method("replace", args);
   if (name == "string" || name == "safe") return Value::from(text);
   if (name == "indent") return indent_text(subject, args);

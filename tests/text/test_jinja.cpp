@@ -100,6 +100,7 @@ TEST_CASE("filters behave as Jinja2's, tojson as transformers'", "[jinja]") {
   CHECK(render("{{ {'a': [1, {}], 'b': []} | tojson(indent=2) }}") == "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": []\n}");
   CHECK(render("{{ ['b', 'a'] | sort | join }} {{ [1, 1, 2] | unique | list }} {{ 'abc' | reverse }} {{ [3, 4] | sum }}") == "ab [1, 2] cba 7");
   CHECK(render("{{ 'hello world' | title }} {{ 'hello' | capitalize }} {{ 'a\nb' | indent(2) }}") == "Hello World Hello a\n  b");
+  CHECK(render("{{ \"it's a-b\" | title }} {{ \"it's a-b\".title() }}") == "It's A-B It'S A-B");  // filter vs str.title
 }
 
 TEST_CASE("tests: defined, none, string, mapping, iterable, number, sequence, equalto, true/false", "[jinja]") {
