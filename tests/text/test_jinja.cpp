@@ -60,7 +60,7 @@ TEST_CASE("for loops expose loop.* and support else, filters, unpacking, break a
   CHECK(render("{% for x in [1,2,3] %}{{ loop.cycle('o', 'e') }}{% endfor %}") == "oeo");
 }
 
-TEST_CASE("set inside a loop stays in the loop; namespace() attributes carry out", "[jinja]") {
+TEST_CASE("set inside a loop stays in the loop, while namespace() attributes carry out", "[jinja]") {
   CHECK(render("{% set x = 1 %}{% for i in [1] %}{% set x = 2 %}{% endfor %}{{ x }}") == "1");
   CHECK(render("{% set ns = namespace(found=false, n=0) %}{% for i in [1, 2, 3] %}{% set ns.n = ns.n + i %}"
                "{% if i == 2 %}{% set ns.found = true %}{% endif %}{% endfor %}{{ ns.found }} {{ ns.n }}") == "True 6");
