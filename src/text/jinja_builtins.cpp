@@ -296,6 +296,9 @@ Value global_function(const std::string& name) {
       const int64_t start = args.positional.size() > 1 ? one : 0, stop = args.positional.size() > 1 ? int_argument(args, 1, "stop", 0) : one;
       const int64_t step = int_argument(args, 2, "step", 1);
       if (step == 0) throw TemplateFault("range() step cannot be zero");
+      // No template loops this far; the bound keeps a typo from exhausting memory.
+      constexpr int64_t kMaxRange = 10'000'000;
+      if ((stop - start) / step > kMaxRange) throw TemplateFault(fmt::format("range() longer than {}", kMaxRange));
       Array out;
       for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(Value::from(i));
       return Value::list(std::move(out));

@@ -1,6 +1,8 @@
 // Tokens to the syntax tree: statements by recursive descent, expressions by Jinja2's precedence
 // (conditional < or < and < not < comparison/in < + - < ~ < * / // % < ** < unary minus <
 // postfix . [] () < filters | and tests is).
+#include <stdexcept>
+
 #include <fmt/format.h>
 
 #include "jinja_ast.h"
@@ -192,8 +194,15 @@ ExprPtr Parser::primary() {
       literal->literal = Value::from(std::string());
       while (peek().kind == K::String) literal->literal.text += tokens[at++].text;  // 'a' 'b' is 'ab'
       return literal;
-    case K::Int: literal->literal = Value::from(static_cast<int64_t>(std::stoll(token.text))); break;
-    case K::Float: literal->literal = Value::from(std::stod(token.text)); break;
+    case K::Int:
+    case K::Float:
+      try {
+        literal->literal = token.kind == K::Int ? Value::from(static_cast<int64_t>(std::stoll(token.text)))
+                                                : Value::from(std::stod(token.text));
+      } catch (const std::out_of_range&) {
+        error(fmt::format("number '{}' is out of range", token.text));
+      }
+      break;
     case K::Name: {
       const std::string& n = token.text;
       if (n == "true" || n == "True") literal->literal = Value::from(true);

@@ -17,6 +17,8 @@ using Frame = std::unordered_map<std::string, Value>;
 // Macro calls nested deeper than this (a macro calling itself without end) are refused before the
 // stack runs out, as Python's recursion limit stops Jinja2.
 constexpr int kMaxCallDepth = 100;
+// 'x' * n past this is refused: no template builds such text, and a typo must not exhaust memory.
+constexpr uint64_t kMaxRepeatedBytes = uint64_t{1} << 30;
 enum class Flow { Normal, Break, Continue };
 
 Value arithmetic(const std::string& op, const Value& a, const Value& b) {
@@ -28,6 +30,8 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     return Value::list(std::move(items));
   }
   if (op == "*" && a.is(Value::Kind::String) && b.is(Value::Kind::Int)) {
+    if (b.integer > 0 && a.text.size() * static_cast<uint64_t>(b.integer) > kMaxRepeatedBytes)
+      throw TemplateFault(fmt::format("string repetition past {} bytes", kMaxRepeatedBytes));
     std::string out;
     for (int64_t i = 0; i < b.integer; ++i) out += a.text;
     return Value::from(out);
@@ -37,9 +41,16 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   const int64_t x = a.is(Value::Kind::Bool) ? a.boolean : a.integer, y = b.is(Value::Kind::Bool) ? b.boolean : b.integer;
   const double p = a.as_double(), q = b.as_double();
   if ((op == "/" || op == "//" || op == "%") && q == 0) throw TemplateFault("division by zero");
-  if (op == "+") return both_int ? Value::from(x + y) : Value::from(p + q);
-  if (op == "-") return both_int ? Value::from(x - y) : Value::from(p - q);
-  if (op == "*") return both_int ? Value::from(x * y) : Value::from(p * q);
+  int64_t exact = 0;  // Python's ints do not overflow; ours are refused where they would
+  if (both_int && (op == "+" || op == "-" || op == "*")) {
+    const bool overflow = op == "+" ? __builtin_add_overflow(x, y, &exact)
+                          : op == "-" ? __builtin_sub_overflow(x, y, &exact) : __builtin_mul_overflow(x, y, &exact);
+    if (overflow) throw TemplateFault(fmt::format("integer overflow in {} {} {}", x, op, y));
+    return Value::from(exact);
+  }
+  if (op == "+") return Value::from(p + q);
+  if (op == "-") return Value::from(p - q);
+  if (op == "*") return Value::from(p * q);
   if (op == "/") return Value::from(p / q);
   if (op == "//") {
     if (both_int) return Value::from(static_cast<int64_t>(std::floor(static_cast<double>(x) / static_cast<double>(y))));
@@ -49,7 +60,11 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     if (both_int) return Value::from(((x % y) + y) % y);
     return Value::from(p - q * std::floor(p / q));
   }
-  if (both_int && y >= 0) return Value::from(static_cast<int64_t>(std::llround(std::pow(p, q))));
+  if (both_int && y >= 0) {
+    const double power = std::pow(p, q);
+    if (std::fabs(power) >= 9.2e18) throw TemplateFault(fmt::format("integer overflow in {} ** {}", x, y));
+    return Value::from(static_cast<int64_t>(std::llround(power)));
+  }
   return Value::from(std::pow(p, q));
 }
 

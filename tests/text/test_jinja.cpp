@@ -136,6 +136,7 @@ TEST_CASE("a template error is one line naming the template line", "[jinja]") {
   CHECK(error_of("a\nb\n{{ x | nosuchfilter }}") == "template line 3: unknown filter 'nosuchfilter'");
   CHECK(error_of("{{ 'a' - 1 }}") == "template line 1: unsupported operand types for -: string and int");
   CHECK(error_of("{{ 'unclosed }}") == "template line 1: unterminated string");
+  CHECK(error_of("\n{{ 99999999999999999999 }}") == "template line 2: number '99999999999999999999' is out of range");
 }
 
 TEST_CASE("raise_exception's message becomes the error, with the line it was raised on", "[jinja]") {
@@ -149,9 +150,12 @@ TEST_CASE("raise_exception's message becomes the error, with the line it was rai
   CHECK(error_of("{% macro check() %}\n{{ raise_exception('inside') }}{% endmacro %}\n{{ check() }}") == "template line 2: inside");
 }
 
-TEST_CASE("runaway nesting and recursion are refused, not overflowed", "[jinja]") {
+TEST_CASE("runaway nesting, recursion, integer overflow and huge ranges are refused, not run", "[jinja]") {
   CHECK(error_of("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}") ==
         "template line 1: nested deeper than 200 levels");
   CHECK(error_of(std::string(300, ' ') + "{{ " + std::string(100000, '-') + "1 }}") == "template line 1: nested deeper than 200 levels");
+  CHECK(error_of("{{ 9223372036854775807 + 1 }}") == "template line 1: integer overflow in 9223372036854775807 + 1");
+  CHECK(error_of("{{ 'ab' * 1000000000000 }}") == "template line 1: string repetition past 1073741824 bytes");
+  CHECK(error_of("{% for i in range(100000000000) %}{% endfor %}") == "template line 1: range() longer than 10000000");
   CHECK(error_of("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}") == "template line 1: macro 'f': calls nested deeper than 100");
 }
