@@ -89,11 +89,19 @@ Value join_items(const Value& subject, const CallArgs& args) {
   return Value::from(out);
 }
 
+// What sort, unique, min and max compare: the item or its attribute, strings lowercased unless
+// case_sensitive (Jinja's default is case-insensitive).
+Value comparison_key(const Value& item, const Value* attribute, const Value* case_sensitive) {
+  Value key = attribute ? attribute_path(item, to_text(*attribute)) : item;
+  if (key.is(Kind::String) && !(case_sensitive && case_sensitive->truthy())) key = (*get_attribute(key, "lower").function)({});
+  return key;
+}
+
 Value sorted_items(const Value& subject, const CallArgs& args) {
   Array items = iteration_items(subject);
   const Value* reverse = args.get(0, "reverse");
   const Value* attribute = args.get(2, "attribute");
-  auto key = [&](const Value& v) { return attribute ? attribute_path(v, to_text(*attribute)) : v; };
+  auto key = [&](const Value& v) { return comparison_key(v, attribute, args.get(1, "case_sensitive")); };
   std::stable_sort(items.begin(), items.end(), [&](const Value& a, const Value& b) { return less_than(key(a), key(b)); });
   if (reverse && reverse->truthy()) std::reverse(items.begin(), items.end());
   return Value::list(std::move(items));
@@ -168,9 +176,14 @@ Value collection_filter(const std::string& name, const Value& subject, const Cal
     return Value::list(std::move(items));
   }
   if (name == "unique") {
-    Array out;
-    for (const Value& item : iteration_items(subject))
-      if (std::none_of(out.begin(), out.end(), [&](const Value& seen) { return equals(seen, item); })) out.push_back(item);
+    Array out, keys;
+    for (const Value& item : iteration_items(subject)) {
+      const Value key = comparison_key(item, args.get(1, "attribute"), args.get(0, "case_sensitive"));
+      if (std::none_of(keys.begin(), keys.end(), [&](const Value& seen) { return equals(seen, key); })) {
+        keys.push_back(key);
+        out.push_back(item);
+      }
+    }
     return Value::list(std::move(out));
   }
   if (name == "sum") {
@@ -187,9 +200,12 @@ Value collection_filter(const std::string& name, const Value& subject, const Cal
   if (name == "min" || name == "max") {
     const Array items = iteration_items(subject);
     if (items.empty()) return Value::undefined();
-    auto best = name == "min" ? std::min_element(items.begin(), items.end(), less_than)
-                              : std::max_element(items.begin(), items.end(), less_than);
-    return *best;
+    auto before = [&](const Value& a, const Value& b) {
+      return less_than(comparison_key(a, args.get(1, "attribute"), args.get(0, "case_sensitive")),
+                       comparison_key(b, args.get(1, "attribute"), args.get(0, "case_sensitive")));
+    };
+    return name == "min" ? *std::min_element(items.begin(), items.end(), before)
+                         : *std::max_element(items.begin(), items.end(), before);
   }
   throw TemplateFault(fmt::format("unknown filter '{}'", name));
 }

@@ -99,6 +99,8 @@ TEST_CASE("filters behave as Jinja2's, tojson as transformers'", "[jinja]") {
         R"({"b": [1, 2.5, null, true], "a": "é\n\"q\""})");
   CHECK(render("{{ {'a': [1, {}], 'b': []} | tojson(indent=2) }}") == "{\n  \"a\": [\n    1,\n    {}\n  ],\n  \"b\": []\n}");
   CHECK(render("{{ ['b', 'a'] | sort | join }} {{ [1, 1, 2] | unique | list }} {{ 'abc' | reverse }} {{ [3, 4] | sum }}") == "ab [1, 2] cba 7");
+  CHECK(render("{{ ['b', 'A', 'a'] | sort | join }} {{ ['b', 'A', 'a'] | sort(case_sensitive=true) | join }} {{ ['a', 'A'] | unique | list }}"
+               " {{ ['b', 'A'] | min }} {{ [{'n': 2}, {'n': 1}] | sort(attribute='n') | map(attribute='n') | join }}") == "Aab Aab ['a'] A 12");
   CHECK(render("{{ 'hello world' | title }} {{ 'hello' | capitalize }} {{ 'a\nb' | indent(2) }}") == "Hello World Hello a\n  b");
   CHECK(render("{{ \"it's a-b\" | title }} {{ \"it's a-b\".title() }}") == "It's A-B It'S A-B");  // filter vs str.title
 }
