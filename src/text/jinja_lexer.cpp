@@ -145,6 +145,28 @@ std::string trimmed_text(std::string text, bool strip_all_left, bool drop_newlin
   return text;
 }
 
+// The text of {% raw %}...{% endraw %} as written (Jinja2 keeps even the newline after
+// {% raw %}), up to the endraw tag, whose own whitespace control applies; returns its closing sign.
+char lex_raw_body(Lexer& lexer, char raw_close_sign) {
+  const std::string& source = lexer.source;
+  for (size_t open = source.find("{%", lexer.pos); open != std::string::npos; open = source.find("{%", open + 2)) {
+    size_t at = open + 2;
+    const char open_sign = at < source.size() && (source[at] == '-' || source[at] == '+') ? source[at++] : 0;
+    while (at < source.size() && is_space(source[at])) ++at;
+    if (source.compare(at, 6, "endraw") != 0) continue;
+    at += 6;
+    while (at < source.size() && is_space(source[at])) ++at;
+    const char close_sign = at < source.size() && (source[at] == '-' || source[at] == '+') ? source[at++] : 0;
+    if (source.compare(at, 2, "%}") != 0) continue;
+    std::string text = trimmed_text(source.substr(lexer.pos, open - lexer.pos), raw_close_sign == '-', false,
+                                    open_sign, true, false);
+    if (!text.empty()) lexer.add(Token::Kind::Text, std::move(text));
+    lexer.advance_to(at + 2);
+    return close_sign;
+  }
+  lexer.error("missing '{% endraw %}'");
+}
+
 }  // namespace
 
 std::vector<Token> lex(const std::string& source) {
@@ -175,6 +197,12 @@ std::vector<Token> lex(const std::string& source) {
     } else {
       lexer.add(tag == '{' ? Token::Kind::OutputOpen : Token::Kind::BlockOpen, "");
       close_sign = lexer.read_tag(tag == '{');
+      const size_t n = lexer.tokens.size();
+      if (tag == '%' && n >= 3 && lexer.tokens[n - 2].kind == Token::Kind::Name && lexer.tokens[n - 2].text == "raw" &&
+          lexer.tokens[n - 3].kind == Token::Kind::BlockOpen) {
+        lexer.tokens.resize(n - 3);
+        close_sign = lex_raw_body(lexer, close_sign);
+      }
     }
     strip_all_left = close_sign == '-';
     drop_newline = tag != '{' && close_sign != '+';

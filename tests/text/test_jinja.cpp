@@ -83,6 +83,9 @@ TEST_CASE("whitespace control: - strips, trim_blocks eats a newline, lstrip_bloc
   CHECK(render("  {%+ if true %}x{% endif %}") == "  x");
   CHECK(render("{{ 'a' }}\n{{ 'b' }}") == "a\nb");  // trim_blocks does not apply to {{ }}
   CHECK(render("a{# a comment #}b\n  {#- stripped -#}  c") == "abc");
+  CHECK(render("{% raw %}\n{{ kept }} {% if %}\n{% endraw %}\nafter") == "\n{{ kept }} {% if %}\nafter");
+  CHECK(render("x {%- raw -%}  {{ a }}  {%- endraw -%} y") == "x{{ a }}y");
+  CHECK(render("  {% raw %}a{% endraw %}") == "a");
 }
 
 TEST_CASE("filters behave as Jinja2's, tojson as transformers'", "[jinja]") {
