@@ -5,6 +5,8 @@
 #include <pcre2.h>
 #include <utf8proc.h>
 
+#include <fmt/format.h>
+
 #include "dpo/error.h"
 
 namespace dpo {
@@ -134,15 +136,51 @@ int byte_of_byte_level_char(char32_t c) {
   return c < bytes.size() ? bytes[c] : -1;
 }
 
-Regex::Regex(const std::string& pattern, const std::string& where) {
+namespace {
+
+// Unicode White_Space, which Oniguruma's \s matches (and Hugging Face's regexes mean). PCRE2's
+// \s differs: it takes U+180E and leaves out U+0085.
+constexpr const char* kWhiteSpaceRanges = R"(\t\n\x0B\f\r\x20\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
+
+// The pattern with \s (and \S outside a character class) spelled as White_Space ranges.
+std::string with_oniguruma_whitespace(const std::string& pattern) {
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      char next = pattern[++i];
+      if (next == 's') out += in_class ? std::string(kWhiteSpaceRanges) : fmt::format("[{}]", kWhiteSpaceRanges);
+      else if (next == 'S' && !in_class) out += fmt::format("[^{}]", kWhiteSpaceRanges);
+      else out.append({c, next});
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      out += c;
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];  // a leading ] is a literal
+      continue;
+    }
+    if (c == ']' && in_class) in_class = false;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Regex::Regex(const std::string& source_pattern, const std::string& where) {
   int error = 0;
   PCRE2_SIZE offset = 0;
+  const std::string pattern = with_oniguruma_whitespace(source_pattern);
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                                    PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
   if (!code) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof message);
-    fail("{}: regex '{}' does not compile at offset {}: {}", where, pattern, offset, reinterpret_cast<char*>(message));
+    fail("{}: regex '{}' does not compile ({}, at offset {} of '{}')", where, source_pattern,
+         reinterpret_cast<char*>(message), offset, pattern);
   }
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter where JIT is absent
   code_ = std::shared_ptr<void>(code, [](void* p) { pcre2_code_free(static_cast<pcre2_code*>(p)); });

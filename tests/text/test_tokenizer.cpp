@@ -59,6 +59,13 @@ TEST_CASE("a regex Split keeps lookahead and Unicode classes as Hugging Face's O
   CHECK(pieces_of(split, "héllo   12345") == std::vector<std::string>{"héllo", "  ", " ", "123", "45"});
 }
 
+TEST_CASE("a regex's whitespace class is Unicode White_Space, as Oniguruma's: U+0085 is a space and U+180E is not", "[text][tokenizer]") {
+  json split = {{"type", "Split"}, {"pattern", {{"Regex", R"(\s+)"}}}, {"behavior", "Removed"}};
+  CHECK(pieces_of(split, "a\u180Eb\u0085c\u3000d") == std::vector<std::string>{"a\u180Eb", "c", "d"});
+  json not_space = {{"type", "Split"}, {"pattern", {{"Regex", R"([^\s]+)"}}}, {"behavior", "Isolated"}};
+  CHECK(pieces_of(not_space, "x\u0085y") == std::vector<std::string>{"x", "\u0085", "y"});
+}
+
 TEST_CASE("Digits and Metaspace pre-tokenizers", "[text][tokenizer]") {
   using V = std::vector<std::string>;
   CHECK(pieces_of({{"type", "Digits"}, {"individual_digits", true}}, "a12b") == V{"a", "1", "2", "b"});
