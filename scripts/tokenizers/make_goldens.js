@@ -7,7 +7,7 @@ const path = require("path");
 const [modules, cache, corpusPath, variantsPath, outDir] = process.argv.slice(2);
 const { Tokenizer } = require(path.join(modules, "tokenizers"));
 
-const corpus = fs.readFileSync(corpusPath, "utf8").split("\n").filter((l) => l.length).map((l) => JSON.parse(l));
+const readCorpus = (file) => fs.readFileSync(file, "utf8").split("\n").filter((l) => l.length).map((l) => JSON.parse(l));
 const variants = JSON.parse(fs.readFileSync(variantsPath, "utf8")).variants;
 
 // The same patch the C++ test applies: top-level components replaced, model keys overridden,
@@ -21,7 +21,7 @@ function patched(base, patch) {
   return j;
 }
 
-async function goldenLines(tokenizer) {
+async function goldenLines(tokenizer, corpus) {
   const lines = [];
   for (const text of corpus) {
     const plain = (await tokenizer.encode(text, null, { addSpecialTokens: false })).getIds();
@@ -38,7 +38,8 @@ async function goldenLines(tokenizer) {
     const file = path.join(cache, v.base, "tokenizer.json");
     bases[v.base] = bases[v.base] || JSON.parse(fs.readFileSync(file, "utf8"));
     const tokenizer = Tokenizer.fromString(JSON.stringify(patched(bases[v.base], v.patch || {})));
-    const out = { base: v.base, patch: v.patch || {}, lines: await goldenLines(tokenizer) };
+    const corpus = readCorpus(v.corpus ? path.join(path.dirname(corpusPath), v.corpus) : corpusPath);
+    const out = { base: v.base, patch: v.patch || {}, lines: await goldenLines(tokenizer, corpus) };
     fs.writeFileSync(path.join(outDir, name + ".json"), JSON.stringify(out) + "\n");
     console.log(name, out.lines.length, "lines");
   }
