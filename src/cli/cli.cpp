@@ -177,6 +177,14 @@ std::vector<Command> commands() {
         {"--temperature", "T", "sampling temperature, 0 = greedy (default 1.0)"},
         {"--seed", "S", "sampling seed (default 0)"}},
        0, cmd_score_synthetic},
+      {"tokenize", "Tokenize each line of a JSONL file (JSON strings) with a tokenizer.json; one {\"ids\": [...]} line "
+                   "per input line.",
+       "tokenize --tokenizer DIR [--no-special] [--decode] [--stats] FILE.jsonl",
+       {{"--tokenizer", "DIR", "directory with tokenizer.json (or the file itself)"},
+        {"--no-special", "", "do not add the post-processor's special tokens (BOS, ...)"},
+        {"--decode", "", "also print the decoded \"text\""},
+        {"--stats", "", "print the encoding throughput (MB/s) to stderr"}},
+       1, cmd_tokenize},
   };
 }
 

@@ -71,5 +71,7 @@ int cmd_inspect(Session& session, const ParsedArgs& args);
 // model_commands.cpp: creating a model and scoring one on the synthetic task.
 int cmd_init_model(Session& session, const ParsedArgs& args);
 int cmd_score_synthetic(Session& session, const ParsedArgs& args);
+// text_commands.cpp: text through the tokenizer.
+int cmd_tokenize(Session& session, const ParsedArgs& args);
 
 }  // namespace dpo
