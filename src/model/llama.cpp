@@ -37,10 +37,13 @@ struct LlamaAttentionImpl : torch::nn::Module {
     auto heads_first = [&](const at::Tensor& t, int64_t n) {
       return t.view({B, T, n, head_dim}).transpose(1, 2);
     };
-    const at::Tensor qkv = stacked_linear(x, {q_proj.get(), k_proj.get(), v_proj.get()});
-    at::Tensor q = heads_first(qkv.narrow(-1, 0, heads * head_dim), heads);
-    at::Tensor k = heads_first(qkv.narrow(-1, heads * head_dim, kv_heads * head_dim), kv_heads);
-    at::Tensor v = heads_first(qkv.narrow(-1, (heads + kv_heads) * head_dim, kv_heads * head_dim), kv_heads);
+    // split, not narrow: its backward concatenates the three gradients instead of zero-filling
+    // and copying into a full-sized gradient once per part.
+    const auto qkv = stacked_linear(x, {q_proj.get(), k_proj.get(), v_proj.get()})
+                         .split_with_sizes({heads * head_dim, kv_heads * head_dim, kv_heads * head_dim}, -1);
+    at::Tensor q = heads_first(qkv[0], heads);
+    at::Tensor k = heads_first(qkv[1], kv_heads);
+    at::Tensor v = heads_first(qkv[2], kv_heads);
     // Rotary positions in float32 (at least), as transformers does under autocast (its cos and sin
     // are float32, which promotes q and k); one explicit cast each instead of one per product.
     q = at_least_float32(q);
@@ -67,9 +70,8 @@ struct LlamaMLPImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) const {
     // SwiGLU in float32 (at least): libtorch's silu and its backward are 5-10x slower on bfloat16
     // than the casts that avoid them; down_proj casts the product back to its matmul dtype.
-    const at::Tensor gate_up = at_least_float32(stacked_linear(x, {gate_proj.get(), up_proj.get()}));
-    const int64_t inner = gate_proj->weight.size(0);
-    return down_proj->forward(at::silu(gate_up.narrow(-1, 0, inner)) * gate_up.narrow(-1, inner, inner));
+    const auto gate_up = at_least_float32(stacked_linear(x, {gate_proj.get(), up_proj.get()})).chunk(2, -1);
+    return down_proj->forward(at::silu(gate_up[0]) * gate_up[1]);
   }
   std::shared_ptr<LinearImpl> gate_proj, up_proj, down_proj;
 };

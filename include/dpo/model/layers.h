@@ -59,14 +59,14 @@ struct LinearImpl : MatmulLayer {
 // of one product instead of a low-precision sum of several. The layers share a matmul dtype and
 // either all have a bias or none has.
 inline at::Tensor stacked_linear(const at::Tensor& x, std::initializer_list<const LinearImpl*> layers) {
+  // Each weight is cast before the concatenation, which then copies 16-bit values.
+  const at::ScalarType dtype = (*layers.begin())->product_dtype((*layers.begin())->weight);
   std::vector<at::Tensor> weights, biases;
   for (const LinearImpl* layer : layers) {
-    weights.push_back(layer->weight);
-    if (layer->bias.defined()) biases.push_back(layer->bias);
+    weights.push_back(for_matmul(layer->weight, dtype));
+    if (layer->bias.defined()) biases.push_back(for_matmul(layer->bias, dtype));
   }
-  const at::ScalarType dtype = (*layers.begin())->product_dtype(weights.front());
-  return at::linear(for_matmul(x, dtype), for_matmul(at::cat(weights), dtype),
-                    biases.empty() ? at::Tensor() : for_matmul(at::cat(biases), dtype));
+  return at::linear(for_matmul(x, dtype), at::cat(weights), biases.empty() ? at::Tensor() : at::cat(biases));
 }
 
 // GPT-2's Conv1D: y = x W + b, weight [in, out] (the transpose of nn.Linear's layout).
