@@ -1,7 +1,9 @@
 // `dpo tokenize`: each line of a JSONL file through the tokenizer (tokenizer.json), one output line
 // per input line, for inspection and for checking against Hugging Face.
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -9,16 +11,37 @@
 #include "dpo/cli/commands.h"
 #include "dpo/error.h"
 #include "dpo/io/json_input.h"
+#include "dpo/text/chat_template.h"
 #include "dpo/text/tokenizer.h"
 
 namespace dpo {
 
 namespace {
 
-// A {"messages": [...], "add_generation_prompt": bool} line, rendered with the chat template and
-// tokenized without special tokens; printed as {"text": rendered, "ids": [...]}.
-nlohmann::json tokenize_chat_line(const Tokenizer&, const nlohmann::json&, const std::string& where) {
-  fail("{}: chat lines need the chat template (not yet)", where);
+// A {"messages": [...], "add_generation_prompt": bool, ...} line, rendered with the chat template of
+// the tokenizer's directory (its other keys, e.g. "tools", are template variables) and tokenized
+// without adding special tokens, as transformers' apply_chat_template; printed as
+// {"text": rendered, "ids": [...]}. Re-parsed with the keys in order, which tojson keeps.
+nlohmann::json tokenize_chat_line(const Tokenizer& tokenizer, const ChatTemplate& chat_template, const std::string& line,
+                                  const std::string& where) {
+  nlohmann::ordered_json value = nlohmann::ordered_json::parse(line);
+  const nlohmann::ordered_json messages = value["messages"];
+  if (!messages.is_array()) fail("{}: \"messages\" must be a list of {{role, content}} objects", where);
+  bool add_generation_prompt = false;
+  if (value.contains("add_generation_prompt")) {
+    if (!value["add_generation_prompt"].is_boolean()) fail("{}: \"add_generation_prompt\" must be true or false", where);
+    add_generation_prompt = value["add_generation_prompt"].get<bool>();
+  }
+  value.erase("messages");
+  value.erase("add_generation_prompt");
+  nlohmann::json out;
+  try {
+    out["text"] = chat_template.render(messages, add_generation_prompt, value);
+  } catch (const Error& e) {
+    fail("{}: {}", where, e.what());
+  }
+  out["ids"] = tokenizer.encode(out["text"].get<std::string>(), /*add_special_tokens=*/false);
+  return out;
 }
 
 // Time spent in encode and the bytes it took, for --stats.
@@ -43,7 +66,9 @@ nlohmann::json tokenize_text_line(const Tokenizer& tokenizer, const std::string&
 }  // namespace
 
 int cmd_tokenize(Session&, const ParsedArgs& args) {
-  auto tokenizer = Tokenizer::load(single(args.flags, "--tokenizer", "tokenize"));
+  const std::string tokenizer_dir = single(args.flags, "--tokenizer", "tokenize");
+  auto tokenizer = Tokenizer::load(tokenizer_dir);
+  std::optional<ChatTemplate> chat_template;  // read at the first chat line: text-only files need none
   bool add_special_tokens = !args.flags.count("--no-special");
   bool decode = args.flags.count("--decode") > 0;
   EncodeStats stats;
@@ -56,7 +81,14 @@ int cmd_tokenize(Session&, const ParsedArgs& args) {
     auto value = parse_json(line, where);
     nlohmann::json out;
     if (value.is_string()) out = tokenize_text_line(tokenizer, value.get<std::string>(), add_special_tokens, decode, stats);
-    else if (value.is_object() && value.contains("messages")) out = tokenize_chat_line(tokenizer, value, where);
+    else if (value.is_object() && value.contains("messages")) {
+      // --tokenizer names a directory or its tokenizer.json; tokenizer_config.json sits beside it.
+      if (!chat_template)
+        chat_template = ChatTemplate::from_tokenizer_config(std::filesystem::is_directory(tokenizer_dir)
+                                                                ? std::filesystem::path(tokenizer_dir)
+                                                                : std::filesystem::path(tokenizer_dir).parent_path());
+      out = tokenize_chat_line(tokenizer, *chat_template, line, where);
+    }
     else fail("{}: a line must be a JSON string or an object with \"messages\", not {}", where, json_excerpt(value));
     fmt::print("{}\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
