@@ -69,11 +69,6 @@ const std::vector<OptionRow>& option_rows() {
       {{"data.truncation", T::String, "keep_end", "which prompt tokens truncation keeps", false,
         {"keep_end", "keep_start"}},
        DPO_FIELD(data.truncation)},
-      {{"data.boundary_mismatch", T::String, "warn",
-        "text data: a pair whose joint prompt+response tokens do not start with the prompt's tokens is counted and "
-        "kept (warn), dropped (skip) or refused (error)",
-        false, {"warn", "skip", "error"}},
-       DPO_FIELD(data.boundary_mismatch)},
 
       {{"loss.type", T::String, "sigmoid", "preference loss", false, {"sigmoid", "ipo", "ipo_sum", "hinge", "robust"}},
        DPO_FIELD(loss.type)},

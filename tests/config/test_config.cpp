@@ -29,7 +29,6 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
   const std::set<std::string> spec_keys = {
       "run.output_dir", "run.seed", "run.log_every", "model.policy", "model.reference", "model.dtype",
       "model.device", "data.train", "data.eval", "data.max_length", "data.max_prompt_length", "data.truncation",
-      "data.boundary_mismatch",
       "loss.type", "loss.beta", "loss.label_smoothing", "reference.logps_path", "reference.batch_size",
       "train.global_batch_size", "train.gradient_checkpointing",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",
