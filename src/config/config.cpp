@@ -52,6 +52,10 @@ const std::vector<OptionRow>& option_rows() {
       {{"model.reference", T::String, "", "Hugging Face model directory of the reference model (empty: the policy)",
         false, {}},
        DPO_FIELD(model.reference)},
+      {{"model.tokenizer", T::String, "",
+        "directory tokenizer.json / tokenizer_config.json are read from and copied into every saved model from "
+        "(empty: the policy)", false, {}},
+       DPO_FIELD(model.tokenizer)},
       {{"model.dtype", T::String, "float32",
         "dtype the weights are stored and trained in (bfloat16/float16: pure low precision, no master weights)",
         false, {"float32", "bfloat16", "float16"}},
@@ -584,7 +588,7 @@ std::string options_help() {
     if (spec.required) {
       default_text = "(required)";
     } else if (spec.default_value.empty()) {
-      default_text = spec.key == "model.reference" ? "[= model.policy]" : "[none]";
+      default_text = spec.key == "model.reference" || spec.key == "model.tokenizer" ? "[= model.policy]" : "[none]";
     } else {
       default_text = fmt::format("[{}]", spec.default_value);
     }

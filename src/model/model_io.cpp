@@ -176,10 +176,12 @@ void write_model_files(const CausalLMImpl& model, const std::string& dir, at::Sc
   write_safetensors(dir + "/model.safetensors", state, {{"format", "pt"}});
 }
 
-void save_model(const CausalLMImpl& model, const std::string& dir, at::ScalarType dtype) {
+void save_model(const CausalLMImpl& model, const std::string& dir, at::ScalarType dtype,
+                const ServingSources& serving) {
   TemporaryPath tmp(dir);
   make_directories(tmp.path());
   write_model_files(model, tmp.path(), dtype);
+  copy_serving_files(serving, tmp.path());
   tmp.commit();
 }
 
@@ -225,6 +227,7 @@ std::string describe_model_dir(const std::string& dir) {
   out << "  files:";
   for (const auto& f : files) out << " " << f;
   out << "\n";
+  out << describe_serving_files(dir);
   return out.str();
 }
 

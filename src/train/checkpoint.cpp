@@ -165,13 +165,15 @@ std::string checkpoint_dir(const std::string& output_dir, int64_t step) {
 }
 
 void save_checkpoint(const std::string& output_dir, const CausalLMImpl& model,
-                     const torch::optim::Optimizer& optimizer, const TrainerState& state, int64_t keep) {
+                     const torch::optim::Optimizer& optimizer, const TrainerState& state, int64_t keep,
+                     const ServingSources& serving) {
   const std::string final_dir = checkpoint_dir(output_dir, state.step);
   try {
     make_directories(checkpoints_root(output_dir));
     TemporaryPath tmp(final_dir);  // removed again if anything below fails
     make_directories(tmp.path());
     write_model_files(model, tmp.path());
+    copy_serving_files(serving, tmp.path());
     write_optimizer_state(optimizer, (fs::path(tmp.path()) / kOptimizerFile).string());
     write_synced_file((fs::path(tmp.path()) / kTrainerStateFile).string(), to_json(state).dump(2) + "\n");
     // Last: a directory with this marker is known to hold every file above, whole and synced.

@@ -42,6 +42,9 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 // The subcommand that trains `objective`, as messages name the run.
 const char* command_of(Objective objective) { return objective == Objective::Dpo ? "train" : "sft"; }
 
+// Every model directory the run writes carries the tokenizer and generation_config.json of these.
+ServingSources serving_sources(const Config& c) { return {c.model.policy, c.model.tokenizer}; }
+
 class Trainer {
  public:
   Trainer(const Config& config, Objective objective, Communicator& communicator, at::Device device,
@@ -146,6 +149,7 @@ void Trainer::set_up() {
   if (c.data.train.empty()) fail("data.train: dpo {} needs a training dataset (set data.train)", command_of(kind_));
   precision_ = precision_of(c);
   require_precision_available(precision_, c.model.device);
+  check_serving_sources(serving_sources(c));
   loss_scaler_ = LossScaler(precision_.needs_loss_scaling());
   // Before the policy: a stored reference that does not match this config fails fast.
   objective_ = kind_ == Objective::Dpo ? make_dpo_objective(c, comm_) : make_sft_objective(c, comm_);
@@ -316,7 +320,8 @@ void Trainer::evaluate() {
 // Rank 0 writes the checkpoint (every rank holds the same parameters); it counts for all once
 // every rank has passed the barrier after it.
 void Trainer::save() {
-  if (is_root()) save_checkpoint(config_.run.output_dir, *policy_, *optimizer_, state_, config_.train.keep_checkpoints);
+  if (is_root()) save_checkpoint(config_.run.output_dir, *policy_, *optimizer_, state_, config_.train.keep_checkpoints,
+                                  serving_sources(config_));
   comm_.barrier();
   last_saved_ = state_.step;
 }
@@ -344,7 +349,7 @@ TrainSummary Trainer::finish() {
   summary_.steps = state_.step;
   summary_.skipped_steps = skipped_steps();
   summary_.final_model_dir = (fs::path(config_.run.output_dir) / "final").string();
-  if (is_root()) save_model(*policy_, summary_.final_model_dir, parse_dtype(config_.train.save_dtype));
+  if (is_root()) save_model(*policy_, summary_.final_model_dir, parse_dtype(config_.train.save_dtype), serving_sources(config_));
   comm_.barrier();
   return summary_;
 }

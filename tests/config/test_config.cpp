@@ -28,6 +28,7 @@ dpo::Config parse(const std::string& yaml, const std::vector<std::string>& overr
 TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
   const std::set<std::string> spec_keys = {
       "run.output_dir", "run.seed", "run.log_every", "model.policy", "model.reference", "model.dtype",
+      "model.tokenizer",
       "model.device", "data.train", "data.eval", "data.max_length", "data.max_prompt_length", "data.truncation",
       "loss.type", "loss.beta", "loss.label_smoothing", "reference.logps_path", "reference.batch_size",
       "train.global_batch_size", "train.gradient_checkpointing",

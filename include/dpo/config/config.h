@@ -17,6 +17,7 @@ struct RunOptions {
 struct ModelOptions {
   std::string policy;     // Hugging Face directory
   std::string reference;  // resolved to `policy` when not given
+  std::string tokenizer;  // tokenizer files' directory; empty: the policy's
   // The dtype the weights are stored and trained in: float32 (the default; train.precision then
   // says what the matrix products run in) or, only by explicit choice, bfloat16 / float16.
   std::string dtype = "float32";

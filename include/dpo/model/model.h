@@ -11,6 +11,7 @@
 #include <torch/nn/module.h>
 
 #include "dpo/model/safetensors.h"
+#include "dpo/model/serving_files.h"
 
 namespace dpo {
 
@@ -99,9 +100,10 @@ CausalLM load_model(const std::string& dir, at::ScalarType dtype, const std::str
 
 // Writes config.json + model.safetensors under a temporary name, then renames to `dir`. Tensors
 // are saved in `dtype` (Undefined: the model's own) with transformers' names (a tied head is not
-// saved twice); config.json's torch_dtype says which.
+// saved twice); config.json's torch_dtype says which. The serving files of `serving` (tokenizer,
+// generation_config.json) are copied in before the rename.
 void save_model(const CausalLMImpl& model, const std::string& dir,
-                at::ScalarType dtype = at::ScalarType::Undefined);
+                at::ScalarType dtype = at::ScalarType::Undefined, const ServingSources& serving = {});
 // config.json + model.safetensors, fsynced, into the existing directory `dir` (a checkpoint's
 // temporary directory, committed as a whole by its caller), in the model's own dtype.
 void write_model_files(const CausalLMImpl& model, const std::string& dir,

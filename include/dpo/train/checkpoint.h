@@ -30,9 +30,11 @@ TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string&
 std::string checkpoint_dir(const std::string& output_dir, int64_t step);
 
 // Writes the checkpoint of `state.step` and then deletes all but the newest `keep` complete
-// checkpoints (keep <= 0 keeps all) and any stale temporary directories.
+// checkpoints (keep <= 0 keeps all) and any stale temporary directories. The checkpoint carries
+// the serving files of `serving`, so that it can be served as it is.
 void save_checkpoint(const std::string& output_dir, const CausalLMImpl& model,
-                     const torch::optim::Optimizer& optimizer, const TrainerState& state, int64_t keep);
+                     const torch::optim::Optimizer& optimizer, const TrainerState& state, int64_t keep,
+                     const ServingSources& serving = {});
 
 // The newest complete checkpoint directory, if any.
 std::optional<std::string> newest_checkpoint(const std::string& output_dir);
