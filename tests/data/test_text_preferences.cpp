@@ -60,7 +60,7 @@ TextPreferenceFile read(const std::string& jsonl, BoundaryMismatch on_mismatch =
 
 }  // namespace
 
-TEST_CASE("each of TRL's four text formats and the pre-tokenized one is detected and named", "[unit]") {
+TEST_CASE("each of TRL's four text formats and the pre-tokenized one is detected and named", "[data]") {
   const std::string user = R"({"role": "user", "content": "hi"})";
   const auto turn = [](const std::string& text) { return R"([{"role": "assistant", "content": ")" + text + R"("}])"; };
   const auto name = [](const std::string& jsonl) { return dpo::preference_format_name(read(jsonl).format); };
@@ -74,7 +74,7 @@ TEST_CASE("each of TRL's four text formats and the pre-tokenized one is detected
              R"(, {"role": "assistant", "content": "B"}]})") == std::string("conversational, implicit prompt"));
 }
 
-TEST_CASE("an implicit string prompt is TRL's: the common prefix, less a trailing space", "[unit]") {
+TEST_CASE("an implicit string prompt is TRL's: the common prefix, less a trailing space", "[data]") {
   const auto sky = dpo::extract_prompt("The sky is blue.", "The sky is green.");
   CHECK(sky.prompt == "The sky is");
   CHECK(sky.chosen == " blue.");
@@ -84,7 +84,7 @@ TEST_CASE("an implicit string prompt is TRL's: the common prefix, less a trailin
   CHECK(no_space.chosen == "2");
 }
 
-TEST_CASE("an implicit string prompt is cut between code points, as Python indexes strings", "[unit]") {
+TEST_CASE("an implicit string prompt is cut between code points, as Python indexes strings", "[data]") {
   // ö (C3 B6) and ä (C3 A4) share their first byte; the prompt must not end inside the character.
   const auto cut = dpo::extract_prompt("h\xC3\xA9llo w\xC3\xB6rld", "h\xC3\xA9llo w\xC3\xA4rld");
   CHECK(cut.prompt == "h\xC3\xA9llo w");
@@ -92,7 +92,7 @@ TEST_CASE("an implicit string prompt is cut between code points, as Python index
   CHECK(cut.rejected == "\xC3\xA4rld");
 }
 
-TEST_CASE("where one response contains the other, TRL's loop leaves the last character to the responses", "[unit]") {
+TEST_CASE("where one response contains the other, TRL's loop leaves the last character to the responses", "[data]") {
   const auto prefix = dpo::extract_prompt("abc", "abcdef");
   CHECK(prefix.prompt == "ab");
   CHECK(prefix.chosen == "c");
@@ -102,7 +102,7 @@ TEST_CASE("where one response contains the other, TRL's loop leaves the last cha
   CHECK(same.chosen == "e");
 }
 
-TEST_CASE("standard responses get the EOS string unless they end with it; the prompt is tokenized alone", "[unit]") {
+TEST_CASE("standard responses get the EOS string unless they end with it, and the prompt is tokenized alone", "[data]") {
   const auto file = read(R"({"prompt": "Q:", "chosen": " yes", "rejected": " no</s>"})");
   REQUIRE(file.pairs.size() == 1);
   CHECK(file.pairs[0].prompt == ids_of("Q:"));
@@ -111,7 +111,7 @@ TEST_CASE("standard responses get the EOS string unless they end with it; the pr
   CHECK(file.boundary_mismatches == 0);
 }
 
-TEST_CASE("standard implicit rows split at TRL's prompt and tokenize prompt+response jointly", "[unit]") {
+TEST_CASE("standard implicit rows split at TRL's prompt and tokenize prompt+response jointly", "[data]") {
   const auto file = read(R"({"chosen": "The sky is blue.", "rejected": "The sky is green."})");
   REQUIRE(file.pairs.size() == 1);
   CHECK(file.pairs[0].prompt == ids_of("The sky is"));
@@ -120,7 +120,7 @@ TEST_CASE("standard implicit rows split at TRL's prompt and tokenize prompt+resp
 }
 
 TEST_CASE("conversational rows: prompt with the generation prompt, responses from the full render, no EOS added",
-          "[unit]") {
+          "[data]") {
   const auto file = read(
       R"({"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "yo"}], )"
       R"("rejected": [{"role": "assistant", "content": "no"}]})");
@@ -130,7 +130,7 @@ TEST_CASE("conversational rows: prompt with the generation prompt, responses fro
   CHECK(file.pairs[0].rejected == ids_of("no</s>"));
 }
 
-TEST_CASE("an implicit conversation's prompt is its common leading messages", "[unit]") {
+TEST_CASE("an implicit conversation's prompt is its common leading messages", "[data]") {
   const auto file = read(
       R"({"chosen": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}, )"
       R"({"role": "assistant", "content": "yo"}], "rejected": [{"role": "system", "content": "s"}, )"
@@ -143,7 +143,7 @@ TEST_CASE("an implicit conversation's prompt is its common leading messages", "[
 }
 
 TEST_CASE("a pair whose joint tokens do not start with the prompt's is counted and kept, skipped or refused",
-          "[unit]") {
+          "[data]") {
   // "xa" + "b..." merges "ab" across the boundary; the second pair is clean.
   const std::string jsonl =
       "{\"prompt\": \"xa\", \"chosen\": \"bc\", \"rejected\": \"dc\"}\n"
@@ -165,12 +165,12 @@ TEST_CASE("a pair whose joint tokens do not start with the prompt's is counted a
                     Contains("prefs.jsonl:1:") && Contains("prompt+chosen") && Contains("boundary_mismatch"));
 }
 
-TEST_CASE("data.boundary_mismatch values are warn, skip and error", "[unit]") {
+TEST_CASE("data.boundary_mismatch values are warn, skip and error", "[data]") {
   CHECK(dpo::parse_boundary_mismatch("skip") == BoundaryMismatch::Skip);
   CHECK_THROWS_WITH(dpo::parse_boundary_mismatch("ignore"), Contains("data.boundary_mismatch"));
 }
 
-TEST_CASE("a row of another format than the first is refused naming the file and line", "[unit]") {
+TEST_CASE("a row of another format than the first is refused naming the file and line", "[data]") {
   CHECK_THROWS_WITH(read("{\"prompt\": \"Q\", \"chosen\": \"A\", \"rejected\": \"B\"}\n\n"
                          "{\"chosen\": \"QA\", \"rejected\": \"QB\"}\n"),
                     Contains("prefs.jsonl:3:") && Contains("standard, implicit prompt") &&
@@ -180,7 +180,7 @@ TEST_CASE("a row of another format than the first is refused naming the file and
                     Contains("prefs.jsonl:2:") && Contains("pre-tokenized"));
 }
 
-TEST_CASE("malformed text rows are refused naming the file, line and field", "[unit]") {
+TEST_CASE("malformed text rows are refused naming the file, line and field", "[data]") {
   CHECK_THROWS_WITH(read(R"({"prompt": "Q", "chosen": "A", "rejected": [{"role": "assistant", "content": "B"}]})"),
                     Contains("prefs.jsonl:1:") && Contains("'rejected'"));
   CHECK_THROWS_WITH(read(R"({"chosen": [{"content": "A"}], "rejected": [{"role": "user", "content": "B"}]})"),
@@ -190,7 +190,7 @@ TEST_CASE("malformed text rows are refused naming the file, line and field", "[u
   CHECK_THROWS_WITH(read(R"({"text": "hello"})"), Contains("prefs.jsonl:1:") && Contains("'chosen'"));
 }
 
-TEST_CASE("conversational data without a chat template is refused naming the line", "[unit]") {
+TEST_CASE("conversational data without a chat template is refused naming the line", "[data]") {
   TextEncoding no_template = fake_encoding();
   no_template.chat_template = nullptr;
   CHECK_THROWS_WITH(read(R"({"chosen": [{"role": "user", "content": "A"}], "rejected": [{"role": "user", "content": "B"}]})",
@@ -198,7 +198,7 @@ TEST_CASE("conversational data without a chat template is refused naming the lin
                     Contains("prefs.jsonl:1:") && Contains("chat template"));
 }
 
-TEST_CASE("a pre-tokenized file is read as before through the text reader", "[unit]") {
+TEST_CASE("a pre-tokenized file is read as before through the text reader", "[data]") {
   const auto file = read("{\"prompt_input_ids\": [1, 2], \"chosen_input_ids\": [3], \"rejected_input_ids\": [4]}\n");
   REQUIRE(file.pairs.size() == 1);
   CHECK(file.pairs[0].prompt == TokenIds{1, 2});

@@ -99,7 +99,7 @@ TEST_CASE("a policy without serving files trains, and its outputs hold none", "[
   CHECK(toy::parameters_of(summary.final_model_dir).size() > 0);
 }
 
-TEST_CASE("model.tokenizer names where the tokenizer files come from; generation_config.json stays the policy's",
+TEST_CASE("model.tokenizer names where the tokenizer files come from, and generation_config.json stays the policy's",
           "[training][serving]") {
   const ToyRun toy("serving-tokenizer-dir", 16);
   const auto policy_files = write_fake_serving_files(toy.model_dir, "policy");
