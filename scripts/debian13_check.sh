@@ -23,7 +23,7 @@ packages=(
   libtorch-dev libopenblas0-pthread
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
   libyaml-cpp-dev libfmt-dev nlohmann-json3-dev catch2
-  libpcre2-dev libutf8proc-dev
+  libpcre2-dev libutf8proc-dev zlib1g-dev
 )
 stamp=$root/.dpo-root-complete
 stamp_content="trixie ${packages[*]}"

@@ -23,10 +23,10 @@ targets=("$@")
 sources_of() {
   case "$1" in
     fuzz_safetensors_header) echo io/durable_file io/json_input model/safetensors ;;
-    fuzz_preference_jsonl) echo io/durable_file io/json_input data/preference_jsonl data/truncation ;;
+    fuzz_preference_jsonl) echo io/durable_file io/json_input io/compressed_input data/preference_jsonl data/truncation ;;
     fuzz_config) echo io/durable_file config/config config/text_distance ;;
     fuzz_reference_file)
-      echo io/durable_file io/hdf5_handles io/json_input reference/reference_store reference/fingerprint dist/communicator \
+      echo io/durable_file io/hdf5_handles io/json_input io/compressed_input reference/reference_store reference/fingerprint dist/communicator \
         config/config config/text_distance data/preference_data data/preference_jsonl \
         data/preference_hdf5 data/truncation ;;
     *) echo "fuzz: unknown target '$1' (known: ${all_targets[*]})" >&2; return 1 ;;
@@ -47,7 +47,7 @@ cxxflags=(-std=c++17 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
   -isystem /usr/include/torch/csrc/api/include "${hdf5_flags[@]}")
 # The system libraries (libtorch, HDF5, yaml-cpp, fmt, Open MPI) are not instrumented: their
 # memory errors are not ours to find, only how our code uses them.
-libs=(-Wl,--as-needed -ltorch_cpu -lc10 "${hdf5_libs[@]}" -lyaml-cpp -lfmt)
+libs=(-Wl,--as-needed -ltorch_cpu -lc10 "${hdf5_libs[@]}" -lyaml-cpp -lfmt -lz)
 
 # An object is rebuilt when missing or older than its source or any dpo header; all of them when
 # the flags changed.

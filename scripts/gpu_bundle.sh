@@ -13,7 +13,7 @@ packages=(
   libopenmpi-dev libopenmpi3 openmpi-common libpmix2 libhwloc15 libevent-core-2.1-7 libevent-pthreads-2.1-7
   libfabric1 libucx0 libibverbs1 librdmacm1 libpsm2-2 libpsm-infinipath1 libnl-3-200 libnl-route-3-200
   libnuma1 libmunge2
-  libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2
+  libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 libutf8proc-dev libutf8proc2 zlib1g-dev
 )
 . /etc/os-release
 [ "${VERSION_CODENAME:-}" = bookworm ] || echo "gpu_bundle: warning: this is $PRETTY_NAME, the bundle is meant to be Debian 12's" >&2

@@ -135,6 +135,10 @@ std::vector<Command> commands() {
       {"precompute-ref", "Compute the reference model's log-probs of data.train (and data.eval) once into "
                          "reference.logps_path (HDF5); train and eval then never load the reference model.",
        "precompute-ref --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_precompute_ref, true},
+      {"prepare-data", "Tokenize data.train (and data.eval) once into <run.output_dir>/train.h5 (eval.h5), text in "
+                       "TRL's formats with model.tokenizer's tokenizer and chat template; under mpirun the ranks "
+                       "split the rows.",
+       "prepare-data --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_prepare_data},
       {"sft", "Supervised fine-tuning on prompt+chosen with the prompt masked (makes a reference model).",
        "sft --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_sft, true},
       {"bench", "Time training steps on synthetic batches of the configured shapes; tokens/s and fraction of the "

@@ -21,10 +21,9 @@ namespace {
 // A {"messages": [...], "add_generation_prompt": bool, ...} line, rendered with the chat template of
 // the tokenizer's directory (its other keys, e.g. "tools", are template variables) and tokenized
 // without adding special tokens, as transformers' apply_chat_template; printed as
-// {"text": rendered, "ids": [...]}. Re-parsed with the keys in order, which tojson keeps.
-nlohmann::json tokenize_chat_line(const Tokenizer& tokenizer, const ChatTemplate& chat_template, const std::string& line,
-                                  const std::string& where) {
-  nlohmann::ordered_json value = nlohmann::ordered_json::parse(line);
+// {"text": rendered, "ids": [...]}. Parsed with the keys in order, which tojson keeps.
+nlohmann::json tokenize_chat_line(const Tokenizer& tokenizer, const ChatTemplate& chat_template,
+                                  nlohmann::ordered_json value, const std::string& where) {
   const nlohmann::ordered_json messages = value["messages"];
   if (!messages.is_array()) fail("{}: \"messages\" must be a list of {{role, content}} objects", where);
   bool add_generation_prompt = false;
@@ -78,7 +77,7 @@ int cmd_tokenize(Session&, const ParsedArgs& args) {
   std::string line;
   for (size_t number = 1; std::getline(in, line); ++number) {
     auto where = fmt::format("{}:{}", path, number);
-    auto value = parse_json(line, where);
+    auto value = parse_ordered_json(line, where);
     nlohmann::json out;
     if (value.is_string()) out = tokenize_text_line(tokenizer, value.get<std::string>(), add_special_tokens, decode, stats);
     else if (value.is_object() && value.contains("messages")) {
@@ -87,7 +86,7 @@ int cmd_tokenize(Session&, const ParsedArgs& args) {
         chat_template = ChatTemplate::from_tokenizer_config(std::filesystem::is_directory(tokenizer_dir)
                                                                 ? std::filesystem::path(tokenizer_dir)
                                                                 : std::filesystem::path(tokenizer_dir).parent_path());
-      out = tokenize_chat_line(tokenizer, *chat_template, line, where);
+      out = tokenize_chat_line(tokenizer, *chat_template, std::move(value), where);
     }
     else fail("{}: a line must be a JSON string or an object with \"messages\", not {}", where, json_excerpt(value));
     fmt::print("{}\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));

@@ -63,7 +63,10 @@ const std::vector<OptionRow>& option_rows() {
       {{"model.device", T::String, "auto", "device (auto: cuda when available)", false, {"auto", "cpu", "cuda"}},
        DPO_FIELD(model.device)},
 
-      {{"data.train", T::String, "", "training preference data (JSONL or HDF5)", false, {}}, DPO_FIELD(data.train)},
+      {{"data.train", T::String, "",
+        "training preference data: JSONL (text in TRL's formats, or token ids; .gz too) or HDF5 (dpo prepare-data)",
+        false, {}},
+       DPO_FIELD(data.train)},
       {{"data.eval", T::String, "", "evaluation preference data (empty: none)", false, {}}, DPO_FIELD(data.eval)},
       {{"data.max_length", T::Int, "512", "maximum prompt + response tokens", false, {}},
        DPO_FIELD(data.max_length)},
@@ -73,6 +76,11 @@ const std::vector<OptionRow>& option_rows() {
       {{"data.truncation", T::String, "keep_end", "which prompt tokens truncation keeps", false,
         {"keep_end", "keep_start"}},
        DPO_FIELD(data.truncation)},
+      {{"data.boundary_mismatch", T::String, "warn",
+        "text data: a pair whose prompt+response tokens do not start with the prompt's tokens is counted and kept "
+        "(warn), dropped (skip) or refused (error)",
+        false, {"warn", "skip", "error"}},
+       DPO_FIELD(data.boundary_mismatch)},
 
       {{"loss.type", T::String, "sigmoid", "preference loss", false, {"sigmoid", "ipo", "ipo_sum", "hinge", "robust"}},
        DPO_FIELD(loss.type)},

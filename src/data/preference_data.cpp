@@ -11,13 +11,6 @@
 namespace dpo {
 namespace {
 
-bool starts_with_hdf5_signature(const std::string& path) {
-  static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
-  std::ifstream in(path, std::ios::binary);
-  char head[8] = {};
-  return in.read(head, sizeof head) && std::memcmp(head, kSignature, sizeof head) == 0;
-}
-
 int64_t max_id(const TokenIds& ids, int64_t current) {
   for (const int32_t id : ids) current = std::max<int64_t>(current, id);
   return current;
@@ -25,15 +18,43 @@ int64_t max_id(const TokenIds& ids, int64_t current) {
 
 }  // namespace
 
+bool is_hdf5_file(const std::string& path) {
+  static const char kSignature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  std::ifstream in(path, std::ios::binary);
+  char head[8] = {};
+  return in.read(head, sizeof head) && std::memcmp(head, kSignature, sizeof head) == 0;
+}
+
+std::string TokenizationId::key() const {
+  if (empty()) return "";
+  return fmt::format("tokenizer={};chat_template={};eos={};boundary_mismatch={}", tokenizer_fingerprint,
+                     chat_template_fingerprint, eos_token, boundary_mismatch);
+}
+
+std::string TokenizationId::describe() const {
+  if (empty()) return "token ids as given";
+  std::string out = fmt::format("tokenizer {} ({})", tokenizer, tokenizer_fingerprint);
+  if (!chat_template_fingerprint.empty()) out += fmt::format(", chat template {}", chat_template_fingerprint);
+  if (!eos_token.empty()) out += fmt::format(", EOS '{}'", eos_token);
+  return out + fmt::format(", boundary_mismatch {}", boundary_mismatch);
+}
+
 std::vector<RawPreferencePair> read_preference_file(const std::string& path, int64_t vocab_size) {
-  return starts_with_hdf5_signature(path) ? read_preference_hdf5(path, vocab_size)
+  return is_hdf5_file(path) ? read_preference_hdf5(path, vocab_size)
                                           : read_preference_jsonl(path, vocab_size);
 }
 
 PreferenceDataset PreferenceDataset::load(const std::string& path, const TruncationRule& rule, int64_t vocab_size) {
-  std::vector<RawPreferencePair> raw = read_preference_file(path, vocab_size);
+  return from_pairs(path, read_preference_file(path, vocab_size), rule, "", TokenizationId{});
+}
+
+PreferenceDataset PreferenceDataset::from_pairs(const std::string& path, std::vector<RawPreferencePair> raw,
+                                                const TruncationRule& rule, std::string origin,
+                                                TokenizationId tokenization) {
   PreferenceDataset data;
   data.path_ = path;
+  data.origin_ = std::move(origin);
+  data.tokenization_ = std::move(tokenization);
   DataSummary& s = data.summary_;
   s.records = static_cast<int64_t>(raw.size());
   data.examples_.reserve(raw.size());
@@ -67,15 +88,17 @@ PreferenceDataset PreferenceDataset::load(const std::string& path, const Truncat
 
 std::string PreferenceDataset::summary_line() const {
   const DataSummary& s = summary_;
-  return fmt::format("{}: {} pairs read, {} used, {} truncated, {} skipped (a response left with no scored "
+  return fmt::format("{}: {}{} pairs read, {} used, {} truncated, {} skipped (a response left with no scored "
                      "token after truncation), {} with chosen == rejected",
-                     path_, s.records, s.examples, s.truncated, s.skipped, s.identical);
+                     path_, origin_.empty() ? "" : origin_ + "; ", s.records, s.examples, s.truncated, s.skipped, s.identical);
 }
 
 std::string describe_preference_file(const std::string& path) {
-  const bool hdf5 = starts_with_hdf5_signature(path);
+  const bool hdf5 = is_hdf5_file(path);
   const std::vector<RawPreferencePair> pairs = hdf5 ? read_preference_hdf5(path) : read_preference_jsonl(path);
   std::string out = fmt::format("{}: preference data ({}), {} records\n", path, hdf5 ? "HDF5" : "JSONL", pairs.size());
+  const TokenizationId tokenization = hdf5 ? read_preference_hdf5_tokenization(path) : TokenizationId{};
+  if (!tokenization.empty()) out += fmt::format("  tokenized with   {}\n", tokenization.describe());
   const char* names[3] = {"prompt", "chosen", "rejected"};
   const TokenIds RawPreferencePair::*members[3] = {&RawPreferencePair::prompt, &RawPreferencePair::chosen,
                                                    &RawPreferencePair::rejected};

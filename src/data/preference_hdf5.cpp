@@ -138,8 +138,26 @@ void write_attributes(hid_t file_id, const std::string& file) {
   }
 }
 
-void write_layout(hid_t file_id, const std::string& file, const std::vector<RawPreferencePair>& pairs) {
+// The tokenization attributes, named as TokenizationId's fields.
+struct TokenizationAttribute {
+  const char* name;
+  std::string TokenizationId::*field;
+};
+constexpr TokenizationAttribute kTokenizationAttributes[] = {
+    {"tokenizer", &TokenizationId::tokenizer},
+    {"tokenizer_fingerprint", &TokenizationId::tokenizer_fingerprint},
+    {"chat_template_fingerprint", &TokenizationId::chat_template_fingerprint},
+    {"eos_token", &TokenizationId::eos_token},
+    {"boundary_mismatch", &TokenizationId::boundary_mismatch},
+};
+
+void write_layout(hid_t file_id, const std::string& file, const std::vector<RawPreferencePair>& pairs,
+                  const TokenizationId& tokenization, const std::string& source) {
   write_attributes(file_id, file);
+  if (!tokenization.empty()) {
+    for (const auto& a : kTokenizationAttributes) write_string_attribute(file_id, a.name, tokenization.*a.field, file);
+    write_string_attribute(file_id, "source", source, file);
+  }
   for (int f = 0; f < 3; ++f) {
     const auto member = f == 0 ? &RawPreferencePair::prompt : f == 1 ? &RawPreferencePair::chosen
                                                                      : &RawPreferencePair::rejected;
@@ -193,10 +211,21 @@ std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int
   return pairs;
 }
 
-void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs) {
+void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs,
+                           const TokenizationId& tokenization, const std::string& source) {
   size_t bytes = 8 * 3 * (pairs.size() + 1) + 16384;
   for (const auto& pair : pairs) bytes += 4 * (pair.prompt.size() + pair.chosen.size() + pair.rejected.size());
-  write_hdf5_durably(path, bytes, [&](hid_t file) { write_layout(file, path, pairs); });
+  write_hdf5_durably(path, bytes, [&](hid_t file) { write_layout(file, path, pairs, tokenization, source); });
+}
+
+TokenizationId read_preference_hdf5_tokenization(const std::string& path) {
+  silence_hdf5_errors();
+  Handle file_id(H5Fopen(path.c_str(), H5F_ACC_RDONLY, file_access_properties()), H5Fclose);
+  if (!file_id.valid()) fail_if_lock_refused(path);
+  if (!file_id.valid()) fail("{}: cannot open as an HDF5 file", path);
+  TokenizationId id;
+  for (const auto& a : kTokenizationAttributes) id.*a.field = read_string_attribute(file_id, a.name).value_or("");
+  return id;
 }
 
 }  // namespace dpo

@@ -10,6 +10,7 @@
 
 #include "dpo/data/preference_data.h"
 #include "dpo/error.h"
+#include "dpo/io/compressed_input.h"
 #include "dpo/io/durable_file.h"
 #include "dpo/io/json_input.h"
 
@@ -89,9 +90,8 @@ bool read_bounded_line(std::istream& in, std::string& line, size_t limit, bool& 
 }  // namespace
 
 std::vector<RawPreferencePair> read_preference_jsonl(const std::string& path, int64_t vocab_size) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open preference data: {}", path, std::strerror(errno));
-  return read_preference_jsonl(in, path, vocab_size);
+  const std::unique_ptr<std::istream> in = open_possibly_compressed(path);
+  return read_preference_jsonl(*in, path, vocab_size);
 }
 
 std::vector<RawPreferencePair> read_preference_jsonl(std::istream& in, const std::string& path, int64_t vocab_size) {
@@ -124,7 +124,7 @@ std::vector<RawPreferencePair> read_preference_jsonl(std::istream& in, const std
     }
     pairs.push_back(std::move(pair));
   }
-  if (in.bad()) fail("{}: read error: {}", path, std::strerror(errno));
+  if (in.bad()) fail("{}: {}", path, kReadError);
   if (pairs.empty()) fail("{}: no preference records (the file is empty or only blank lines)", path);
   return pairs;
 }

@@ -15,18 +15,17 @@
 #include <nlohmann/json.hpp>
 
 #include "dpo/error.h"
+#include "dpo/io/compressed_input.h"
 #include "dpo/io/json_input.h"
 #include "dpo/text/chat_template.h"
 
 namespace dpo {
 namespace {
 
-using nlohmann::json;
+// Rows keep their keys' order: a template that prints a message with tojson prints it as
+// transformers does, in the order of the file.
+using json = nlohmann::ordered_json;
 using nlohmann::ordered_json;
-
-bool is_conversational(PreferenceFormat f) {
-  return f == PreferenceFormat::ConversationalExplicit || f == PreferenceFormat::ConversationalImplicit;
-}
 
 // The number of bytes of the UTF-8 sequence a lead byte opens (the JSON parser has validated the text).
 size_t code_point_length(unsigned char lead) {
@@ -83,7 +82,8 @@ ExtractedMessages extract_prompt_messages(const json& chosen, const json& reject
   const size_t shorter = std::min(chosen.size(), rejected.size());
   size_t idx = shorter - 1;
   for (size_t k = 0; k < shorter; ++k) {
-    if (chosen[k] != rejected[k]) {
+    // Compared as Python compares dicts: whatever the order of their keys.
+    if (nlohmann::json(chosen[k]) != nlohmann::json(rejected[k])) {
       idx = k;
       break;
     }
@@ -193,7 +193,37 @@ void add_row(const json& row, PreferenceFormat format, const std::string& at, Re
   s.file.pairs.push_back(std::move(pair));
 }
 
+// The next non-empty line with a leading byte-order mark dropped; false at the end. `line` counts
+// physical lines (1-based) for messages.
+bool next_row(std::istream& in, std::string& text, int64_t& line) {
+  static const std::string kByteOrderMark = "\xEF\xBB\xBF";
+  while (std::getline(in, text)) {
+    ++line;
+    if (line == 1 && text.compare(0, kByteOrderMark.size(), kByteOrderMark) == 0) text.erase(0, kByteOrderMark.size());
+    if (text.find_first_not_of(" \t\r\n\f\v") != std::string::npos) return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+bool is_conversational(PreferenceFormat f) {
+  return f == PreferenceFormat::ConversationalExplicit || f == PreferenceFormat::ConversationalImplicit;
+}
+
+PreferenceFormat detect_preference_format(std::istream& in, const std::string& path) {
+  std::string text;
+  int64_t line = 0;
+  const bool any = next_row(in, text, line);
+  if (in.bad()) fail("{}: {}", path, kReadError);
+  if (!any) fail("{}: no preference records (the file is empty or only blank lines)", path);
+  const std::string at = fmt::format("{}:{}", path, line);
+  const PreferenceFormat format = classify_row(parse_ordered_json(text, at), at);
+  in.clear();
+  in.seekg(0);
+  if (!in) fail("{}: cannot be read twice (a pipe?); give a regular file", path);
+  return format;
+}
 
 const char* preference_format_name(PreferenceFormat format) {
   switch (format) {
@@ -242,45 +272,45 @@ ExtractedText extract_prompt(const std::string& chosen, const std::string& rejec
 }
 
 TextPreferenceFile read_text_preferences(std::istream& in, const std::string& path, const TextEncoding& encoding,
-                                         BoundaryMismatch on_mismatch, int64_t vocab_size) {
+                                         BoundaryMismatch on_mismatch, int64_t vocab_size, RowShare share) {
   TextPreferenceFile file;
-  ReadState state{path, encoding, on_mismatch, vocab_size, file};
-  static const std::string kByteOrderMark = "\xEF\xBB\xBF";
-  std::string text;
-  bool first = true;
-  for (int64_t line = 1; std::getline(in, text); ++line) {
-    if (line == 1 && text.compare(0, kByteOrderMark.size(), kByteOrderMark) == 0) text.erase(0, kByteOrderMark.size());
-    if (text.find_first_not_of(" \t\r\n\f\v") == std::string::npos) continue;
-    const std::string at = fmt::format("{}:{}", path, line);
-    const json row = parse_json(text, at);
-    const PreferenceFormat format = classify_row(row, at);
-    if (first && format == PreferenceFormat::PreTokenized) {
-      in.clear();
-      in.seekg(0);
-      file.pairs = read_preference_jsonl(in, path, vocab_size);
-      file.rows = static_cast<int64_t>(file.pairs.size());
-      return file;
+  file.format = detect_preference_format(in, path);
+  if (file.format == PreferenceFormat::PreTokenized) {
+    std::vector<RawPreferencePair> all = read_preference_jsonl(in, path, vocab_size);
+    for (size_t r = 0; r < all.size(); ++r) {
+      if (!share.takes(static_cast<int64_t>(r))) continue;
+      file.pairs.push_back(std::move(all[r]));
+      file.row_of_pair.push_back(static_cast<int64_t>(r));
     }
-    if (first) file.format = format;
-    first = false;
+    file.rows = static_cast<int64_t>(file.pairs.size());
+    return file;
+  }
+  ReadState state{path, encoding, on_mismatch, vocab_size, file};
+  std::string text;
+  int64_t line = 0;
+  for (int64_t row = 0; next_row(in, text, line); ++row) {
+    if (!share.takes(row)) continue;
+    const std::string at = fmt::format("{}:{}", path, line);
+    const json value = parse_ordered_json(text, at);
+    const PreferenceFormat format = classify_row(value, at);
     if (format != file.format) {
       fail("{}: a {} row in a file of {} rows (the first row decides the format)", at, preference_format_name(format),
            preference_format_name(file.format));
     }
     ++file.rows;
-    add_row(row, format, at, state);
+    const size_t before = file.pairs.size();
+    add_row(value, format, at, state);
+    if (file.pairs.size() > before) file.row_of_pair.push_back(row);
   }
-  if (in.bad()) fail("{}: read error: {}", path, std::strerror(errno));
-  if (first) fail("{}: no preference records (the file is empty or only blank lines)", path);
-  if (file.pairs.empty()) fail("{}: every pair was skipped (data.boundary_mismatch: skip)", path);
+  if (in.bad()) fail("{}: {}", path, kReadError);
+  if (file.pairs.empty() && share.count == 1) fail("{}: every pair was skipped (data.boundary_mismatch: skip)", path);
   return file;
 }
 
 TextPreferenceFile read_text_preferences(const std::string& path, const TextEncoding& encoding,
-                                         BoundaryMismatch on_mismatch, int64_t vocab_size) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open preference data: {}", path, std::strerror(errno));
-  return read_text_preferences(in, path, encoding, on_mismatch, vocab_size);
+                                         BoundaryMismatch on_mismatch, int64_t vocab_size, RowShare share) {
+  const std::unique_ptr<std::istream> in = open_possibly_compressed(path);
+  return read_text_preferences(*in, path, encoding, on_mismatch, vocab_size, share);
 }
 
 std::string text_preferences_summary(const TextPreferenceFile& file, BoundaryMismatch on_mismatch) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -66,6 +67,44 @@ void write_hdf5_durably(const std::string& path, size_t size_hint, const std::fu
     if (!file.close()) fail("{}: HDF5 could not close the file (in memory)", path);
   }
   write_file_durably(path, std::string_view(image.data(), image.size()));
+}
+
+void write_string_attribute(hid_t loc, const char* name, const std::string& value, const std::string& path) {
+  std::string buffer = value.empty() ? std::string(1, '\0') : value;
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
+  if (!type.valid() || H5Tset_size(type, buffer.size()) < 0 || H5Tset_strpad(type, H5T_STR_NULLPAD) < 0 || !space.valid())
+    fail("{}: cannot write attribute {}", path, name);
+  Handle attribute(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid() || H5Awrite(attribute, type, buffer.data()) < 0 || !attribute.close())
+    fail("{}: cannot write attribute {}", path, name);
+}
+
+// H5Aread writes every element: an attribute that holds an array is not the one value the readers
+// below have room for.
+bool holds_one_value(hid_t attribute) {
+  Handle space(H5Aget_space(attribute), H5Sclose);
+  return space.valid() && H5Sget_simple_extent_npoints(space) == 1;
+}
+
+std::optional<std::string> read_string_attribute(hid_t loc, const char* name) {
+  if (H5Aexists(loc, name) <= 0) return std::nullopt;
+  Handle attribute(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+  if (!attribute.valid() || !holds_one_value(attribute)) return std::nullopt;
+  Handle type(H5Aget_type(attribute), H5Tclose);
+  if (H5Tget_class(type) != H5T_STRING) return std::nullopt;
+  if (H5Tis_variable_str(type) > 0) {
+    Handle memory(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(memory, H5T_VARIABLE);
+    char* text = nullptr;
+    if (H5Aread(attribute, memory, &text) < 0) return std::nullopt;
+    std::string out = text ? text : "";
+    H5free_memory(text);
+    return out;
+  }
+  std::string buffer(H5Tget_size(type), '\0');
+  if (H5Aread(attribute, type, buffer.data()) < 0) return std::nullopt;
+  return buffer.substr(0, buffer.find('\0'));
 }
 
 }  // namespace dpo

@@ -31,13 +31,13 @@ std::string parse_error_text(const json::parse_error& e, bool one_line_text) {
   return where.empty() ? reason : where + ": " + reason;
 }
 
-}  // namespace
-
-nlohmann::json parse_json(const std::string& text, const std::string& source) {
+// parse_json for either of nlohmann's object kinds (key-sorted json, or ordered_json).
+template <typename Json>
+Json parse_bounded(const std::string& text, const std::string& source) {
   // The callback sees every object and array as it opens, before anything deeper is built, and
   // every key; it only throws (nlohmann's parser itself keeps its own stack, not the call stack).
   std::vector<std::set<std::string>> keys_of_open_objects;
-  const json::parser_callback_t check = [&](int depth, json::parse_event_t event, json& parsed) {
+  const typename Json::parser_callback_t check = [&](int depth, json::parse_event_t event, Json& parsed) {
     switch (event) {
       case json::parse_event_t::object_start:
       case json::parse_event_t::array_start:
@@ -45,8 +45,8 @@ nlohmann::json parse_json(const std::string& text, const std::string& source) {
         if (event == json::parse_event_t::object_start) keys_of_open_objects.emplace_back();
         break;
       case json::parse_event_t::key:
-        if (!keys_of_open_objects.empty() && !keys_of_open_objects.back().insert(parsed.get<std::string>()).second) {
-          std::string key = parsed.get<std::string>();
+        if (!keys_of_open_objects.empty() && !keys_of_open_objects.back().insert(parsed.template get<std::string>()).second) {
+          std::string key = parsed.template get<std::string>();
           if (key.size() > 80) key = key.substr(0, 80) + "...";
           fail("{}: JSON object has the key '{}' twice", source, key);
         }
@@ -60,7 +60,7 @@ nlohmann::json parse_json(const std::string& text, const std::string& source) {
     return true;
   };
   try {
-    return json::parse(text, check);
+    return Json::parse(text, check);
   } catch (const json::parse_error& e) {
     fail("{}: malformed JSON at {}", source, parse_error_text(e, text.find('\n') == std::string::npos));
   } catch (const json::exception& e) {  // e.g. out_of_range.406 "number overflow parsing '1e400'"
@@ -72,12 +72,30 @@ nlohmann::json parse_json(const std::string& text, const std::string& source) {
   }
 }
 
-std::string json_excerpt(const nlohmann::json& value) {
+}  // namespace
+
+nlohmann::json parse_json(const std::string& text, const std::string& source) {
+  return parse_bounded<nlohmann::json>(text, source);
+}
+
+nlohmann::ordered_json parse_ordered_json(const std::string& text, const std::string& source) {
+  return parse_bounded<nlohmann::ordered_json>(text, source);
+}
+
+namespace {
+
+template <typename Json>
+std::string excerpt_of(const Json& value) {
   // Values come from parse_json (bounded depth, valid UTF-8); replace keeps dump() from throwing
   // on a string built some other way.
   std::string text = value.dump(-1, ' ', false, json::error_handler_t::replace);
   return text.size() > 80 ? text.substr(0, 80) + "..." : text;
 }
+
+}  // namespace
+
+std::string json_excerpt(const nlohmann::json& value) { return excerpt_of(value); }
+std::string json_excerpt(const nlohmann::ordered_json& value) { return excerpt_of(value); }
 
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

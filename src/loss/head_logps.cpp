@@ -18,8 +18,6 @@ int64_t chunk_rows(int64_t elements, int64_t vocab, int64_t rows) {
   return std::clamp<int64_t>(elements / std::max<int64_t>(vocab, 1), 1, std::max<int64_t>(rows, 1));
 }
 
-at::ScalarType float_type_of(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
 // Log-probs of the targets from logits [n, V], into out [n]: log_softmax in float32 (one fused
 // kernel) chunk by chunk, gathered.
 void logps_of_logits(const at::Tensor& logits, const at::Tensor& targets, at::Tensor out) {

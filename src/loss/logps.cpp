@@ -28,7 +28,7 @@ SequenceLogps sequence_logps(const at::Tensor& logits, const at::Tensor& input_i
 
   const int64_t rows = logits.size(0), steps = logits.size(1), vocab = logits.size(2);
   // float32 at least: bfloat16's 8-bit mantissa would swamp sums over hundreds of tokens.
-  const at::ScalarType compute = logits.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType compute = float_type_of(logits.scalar_type());
   const auto float_options = logits.options().dtype(compute);
   if (steps < 2 || rows == 0) {
     return {at::zeros({rows}, float_options), at::zeros({rows}, input_ids.options().dtype(at::kLong))};
@@ -69,7 +69,7 @@ SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_
     fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids.sizes()), shape_text(response_mask.sizes()));
   const int64_t rows = input_ids.size(0), steps = input_ids.size(1);
   const at::Tensor hidden = model.hidden_states(input_ids);  // [R, T, d]
-  const auto float_options = hidden.options().dtype(hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);
+  const auto float_options = hidden.options().dtype(float_type_of(hidden.scalar_type()));
   if (steps < 2 || rows == 0) {
     return {at::zeros({rows}, float_options), at::zeros({rows}, input_ids.options().dtype(at::kLong))};
   }
@@ -84,7 +84,7 @@ SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_
     fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
   const at::Tensor token_logps = head_token_logps(hidden.reshape({rows * steps, -1}).index_select(0, source),
                                                   model.head_weight(), targets, model.matmul_dtype());
-  return {at::zeros({rows}, float_options).index_add(0, row, token_logps.to(float_options.dtype())),
+  return {at::zeros({rows}, float_options).index_add(0, row, token_logps),
           scored.sum(1, /*keepdim=*/false, at::kLong)};
 }
 

@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 
 #include "dpo/data/collate.h"
+#include "dpo/data/text_tokenization.h"
 #include "dpo/dist/dist.h"
 #include "dpo/error.h"
 #include "dpo/loss/logps.h"
@@ -70,6 +71,8 @@ std::string partial_mismatch(const ReferenceFile& partial, const ReferenceProven
   const ReferenceProvenance& have = partial.provenance;
   if (have.dataset_fingerprint != want.dataset_fingerprint) return "data.train differs";
   if (have.eval_dataset_fingerprint != want.eval_dataset_fingerprint) return "data.eval differs";
+  if (have.tokenization != want.tokenization || have.eval_tokenization != want.eval_tokenization)
+    return "the tokenization of the data differs";
   if (have.model_fingerprint != want.model_fingerprint) return "model.reference differs";
   if (have.truncation != want.truncation) return "truncation differs";
   if (have.dtype != want.dtype || have.device != want.device || have.precision != want.precision)
@@ -124,14 +127,15 @@ class Precompute {
     model_ = load_model(config_.model.reference, precision, device_.str());
     model_->eval();
     require_same_weights_on_all_ranks(comm_, "model.reference", config_.model.reference, model_->parameters());
-    const TruncationRule rule = truncation_rule(config_.data);
-    datasets_.push_back(PreferenceDataset::load(config_.data.train, rule, model_->spec().vocab_size));
+    datasets_.push_back(load_preference_data("data.train", config_.data.train, config_, model_->spec().vocab_size));
     if (!config_.data.eval.empty())
-      datasets_.push_back(PreferenceDataset::load(config_.data.eval, rule, model_->spec().vocab_size));
+      datasets_.push_back(load_preference_data("data.eval", config_.data.eval, config_, model_->spec().vocab_size));
     for (const auto& d : datasets_) fmt::print("{}\n", d.summary_line());
     require_same_dataset_on_all_ranks(comm_, "data.train", datasets_[0]);
     if (datasets_.size() > 1) require_same_dataset_on_all_ranks(comm_, "data.eval", datasets_[1]);
     state_.provenance = expected_provenance(config_, true, datasets_.size() > 1, comm_);
+    state_.provenance.tokenization = datasets_[0].tokenization().key();
+    if (datasets_.size() > 1) state_.provenance.eval_tokenization = datasets_[1].tokenization().key();
     state_.train = ReferenceSplit(datasets_[0].size());
     if (datasets_.size() > 1) state_.eval = ReferenceSplit(datasets_[1].size());
   }

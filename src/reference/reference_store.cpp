@@ -24,50 +24,12 @@ namespace fs = std::filesystem;
 
 // --- HDF5 helpers -------------------------------------------------------------------------------
 
-void write_string_attribute(hid_t loc, const char* name, const std::string& value, const std::string& path) {
-  std::string buffer = value.empty() ? std::string(1, '\0') : value;
-  Handle type(H5Tcopy(H5T_C_S1), H5Tclose);
-  Handle space(H5Screate(H5S_SCALAR), H5Sclose);
-  if (!type.valid() || H5Tset_size(type, buffer.size()) < 0 || H5Tset_strpad(type, H5T_STR_NULLPAD) < 0 || !space.valid())
-    fail("{}: cannot write attribute {}", path, name);
-  Handle attribute(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (!attribute.valid() || H5Awrite(attribute, type, buffer.data()) < 0 || !attribute.close())
-    fail("{}: cannot write attribute {}", path, name);
-}
-
 void write_int_attribute(hid_t loc, const char* name, int64_t value, const std::string& path) {
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   if (!space.valid()) fail("{}: cannot write attribute {}", path, name);
   Handle attribute(H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   if (!attribute.valid() || H5Awrite(attribute, H5T_NATIVE_INT64, &value) < 0 || !attribute.close())
     fail("{}: cannot write attribute {}", path, name);
-}
-
-// H5Aread writes every element: an attribute that holds an array is not the one value the readers
-// below have room for.
-bool holds_one_value(hid_t attribute) {
-  Handle space(H5Aget_space(attribute), H5Sclose);
-  return space.valid() && H5Sget_simple_extent_npoints(space) == 1;
-}
-
-std::optional<std::string> read_string_attribute(hid_t loc, const char* name) {
-  if (H5Aexists(loc, name) <= 0) return std::nullopt;
-  Handle attribute(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
-  if (!attribute.valid() || !holds_one_value(attribute)) return std::nullopt;
-  Handle type(H5Aget_type(attribute), H5Tclose);
-  if (H5Tget_class(type) != H5T_STRING) return std::nullopt;
-  if (H5Tis_variable_str(type) > 0) {
-    Handle memory(H5Tcopy(H5T_C_S1), H5Tclose);
-    H5Tset_size(memory, H5T_VARIABLE);
-    char* text = nullptr;
-    if (H5Aread(attribute, memory, &text) < 0) return std::nullopt;
-    std::string out = text ? text : "";
-    H5free_memory(text);
-    return out;
-  }
-  std::string buffer(H5Tget_size(type), '\0');
-  if (H5Aread(attribute, type, buffer.data()) < 0) return std::nullopt;
-  return buffer.substr(0, buffer.find('\0'));
 }
 
 std::optional<int64_t> read_int_attribute(hid_t loc, const char* name) {
@@ -235,7 +197,9 @@ void write_reference_file(const std::string& path, const ReferenceFile& f, bool 
     write_int_attribute(file, "version", kReferenceFormatVersion, path);
     write_string_attribute(file, "dataset", p.dataset, path);
     write_string_attribute(file, "dataset_fingerprint", p.dataset_fingerprint, path);
+    write_string_attribute(file, "tokenization", p.tokenization, path);
     if (f.eval) {
+      write_string_attribute(file, "eval_tokenization", p.eval_tokenization, path);
       write_string_attribute(file, "eval_dataset", p.eval_dataset, path);
       write_string_attribute(file, "eval_dataset_fingerprint", p.eval_dataset_fingerprint, path);
       write_int_attribute(file, "eval_examples", static_cast<int64_t>(f.eval->size()), path);
@@ -276,6 +240,8 @@ ReferenceFile read_reference_file(const std::string& path, bool require_complete
   p.dataset_fingerprint = text("dataset_fingerprint");
   p.eval_dataset = text("eval_dataset");
   p.eval_dataset_fingerprint = text("eval_dataset_fingerprint");
+  p.tokenization = text("tokenization");
+  p.eval_tokenization = text("eval_tokenization");
   p.model = text("model");
   p.model_fingerprint = text("model_fingerprint");
   p.truncation = text("truncation");
@@ -305,7 +271,9 @@ std::string describe_reference_file(const std::string& path) {
   const ReferenceProvenance& p = f.provenance;
   std::string out = fmt::format("{}: reference log-probs ({} version {})\n", path, kReferenceFormat, kReferenceFormatVersion);
   out += fmt::format("  dataset          {} (fingerprint {})\n", p.dataset, p.dataset_fingerprint);
+  if (!p.tokenization.empty()) out += fmt::format("  tokenized with   {}\n", p.tokenization);
   if (f.eval) out += fmt::format("  eval dataset     {} (fingerprint {})\n", p.eval_dataset, p.eval_dataset_fingerprint);
+  if (f.eval && !p.eval_tokenization.empty()) out += fmt::format("  eval tokenized   {}\n", p.eval_tokenization);
   out += fmt::format("  model            {} (fingerprint {})\n", p.model, p.model_fingerprint);
   out += fmt::format("  truncation       {}\n", p.truncation);
   out += fmt::format("  computed with    {} precision, {} weights on {}, dpo {}, {}\n",
@@ -394,6 +362,13 @@ const ReferenceSplit& ReferenceStore::split(Split s) const {
 
 void ReferenceStore::require_examples(Split s, const PreferenceDataset& dataset) const {
   const ReferenceSplit& values = split(s);
+  // The data file's bytes are fingerprinted at open; text also depends on how it was tokenized.
+  const std::string& then = s == Split::Eval ? file_.provenance.eval_tokenization : file_.provenance.tokenization;
+  const std::string now = dataset.tokenization().key();
+  if (now != then)
+    fail("{}: was computed from {} tokenized otherwise ({} now vs {} in the file); rerun dpo precompute-ref", path_,
+         dataset.path(), now.empty() ? "token ids as given" : dataset.tokenization().describe(),
+         then.empty() ? "token ids as given" : then);
   if (values.size() != dataset.size())
     fail("{}: holds {} {}examples but {} has {} after truncation; recompute it", path_, values.size(),
          s == Split::Eval ? "eval " : "", dataset.path(), dataset.size());

@@ -66,11 +66,29 @@ std::string fnv1a_hex(const std::string& text) {
 
 }  // namespace
 
-ChatTemplate ChatTemplate::from_tokenizer_config(const std::filesystem::path& dir_or_file, const std::string& name) {
-  const std::filesystem::path path =
-      std::filesystem::is_directory(dir_or_file) ? dir_or_file / "tokenizer_config.json" : dir_or_file;
-  const nlohmann::json config = read_json_file(path.string());
+namespace {
+
+std::filesystem::path tokenizer_config_path(const std::filesystem::path& dir_or_file) {
+  return std::filesystem::is_directory(dir_or_file) ? dir_or_file / "tokenizer_config.json" : dir_or_file;
+}
+
+nlohmann::json read_tokenizer_config(const std::filesystem::path& path) {
+  nlohmann::json config = read_json_file(path.string());
   if (!config.is_object()) fail("{}: not a JSON object", path.string());
+  return config;
+}
+
+}  // namespace
+
+std::string special_token(const std::filesystem::path& dir_or_file, const std::string& key) {
+  const std::filesystem::path path = tokenizer_config_path(dir_or_file);
+  const nlohmann::ordered_json tokens = special_tokens_of(read_tokenizer_config(path), path.string());
+  return tokens.contains(key) ? tokens[key].get<std::string>() : std::string();
+}
+
+ChatTemplate ChatTemplate::from_tokenizer_config(const std::filesystem::path& dir_or_file, const std::string& name) {
+  const std::filesystem::path path = tokenizer_config_path(dir_or_file);
+  const nlohmann::json config = read_tokenizer_config(path);
   const std::string label = name == "default" ? "chat template" : fmt::format("chat template '{}'", name);
   return ChatTemplate(WithTokens{}, template_source(config, path, name), special_tokens_of(config, path.string()), label);
 }

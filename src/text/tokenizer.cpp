@@ -92,16 +92,33 @@ Tokenizer Tokenizer::from_json(const nlohmann::json& spec, const std::string& so
   return Tokenizer(std::move(pipeline));
 }
 
-Tokenizer Tokenizer::load(const std::filesystem::path& dir_or_tokenizer_json) {
-  auto path = dir_or_tokenizer_json;
-  if (std::filesystem::is_directory(path)) path /= "tokenizer.json";
+namespace {
+
+// DIR/tokenizer.json, or the file itself; and its bytes.
+std::filesystem::path tokenizer_json_path(const std::filesystem::path& dir_or_tokenizer_json) {
+  return std::filesystem::is_directory(dir_or_tokenizer_json) ? dir_or_tokenizer_json / "tokenizer.json"
+                                                              : dir_or_tokenizer_json;
+}
+
+std::string read_bytes(const std::filesystem::path& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) fail("{}: cannot be opened", path.string());
   std::stringstream bytes;
   bytes << file.rdbuf();
   if (file.bad()) fail("{}: cannot be read", path.string());
-  std::string text = bytes.str();
+  return bytes.str();
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::load(const std::filesystem::path& dir_or_tokenizer_json) {
+  const std::filesystem::path path = tokenizer_json_path(dir_or_tokenizer_json);
+  const std::string text = read_bytes(path);
   return from_json(parse_json(text, path.string()), path.string(), fnv1a64(text));
+}
+
+std::string Tokenizer::file_fingerprint(const std::filesystem::path& dir_or_tokenizer_json) {
+  return fnv1a64(read_bytes(tokenizer_json_path(dir_or_tokenizer_json)));
 }
 
 namespace {

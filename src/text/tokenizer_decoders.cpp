@@ -158,10 +158,7 @@ std::unique_ptr<Decoder> make_decoder(const nlohmann::json& spec, const std::str
                                           optional_key<size_t>(spec, "start", 0, where), optional_key<size_t>(spec, "stop", 0, where));
   if (type == "Metaspace") return make_metaspace_decoder(spec, where);
   if (type == "Sequence") {
-    const auto& list = required_key(spec, "decoders", where);
-    std::vector<std::unique_ptr<Decoder>> steps;
-    for (size_t i = 0; i < list.size(); ++i) steps.push_back(make_decoder(list[i], fmt::format("{}.decoders[{}]", where, i)));
-    return std::make_unique<DecoderSequence>(std::move(steps));
+    return std::make_unique<DecoderSequence>(sequence_steps(spec, "decoders", where, make_decoder));
   }
   fail("{}: decoder type '{}' is not supported", where, type);
 }

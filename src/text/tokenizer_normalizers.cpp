@@ -147,11 +147,7 @@ std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& spec, const st
     return std::make_unique<StripWhitespace>(optional_key<bool>(spec, "strip_left", false, where),
                                              optional_key<bool>(spec, "strip_right", false, where));
   if (type == "Sequence") {
-    const auto& list = required_key(spec, "normalizers", where);
-    std::vector<std::unique_ptr<Normalizer>> steps;
-    for (size_t i = 0; i < list.size(); ++i)
-      steps.push_back(make_normalizer(list[i], fmt::format("{}.normalizers[{}]", where, i)));
-    return std::make_unique<NormalizerSequence>(std::move(steps));
+    return std::make_unique<NormalizerSequence>(sequence_steps(spec, "normalizers", where, make_normalizer));
   }
   fail("{}: normalizer type '{}' is not supported", where, type);
 }

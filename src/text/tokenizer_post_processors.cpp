@@ -76,11 +76,7 @@ std::unique_ptr<PostProcessor> make_post_processor(const nlohmann::json& spec, c
   if (type == "BertProcessing" || type == "RobertaProcessing") return make_cls_sep(spec, where);
   if (type == "ByteLevel") return nullptr;  // trims offsets, which dpo does not keep
   if (type == "Sequence") {
-    const auto& list = required_key(spec, "processors", where);
-    std::vector<std::unique_ptr<PostProcessor>> steps;
-    for (size_t i = 0; i < list.size(); ++i)
-      steps.push_back(make_post_processor(list[i], fmt::format("{}.processors[{}]", where, i)));
-    return std::make_unique<PostProcessorSequence>(std::move(steps));
+    return std::make_unique<PostProcessorSequence>(sequence_steps(spec, "processors", where, make_post_processor));
   }
   fail("{}: post_processor type '{}' is not supported", where, type);
 }

@@ -233,11 +233,7 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& spec, con
                                    split_behavior(optional_key<std::string>(spec, "behavior", "Isolated", where), where),
                                    false);
   if (type == "Sequence") {
-    const auto& list = required_key(spec, "pretokenizers", where);
-    std::vector<std::unique_ptr<PreTokenizer>> steps;
-    for (size_t i = 0; i < list.size(); ++i)
-      steps.push_back(make_pre_tokenizer(list[i], fmt::format("{}.pretokenizers[{}]", where, i)));
-    return std::make_unique<PreTokenizerSequence>(std::move(steps));
+    return std::make_unique<PreTokenizerSequence>(sequence_steps(spec, "pretokenizers", where, make_pre_tokenizer));
   }
   fail("{}: pre_tokenizer type '{}' is not supported", where, type);
 }

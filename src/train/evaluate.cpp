@@ -12,6 +12,7 @@
 
 #include "dpo/data/batch_plan.h"
 #include "dpo/data/collate.h"
+#include "dpo/data/text_tokenization.h"
 #include "dpo/dist/dist.h"
 #include "dpo/error.h"
 #include "dpo/io/durable_file.h"
@@ -81,7 +82,7 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
     require_same_weights_on_all_ranks(communicator, "model.reference", config.model.reference, reference->parameters());
   }
   const PreferenceDataset dataset =
-      PreferenceDataset::load(config.data.eval, truncation_rule(config.data), policy->spec().vocab_size);
+      load_preference_data("data.eval", config.data.eval, config, policy->spec().vocab_size);
   fmt::print("{}\n", dataset.summary_line());
   require_same_dataset_on_all_ranks(communicator, "data.eval", dataset);
   if (store) {

@@ -15,6 +15,7 @@
 
 #include "dpo/data/batch_plan.h"
 #include "dpo/data/preference_data.h"
+#include "dpo/data/text_tokenization.h"
 #include "dpo/dist/dist.h"
 #include "dpo/dist/grad_buckets.h"
 #include "dpo/error.h"
@@ -190,7 +191,7 @@ void Trainer::load_policy_and_resume() {
 
 std::unique_ptr<PreferenceDataset> Trainer::load_dataset(const std::string& key, const std::string& path) {
   auto data = std::make_unique<PreferenceDataset>(
-      PreferenceDataset::load(path, truncation_rule(config_.data), policy_->spec().vocab_size));
+      load_preference_data(key, path, config_, policy_->spec().vocab_size));
   fmt::print("{}\n", data->summary_line());
   require_same_dataset_on_all_ranks(comm_, key, *data);
   return data;

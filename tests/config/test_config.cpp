@@ -30,6 +30,7 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
       "run.output_dir", "run.seed", "run.log_every", "model.policy", "model.reference", "model.dtype",
       "model.tokenizer",
       "model.device", "data.train", "data.eval", "data.max_length", "data.max_prompt_length", "data.truncation",
+      "data.boundary_mismatch",
       "loss.type", "loss.beta", "loss.label_smoothing", "reference.logps_path", "reference.batch_size",
       "train.global_batch_size", "train.gradient_checkpointing",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",

@@ -62,6 +62,8 @@ int cmd_eval(Session& session, const ParsedArgs& args);
 int cmd_train(Session& session, const ParsedArgs& args);
 int cmd_sft(Session& session, const ParsedArgs& args);
 int cmd_precompute_ref(Session& session, const ParsedArgs& args);
+// prepare_data_command.cpp
+int cmd_prepare_data(Session& session, const ParsedArgs& args);
 int cmd_bench(Session& session, const ParsedArgs& args);
 int cmd_bench_comm(Session& session, const ParsedArgs& args);
 // data_commands.cpp: preference files and model directories on disk.

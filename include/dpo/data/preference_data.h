@@ -54,6 +54,23 @@ struct DataSummary {
   int64_t max_token_id = -1;
 };
 
+// How a dataset's ids were made from text: which tokenizer.json, chat template (conversational data)
+// and EOS string (standard data) under which data.boundary_mismatch rule. All empty for token ids
+// that came as ids. Prepared HDF5 files and reference stores record it, so that data tokenized one
+// way is never paired with log-probs or a model of another.
+struct TokenizationId {
+  std::string tokenizer;                  // the directory it came from (for messages only)
+  std::string tokenizer_fingerprint;      // Tokenizer::fingerprint() of its tokenizer.json
+  std::string chat_template_fingerprint;  // conversational data only
+  std::string eos_token;                  // standard data only: appended to responses
+  std::string boundary_mismatch;          // warn | skip | error
+  bool empty() const { return tokenizer_fingerprint.empty(); }
+  // What must agree for two tokenizations to give the same ids (no path): "" when empty.
+  std::string key() const;
+  // For messages: "tokenizer DIR (fnv1a64:...), chat template 01ab..." or "token ids as given".
+  std::string describe() const;
+};
+
 // Reads a whole file, JSONL or HDF5 (chosen by content: the HDF5 signature, else JSONL), without
 // truncation. vocab_size > 0 makes any id outside [0, vocab_size) an error. Errors name the file,
 // the line (JSONL, 1-based) or record index (HDF5) and the field.
@@ -64,8 +81,14 @@ std::vector<RawPreferencePair> read_preference_jsonl(std::istream& in, const std
 std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int64_t vocab_size = -1);
 
 // Writes the HDF5 layout (groups prompt/chosen/rejected with int32 `tokens` and int64 `offsets`);
-// temporary name, then rename.
-void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs);
+// temporary name, then rename. A non-empty `tokenization` and the `source` file it came from are
+// written as root attributes (dpo prepare-data).
+void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs,
+                           const TokenizationId& tokenization = {}, const std::string& source = "");
+// The tokenization recorded in a preference HDF5 file; empty for files of ids from elsewhere.
+TokenizationId read_preference_hdf5_tokenization(const std::string& path);
+// Whether `path` starts with the HDF5 signature.
+bool is_hdf5_file(const std::string& path);
 
 // Writes pairs as pre-tokenized JSONL with TRL's column names (temporary name, then rename).
 void write_preference_jsonl(const std::string& path, const std::vector<RawPreferencePair>& pairs);
@@ -78,19 +101,27 @@ std::string describe_preference_file(const std::string& path);
 // source_index(i) is its 0-based record index in the file (for messages).
 class PreferenceDataset {
  public:
+  // A file of token ids (JSONL, HDF5); text files go through data/text_tokenization.h's
+  // load_preference_data.
   static PreferenceDataset load(const std::string& path, const TruncationRule& rule, int64_t vocab_size);
+  // Pairs already read from `path`: truncated, filtered and counted. `origin` opens the summary line
+  // ("standard, explicit prompt, tokenized by DIR; 0 boundary mismatches"; "" for files of ids).
+  static PreferenceDataset from_pairs(const std::string& path, std::vector<RawPreferencePair> raw,
+                                      const TruncationRule& rule, std::string origin, TokenizationId tokenization);
 
   size_t size() const { return examples_.size(); }
   const RawPreferencePair& operator[](size_t i) const { return examples_[i]; }
   int64_t source_index(size_t i) const { return source_index_[i]; }
   const DataSummary& summary() const { return summary_; }
   const std::string& path() const { return path_; }
+  const TokenizationId& tokenization() const { return tokenization_; }
 
   // "<path>: 1000 pairs, 12 truncated, 0 skipped (emptied by truncation), 3 chosen==rejected"
   std::string summary_line() const;
 
  private:
-  std::string path_;
+  std::string path_, origin_;
+  TokenizationId tokenization_;
   std::vector<RawPreferencePair> examples_;
   std::vector<int64_t> source_index_;
   DataSummary summary_;

@@ -38,8 +38,16 @@ struct TextEncoding {
 struct TextPreferenceFile {
   PreferenceFormat format = PreferenceFormat::PreTokenized;
   std::vector<RawPreferencePair> pairs;  // in file order, mismatched pairs dropped under skip
-  int64_t rows = 0;                      // non-empty rows read
+  std::vector<int64_t> row_of_pair;      // each pair's row (0-based, blank lines not counted)
+  int64_t rows = 0;                      // non-empty rows read (of this reader's share)
   int64_t boundary_mismatches = 0;       // pairs whose joint ids did not start with the prompt's
+};
+
+// The rows one reader tokenizes: row r (0-based, blank lines not counted) when r % count == index,
+// so that the ranks of a job split a file between them (dpo prepare-data). The default takes all.
+struct RowShare {
+  int64_t index = 0, count = 1;
+  bool takes(int64_t row) const { return row % count == index; }
 };
 
 // TRL's extract_prompt (trl/data_utils.py) on strings, by Unicode code point as Python indexes:
@@ -52,13 +60,19 @@ struct ExtractedText {
 };
 ExtractedText extract_prompt(const std::string& chosen, const std::string& rejected);
 
+// The format of a preference JSONL stream, from its first non-empty row; the stream is rewound to
+// its start. An empty file is an error naming `path`.
+PreferenceFormat detect_preference_format(std::istream& in, const std::string& path);
+bool is_conversational(PreferenceFormat format);
+
 // Reads preference JSONL in any of the five formats (the first non-empty row decides; a later row
 // of another format is an error naming file:line). Pre-tokenized files are read as
 // read_preference_jsonl reads them. vocab_size > 0 refuses ids outside [0, vocab_size).
 TextPreferenceFile read_text_preferences(std::istream& in, const std::string& path, const TextEncoding& encoding,
-                                         BoundaryMismatch on_mismatch, int64_t vocab_size = -1);
+                                         BoundaryMismatch on_mismatch, int64_t vocab_size = -1, RowShare share = {});
+// The same from a file, gzip-compressed or not (io/compressed_input.h).
 TextPreferenceFile read_text_preferences(const std::string& path, const TextEncoding& encoding,
-                                         BoundaryMismatch on_mismatch, int64_t vocab_size = -1);
+                                         BoundaryMismatch on_mismatch, int64_t vocab_size = -1, RowShare share = {});
 
 // "standard, implicit prompt; 3 boundary mismatches (kept)" for the load summary.
 std::string text_preferences_summary(const TextPreferenceFile& file, BoundaryMismatch on_mismatch);

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -82,5 +83,13 @@ void check_hdf5(long long status, const std::string& path, const char* what);
 // writes to disk in dpo: every byte goes through checked write(2) and fsync(2) calls instead.
 // The price is the file's size in memory, twice, while it is written.
 void write_hdf5_durably(const std::string& path, size_t size_hint, const std::function<void(hid_t file)>& fill);
+
+// A scalar string attribute (fixed length, NUL-padded; "" is stored as one NUL); an error naming
+// `path` and the attribute when HDF5 refuses it.
+void write_string_attribute(hid_t loc, const char* name, const std::string& value, const std::string& path);
+// Whether an attribute holds exactly one value (H5Aread writes every element it holds).
+bool holds_one_value(hid_t attribute);
+// A scalar string attribute, fixed or variable length; nullopt when absent or of another kind.
+std::optional<std::string> read_string_attribute(hid_t loc, const char* name);
 
 }  // namespace dpo

@@ -18,6 +18,9 @@ constexpr int kMaxJsonDepth = 128;
 // given twice in one object, throws dpo::Error "<source>: ..." (source names the file, and the
 // line for JSONL).
 nlohmann::json parse_json(const std::string& text, const std::string& source);
+// The same keeping each object's keys in the order of the text (chat messages and tool schemas,
+// which templates may print with tojson, as transformers keeps Python's dict order).
+nlohmann::ordered_json parse_ordered_json(const std::string& text, const std::string& source);
 
 // parse_json of the whole content of the file at `path`; a file that cannot be opened or read is an
 // error naming it.
@@ -25,5 +28,6 @@ nlohmann::json read_json_file(const std::string& path);
 
 // A value as JSON text for an error message, cut to about 80 characters.
 std::string json_excerpt(const nlohmann::json& value);
+std::string json_excerpt(const nlohmann::ordered_json& value);
 
 }  // namespace dpo

@@ -12,6 +12,9 @@ namespace dpo {
 // the matmul dtype (no float32 copy of [N, V] is ever held whole) and backward turns them, chunk
 // by chunk in cache-sized blocks, into the gradient of the logits in place. Without gradients the
 // logits are never held whole either.
+// The dtype log-probs are computed and returned in: float64 stays float64, anything else float32.
+inline at::ScalarType float_type_of(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
 at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                             at::ScalarType matmul_dtype);
 

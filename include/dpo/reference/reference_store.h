@@ -43,6 +43,8 @@ struct ReferenceProvenance {
   std::string model, model_fingerprint;                 // model.reference
   std::string truncation, dtype, device, tool_version, created;
   std::string precision;  // train.precision the values were computed in ("" in older files)
+  // TokenizationId::key() of data.train / data.eval: "" for ids given as ids (and in older files).
+  std::string tokenization, eval_tokenization;
 };
 
 struct ReferenceFile {
@@ -79,7 +81,8 @@ class ReferenceStore {
   // Called by every rank.
   static ReferenceStore open(const Config& config, bool check_train, bool check_eval, Communicator& comm);
 
-  // Refuses the store unless `split` holds exactly dataset.size() examples.
+  // Refuses the store unless `split` holds exactly dataset.size() examples, tokenized as the dataset
+  // was (TokenizationId::key(), naming both).
   void require_examples(Split split, const PreferenceDataset& dataset) const;
 
   // The stored values of examples `indices` as pair_logps would return them: float32 log-probs

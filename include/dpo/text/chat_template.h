@@ -44,4 +44,9 @@ class ChatTemplate {
   JinjaTemplate template_;
 };
 
+// A special token of tokenizer_config.json (`key`: bos_token, eos_token, unk_token, pad_token), as
+// transformers writes it (a string or an AddedToken object); "" when the file does not set it.
+// `dir_or_file`: a model directory or its tokenizer_config.json, which must exist.
+std::string special_token(const std::filesystem::path& dir_or_file, const std::string& key);
+
 }  // namespace dpo

@@ -40,6 +40,8 @@ class Tokenizer {
   int64_t vocab_size() const;
   // A hash of the tokenizer.json bytes ("fnv1a64:<16 hex digits>"), for provenance checks.
   std::string fingerprint() const;
+  // The same hash of a tokenizer.json (or DIR/tokenizer.json) without loading it.
+  static std::string file_fingerprint(const std::filesystem::path& dir_or_tokenizer_json);
 
  private:
   explicit Tokenizer(std::shared_ptr<const TokenizerPipeline> pipeline) : pipeline_(std::move(pipeline)) {}

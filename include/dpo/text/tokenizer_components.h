@@ -74,6 +74,16 @@ T optional_key(const nlohmann::json& spec, const char* key, T fallback, const st
   }
 }
 
+// The steps of a Sequence component: each entry of the list spec[key] made by `make` (one of the
+// factories above), named "<where>.<key>[i]" in errors.
+template <typename Make>
+auto sequence_steps(const nlohmann::json& spec, const char* key, const std::string& where, Make make) {
+  const nlohmann::json& list = required_key(spec, key, where);
+  std::vector<decltype(make(list, where))> steps;
+  for (size_t i = 0; i < list.size(); ++i) steps.push_back(make(list[i], fmt::format("{}.{}[{}]", where, key, i)));
+  return steps;
+}
+
 // Replace's {"String": s} or {"Regex": r} pattern and its content (normalizer and decoder).
 class TextReplacement {
  public:
