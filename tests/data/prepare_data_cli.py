@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""`dpo prepare-data` on TRL's four text preference formats gives, row for row, the prompt, chosen
+and rejected ids that TRL's rules give with Hugging Face's tokenizers and chat templates (the
+goldens of scripts/make_text_preference_goldens.sh), counts the same boundary mismatches, and
+reads the same file gzip-compressed to the same ids.
+
+usage: prepare_data_cli.py DPO FIXTURES TOKENIZER_CACHE SCRATCH
+  FIXTURES: tests/fixtures/text_preferences; TOKENIZER_CACHE: what scripts/fetch_tokenizers.sh
+  filled ($DPO_TOKENIZER_CACHE overrides it); SCRATCH: a directory for configs and outputs.
+Exits non-zero naming each golden that differs at its first difference (file, row, field, both
+id lists around the first differing index)."""
+import gzip
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+MISMATCHES = re.compile(r"(\d+) boundary mismatch(?:es)?\b")
+
+
+def fail(message):
+    sys.exit(f"prepare_data_cli: {message}")
+
+
+def read_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run(command, what):
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} exited {result.returncode}: {result.stdout.strip()[-2000:]}")
+    return result.stdout
+
+
+def write_config(path, tokenizer_dir, train, output_dir):
+    # YAML reads JSON strings, so any path is quoted safely. The tokenizer directory serves as the
+    # policy: prepare-data reads no weights.
+    q = json.dumps
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"run: {{output_dir: {q(output_dir)}}}\n")
+        f.write(f"model: {{policy: {q(tokenizer_dir)}, tokenizer: {q(tokenizer_dir)}}}\n")
+        f.write(f"data: {{train: {q(train)}}}\n")
+
+
+def prepare(dpo, tokenizer_dir, train, case_dir):
+    """Runs prepare-data then convert-data; returns (rows, boundary mismatches printed)."""
+    os.makedirs(case_dir, exist_ok=True)
+    output_dir = os.path.join(case_dir, "out")
+    shutil.rmtree(output_dir, ignore_errors=True)
+    config = os.path.join(case_dir, "config.yaml")
+    write_config(config, tokenizer_dir, train, output_dir)
+    printed = run([dpo, "prepare-data", "--config", config], f"dpo prepare-data --config {config}")
+    counts = MISMATCHES.findall(printed)
+    if len(counts) != 1:
+        raise RuntimeError(f"dpo prepare-data printed {len(counts)} boundary mismatch counts, expected one:\n{printed}")
+    converted = os.path.join(output_dir, "train.jsonl")
+    run([dpo, "convert-data", os.path.join(output_dir, "train.h5"), converted], "dpo convert-data")
+    return read_jsonl(converted), int(counts[0])
+
+
+def around(ids, index):
+    start = max(0, index - 4)
+    return f"[{'... ' if start else ''}{', '.join(map(str, ids[start:index + 5]))}{' ...' if index + 5 < len(ids) else ''}]"
+
+
+def first_difference(rows, goldens, name):
+    if len(rows) != len(goldens):
+        return f"{name}: dpo wrote {len(rows)} pairs, the golden has {len(goldens)}"
+    for number, (row, golden) in enumerate(zip(rows, goldens), 1):
+        for field in ("prompt_input_ids", "chosen_input_ids", "rejected_input_ids"):
+            got, want = row.get(field), golden[field]
+            if got == want:
+                continue
+            if got is None:
+                return f"{name}: row {number}: {field} missing in dpo's output"
+            index = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            return (f"{name}: row {number}: {field} differs at index {index} (lengths {len(got)} vs {len(want)}): "
+                    f"dpo {around(got, index)} golden {around(want, index)}")
+    return None
+
+
+def check(dpo, fixtures, cache, scratch, key, expected):
+    tokenizer, file = key.split(".", 1)
+    tokenizer_dir = os.path.join(cache, tokenizer)
+    train = os.path.join(fixtures, file + ".jsonl")
+    goldens = read_jsonl(os.path.join(fixtures, "goldens", f"{key}.jsonl"))
+    if len(goldens) != expected["pairs"]:
+        fail(f"goldens/{key}.jsonl has {len(goldens)} lines, summary.json says {expected['pairs']}")
+    rows, mismatches = prepare(dpo, tokenizer_dir, train, os.path.join(scratch, key))
+    problems = []
+    difference = first_difference(rows, goldens, f"{file}.jsonl with {tokenizer}")
+    if difference:
+        problems.append(difference)
+    if mismatches != expected["boundary_mismatches"]:
+        problems.append(f"{file}.jsonl with {tokenizer}: dpo counts {mismatches} boundary mismatches, "
+                        f"TRL's rule {expected['boundary_mismatches']}")
+    # The same rows gzip-compressed give the same ids.
+    compressed = os.path.join(scratch, key, file + ".jsonl.gz")
+    with open(train, "rb") as plain, gzip.open(compressed, "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    gz_rows, gz_mismatches = prepare(dpo, tokenizer_dir, compressed, os.path.join(scratch, key, "gz"))
+    if gz_rows != rows or gz_mismatches != mismatches:
+        problems.append(f"{file}.jsonl.gz with {tokenizer}: not the ids (or count) of the uncompressed file"
+                        f" ({first_difference(gz_rows, rows, 'gz vs plain') or f'{gz_mismatches} vs {mismatches} mismatches'})")
+    return problems
+
+
+def main():
+    if len(sys.argv) != 5:
+        fail("usage: prepare_data_cli.py DPO FIXTURES TOKENIZER_CACHE SCRATCH")
+    dpo, fixtures, cache, scratch = sys.argv[1], sys.argv[2], os.environ.get("DPO_TOKENIZER_CACHE") or sys.argv[3], sys.argv[4]
+    with open(os.path.join(fixtures, "goldens", "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    for tokenizer in sorted({key.split(".", 1)[0] for key in summary}):
+        files = [os.path.join(cache, tokenizer, name) for name in ("tokenizer.json", "tokenizer_config.json")]
+        if not all(os.path.isfile(f) and os.path.getsize(f) > 0 for f in files):
+            fail(f"missing {cache}/{tokenizer}: run scripts/fetch_tokenizers.sh")
+    os.makedirs(scratch, exist_ok=True)
+    problems = []
+    for key, expected in summary.items():
+        try:
+            found = check(dpo, fixtures, cache, scratch, key, expected)
+        except RuntimeError as error:
+            found = [f"{key}: {error}"]
+        problems += found
+        print(f"{'FAIL' if found else 'ok'}: {key}: {expected['pairs']} pairs, "
+              f"{expected['boundary_mismatches']} boundary mismatches", flush=True)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"ok: dpo prepare-data equals TRL's rule on all {len(summary)} tokenizer/format goldens, plain and gzip")
+
+
+if __name__ == "__main__":
+    main()
