@@ -13,7 +13,7 @@
 # $DPO_TOKENIZER_CACHE; tokenizers missing there are fetched)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-cache=$(cd "$(dirname "${1:-${DPO_TOKENIZER_CACHE:-$root/build/tokenizers}}")" && pwd)/$(basename "${1:-${DPO_TOKENIZER_CACHE:-$root/build/tokenizers}}")
+cache=${1:-${DPO_TOKENIZER_CACHE:-$root/build/tokenizers}}
 bash "$root/scripts/fetch_tokenizers.sh" "$cache"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
