@@ -2,7 +2,8 @@
 """`dpo prepare-data` on TRL's four text preference formats gives, row for row, the prompt, chosen
 and rejected ids that TRL's rules give with Hugging Face's tokenizers and chat templates (the
 goldens of scripts/make_text_preference_goldens.sh), counts the same boundary mismatches, and
-reads the same file gzip-compressed to the same ids.
+reads the same file gzip-compressed to the same ids; with data.boundary_mismatch: skip it keeps
+exactly the other pairs, with error it stops naming the first mismatched line.
 
 usage: prepare_data_cli.py DPO FIXTURES TOKENIZER_CACHE SCRATCH
   FIXTURES: tests/fixtures/text_preferences; TOKENIZER_CACHE: what scripts/fetch_tokenizers.sh
@@ -46,14 +47,15 @@ def write_config(path, tokenizer_dir, train, output_dir):
         f.write(f"data: {{train: {q(train)}}}\n")
 
 
-def prepare(dpo, tokenizer_dir, train, case_dir):
+def prepare(dpo, tokenizer_dir, train, case_dir, overrides=()):
     """Runs prepare-data then convert-data; returns (rows, boundary mismatches printed)."""
     os.makedirs(case_dir, exist_ok=True)
     output_dir = os.path.join(case_dir, "out")
     shutil.rmtree(output_dir, ignore_errors=True)
     config = os.path.join(case_dir, "config.yaml")
     write_config(config, tokenizer_dir, train, output_dir)
-    printed = run([dpo, "prepare-data", "--config", config], f"dpo prepare-data --config {config}")
+    command = [dpo, "prepare-data", "--config", config] + [a for o in overrides for a in ("--set", o)]
+    printed = run(command, " ".join(command[1:]))
     # The count of data.train's line (its report line names the key); any other line that counts
     # mismatches (a load summary) must agree with it.
     lines = [line for line in printed.splitlines() if MISMATCHES.search(line)]
@@ -109,6 +111,30 @@ def check(dpo, fixtures, cache, scratch, key, expected):
     if gz_rows != rows or gz_mismatches != mismatches:
         problems.append(f"{file}.jsonl.gz with {tokenizer}: not the ids (or count) of the uncompressed file"
                         f" ({first_difference(gz_rows, rows, 'gz vs plain') or f'{gz_mismatches} vs {mismatches} mismatches'})")
+    problems += check_mismatch_policies(dpo, tokenizer_dir, train, os.path.join(scratch, key), goldens, expected)
+    return problems
+
+
+def check_mismatch_policies(dpo, tokenizer_dir, train, case_dir, goldens, expected):
+    """data.boundary_mismatch: skip keeps exactly the other pairs; error stops naming the first
+    mismatched line."""
+    lines = expected["boundary_mismatch_lines"]
+    if not lines:
+        return []
+    name = f"{os.path.basename(train)} with {os.path.basename(tokenizer_dir)}"
+    problems = []
+    rows, _ = prepare(dpo, tokenizer_dir, train, os.path.join(case_dir, "skip"), ["data.boundary_mismatch=skip"])
+    kept = [golden for number, golden in enumerate(goldens, 1) if number not in lines]
+    difference = first_difference(rows, kept, f"{name} (data.boundary_mismatch: skip)")
+    if difference:
+        problems.append(difference)
+    config = os.path.join(case_dir, "skip", "config.yaml")
+    result = subprocess.run([dpo, "prepare-data", "--config", config, "--set", "data.boundary_mismatch=error"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    where = f"{os.path.basename(train)}:{lines[0]}:"
+    if result.returncode == 0 or where not in result.stdout:
+        problems.append(f"{name} (data.boundary_mismatch: error): expected a failure naming {where}, got exit "
+                        f"{result.returncode}: {result.stdout.strip()[-500:]}")
     return problems
 
 
