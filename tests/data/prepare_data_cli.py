@@ -9,12 +9,15 @@ with the first tokenizer of each file).
 usage: prepare_data_cli.py DPO FIXTURES TOKENIZER_CACHE SCRATCH
   FIXTURES: tests/fixtures/text_preferences; TOKENIZER_CACHE: what scripts/fetch_tokenizers.sh
   filled ($DPO_TOKENIZER_CACHE overrides it); SCRATCH: a directory for configs and outputs.
+  $DPO_PREPARE_DATA_MPIEXEC (optional, e.g. "mpirun -np 3 --oversubscribe"): also run each file
+  under it once and compare with the goldens.
 Exits non-zero naming each golden that differs at its first difference (file, row, field, both
 id lists around the first differing index)."""
 import gzip
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -48,14 +51,14 @@ def write_config(path, tokenizer_dir, train, output_dir):
         f.write(f"data: {{train: {q(train)}}}\n")
 
 
-def prepare(dpo, tokenizer_dir, train, case_dir, overrides=()):
+def prepare(dpo, tokenizer_dir, train, case_dir, overrides=(), launcher=()):
     """Runs prepare-data then convert-data; returns (rows, boundary mismatches printed)."""
     os.makedirs(case_dir, exist_ok=True)
     output_dir = os.path.join(case_dir, "out")
     shutil.rmtree(output_dir, ignore_errors=True)
     config = os.path.join(case_dir, "config.yaml")
     write_config(config, tokenizer_dir, train, output_dir)
-    command = [dpo, "prepare-data", "--config", config] + [a for o in overrides for a in ("--set", o)]
+    command = list(launcher) + [dpo, "prepare-data", "--config", config] + [a for o in overrides for a in ("--set", o)]
     printed = run(command, " ".join(command[1:]))
     # The count of data.train's line (its report line names the key); any other line that counts
     # mismatches (a load summary) must agree with it.
@@ -116,6 +119,14 @@ def check(dpo, fixtures, cache, scratch, key, expected, first_of_file):
     if gz_rows != rows or gz_mismatches != mismatches:
         problems.append(f"{file}.jsonl.gz with {tokenizer}: not the ids (or count) of the uncompressed file"
                         f" ({first_difference(gz_rows, rows, 'gz vs plain') or f'{gz_mismatches} vs {mismatches} mismatches'})")
+    # Under mpirun (when $DPO_PREPARE_DATA_MPIEXEC gives the launcher, e.g. "mpirun -np 3
+    # --oversubscribe"), the ranks split the rows and the file holds the same pairs in file order.
+    launcher = shlex.split(os.environ.get("DPO_PREPARE_DATA_MPIEXEC", ""))
+    if launcher:
+        mpi_rows, mpi_mismatches = prepare(dpo, tokenizer_dir, train, os.path.join(scratch, key, "mpi"), launcher=launcher)
+        difference = first_difference(mpi_rows, goldens, f"{file}.jsonl with {tokenizer} under {' '.join(launcher)}")
+        if difference or mpi_mismatches != mismatches:
+            problems.append(difference or f"{file}.jsonl under {' '.join(launcher)}: {mpi_mismatches} boundary mismatches, not {mismatches}")
     problems += check_mismatch_policies(dpo, tokenizer_dir, train, os.path.join(scratch, key), goldens, expected)
     return problems
 
@@ -147,6 +158,8 @@ def main():
     if len(sys.argv) != 5:
         fail("usage: prepare_data_cli.py DPO FIXTURES TOKENIZER_CACHE SCRATCH")
     dpo, fixtures, cache, scratch = sys.argv[1], sys.argv[2], os.environ.get("DPO_TOKENIZER_CACHE") or sys.argv[3], sys.argv[4]
+    # Absolute paths in the configs, so that they hold from any working directory.
+    fixtures, cache, scratch = (os.path.abspath(p) for p in (fixtures, cache, scratch))
     with open(os.path.join(fixtures, "goldens", "summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
     for tokenizer in sorted({key.split(".", 1)[0] for key in summary}):
@@ -171,7 +184,8 @@ def main():
     if problems:
         sys.exit(1)
     print(f"ok: dpo prepare-data equals TRL's rule on all {len(summary)} tokenizer/format goldens, "
-          "and on gzip input and data.boundary_mismatch skip/error")
+          "and on gzip input and data.boundary_mismatch skip/error"
+          + (f", and under {os.environ['DPO_PREPARE_DATA_MPIEXEC']}" if os.environ.get("DPO_PREPARE_DATA_MPIEXEC") else ""))
 
 
 if __name__ == "__main__":
