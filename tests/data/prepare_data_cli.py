@@ -35,7 +35,10 @@ def read_jsonl(path):
 
 
 def run(command, what):
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except OSError as error:
+        raise RuntimeError(f"{what}: cannot run {command[0]}: {error}") from error
     if result.returncode != 0:
         raise RuntimeError(f"{what} exited {result.returncode}: {result.stdout.strip()[-2000:]}")
     return result.stdout
