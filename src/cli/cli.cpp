@@ -189,6 +189,20 @@ std::vector<Command> commands() {
         {"--decode", "", "also print the decoded \"text\""},
         {"--stats", "", "print the encoding throughput (MB/s) to stderr"}},
        1, cmd_tokenize},
+      {"generate", "Sample continuations of a text prompt, or of each conversation of a JSONL chat file, from a model "
+                   "directory and print them decoded (chat: one {\"completion\", \"ids\", \"finish_reason\"} line per "
+                   "input line). Stops at generation_config.json's eos_token_id and tokenizer_config.json's eos_token.",
+       "generate --model DIR (--prompt TEXT | --chat FILE.jsonl) [--tokenizer DIR] [--max-new-tokens N] [--temperature T] "
+       "[--top-p P] [--seed S]",
+       {{"--model", "DIR", "Hugging Face model directory"},
+        {"--prompt", "TEXT", "a text prompt, tokenized with the tokenizer's special tokens (BOS, ...)"},
+        {"--chat", "FILE", "JSONL, one {\"messages\": [...], ...} per line, rendered with the chat template"},
+        {"--tokenizer", "DIR", "directory with tokenizer.json and tokenizer_config.json (default --model)"},
+        {"--max-new-tokens", "N", "most tokens generated per prompt (default 128)"},
+        {"--temperature", "T", "sampling temperature, 0 = greedy (default 1.0)"},
+        {"--top-p", "P", "nucleus sampling: the most probable tokens up to mass P, in (0, 1] (default 1.0 = off)"},
+        {"--seed", "S", "sampling seed (default 0)"}},
+       0, cmd_generate},
   };
 }
 

@@ -18,27 +18,12 @@ namespace dpo {
 
 namespace {
 
-// A {"messages": [...], "add_generation_prompt": bool, ...} line, rendered with the chat template of
-// the tokenizer's directory (its other keys, e.g. "tools", are template variables) and tokenized
-// without adding special tokens, as transformers' apply_chat_template; printed as
-// {"text": rendered, "ids": [...]}. Parsed with the keys in order, which tojson keeps.
+// A chat line rendered by render_chat_line and tokenized without adding special tokens, as
+// transformers' apply_chat_template; printed as {"text": rendered, "ids": [...]}.
 nlohmann::json tokenize_chat_line(const Tokenizer& tokenizer, const ChatTemplate& chat_template,
-                                  nlohmann::ordered_json value, const std::string& where) {
-  const nlohmann::ordered_json messages = value["messages"];
-  if (!messages.is_array()) fail("{}: \"messages\" must be a list of {{role, content}} objects", where);
-  bool add_generation_prompt = false;
-  if (value.contains("add_generation_prompt")) {
-    if (!value["add_generation_prompt"].is_boolean()) fail("{}: \"add_generation_prompt\" must be true or false", where);
-    add_generation_prompt = value["add_generation_prompt"].get<bool>();
-  }
-  value.erase("messages");
-  value.erase("add_generation_prompt");
+                                  nlohmann::ordered_json line, const std::string& where) {
   nlohmann::json out;
-  try {
-    out["text"] = chat_template.render(messages, add_generation_prompt, value);
-  } catch (const Error& e) {
-    fail("{}: {}", where, e.what());
-  }
+  out["text"] = render_chat_line(chat_template, std::move(line), where, /*add_generation_prompt=*/false);
   out["ids"] = tokenizer.encode(out["text"].get<std::string>(), /*add_special_tokens=*/false);
   return out;
 }
@@ -63,6 +48,23 @@ nlohmann::json tokenize_text_line(const Tokenizer& tokenizer, const std::string&
 }
 
 }  // namespace
+
+std::string render_chat_line(const ChatTemplate& chat_template, nlohmann::ordered_json value, const std::string& where,
+                             bool add_generation_prompt) {
+  const nlohmann::ordered_json messages = value["messages"];
+  if (!messages.is_array()) fail("{}: \"messages\" must be a list of {{role, content}} objects", where);
+  if (value.contains("add_generation_prompt")) {
+    if (!value["add_generation_prompt"].is_boolean()) fail("{}: \"add_generation_prompt\" must be true or false", where);
+    add_generation_prompt = value["add_generation_prompt"].get<bool>();
+  }
+  value.erase("messages");
+  value.erase("add_generation_prompt");
+  try {
+    return chat_template.render(messages, add_generation_prompt, value);
+  } catch (const Error& e) {
+    fail("{}: {}", where, e.what());
+  }
+}
 
 int cmd_tokenize(Session&, const ParsedArgs& args) {
   const std::string tokenizer_dir = single(args.flags, "--tokenizer", "tokenize");

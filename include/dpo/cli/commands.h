@@ -18,6 +18,8 @@
 
 namespace dpo {
 
+class ChatTemplate;  // text/chat_template.h
+
 struct Flag {
   std::string name;  // "--config"
   std::string value_name;  // "" for a switch
@@ -75,5 +77,13 @@ int cmd_init_model(Session& session, const ParsedArgs& args);
 int cmd_score_synthetic(Session& session, const ParsedArgs& args);
 // text_commands.cpp: text through the tokenizer.
 int cmd_tokenize(Session& session, const ParsedArgs& args);
+// A JSONL chat line {"messages": [...], "add_generation_prompt": bool, ...} (a JSON object parsed
+// by parse_ordered_json, so that tojson keeps its keys' order) rendered with the chat template; its
+// other keys, e.g. "tools", are template variables; `add_generation_prompt` where the line does not
+// say. Errors name `where` (file:line).
+std::string render_chat_line(const ChatTemplate& chat_template, nlohmann::ordered_json line, const std::string& where,
+                             bool add_generation_prompt);
+// generate_command.cpp: sampled continuations of text prompts and chats, decoded.
+int cmd_generate(Session& session, const ParsedArgs& args);
 
 }  // namespace dpo
