@@ -30,18 +30,12 @@ node make_chat_template_goldens.js "$repo/tests/fixtures/chat_templates"
 # (Debian: python3-jinja2), check that it renders every golden the same, with transformers'
 # settings (sandboxed, trim_blocks, lstrip_blocks, loopcontrols, its tojson and raise_exception).
 if python3 -c "import jinja2" 2>/dev/null; then
-  python3 - "$repo/tests/fixtures/chat_templates" <<'PY'
+  PYTHONPATH="$repo/scripts/tokenizers" python3 - "$repo/tests/fixtures/chat_templates" <<'PY'
 import json, sys
 import jinja2
-from jinja2.ext import loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+import transformers_jinja
 
-env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-    x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-def raise_exception(message):
-    raise jinja2.exceptions.TemplateError(message)
-env.globals["raise_exception"] = raise_exception
+env = transformers_jinja.environment()
 
 folder = sys.argv[1]
 differ = 0

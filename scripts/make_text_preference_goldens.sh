@@ -26,18 +26,12 @@ node "$root/scripts/tokenizers/make_text_preference_goldens.js" "$work/node_modu
 # installed (Debian: python3-jinja2), check that it renders every text the goldens used the same,
 # with transformers' settings (as scripts/make_chat_template_goldens.sh does).
 if python3 -c "import jinja2" 2>/dev/null; then
-  python3 - "$cache" "$work/rendered.jsonl" <<'PY'
+  PYTHONPATH="$root/scripts/tokenizers" python3 - "$cache" "$work/rendered.jsonl" <<'PY'
 import json, sys
 import jinja2
-from jinja2.ext import loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+import transformers_jinja
 
-env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
-    x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-def raise_exception(message):
-    raise jinja2.exceptions.TemplateError(message)
-env.globals["raise_exception"] = raise_exception
+env = transformers_jinja.environment()
 cache, rendered = sys.argv[1], [json.loads(l) for l in open(sys.argv[2], encoding="utf-8") if l.strip()]
 templates, context = {}, {}
 differ = 0
