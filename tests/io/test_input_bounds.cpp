@@ -71,7 +71,7 @@ TEST_CASE("malformed JSON is one line naming the source and the place", "[input]
     CHECK(what.find('\n') == std::string::npos);
     CHECK(what.size() < 400);
   }
-  CHECK(dpo::json_excerpt(std::string(1000, 'y')).size() < 100);
+  CHECK(dpo::json_excerpt(nlohmann::json(std::string(1000, 'y'))).size() < 100);
 }
 
 TEST_CASE("config.json sizes beyond any real model's are refused by key before anything is allocated", "[input]") {
