@@ -82,13 +82,18 @@ const std::vector<OptionRow>& option_rows() {
         false, {"warn", "skip", "error"}},
        DPO_FIELD(data.boundary_mismatch)},
 
-      {{"loss.type", T::String, "sigmoid", "preference loss", false, {"sigmoid", "ipo", "ipo_sum", "hinge", "robust"}},
+      {{"loss.type", T::String, "sigmoid", "preference loss (TRL's names; see docs/losses.md)", false,
+        {"sigmoid", "ipo", "ipo_sum", "hinge", "robust", "exo_pair", "nca_pair", "sppo_hard", "apo_zero", "apo_down",
+         "discopop", "sigmoid_norm"}},
        DPO_FIELD(loss.type)},
       {{"loss.beta", T::Float, "0.1", "strength of the KL penalty towards the reference", false, {}},
        DPO_FIELD(loss.beta)},
       {{"loss.label_smoothing", T::Float, "0.0", "assumed probability that a preference label is flipped", false,
         {}},
        DPO_FIELD(loss.label_smoothing)},
+      {{"loss.discopop_tau", T::Float, "0.05", "temperature of the discopop loss's blend of logistic and exponential",
+        false, {}},
+       DPO_FIELD(loss.discopop_tau)},
 
       {{"reference.logps_path", T::String, "",
         "HDF5 reference log-probs from precompute-ref (empty: run the reference model live)", false, {}},
@@ -385,6 +390,11 @@ void validate(const Config& c, const GivenValues& given) {
           fmt::format("must be a positive number, got {}", c.loss.beta));
   require(c.loss.label_smoothing >= 0 && c.loss.label_smoothing < 0.5, "loss.label_smoothing",
           fmt::format("must be in [0, 0.5), got {}", c.loss.label_smoothing));
+  // exo_pair's target distribution is (1 - eps, eps): log(eps) is -inf at 0 (TRL refuses it too).
+  require(c.loss.type != "exo_pair" || c.loss.label_smoothing > 0, "loss.label_smoothing",
+          "must be greater than 0 for loss.type exo_pair (the EXO paper suggests 1e-3)");
+  require(c.loss.discopop_tau > 0 && std::isfinite(c.loss.discopop_tau), "loss.discopop_tau",
+          fmt::format("must be a positive number, got {}", c.loss.discopop_tau));
   require(c.train.global_batch_size > 0, "train.global_batch_size",
           fmt::format("must be positive, got {}", c.train.global_batch_size));
   require(c.train.micro_batch_size > 0, "train.micro_batch_size",

@@ -31,7 +31,7 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
       "model.tokenizer",
       "model.device", "data.train", "data.eval", "data.max_length", "data.max_prompt_length", "data.truncation",
       "data.boundary_mismatch",
-      "loss.type", "loss.beta", "loss.label_smoothing", "reference.logps_path", "reference.batch_size",
+      "loss.type", "loss.beta", "loss.label_smoothing", "loss.discopop_tau", "reference.logps_path", "reference.batch_size",
       "train.global_batch_size", "train.gradient_checkpointing",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",
       "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "train.shuffle", "train.save_every",
@@ -143,6 +143,19 @@ TEST_CASE("a value outside the choices is refused, listing them", "[config]") {
                     Catch::Contains("loss.type") && Catch::Contains("'sigmod'") &&
                         Catch::Contains("sigmoid, ipo, ipo_sum, hinge, robust"));
   CHECK_THROWS_WITH(parse(kMinimal, {"train.optimizer=adam"}), Catch::Contains("rmsprop, adamw, sgd"));
+}
+
+TEST_CASE("every TRL loss type is accepted by name, with discopop's tau defaulting to TRL's", "[config]") {
+  for (const char* type : {"sigmoid", "hinge", "ipo", "ipo_sum", "robust", "nca_pair", "sppo_hard", "apo_zero",
+                           "apo_down", "discopop", "sigmoid_norm"})
+    CHECK(parse(kMinimal, {std::string("loss.type=") + type}).loss.type == type);
+  CHECK(parse(kMinimal).loss.discopop_tau == 0.05);
+  CHECK(parse(kMinimal, {"loss.type=discopop", "loss.discopop_tau=0.2"}).loss.discopop_tau == 0.2);
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.discopop_tau=0"}), Catch::Contains("loss.discopop_tau"));
+  CHECK(parse(kMinimal, {"loss.type=exo_pair", "loss.label_smoothing=1e-3"}).loss.label_smoothing == 1e-3);
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.type=exo_pair"}),
+                    Catch::Contains("loss.label_smoothing") && Catch::Contains("exo_pair"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.type=sigmoid_nrom"}), Catch::Contains("did you mean 'sigmoid_norm'"));
 }
 
 TEST_CASE("a missing required key is refused, naming it", "[config]") {

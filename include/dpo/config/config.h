@@ -34,9 +34,10 @@ struct DataOptions {
 };
 
 struct LossOptions {
-  std::string type = "sigmoid";  // sigmoid | ipo | ipo_sum | hinge | robust
+  std::string type = "sigmoid";  // one of the per-pair types of docs/losses.md (TRL's names)
   double beta = 0.1;
   double label_smoothing = 0.0;
+  double discopop_tau = 0.05;  // DiscoPOP's temperature (TRL's default)
 };
 
 struct ReferenceOptions {
