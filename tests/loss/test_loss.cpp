@@ -9,32 +9,9 @@
 
 #include "dpo/error.h"
 #include "dpo/loss/loss.h"
+#include "loss/random_pairs.h"
 
 namespace {
-
-struct Pair {
-  double pc, pr, rc, rr;  // policy / reference log-probs of chosen and rejected
-  int64_t nc, nr;         // token counts
-};
-
-std::vector<Pair> random_pairs(uint32_t seed, int count) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> logp(-60.0, -5.0);
-  std::uniform_real_distribution<double> delta(-8.0, 8.0);
-  std::uniform_int_distribution<int64_t> tokens(1, 40);
-  std::vector<Pair> pairs;
-  for (int i = 0; i < count; ++i) {
-    Pair p;
-    p.rc = logp(rng);
-    p.rr = logp(rng);
-    p.pc = p.rc + delta(rng);
-    p.pr = p.rr + delta(rng);
-    p.nc = tokens(rng);
-    p.nr = tokens(rng);
-    pairs.push_back(p);
-  }
-  return pairs;
-}
 
 double log_sigmoid(double x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); }
 

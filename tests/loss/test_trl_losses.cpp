@@ -12,31 +12,14 @@
 
 #include "dpo/error.h"
 #include "dpo/loss/loss.h"
+#include "loss/random_pairs.h"
 
 namespace {
-
-struct Pair {
-  double pc, pr, rc, rr;  // policy / reference log-probs of chosen and rejected
-  int64_t nc, nr;         // completion token counts
-};
 
 // Random pairs, then pairs whose log-ratios are so large that beta * h (and beta * c, beta * r)
 // is about +-50 and +-100 at beta = 0.1: exp of those overflows float32's range.
 std::vector<Pair> pairs_with_large_margins(uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> logp(-60.0, -5.0), delta(-8.0, 8.0);
-  std::uniform_int_distribution<int64_t> tokens(1, 40);
-  std::vector<Pair> pairs;
-  for (int i = 0; i < 8; ++i) {
-    Pair p;
-    p.rc = logp(rng);
-    p.rr = logp(rng);
-    p.pc = p.rc + delta(rng);
-    p.pr = p.rr + delta(rng);
-    p.nc = tokens(rng);
-    p.nr = tokens(rng);
-    pairs.push_back(p);
-  }
+  std::vector<Pair> pairs = random_pairs(seed, 8);
   pairs.push_back({-20.0, -700.0, -320.0, -200.0, 3, 2});   // c = 300, r = -500, h = 800
   pairs.push_back({-320.0, -200.0, -20.0, -700.0, 2, 3});   // c = -300, r = 500, h = -800
   pairs.push_back({-40.0, -45.0, -540.0, -45.0, 1, 1});     // c = 500, r = 0
