@@ -31,11 +31,6 @@ struct Prompt {
   std::string where;
 };
 
-// --tokenizer names a directory or its tokenizer.json; tokenizer_config.json sits beside it.
-fs::path tokenizer_config_dir(const std::string& tokenizer) {
-  return fs::is_directory(tokenizer) ? fs::path(tokenizer) : fs::path(tokenizer).parent_path();
-}
-
 // generation_config.json's eos_token_id (an int or a list of ints), as transformers' generate
 // stops at; none when the file or the key is absent.
 std::vector<int64_t> generation_config_eos_ids(const std::string& model_dir) {

@@ -49,6 +49,11 @@ nlohmann::json tokenize_text_line(const Tokenizer& tokenizer, const std::string&
 
 }  // namespace
 
+std::filesystem::path tokenizer_config_dir(const std::string& tokenizer) {
+  return std::filesystem::is_directory(tokenizer) ? std::filesystem::path(tokenizer)
+                                                  : std::filesystem::path(tokenizer).parent_path();
+}
+
 std::string render_chat_line(const ChatTemplate& chat_template, nlohmann::ordered_json value, const std::string& where,
                              bool add_generation_prompt) {
   const nlohmann::ordered_json messages = value["messages"];
@@ -83,11 +88,7 @@ int cmd_tokenize(Session&, const ParsedArgs& args) {
     nlohmann::json out;
     if (value.is_string()) out = tokenize_text_line(tokenizer, value.get<std::string>(), add_special_tokens, decode, stats);
     else if (value.is_object() && value.contains("messages")) {
-      // --tokenizer names a directory or its tokenizer.json; tokenizer_config.json sits beside it.
-      if (!chat_template)
-        chat_template = ChatTemplate::from_tokenizer_config(std::filesystem::is_directory(tokenizer_dir)
-                                                                ? std::filesystem::path(tokenizer_dir)
-                                                                : std::filesystem::path(tokenizer_dir).parent_path());
+      if (!chat_template) chat_template = ChatTemplate::from_tokenizer_config(tokenizer_config_dir(tokenizer_dir));
       out = tokenize_chat_line(tokenizer, *chat_template, std::move(value), where);
     }
     else fail("{}: a line must be a JSON string or an object with \"messages\", not {}", where, json_excerpt(value));

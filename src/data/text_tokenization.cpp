@@ -36,19 +36,6 @@ void require_tokenizer_files(const std::string& key, const std::string& path, Pr
          is_conversational(format) ? "its chat template" : "its eos_token", dir);
 }
 
-// The tokenization of a text file of `format`: the tokenizer, and the chat template (conversational)
-// or the EOS string (standard).
-TokenizationId text_tokenization(const Config& config, PreferenceFormat format) {
-  const std::string dir = tokenizer_dir(config);
-  TokenizationId id;
-  id.tokenizer = dir;
-  id.tokenizer_fingerprint = Tokenizer::file_fingerprint(dir);
-  if (is_conversational(format)) id.chat_template_fingerprint = ChatTemplate::from_tokenizer_config(dir).fingerprint();
-  else id.eos_token = special_token(dir, "eos_token");
-  id.boundary_mismatch = config.data.boundary_mismatch;
-  return id;
-}
-
 // The tokenizer (and chat template) a text file is tokenized with, behind TRL's two calls.
 struct TextEncoder {
   TextEncoder(const std::string& dir, PreferenceFormat format, const std::string& key, const std::string& path)
@@ -66,6 +53,18 @@ struct TextEncoder {
   }
   TextEncoder(const TextEncoder&) = delete;  // the encoding's functions point into this object
   TextEncoder& operator=(const TextEncoder&) = delete;
+
+  // What the ids depend on: the tokenizer, and the chat template (conversational) or the EOS
+  // string (standard), from what is loaded here (no file is read again).
+  TokenizationId id(const std::string& dir, const std::string& boundary_mismatch) const {
+    TokenizationId id;
+    id.tokenizer = dir;
+    id.tokenizer_fingerprint = tokenizer.fingerprint();
+    if (chat_template) id.chat_template_fingerprint = chat_template->fingerprint();
+    id.eos_token = encoding.eos_token;
+    id.boundary_mismatch = boundary_mismatch;
+    return id;
+  }
 
   Tokenizer tokenizer;
   std::optional<ChatTemplate> chat_template;
@@ -101,13 +100,6 @@ std::string tokenizer_key(const Config& config) {
   return config.model.tokenizer.empty() ? "model.tokenizer (= model.policy)" : "model.tokenizer";
 }
 
-TokenizationId tokenization_of_data(const std::string& path, const Config& config) {
-  if (is_hdf5_file(path)) return read_preference_hdf5_tokenization(path);
-  const PreferenceFormat format = format_of_jsonl(path);
-  if (format == PreferenceFormat::PreTokenized) return {};
-  return text_tokenization(config, format);
-}
-
 TokenizedRows tokenize_preference_rows(const std::string& key, const std::string& path, const Config& config,
                                        int64_t vocab_size, RowShare share) {
   const PreferenceFormat format = format_of_jsonl(path);
@@ -126,25 +118,26 @@ TokenizedRows tokenize_preference_rows(const std::string& key, const std::string
   out.file = read_text_preferences(path, encoder.encoding, on_mismatch, vocab_size, share);
   out.load_seconds = std::chrono::duration<double>(loaded - start).count();
   out.tokenize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - loaded).count();
-  out.tokenization = text_tokenization(config, format);
+  out.tokenization = encoder.id(tokenizer_dir(config), config.data.boundary_mismatch);
   return out;
 }
 
 PreferenceDataset load_preference_data(const std::string& key, const std::string& path, const Config& config,
                                        int64_t vocab_size) {
   const TruncationRule rule = truncation_rule(config.data);
+  std::string origin;  // stays "" for ids that came as ids
   if (is_hdf5_file(path)) {
     TokenizationId recorded = read_preference_hdf5_tokenization(path);
-    if (recorded.empty()) return PreferenceDataset::from_pairs(path, read_preference_hdf5(path, vocab_size), rule, "", {});
-    require_same_tokenizer(key, path, recorded, config);
-    const std::string origin = fmt::format("prepared by dpo prepare-data with the tokenizer of {}", recorded.tokenizer);
+    if (!recorded.empty()) {
+      require_same_tokenizer(key, path, recorded, config);
+      origin = fmt::format("prepared by dpo prepare-data with the tokenizer of {}", recorded.tokenizer);
+    }
     return PreferenceDataset::from_pairs(path, read_preference_hdf5(path, vocab_size), rule, origin, std::move(recorded));
   }
   TokenizedRows rows = tokenize_preference_rows(key, path, config, vocab_size);
-  if (rows.tokenization.empty()) return PreferenceDataset::from_pairs(path, std::move(rows.file.pairs), rule, "", {});
-  const std::string origin =
-      fmt::format("text tokenized by {}: {}", rows.tokenization.tokenizer,
-                  text_preferences_summary(rows.file, parse_boundary_mismatch(config.data.boundary_mismatch)));
+  if (!rows.tokenization.empty())
+    origin = fmt::format("text tokenized by {}: {}", rows.tokenization.tokenizer,
+                         text_preferences_summary(rows.file, parse_boundary_mismatch(config.data.boundary_mismatch)));
   return PreferenceDataset::from_pairs(path, std::move(rows.file.pairs), rule, origin, std::move(rows.tokenization));
 }
 

@@ -129,7 +129,6 @@ TEST_CASE("conversational text is rendered with model.tokenizer's chat template,
   CHECK_THAT(data.summary_line(), Contains("text tokenized by " + tokenizer + ": conversational, implicit prompt"));
   CHECK_FALSE(data.tokenization().chat_template_fingerprint.empty());
   CHECK(data.tokenization().eos_token.empty());
-  CHECK(dpo::tokenization_of_data(file.string(), config).key() == data.tokenization().key());
 }
 
 TEST_CASE("a gzip-compressed JSONL file reads as the plain one, and a truncated one is refused naming it",

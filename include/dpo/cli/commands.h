@@ -5,6 +5,7 @@
 // Session (dist/session.h), which does the set-up a run needs.
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -77,6 +78,9 @@ int cmd_init_model(Session& session, const ParsedArgs& args);
 int cmd_score_synthetic(Session& session, const ParsedArgs& args);
 // text_commands.cpp: text through the tokenizer.
 int cmd_tokenize(Session& session, const ParsedArgs& args);
+// --tokenizer names a directory or its tokenizer.json; tokenizer_config.json (the chat template,
+// eos_token) sits in that directory, or beside the file.
+std::filesystem::path tokenizer_config_dir(const std::string& tokenizer);
 // A JSONL chat line {"messages": [...], "add_generation_prompt": bool, ...} (a JSON object parsed
 // by parse_ordered_json, so that tojson keeps its keys' order) rendered with the chat template; its
 // other keys, e.g. "tools", are template variables; `add_generation_prompt` where the line does not

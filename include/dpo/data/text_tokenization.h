@@ -16,10 +16,6 @@ namespace dpo {
 std::string tokenizer_dir(const Config& config);
 std::string tokenizer_key(const Config& config);  // "model.tokenizer" or "model.tokenizer (= model.policy)"
 
-// The tokenization data at `path` has (a prepared HDF5 file's record) or gets in this config (text
-// JSONL: the config's tokenizer; ids: none). Hashes files but loads no tokenizer.
-TokenizationId tokenization_of_data(const std::string& path, const Config& config);
-
 // One rank's share of a JSONL file (text or ids, gzip or not) as token ids, with the tokenization
 // that made them: rows r with r % share.count == share.index (dpo prepare-data splits rows so).
 // `key` (data.train, data.eval) names the file in errors.
