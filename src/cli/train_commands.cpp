@@ -13,6 +13,7 @@
 #include "dpo/cli/commands.h"
 #include "dpo/config/config.h"
 #include "dpo/error.h"
+#include "dpo/loss/loss.h"
 #include "dpo/reference/precompute.h"
 #include "dpo/runtime/preemption.h"
 #include "dpo/train/bench.h"
@@ -69,6 +70,11 @@ int cmd_sft(Session& session, const ParsedArgs& args) { return train_with(sessio
 int cmd_precompute_ref(Session& session, const ParsedArgs& args) {
   const auto config = start_config_command(session, args.flags, "precompute-ref");
   if (!config) return 0;
+  if (!uses_reference(config->loss)) {
+    fmt::print("dpo precompute-ref: loss.type {} does not use a reference model, so there is nothing to compute: "
+               "train without reference.logps_path\n", config->loss.type);
+    return 0;
+  }
   // Host vectors only: the gather needs no device communicator.
   const PrecomputeSummary s = precompute_reference(*config, session.host(), session.device());
   if (s.preempted) return kPreemptedExitCode;

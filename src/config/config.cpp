@@ -82,10 +82,16 @@ const std::vector<OptionRow>& option_rows() {
         false, {"warn", "skip", "error"}},
        DPO_FIELD(data.boundary_mismatch)},
 
-      {{"loss.type", T::String, "sigmoid", "preference loss (TRL's names; see docs/losses.md)", false,
-        {"sigmoid", "ipo", "ipo_sum", "hinge", "robust", "exo_pair", "nca_pair", "sppo_hard", "apo_zero", "apo_down",
-         "discopop", "sigmoid_norm"}},
+      {{"loss.type", T::String, "sigmoid",
+        "preference loss, or a list of them summed with loss.weights (TRL's names and more; see docs/losses.md)",
+        false,
+        {"sigmoid", "ipo", "ipo_sum", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+         "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm", "simpo", "cpo", "unlikelihood"},
+        /*list=*/true},
        DPO_FIELD(loss.type)},
+      {{"loss.weights", T::String, "", "weight of each loss.type in the sum, in its order (empty: 1 each)", false, {},
+        /*list=*/true},
+       DPO_FIELD(loss.weights)},
       {{"loss.beta", T::Float, "0.1", "strength of the KL penalty towards the reference", false, {}},
        DPO_FIELD(loss.beta)},
       {{"loss.label_smoothing", T::Float, "0.0", "assumed probability that a preference label is flipped", false,
@@ -94,6 +100,26 @@ const std::vector<OptionRow>& option_rows() {
       {{"loss.discopop_tau", T::Float, "0.05", "temperature of the discopop loss's blend of logistic and exponential",
         false, {}},
        DPO_FIELD(loss.discopop_tau)},
+      {{"loss.rpo_alpha", T::Float, "0.0",
+        "weight of an NLL term on the chosen response (token mean) added to the loss (RPO; 0: none)", false, {}},
+       DPO_FIELD(loss.rpo_alpha)},
+      {{"loss.f_divergence", T::String, "reverse_kl",
+        "divergence from the reference whose derivative scores each log-ratio (f-DPO; reverse_kl: DPO)", false,
+        {"reverse_kl", "forward_kl", "js_divergence", "alpha_divergence"}},
+       DPO_FIELD(loss.f_divergence)},
+      {{"loss.f_alpha", T::Float, "0.5", "alpha of loss.f_divergence alpha_divergence", false, {}},
+       DPO_FIELD(loss.f_alpha)},
+      {{"loss.use_weighting", T::Bool, "false",
+        "weigh each pair by its responses' length-normalised probabilities under the policy (WPO)", false, {}},
+       DPO_FIELD(loss.use_weighting)},
+      {{"loss.ld_alpha", T::Float, "1.0",
+        "weight of response tokens past the shorter response's length in every log-prob (LD-DPO; 1: none)", false,
+        {}},
+       DPO_FIELD(loss.ld_alpha)},
+      {{"loss.simpo_gamma", T::Float, "0.5", "target reward margin of the simpo loss", false, {}},
+       DPO_FIELD(loss.simpo_gamma)},
+      {{"loss.cpo_alpha", T::Float, "1.0", "weight of the cpo loss's NLL term on the chosen response", false, {}},
+       DPO_FIELD(loss.cpo_alpha)},
 
       {{"reference.logps_path", T::String, "",
         "HDF5 reference log-probs from precompute-ref (empty: run the reference model live)", false, {}},
@@ -244,6 +270,16 @@ void read_yaml(const std::string& yaml_text, const std::string& source, GivenVal
   }
 }
 
+// A YAML list of scalars as the comma-separated text a list option holds.
+std::string list_text(const YAML::Node& sequence, const std::string& where, const std::string& key) {
+  std::vector<std::string> items;
+  for (const auto& item : sequence) {
+    if (!item.IsScalar()) fail("{}: {}: expected a list of single values", where, key);
+    items.push_back(item.Scalar());
+  }
+  return join(items, ",");
+}
+
 void read_sections(const YAML::Node& root, const std::string& source, GivenValues& given) {
   const auto where = [&](const YAML::Node& node) { return fmt::format("{}:{}", source, node.Mark().line + 1); };
   const std::vector<std::string> sections = all_sections();
@@ -264,6 +300,10 @@ void read_sections(const YAML::Node& root, const std::string& source, GivenValue
       const OptionRow* row = find_row(key);
       if (!row) fail("{}: unknown key '{}'{}", where(entry.first), key, did_you_mean(key, all_keys()));
       const YAML::Node& value = entry.second;
+      if (row->spec.list && value.IsSequence()) {
+        given[key] = GivenValue{list_text(value, where(entry.first), key), where(entry.first)};
+        continue;
+      }
       if (value.IsMap() || value.IsSequence())
         fail("{}: {}: expected a single {} value, got a {}", where(entry.first), key, type_name(row->spec.type),
              value.IsMap() ? "mapping" : "list");
@@ -337,6 +377,21 @@ bool parse_bool(const std::string& text, bool& out) {
   return false;
 }
 
+// A list option's items, trimmed, each checked against the choices, joined by commas.
+std::string checked_list(const OptionSpec& spec, const GivenValue& given) {
+  std::vector<std::string> items;
+  std::stringstream in(given.text);
+  for (std::string item; std::getline(in, item, ',');) {
+    item = trim(item);
+    if (item.empty()) fail("{}: {}: an empty item in the list '{}'", given.source, spec.key, given.text);
+    if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), item) == spec.choices.end())
+      fail("{}: {}: '{}' is not one of {}{}", given.source, spec.key, item, join(spec.choices, ", "),
+           did_you_mean(item, spec.choices));
+    items.push_back(item);
+  }
+  return join(items, ",");
+}
+
 // Sets the field of `row` from `given.text`, or fails naming the source and the key.
 void apply(const OptionRow& row, const GivenValue& given, Config& config) {
   const OptionSpec& spec = row.spec;
@@ -345,6 +400,10 @@ void apply(const OptionRow& row, const GivenValue& given, Config& config) {
     fail("internal: option {} is declared {} but its field is {}", spec.key, type_name(spec.type),
          type_name(type_of(field)));
   const std::string& text = given.text;
+  if (spec.list) {
+    *std::get<std::string*>(field) = checked_list(spec, given);
+    return;
+  }
   switch (spec.type) {
     case OptionType::String:
       if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), text) == spec.choices.end())
@@ -365,6 +424,42 @@ void apply(const OptionRow& row, const GivenValue& given, Config& config) {
         fail("{}: {}: expected true or false, got '{}'", given.source, spec.key, text);
       break;
   }
+}
+
+std::vector<std::string> list_items(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) items.push_back(item);
+  return items;
+}
+
+// The loss keys that depend on each other; `require(ok, key, what)` reports a problem.
+template <typename Require>
+void validate_loss(const LossOptions& loss, const Require& require) {
+  const std::vector<std::string> types = list_items(loss.type);
+  const auto has = [&](const char* name) { return std::find(types.begin(), types.end(), name) != types.end(); };
+  // exo_pair's target distribution is (1 - eps, eps): log(eps) is -inf at 0 (TRL refuses it too).
+  require(!has("exo_pair") || loss.label_smoothing > 0, "loss.label_smoothing",
+          "must be greater than 0 for loss.type exo_pair (the EXO paper suggests 1e-3)");
+  const std::vector<std::string> weights = list_items(loss.weights);
+  require(weights.empty() || weights.size() == types.size(), "loss.weights",
+          fmt::format("has {} weights for the {} loss types of loss.type ({})", weights.size(), types.size(), loss.type));
+  for (const std::string& w : weights) {
+    double value = 0;
+    require(parse_float(w, value) && std::isfinite(value), "loss.weights", fmt::format("'{}' is not a number", w));
+  }
+  for (const std::string& t : types)
+    require(std::count(types.begin(), types.end(), t) == 1, "loss.type", fmt::format("lists '{}' twice", t));
+  require(!(loss.use_weighting && (has("aot") || has("aot_unpaired"))), "loss.use_weighting",
+          "cannot weigh the pairs of aot or aot_unpaired, whose losses pair sorted ranks, not pairs (as TRL)");
+  require(loss.ld_alpha >= 0 && loss.ld_alpha <= 1, "loss.ld_alpha", fmt::format("must be in [0, 1], got {}", loss.ld_alpha));
+  require(loss.rpo_alpha >= 0 && std::isfinite(loss.rpo_alpha), "loss.rpo_alpha",
+          fmt::format("must be a non-negative number, got {}", loss.rpo_alpha));
+  require(loss.cpo_alpha >= 0 && std::isfinite(loss.cpo_alpha), "loss.cpo_alpha",
+          fmt::format("must be a non-negative number, got {}", loss.cpo_alpha));
+  require(std::isfinite(loss.simpo_gamma), "loss.simpo_gamma", fmt::format("must be a number, got {}", loss.simpo_gamma));
+  require(loss.f_alpha > 0 && std::isfinite(loss.f_alpha), "loss.f_alpha",
+          fmt::format("must be a positive number, got {}", loss.f_alpha));
 }
 
 // Checks that need more than one value's type; each message names the key and where it was set.
@@ -390,9 +485,7 @@ void validate(const Config& c, const GivenValues& given) {
           fmt::format("must be a positive number, got {}", c.loss.beta));
   require(c.loss.label_smoothing >= 0 && c.loss.label_smoothing < 0.5, "loss.label_smoothing",
           fmt::format("must be in [0, 0.5), got {}", c.loss.label_smoothing));
-  // exo_pair's target distribution is (1 - eps, eps): log(eps) is -inf at 0 (TRL refuses it too).
-  require(c.loss.type != "exo_pair" || c.loss.label_smoothing > 0, "loss.label_smoothing",
-          "must be greater than 0 for loss.type exo_pair (the EXO paper suggests 1e-3)");
+  validate_loss(c.loss, require);
   require(c.loss.discopop_tau > 0 && std::isfinite(c.loss.discopop_tau), "loss.discopop_tau",
           fmt::format("must be a positive number, got {}", c.loss.discopop_tau));
   require(c.train.global_batch_size > 0, "train.global_batch_size",

@@ -91,4 +91,19 @@ at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, 
   return out;
 }
 
+at::Tensor head_log_sum_squared_probs(const at::Tensor& hidden, const at::Tensor& weight, at::ScalarType matmul_dtype) {
+  at::NoGradGuard no_grad;
+  const at::ScalarType dtype = matmul_dtype == at::ScalarType::Undefined ? weight.scalar_type() : matmul_dtype;
+  const at::Tensor h = hidden.to(dtype), w = weight.to(dtype);
+  const int64_t rows = h.size(0);
+  at::Tensor out = at::empty({rows}, h.options().dtype(float_type_of(dtype)));
+  const int64_t step = chunk_rows(kSoftmaxChunk, w.size(0), rows);
+  for (int64_t r = 0; r < rows; r += step) {
+    const int64_t n = std::min(step, rows - r);
+    const at::Tensor logits = at::mm(h.narrow(0, r, n), w.t()).to(out.scalar_type());
+    out.narrow(0, r, n).copy_(at::logsumexp(2.0 * logits, -1) - 2.0 * at::logsumexp(logits, -1));
+  }
+  return out;
+}
+
 }  // namespace dpo

@@ -1,6 +1,8 @@
 #include "dpo/loss/logps.h"
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
 #include <vector>
 
 #include "dpo/error.h"
@@ -63,32 +65,67 @@ SequenceLogps sequence_logps(const at::Tensor& logits, const at::Tensor& input_i
   return {kept.sum(1), scored.sum(1, /*keepdim=*/false, at::kLong)};
 }
 
-SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask) {
+namespace {
+
+// log(1 - p) from log p <= 0, accurate at both ends (log1mexp); p is clipped below 1 - 1e-6 so that a
+// token the model is certain of gives a large finite value rather than -inf.
+at::Tensor log_one_minus_prob(const at::Tensor& logp) {
+  const at::Tensor x = logp.clamp_max(std::log1p(-1e-6));
+  return at::where(x.gt(-std::log(2.0)), at::log(-at::expm1(x)), at::log1p(-at::exp(x)));
+}
+
+// The extra per-row values of `scoring` from the scored tokens' log-probs (row-major order).
+void add_scoring_extras(SequenceLogps& out, const ResponseScoring& scoring, const at::Tensor& token_logps,
+                        const at::Tensor& row, const at::Tensor& rows_zero, const std::function<at::Tensor()>& log_sq) {
+  if (scoring.unlikelihood) out.unlikelihood = rows_zero.index_add(0, row, log_one_minus_prob(token_logps));
+  if (scoring.wpo_weights) {
+    at::NoGradGuard no_grad;
+    const at::Tensor aligned = token_logps.detach() - log_sq();
+    out.weight_logps = rows_zero.index_add(0, row, aligned) / out.token_counts.to(aligned.scalar_type()).clamp_min(1);
+  }
+}
+
+}  // namespace
+
+SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask,
+                                   const ResponseScoring& scoring, const at::Tensor& full_weight_tokens) {
   if (input_ids.dim() != 2) fail("input_ids: expected [R, T], got {}", shape_text(input_ids.sizes()));
   if (response_mask.sizes() != input_ids.sizes())
     fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids.sizes()), shape_text(response_mask.sizes()));
   const int64_t rows = input_ids.size(0), steps = input_ids.size(1);
   const at::Tensor hidden = model.hidden_states(input_ids);  // [R, T, d]
   const auto float_options = hidden.options().dtype(float_type_of(hidden.scalar_type()));
+  const at::Tensor rows_zero = at::zeros({rows}, float_options);
   if (steps < 2 || rows == 0) {
-    return {at::zeros({rows}, float_options), at::zeros({rows}, input_ids.options().dtype(at::kLong))};
+    SequenceLogps empty{rows_zero, at::zeros({rows}, input_ids.options().dtype(at::kLong)), rows_zero, rows_zero};
+    return empty;
   }
   // Token t (t >= 1, in the response) is predicted by the hidden state at t-1: flat index r*T + t-1.
   const at::Tensor scored = response_mask.narrow(1, 1, steps - 1).to(hidden.device(), at::kBool);
-  const at::Tensor where = scored.nonzero();  // [S, 2]: (row, t-1)
+  const at::Tensor where = scored.nonzero();  // [S, 2]: (row, t-1), row-major
   const at::Tensor row = where.select(1, 0);
   const at::Tensor source = row * steps + where.select(1, 1);
   const at::Tensor targets = input_ids.to(hidden.device(), at::kLong).reshape({-1}).index_select(0, source + 1);
   const int64_t vocab = model.head_weight().size(0);
   if (targets.numel() > 0 && (targets.lt(0) | targets.ge(vocab)).any().item<bool>())
     fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
-  const at::Tensor token_logps = head_token_logps(hidden.reshape({rows * steps, -1}).index_select(0, source),
-                                                  model.head_weight(), targets, model.matmul_dtype());
-  return {at::zeros({rows}, float_options).index_add(0, row, token_logps),
-          scored.sum(1, /*keepdim=*/false, at::kLong)};
+  const at::Tensor selected = hidden.reshape({rows * steps, -1}).index_select(0, source);
+  const at::Tensor token_logps = head_token_logps(selected, model.head_weight(), targets, model.matmul_dtype());
+  at::Tensor weighted = token_logps;
+  if (scoring.ld_alpha != 1.0 && full_weight_tokens.defined()) {
+    // k: the token's 0-based rank among its row's scored tokens.
+    const at::Tensor k = scored.to(at::kLong).cumsum(1).masked_select(scored) - 1;
+    const at::Tensor full = k.lt(full_weight_tokens.to(hidden.device(), at::kLong).index_select(0, row));
+    weighted = at::where(full, token_logps, token_logps * scoring.ld_alpha);
+  }
+  SequenceLogps out{rows_zero.index_add(0, row, weighted), scored.sum(1, /*keepdim=*/false, at::kLong), {}, {}};
+  add_scoring_extras(out, scoring, token_logps, row, rows_zero, [&] {
+    return head_log_sum_squared_probs(selected.detach(), model.head_weight().detach(), model.matmul_dtype());
+  });
+  return out;
 }
 
-PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch) {
+PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const ResponseScoring& scoring) {
   const int64_t pairs = batch.num_pairs;
   if (batch.input_ids.dim() != 2 || batch.input_ids.size(0) != 2 * pairs)
     fail("input_ids: expected {} rows (chosen then rejected of {} pairs), got {}", 2 * pairs, pairs,
@@ -97,13 +134,25 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch) {
   const at::Device device = model.device();
   const at::Tensor input_ids = batch.input_ids.to(device);
   const at::Tensor response_mask = batch.response_mask.to(device);
+  at::Tensor full_weight_tokens;
+  if (scoring.ld_alpha != 1.0 && input_ids.size(1) >= 2) {
+    // LD-DPO: both responses of a pair count their first min(chosen, rejected) scored tokens fully.
+    const at::Tensor counts = response_mask.narrow(1, 1, input_ids.size(1) - 1).sum(1, false, at::kLong);
+    const at::Tensor shared = at::minimum(counts.narrow(0, 0, pairs), counts.narrow(0, pairs, pairs));
+    full_weight_tokens = at::cat({shared, shared});
+  }
 
-  const SequenceLogps all = model_sequence_logps(model, input_ids, response_mask);
+  const SequenceLogps all = model_sequence_logps(model, input_ids, response_mask, scoring, full_weight_tokens);
+  const auto chosen = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, 0, pairs) : t; };
+  const auto rejected = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, pairs, pairs) : t; };
   PairLogps out;
-  out.chosen = all.logps.narrow(0, 0, pairs);
-  out.rejected = all.logps.narrow(0, pairs, pairs);
-  out.chosen_tokens = all.token_counts.narrow(0, 0, pairs);
-  out.rejected_tokens = all.token_counts.narrow(0, pairs, pairs);
+  out.chosen = chosen(all.logps);
+  out.rejected = rejected(all.logps);
+  out.chosen_tokens = chosen(all.token_counts);
+  out.rejected_tokens = rejected(all.token_counts);
+  out.rejected_unlikelihood = rejected(all.unlikelihood);
+  out.chosen_weight_logps = chosen(all.weight_logps);
+  out.rejected_weight_logps = rejected(all.weight_logps);
   return out;
 }
 

@@ -1,6 +1,8 @@
 #include "dpo/loss/loss.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <sstream>
 
 #include "dpo/error.h"
 
@@ -8,13 +10,27 @@ namespace dpo {
 
 namespace {
 
-// TRL's names (and ipo_sum), in the order of docs/losses.md.
+// The names of loss.type, in the order of docs/losses.md: TRL's DPOTrainer's, ipo_sum, then the
+// reference-free ones.
 const std::pair<const char*, LossType> kLossNames[] = {
-    {"sigmoid", LossType::Sigmoid},   {"ipo", LossType::Ipo},           {"ipo_sum", LossType::IpoSum},
-    {"hinge", LossType::Hinge},       {"robust", LossType::Robust},     {"exo_pair", LossType::ExoPair},
-    {"nca_pair", LossType::NcaPair},  {"sppo_hard", LossType::SppoHard}, {"apo_zero", LossType::ApoZero},
-    {"apo_down", LossType::ApoDown},  {"discopop", LossType::Discopop}, {"sigmoid_norm", LossType::SigmoidNorm},
+    {"sigmoid", LossType::Sigmoid},     {"ipo", LossType::Ipo},
+    {"ipo_sum", LossType::IpoSum},      {"hinge", LossType::Hinge},
+    {"robust", LossType::Robust},       {"exo_pair", LossType::ExoPair},
+    {"nca_pair", LossType::NcaPair},    {"bco_pair", LossType::BcoPair},
+    {"sppo_hard", LossType::SppoHard},  {"aot", LossType::Aot},
+    {"aot_unpaired", LossType::AotUnpaired}, {"apo_zero", LossType::ApoZero},
+    {"apo_down", LossType::ApoDown},    {"discopop", LossType::Discopop},
+    {"sft", LossType::Sft},             {"sigmoid_norm", LossType::SigmoidNorm},
+    {"simpo", LossType::Simpo},         {"cpo", LossType::Cpo},
+    {"unlikelihood", LossType::Unlikelihood},
 };
+
+std::vector<std::string> comma_items(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) items.push_back(item);
+  return items;
+}
 
 }  // namespace
 
@@ -27,53 +43,98 @@ LossType parse_loss_type(const std::string& name) {
   fail("loss.type: unknown loss '{}' (expected one of {})", name, known);
 }
 
+std::vector<LossTerm> loss_terms(const LossOptions& options) {
+  const std::vector<std::string> names = comma_items(options.type);
+  const std::vector<std::string> weights = comma_items(options.weights);
+  if (names.empty()) fail("loss.type: no loss named");
+  if (!weights.empty() && weights.size() != names.size())
+    fail("loss.weights: {} weights for the {} loss types of loss.type", weights.size(), names.size());
+  std::vector<LossTerm> terms;
+  for (size_t i = 0; i < names.size(); ++i) {
+    LossTerm term{parse_loss_type(names[i]), names[i], 1.0};
+    if (!weights.empty()) {
+      char* end = nullptr;
+      term.weight = std::strtod(weights[i].c_str(), &end);
+      if (end != weights[i].c_str() + weights[i].size()) fail("loss.weights: '{}' is not a number", weights[i]);
+    }
+    terms.push_back(term);
+  }
+  // RPO (TRL before its loss lists): the chosen response's NLL, token mean, times rpo_alpha.
+  if (options.rpo_alpha > 0) terms.push_back({LossType::Sft, "rpo_alpha", options.rpo_alpha});
+  return terms;
+}
+
+namespace {
+
+bool reads_reference(LossType type) {
+  return type != LossType::Simpo && type != LossType::Cpo && type != LossType::Sft && type != LossType::Unlikelihood;
+}
+
+}  // namespace
+
+bool uses_reference(const LossOptions& options) {
+  for (const LossTerm& term : loss_terms(options))
+    if (reads_reference(term.type)) return true;
+  return false;
+}
+
+bool couples_pairs(const LossOptions& options) {
+  for (const LossTerm& term : loss_terms(options))
+    if (term.type == LossType::Aot || term.type == LossType::AotUnpaired) return true;
+  return false;
+}
+
 namespace {
 
 void check_shapes(const PreferenceLogps& logps) {
   const at::Tensor& reference = logps.policy_chosen;
   if (!reference.defined() || reference.dim() != 1) fail("policy_chosen: expected a [B] tensor");
-  const std::pair<const char*, const at::Tensor*> named[] = {
-      {"policy_rejected", &logps.policy_rejected},
+  if (!logps.policy_rejected.defined() || logps.policy_rejected.sizes() != reference.sizes())
+    fail("policy_rejected: expected [{}] like policy_chosen", reference.size(0));
+  const std::pair<const char*, const at::Tensor*> optional[] = {
       {"reference_chosen", &logps.reference_chosen},
       {"reference_rejected", &logps.reference_rejected},
   };
-  for (const auto& [name, tensor] : named)
-    if (!tensor->defined() || tensor->sizes() != reference.sizes())
+  for (const auto& [name, tensor] : optional)
+    if (tensor->defined() && tensor->sizes() != reference.sizes())
       fail("{}: expected [{}] like policy_chosen", name, reference.size(0));
 }
 
-// Log-prob divided by its response's token count (TRL's ipo averages every log-prob this way).
-at::Tensor per_token(const at::Tensor& logp, const at::Tensor& tokens, const char* name) {
-  if (!tokens.defined() || tokens.sizes() != logp.sizes())
-    fail("{}: expected [{}] token counts for the length-normalised losses", name, logp.size(0));
-  // A response with no scored token has log-prob 0; dividing by 1 keeps it 0 instead of nan.
-  return logp / tokens.to(logp.device(), logp.scalar_type()).clamp_min(1);
+// A field a term needs, checked: defined and [B].
+const at::Tensor& needed(const at::Tensor& tensor, const at::Tensor& like, const char* name, const char* for_what) {
+  if (!tensor.defined() || tensor.sizes() != like.sizes())
+    fail("{}: expected [{}] values for {}", name, like.size(0), for_what);
+  return tensor;
 }
 
-// Chosen-minus-rejected of the per-token log-ratios (TRL's ipo and sigmoid_norm divide each score
-// by its completion's token count).
-at::Tensor per_token_margin(const PreferenceLogps& logps, const at::Tensor& reference_chosen,
-                            const at::Tensor& reference_rejected) {
-  return (per_token(logps.policy_chosen, logps.chosen_tokens, "chosen_tokens") -
-          per_token(reference_chosen, logps.chosen_tokens, "chosen_tokens")) -
-         (per_token(logps.policy_rejected, logps.rejected_tokens, "rejected_tokens") -
-          per_token(reference_rejected, logps.rejected_tokens, "rejected_tokens"));
+// The reference side as a constant of the loss: it never carries gradient back into a model, may
+// come from the CPU-side store while the policy's log-probs live on the GPU, and is 0 without one.
+at::Tensor reference_of(const at::Tensor& reference, const at::Tensor& policy) {
+  return reference.defined() ? reference.detach().to(policy.device(), policy.scalar_type()) : at::zeros_like(policy);
 }
 
-// The types that read the chosen and rejected log-ratios c and r separately, not only h = c - r.
-at::Tensor per_response_loss(LossType type, const at::Tensor& c, const at::Tensor& r, double beta) {
-  switch (type) {
-    case LossType::NcaPair:
-      return -at::log_sigmoid(beta * c) - 0.5 * at::log_sigmoid(-beta * c) - 0.5 * at::log_sigmoid(-beta * r);
-    case LossType::SppoHard:
-      return (c - 0.5 / beta).pow(2) + (r + 0.5 / beta).pow(2);
-    case LossType::ApoZero:
-      return (1.0 - at::sigmoid(beta * c)) + at::sigmoid(beta * r);
-    case LossType::ApoDown:
-      return at::sigmoid(beta * c) + (1.0 - at::sigmoid(beta * (c - r)));
-    default:
-      fail("loss.type: internal error, not a per-response loss");
-  }
+// Divided by the response's token count; a response with no scored token has log-prob 0, and
+// dividing by 1 keeps it 0 instead of nan.
+at::Tensor per_token(const at::Tensor& value, const at::Tensor& tokens, const char* name) {
+  return value / needed(tokens, value, name, "the length-normalised losses").to(value.device(), value.scalar_type()).clamp_min(1);
+}
+
+// f-DPO: the score of a log-ratio x is f'(exp x) up to constants (TRL's f_divergence_type).
+at::Tensor divergence_score(const at::Tensor& x, const LossOptions& options) {
+  const std::string& f = options.f_divergence;
+  if (f == "reverse_kl") return x;
+  if (f == "forward_kl") return -at::exp(-x);
+  if (f == "js_divergence") return at::log_sigmoid(x);
+  if (f != "alpha_divergence") fail("loss.f_divergence: unknown '{}'", f);
+  const double a = options.f_alpha;
+  if (std::fabs(a - 1.0) < 1e-6) return x;  // the limit alpha -> 1 is reverse_kl
+  // TRL clamps the exponent at 80 so that exp stays finite in float32.
+  return at::exp(((a - 1.0) * x).clamp_max(80.0)) / (a - 1.0);
+}
+
+// -(1-eps) log sigmoid(beta x) - eps log sigmoid(-beta x): cDPO's label-smoothed logistic loss.
+at::Tensor smoothed_logistic(const at::Tensor& x, double beta, double eps) {
+  return -(1.0 - eps) * at::log_sigmoid(beta * x) - eps * at::log_sigmoid(-beta * x);
 }
 
 // exo_pair: KL from softmax(beta * log-ratios) over {chosen, rejected} to the target (1 - eps, eps).
@@ -89,51 +150,153 @@ at::Tensor discopop_loss(const at::Tensor& x, double tau) {
   return -at::log_sigmoid(x) * at::sigmoid(-x / tau) + at::exp(-x + at::log_sigmoid(x / tau));
 }
 
-}  // namespace
+// The ascending sort of a batch's values (TRL's aot pairs the k-th smallest with the k-th smallest).
+at::Tensor sorted(const at::Tensor& values) { return std::get<0>(values.sort(0)); }
 
-at::Tensor preference_losses(const PreferenceLogps& logps, const LossOptions& options) {
-  check_shapes(logps);
-  const LossType type = parse_loss_type(options.type);
-  const double beta = options.beta;
-  const double eps = options.label_smoothing;
-  // The reference is a constant of the loss; it never carries gradient back into a model. It may
-  // come from the CPU-side store while the policy's log-probs live on the GPU.
-  const at::Device device = logps.policy_chosen.device();
-  const at::Tensor reference_chosen = logps.reference_chosen.detach().to(device);
-  const at::Tensor reference_rejected = logps.reference_rejected.detach().to(device);
+// What every term reads, computed once per call.
+struct LossInputs {
+  at::Tensor pi_c, pi_r, ref_c, ref_r;  // log-probs
+  at::Tensor c, r;                      // log-ratios
+  at::Tensor cs, rs, delta;             // their f-divergence scores and the score margin
+  double sft_scale = 0;                 // pairs / chosen tokens of the batch the sft term averages over
+};
 
-  if (type == LossType::Ipo || type == LossType::SigmoidNorm) {
-    const at::Tensor h_avg = per_token_margin(logps, reference_chosen, reference_rejected);
-    return type == LossType::Ipo ? (h_avg - 1.0 / (2.0 * beta)).pow(2) : -at::log_sigmoid(beta * h_avg);
-  }
+// The chosen response's NLL as a per-pair share of TRL's token mean: -pi_c * pairs / tokens, whose
+// mean over the pairs is -sum pi_c / tokens.
+at::Tensor sft_term(const LossInputs& in) { return -in.pi_c * in.sft_scale; }
 
-  const at::Tensor c = logps.policy_chosen - reference_chosen;
-  const at::Tensor r = logps.policy_rejected - reference_rejected;
-  const at::Tensor h = c - r;
+// The terms that read the chosen and rejected log-probs separately, without a reference.
+at::Tensor reference_free_term(LossType type, const LossInputs& in, const PreferenceLogps& logps,
+                               const LossOptions& options) {
+  const double beta = options.beta, eps = options.label_smoothing;
   switch (type) {
-    case LossType::Sigmoid:
-      return -(1.0 - eps) * at::log_sigmoid(beta * h) - eps * at::log_sigmoid(-beta * h);
+    case LossType::Sft:
+      return sft_term(in);
+    case LossType::Simpo:  // CPOTrainer's simpo: length-normalised log-probs, margin gamma / beta
+      return smoothed_logistic(per_token(in.pi_c, logps.chosen_tokens, "chosen_tokens") -
+                                   per_token(in.pi_r, logps.rejected_tokens, "rejected_tokens") -
+                                   options.simpo_gamma / beta,
+                               beta, eps);
+    case LossType::Cpo:  // CPOTrainer's sigmoid with its NLL term
+      return smoothed_logistic(in.pi_c - in.pi_r, beta, eps) + options.cpo_alpha * sft_term(in);
+    case LossType::Unlikelihood:  // the DPO paper's baseline (C.3): log p(chosen) + sum log(1 - p(rejected token))
+      return -in.pi_c - needed(logps.rejected_unlikelihood, in.pi_c, "rejected_unlikelihood", "loss.type unlikelihood")
+                            .to(in.pi_c.scalar_type());
+    default:
+      fail("loss.type: internal error, not a reference-free loss");
+  }
+}
+
+// The terms of the batch's sorted log-ratios (aot, aot_unpaired): per sorted rank, not per pair.
+at::Tensor sorted_term(LossType type, const LossInputs& in, const LossOptions& options) {
+  const at::Tensor delta = type == LossType::Aot ? sorted(in.pi_c - in.pi_r) - sorted(in.ref_c - in.ref_r)
+                                                 : sorted(in.c) - sorted(in.r);
+  return smoothed_logistic(delta, options.beta, options.label_smoothing);
+}
+
+at::Tensor term_loss(LossType type, const LossInputs& in, const PreferenceLogps& logps, const LossOptions& options) {
+  const double beta = options.beta, eps = options.label_smoothing;
+  const at::Tensor& d = in.delta;
+  switch (type) {
+    case LossType::Sigmoid: return smoothed_logistic(d, beta, eps);
     case LossType::Robust:
-      return (-(1.0 - eps) * at::log_sigmoid(beta * h) + eps * at::log_sigmoid(-beta * h)) / (1.0 - 2.0 * eps);
-    case LossType::Hinge:
-      return at::relu(1.0 - beta * h);
-    case LossType::IpoSum:
-      return (h - 1.0 / (2.0 * beta)).pow(2);
+      return (-(1.0 - eps) * at::log_sigmoid(beta * d) + eps * at::log_sigmoid(-beta * d)) / (1.0 - 2.0 * eps);
+    case LossType::Hinge: return at::relu(1.0 - beta * d);
+    case LossType::IpoSum: return (d - 1.0 / (2.0 * beta)).pow(2);
+    case LossType::Ipo:
+    case LossType::SigmoidNorm: {
+      const at::Tensor d_avg = per_token(in.cs, logps.chosen_tokens, "chosen_tokens") -
+                               per_token(in.rs, logps.rejected_tokens, "rejected_tokens");
+      return type == LossType::Ipo ? (d_avg - 1.0 / (2.0 * beta)).pow(2) : -at::log_sigmoid(beta * d_avg);
+    }
     case LossType::ExoPair:
       if (!(eps > 0)) fail("loss.label_smoothing: must be greater than 0 for loss.type exo_pair, got {}", eps);
-      return exo_pair_loss(beta * h, eps);
-    case LossType::Discopop:
-      return discopop_loss(beta * h, options.discopop_tau);
+      return exo_pair_loss(beta * d, eps);
+    case LossType::Discopop: return discopop_loss(beta * d, options.discopop_tau);
     case LossType::NcaPair:
-    case LossType::SppoHard:
-    case LossType::ApoZero:
-    case LossType::ApoDown:
-      return per_response_loss(type, c, r, beta);
-    case LossType::Ipo:
-    case LossType::SigmoidNorm:
-      break;  // handled above
+      return -at::log_sigmoid(beta * in.cs) - 0.5 * at::log_sigmoid(-beta * in.cs) - 0.5 * at::log_sigmoid(-beta * in.rs);
+    case LossType::BcoPair: return -at::log_sigmoid(beta * in.cs) - at::log_sigmoid(-beta * in.rs);
+    case LossType::SppoHard: return (in.cs - 0.5 / beta).pow(2) + (in.rs + 0.5 / beta).pow(2);
+    // The APO terms read the plain log-ratios (apo_down's margin is the score margin), as TRL.
+    case LossType::ApoZero: return (1.0 - at::sigmoid(beta * in.c)) + at::sigmoid(beta * in.r);
+    case LossType::ApoDown: return at::sigmoid(beta * in.c) + (1.0 - at::sigmoid(beta * d));
+    case LossType::Aot:
+    case LossType::AotUnpaired: return sorted_term(type, in, options);
+    case LossType::Sft:
+    case LossType::Simpo:
+    case LossType::Cpo:
+    case LossType::Unlikelihood: return reference_free_term(type, in, logps, options);
   }
   fail("loss.type: '{}' has no formula", options.type);
+}
+
+LossInputs loss_inputs(const PreferenceLogps& logps, const LossOptions& options, const BatchTotals& totals) {
+  LossInputs in;
+  in.pi_c = logps.policy_chosen;
+  in.pi_r = logps.policy_rejected;
+  in.ref_c = reference_of(logps.reference_chosen, in.pi_c);
+  in.ref_r = reference_of(logps.reference_rejected, in.pi_r);
+  in.c = in.pi_c - in.ref_c;
+  in.r = in.pi_r - in.ref_r;
+  in.cs = divergence_score(in.c, options);
+  in.rs = divergence_score(in.r, options);
+  in.delta = in.cs - in.rs;
+  double pairs = totals.pairs, tokens = totals.chosen_tokens;
+  if (pairs <= 0 && logps.chosen_tokens.defined()) {
+    pairs = static_cast<double>(in.pi_c.size(0));
+    tokens = logps.chosen_tokens.sum().item<double>();
+  }
+  in.sft_scale = tokens > 0 ? pairs / tokens : 0.0;
+  return in;
+}
+
+// WPO: exp(mean log p - log sum p^2) of each response, a constant weight of the pair's loss.
+at::Tensor wpo_weights(const PreferenceLogps& logps, const at::Tensor& like) {
+  const at::Tensor wc = needed(logps.chosen_weight_logps, like, "chosen_weight_logps", "loss.use_weighting");
+  const at::Tensor wr = needed(logps.rejected_weight_logps, like, "rejected_weight_logps", "loss.use_weighting");
+  return (wc.detach() + wr.detach()).exp().to(like.device(), like.scalar_type());
+}
+
+}  // namespace
+
+PreferenceLogps preference_logps(const PairLogps& policy, const PairLogps* reference) {
+  PreferenceLogps logps;
+  logps.policy_chosen = policy.chosen;
+  logps.policy_rejected = policy.rejected;
+  if (reference) {
+    logps.reference_chosen = reference->chosen;
+    logps.reference_rejected = reference->rejected;
+  }
+  logps.chosen_tokens = policy.chosen_tokens;
+  logps.rejected_tokens = policy.rejected_tokens;
+  logps.rejected_unlikelihood = policy.rejected_unlikelihood;
+  logps.chosen_weight_logps = policy.chosen_weight_logps;
+  logps.rejected_weight_logps = policy.rejected_weight_logps;
+  return logps;
+}
+
+ResponseScoring response_scoring(const LossOptions& options) {
+  ResponseScoring scoring;
+  scoring.ld_alpha = options.ld_alpha;
+  scoring.wpo_weights = options.use_weighting;
+  for (const LossTerm& term : loss_terms(options))
+    if (term.type == LossType::Unlikelihood) scoring.unlikelihood = true;
+  return scoring;
+}
+
+at::Tensor preference_losses(const PreferenceLogps& logps, const LossOptions& options, const BatchTotals& totals) {
+  check_shapes(logps);
+  const LossInputs in = loss_inputs(logps, options, totals);
+  at::Tensor total;
+  for (const LossTerm& term : loss_terms(options)) {
+    if (reads_reference(term.type) && !logps.reference_chosen.defined())
+      fail("loss.type {}: needs reference log-probs, none given", term.name);
+    at::Tensor loss = term_loss(term.type, in, logps, options);
+    if (options.use_weighting) loss = loss * wpo_weights(logps, loss);
+    loss = term.weight * loss;
+    total = total.defined() ? total + loss : loss;
+  }
+  return total;
 }
 
 PairMetrics pair_metrics(const PreferenceLogps& logps, const at::Tensor& losses, const LossOptions& options) {
@@ -143,9 +306,9 @@ PairMetrics pair_metrics(const PreferenceLogps& logps, const at::Tensor& losses,
   PairMetrics m;
   m.logps_chosen = as_double(logps.policy_chosen);
   m.logps_rejected = as_double(logps.policy_rejected);
-  m.rewards_chosen = options.beta * (m.logps_chosen - as_double(logps.reference_chosen).to(m.logps_chosen.device()));
+  m.rewards_chosen = options.beta * (m.logps_chosen - as_double(reference_of(logps.reference_chosen, m.logps_chosen)));
   m.rewards_rejected =
-      options.beta * (m.logps_rejected - as_double(logps.reference_rejected).to(m.logps_rejected.device()));
+      options.beta * (m.logps_rejected - as_double(reference_of(logps.reference_rejected, m.logps_rejected)));
   m.margins = m.rewards_chosen - m.rewards_rejected;
   m.accuracies = m.rewards_chosen.gt(m.rewards_rejected).to(at::kDouble);
   m.loss = as_double(losses);

@@ -74,6 +74,7 @@ std::string partial_mismatch(const ReferenceFile& partial, const ReferenceProven
   if (have.tokenization != want.tokenization || have.eval_tokenization != want.eval_tokenization)
     return "the tokenization of the data differs";
   if (have.model_fingerprint != want.model_fingerprint) return "model.reference differs";
+  if (have.logp_weighting != want.logp_weighting) return "loss.ld_alpha differs";
   if (have.truncation != want.truncation) return "truncation differs";
   if (have.dtype != want.dtype || have.device != want.device || have.precision != want.precision)
     return "dtype/precision/device differ";
@@ -242,7 +243,7 @@ class Precompute {
     PairLogps ref;
     {
       c10::InferenceMode no_grad;
-      ref = pair_logps(*model_, collate_pairs(datasets_[s], indices));
+      ref = pair_logps(*model_, collate_pairs(datasets_[s], indices), ResponseScoring{config_.loss.ld_alpha});
     }
     const at::Tensor c = ref.chosen.to(at::kCPU, at::kDouble).contiguous(), rj = ref.rejected.to(at::kCPU, at::kDouble).contiguous();
     const at::Tensor ct = ref.chosen_tokens.to(at::kCPU).contiguous(), rt = ref.rejected_tokens.to(at::kCPU).contiguous();

@@ -209,6 +209,7 @@ void write_reference_file(const std::string& path, const ReferenceFile& f, bool 
     write_string_attribute(file, "truncation", p.truncation, path);
     write_string_attribute(file, "dtype", p.dtype, path);
     write_string_attribute(file, "precision", p.precision, path);
+    write_string_attribute(file, "logp_weighting", p.logp_weighting, path);
     write_string_attribute(file, "device", p.device, path);
     write_string_attribute(file, "tool_version", p.tool_version, path);
     write_string_attribute(file, "created", p.created, path);
@@ -247,6 +248,8 @@ ReferenceFile read_reference_file(const std::string& path, bool require_complete
   p.truncation = text("truncation");
   p.dtype = text("dtype");
   p.precision = text("precision");  // "" in files written before precisions existed
+  p.logp_weighting = text("logp_weighting");
+  if (p.logp_weighting.empty()) p.logp_weighting = "sum";  // files written before LD-DPO summed plainly
   p.device = text("device");
   p.tool_version = text("tool_version");
   p.created = text("created");
@@ -276,11 +279,16 @@ std::string describe_reference_file(const std::string& path) {
   if (f.eval && !p.eval_tokenization.empty()) out += fmt::format("  eval tokenized   {}\n", p.eval_tokenization);
   out += fmt::format("  model            {} (fingerprint {})\n", p.model, p.model_fingerprint);
   out += fmt::format("  truncation       {}\n", p.truncation);
+  out += fmt::format("  log-prob sums    {}\n", p.logp_weighting);
   out += fmt::format("  computed with    {} precision, {} weights on {}, dpo {}, {}\n",
                      p.precision.empty() ? "unrecorded" : p.precision, p.dtype, p.device, p.tool_version, p.created);
   out += describe_split("train", f.train);
   if (f.eval) out += describe_split("eval", *f.eval);
   return out;
+}
+
+std::string logp_weighting_of(const LossOptions& loss) {
+  return loss.ld_alpha == 1.0 ? "sum" : fmt::format("ld_alpha={}", loss.ld_alpha);
 }
 
 ReferenceProvenance expected_provenance(const Config& config, bool with_train, bool with_eval, Communicator& comm) {
@@ -289,6 +297,7 @@ ReferenceProvenance expected_provenance(const Config& config, bool with_train, b
   p.truncation = truncation_description(config.data);
   p.dtype = config.model.dtype;
   p.precision = config.train.precision;
+  p.logp_weighting = logp_weighting_of(config.loss);
   p.device = config.model.device;
   p.tool_version = DPO_VERSION;
   if (with_train) p.dataset = config.data.train;
@@ -343,6 +352,9 @@ ReferenceStore ReferenceStore::open(const Config& config, bool check_train, bool
   if (have.truncation != want.truncation)
     fail("{}: was computed with different truncation settings ({} now vs {} in the file)", path, want.truncation,
          have.truncation);
+  if (have.logp_weighting != want.logp_weighting)
+    fail("{}: holds log-probs summed as {}, but loss.ld_alpha asks for {}; rerun dpo precompute-ref with this config",
+         path, have.logp_weighting, want.logp_weighting);
   // Another precision is allowed (an fp32 reference is the better estimate), but the margins then
   // start near zero rather than at it: said once, before training.
   if (comm.rank() == 0 && have.precision != want.precision)

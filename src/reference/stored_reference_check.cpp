@@ -28,11 +28,11 @@ bool policy_is_stored_reference(const Config& config, const ReferenceStore& stor
 
 // The largest relative difference between the policy's log-probs of `micro_batch` and the stored ones.
 double largest_relative_difference(const ReferenceStore& store, CausalLMImpl& policy, const PreferenceDataset& train,
-                                   const std::vector<int64_t>& micro_batch) {
+                                   const std::vector<int64_t>& micro_batch, const ResponseScoring& scoring) {
   policy.eval();
   c10::InferenceMode no_grad;
   const PairBatch batch = collate_pairs(train, micro_batch);
-  const PairLogps pol = pair_logps(policy, batch);
+  const PairLogps pol = pair_logps(policy, batch, scoring);
   const PairLogps ref = store.logps(Split::Train, batch.example_indices, policy.device());
   const auto relative = [](const at::Tensor& a, const at::Tensor& b) {
     return ((a.to(at::kDouble) - b.to(at::kDouble)).abs() / b.to(at::kDouble).abs().clamp_min(1.0)).max().item<double>();
@@ -48,7 +48,8 @@ void warn_if_stored_reference_differs(const Config& config, const ReferenceStore
                                       const PreferenceDataset& train, const std::vector<int64_t>& micro_batch,
                                       Communicator& communicator) {
   if (!policy_is_stored_reference(config, store, communicator)) return;
-  double worst = micro_batch.empty() ? 0.0 : largest_relative_difference(store, policy, train, micro_batch);
+  double worst = micro_batch.empty() ? 0.0 : largest_relative_difference(store, policy, train, micro_batch,
+                                                                      ResponseScoring{config.loss.ld_alpha});
   worst = communicator.all_reduce_max(worst);
   const double tolerance = logp_relative_tolerance(precision_of(config));
   const ReferenceProvenance& made = store.file().provenance;

@@ -14,6 +14,7 @@
 #include "dpo/reference/reference_store.h"
 #include "dpo/reference/stored_reference_check.h"
 #include "dpo/train/evaluate.h"
+#include "dpo/train/gathered_logps.h"
 #include "dpo/train/objective.h"
 
 namespace dpo {
@@ -25,16 +26,21 @@ class DpoObjective final : public TrainingObjective {
 
   std::string name() const override { return "dpo"; }
   nlohmann::json resume_keys() const override {
-    return {{"model.reference", config_.model.reference},
-            {"loss.type", config_.loss.type},
-            {"loss.beta", config_.loss.beta},
-            {"loss.label_smoothing", config_.loss.label_smoothing}};
+    const LossOptions& l = config_.loss;
+    return {{"model.reference", config_.model.reference}, {"loss.type", l.type},
+            {"loss.weights", l.weights},                  {"loss.beta", l.beta},
+            {"loss.label_smoothing", l.label_smoothing},  {"loss.discopop_tau", l.discopop_tau},
+            {"loss.rpo_alpha", l.rpo_alpha},              {"loss.f_divergence", l.f_divergence},
+            {"loss.f_alpha", l.f_alpha},                  {"loss.use_weighting", l.use_weighting},
+            {"loss.ld_alpha", l.ld_alpha},                {"loss.simpo_gamma", l.simpo_gamma},
+            {"loss.cpo_alpha", l.cpo_alpha}};
   }
   void attach(CausalLMImpl& policy, const PreferenceDataset& train, const PreferenceDataset* eval) override;
   void before_first_step(const std::vector<int64_t>& first_micro_batch) override {
     if (store_) warn_if_stored_reference_differs(config_, *store_, *policy_, *train_, first_micro_batch, comm_);
   }
 
+  void begin_step(const std::vector<int64_t>& global, const std::vector<std::vector<int64_t>>& micro_batches) override;
   // The loss is a mean over the pairs of the global batch.
   double loss_denominator(const std::vector<int64_t>& global) const override {
     return static_cast<double>(global.size());
@@ -47,6 +53,17 @@ class DpoObjective final : public TrainingObjective {
   std::map<std::string, double> evaluate() override;
 
  private:
+  // The gradient of the whole global batch's loss with respect to each pair's policy log-probs,
+  // for losses that couple the pairs (aot's sorts): computed from a gradient-free forward of every
+  // micro-batch at the start of the step, then applied micro-batch by micro-batch.
+  struct CoupledStep {
+    std::optional<GatheredLogps> gathered;
+    PreferenceLogps all;          // float64 [G], every rank
+    at::Tensor losses;            // [G] per sorted rank (their sum is the batch's)
+    at::Tensor d_chosen, d_rejected, d_unlikelihood;  // [G] d(sum of losses) / d(policy value)
+  };
+  void prepare_coupled_step(const std::vector<int64_t>& global, const std::vector<std::vector<int64_t>>& micro_batches);
+  MetricSums coupled_micro_step(const PairBatch& batch, double scale);
   PairLogps reference_logps(const PairBatch& batch);
 
   const Config& config_;
@@ -56,10 +73,18 @@ class DpoObjective final : public TrainingObjective {
   CausalLMImpl* policy_ = nullptr;
   const PreferenceDataset* train_ = nullptr;
   const PreferenceDataset* eval_ = nullptr;
+  const bool with_reference_;
+  const ResponseScoring scoring_;
+  BatchTotals totals_;  // of the current global batch (the sft term's token mean)
+  CoupledStep coupled_;
 };
 
-DpoObjective::DpoObjective(const Config& config, Communicator& communicator) : config_(config), comm_(communicator) {
-  if (config.reference.logps_path.empty()) return;
+DpoObjective::DpoObjective(const Config& config, Communicator& communicator)
+    : config_(config),
+      comm_(communicator),
+      with_reference_(uses_reference(config.loss)),
+      scoring_(response_scoring(config.loss)) {
+  if (config.reference.logps_path.empty() || !with_reference_) return;
   // Opened before any model is loaded, so that a file that does not match fails fast.
   store_ = ReferenceStore::open(config, /*check_train=*/true, /*check_eval=*/!config.data.eval.empty(), comm_);
   require_same_reference_on_all_ranks(comm_, *store_);
@@ -69,6 +94,10 @@ void DpoObjective::attach(CausalLMImpl& policy, const PreferenceDataset& train, 
   policy_ = &policy;
   train_ = &train;
   eval_ = eval;
+  if (!with_reference_) {
+    note_reference_unused(config_, comm_);
+    return;
+  }
   if (!store_) {
     // Always a separate, frozen copy: the policy moves away from it as it trains. Loaded after the
     // policy, so that ranks holding other copies of one model are told about model.policy.
@@ -84,13 +113,77 @@ void DpoObjective::attach(CausalLMImpl& policy, const PreferenceDataset& train, 
   fmt::print("reference log-probs from {} (the reference model is not loaded)\n", store_->path());
 }
 
+void DpoObjective::begin_step(const std::vector<int64_t>& global,
+                              const std::vector<std::vector<int64_t>>& micro_batches) {
+  // The sft term's token mean is over the global batch's chosen tokens (known from the data).
+  totals_ = {static_cast<double>(global.size()), 0.0};
+  for (const int64_t i : global) {
+    const RawPreferencePair& p = (*train_)[static_cast<size_t>(i)];
+    totals_.chosen_tokens += static_cast<double>(scored_token_count(p.prompt.size(), p.chosen.size()));
+  }
+  if (couples_pairs(config_.loss)) prepare_coupled_step(global, micro_batches);
+}
+
+void DpoObjective::prepare_coupled_step(const std::vector<int64_t>& global,
+                                        const std::vector<std::vector<int64_t>>& micro_batches) {
+  coupled_ = CoupledStep{};
+  coupled_.gathered.emplace(global);
+  {
+    at::NoGradGuard no_grad;
+    for (const auto& indices : micro_batches) {
+      if (indices.empty()) continue;
+      const PairBatch batch = collate_pairs(*train_, indices);
+      const PairLogps ref = reference_logps(batch);
+      coupled_.gathered->add(indices, pair_logps(*policy_, batch, scoring_), &ref);
+    }
+  }
+  coupled_.all = coupled_.gathered->all_reduce(comm_, /*with_reference=*/true);
+  // The policy's values as leaves: the loss's gradient with respect to each, in float64.
+  PreferenceLogps leaves = coupled_.all;
+  for (at::Tensor* t : {&leaves.policy_chosen, &leaves.policy_rejected, &leaves.rejected_unlikelihood})
+    *t = t->detach().requires_grad_(true);
+  if (!scoring_.unlikelihood) leaves.rejected_unlikelihood = at::Tensor();
+  const at::Tensor losses = preference_losses(leaves, config_.loss, totals_);
+  losses.sum().backward();
+  coupled_.losses = losses.detach();
+  coupled_.d_chosen = leaves.policy_chosen.grad();
+  coupled_.d_rejected = leaves.policy_rejected.grad();
+  if (scoring_.unlikelihood) coupled_.d_unlikelihood = leaves.rejected_unlikelihood.grad();
+}
+
+// The micro-batch's share of the batch gradient: sum_i dL/dv_i * v_i over its pairs' policy values
+// v (the coefficients constant) has exactly the gradient of the coupled loss in the parameters.
+MetricSums DpoObjective::coupled_micro_step(const PairBatch& batch, double scale) {
+  const PairLogps pol = pair_logps(*policy_, batch, scoring_);
+  const at::Tensor where = coupled_.gathered->positions(batch.example_indices);
+  const auto coefficient = [&](const at::Tensor& d, const at::Tensor& like) {
+    return d.index_select(0, where).to(like.device(), like.scalar_type());
+  };
+  at::Tensor surrogate = (coefficient(coupled_.d_chosen, pol.chosen) * pol.chosen).sum() +
+                         (coefficient(coupled_.d_rejected, pol.rejected) * pol.rejected).sum();
+  if (coupled_.d_unlikelihood.defined())
+    surrogate = surrogate + (coefficient(coupled_.d_unlikelihood, pol.rejected_unlikelihood) * pol.rejected_unlikelihood).sum();
+  (surrogate * scale).backward();
+  // Metrics of these pairs from the gathered values (their losses: those of their sorted ranks).
+  PreferenceLogps mine;
+  for (auto [out, all] : {std::pair{&mine.policy_chosen, &coupled_.all.policy_chosen},
+                          std::pair{&mine.policy_rejected, &coupled_.all.policy_rejected},
+                          std::pair{&mine.reference_chosen, &coupled_.all.reference_chosen},
+                          std::pair{&mine.reference_rejected, &coupled_.all.reference_rejected}})
+    *out = all->index_select(0, where);
+  MetricSums sums;
+  sums.add(pair_metrics(mine, coupled_.losses.index_select(0, where), config_.loss));
+  return sums;
+}
+
 MetricSums DpoObjective::micro_step(const std::vector<int64_t>& indices, double scale) {
   const PairBatch batch = collate_pairs(*train_, indices);
-  const PairLogps ref = reference_logps(batch);
-  const PairLogps pol = pair_logps(*policy_, batch);
-  const PreferenceLogps logps{pol.chosen, pol.rejected, ref.chosen, ref.rejected, pol.chosen_tokens,
-                              pol.rejected_tokens};
-  const at::Tensor losses = preference_losses(logps, config_.loss);
+  if (coupled_.gathered) return coupled_micro_step(batch, scale);
+  const PairLogps pol = pair_logps(*policy_, batch, scoring_);
+  std::optional<PairLogps> ref;
+  if (with_reference_) ref = reference_logps(batch);
+  const PreferenceLogps logps = preference_logps(pol, ref ? &*ref : nullptr);
+  const at::Tensor losses = preference_losses(logps, config_.loss, totals_);
   (losses.sum() * scale).backward();
   MetricSums sums;
   sums.add(pair_metrics(logps, losses, config_.loss));
@@ -100,7 +193,7 @@ MetricSums DpoObjective::micro_step(const std::vector<int64_t>& indices, double 
 PairLogps DpoObjective::reference_logps(const PairBatch& batch) {
   if (store_) return store_->logps(Split::Train, batch.example_indices, policy_->device());
   at::NoGradGuard no_grad;  // not InferenceMode: these tensors meet autograd in the loss
-  return pair_logps(*reference_, batch);
+  return pair_logps(*reference_, batch, ResponseScoring{config_.loss.ld_alpha});
 }
 
 ForwardWork DpoObjective::forward_work(const std::vector<int64_t>& global) const {
@@ -110,12 +203,16 @@ ForwardWork DpoObjective::forward_work(const std::vector<int64_t>& global) const
     tokens += static_cast<int64_t>(p.prompt.size() + p.chosen.size());
     tokens += static_cast<int64_t>(p.prompt.size() + p.rejected.size());
   }
-  // The policy's forward and backward (~3 forwards), and a live reference's forward.
-  return forward_work_of(*policy_, tokens, 2 * static_cast<int64_t>(global.size()), store_ ? 3.0 : 4.0);
+  // The policy's forward and backward (~3 forwards), a live reference's forward, and the
+  // gradient-free policy forward of a coupled loss.
+  const double passes = 3.0 + (with_reference_ && !store_ ? 1.0 : 0.0) + (couples_pairs(config_.loss) ? 1.0 : 0.0);
+  return forward_work_of(*policy_, tokens, 2 * static_cast<int64_t>(global.size()), passes);
 }
 
 std::map<std::string, double> DpoObjective::evaluate() {
   const int64_t batch = config_.train.micro_batch_size;
+  if (!with_reference_)
+    return evaluate_pairs(*policy_, *policy_, *eval_, config_.loss, batch, comm_).means();  // the reference is unread
   const MetricSums sums = store_ ? evaluate_pairs(*policy_, *store_, Split::Eval, *eval_, config_.loss, batch, comm_)
                                  : evaluate_pairs(*policy_, *reference_, *eval_, config_.loss, batch, comm_);
   return sums.means();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <optional>
 
 #include <ATen/ATen.h>
@@ -19,28 +20,39 @@
 #include "dpo/loss/logps.h"
 #include "dpo/model/precision.h"
 #include "dpo/reference/reference_store.h"
+#include "dpo/train/gathered_logps.h"
 
 namespace dpo {
 
 namespace {
 
-// Metric sums over the pairs of `dataset` this rank scores (rank, rank+W, ...), reduced across
-// ranks; `reference_logps(batch, policy_logps)` supplies the reference side of each batch.
+// Metrics over every pair of `dataset`: each rank scores pairs rank, rank+W, ... (the reference side
+// from `reference_logps(batch, policy_logps)`), the per-pair log-probs are gathered onto every rank,
+// and the losses are computed over the whole set at once, so that the losses that read more than one
+// pair (aot's sorts, the sft term's token mean) do not depend on the batch size or the ranks.
 template <typename ReferenceLogps>
 MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset, const LossOptions& loss,
                          int64_t batch_size, Communicator& communicator, ReferenceLogps&& reference_logps) {
   c10::InferenceMode no_grad;
-  MetricSums sums;
+  const bool with_reference = uses_reference(loss);
+  const ResponseScoring scoring = response_scoring(loss);
+  std::vector<int64_t> order(dataset.size());
+  std::iota(order.begin(), order.end(), int64_t{0});
+  GatheredLogps gathered(order);
   for (const auto& indices : rank_eval_batches(static_cast<int64_t>(dataset.size()), batch_size, communicator.rank(),
                                                communicator.world_size())) {
     const PairBatch batch = collate_pairs(dataset, indices);
-    const PairLogps pol = pair_logps(policy, batch);
+    const PairLogps pol = pair_logps(policy, batch, scoring);
+    if (!with_reference) {
+      gathered.add(indices, pol, nullptr);
+      continue;
+    }
     const PairLogps ref = reference_logps(batch, pol);
-    const PreferenceLogps logps{pol.chosen, pol.rejected, ref.chosen, ref.rejected, pol.chosen_tokens,
-                                pol.rejected_tokens};
-    sums.add(pair_metrics(logps, preference_losses(logps, loss), loss));
+    gathered.add(indices, pol, &ref);
   }
-  all_reduce(sums, MetricSums::preference_metric_names(), communicator);
+  const PreferenceLogps all = gathered.all_reduce(communicator, with_reference);
+  MetricSums sums;
+  if (gathered.size() > 0) sums.add(pair_metrics(all, preference_losses(all, loss), loss));
   return sums;
 }
 
@@ -51,7 +63,7 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const P
   const bool same_model = &policy == &reference;
   return evaluate_with(policy, dataset, loss, batch_size, communicator, [&](const PairBatch& batch, const PairLogps& pol) {
     // One model serving as both: its log-probs are the reference's exactly, so skip the second pass.
-    return same_model ? pol : pair_logps(reference, batch);
+    return same_model ? pol : pair_logps(reference, batch, ResponseScoring{loss.ld_alpha});
   });
 }
 
@@ -63,11 +75,21 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference,
   });
 }
 
+void note_reference_unused(const Config& config, Communicator& communicator) {
+  if (communicator.rank() != 0) return;
+  fmt::print("loss.type {} does not use a reference: the reference model is not loaded{}\n", config.loss.type,
+             config.reference.logps_path.empty() ? ""
+                                                 : fmt::format(" and {} (reference.logps_path) is not opened",
+                                                               config.reference.logps_path));
+}
+
 std::map<std::string, double> run_eval(const Config& config, Communicator& communicator, at::Device device) {
   if (config.data.eval.empty()) fail("data.eval: dpo eval needs an evaluation dataset (set data.eval)");
   const Precision precision = precision_of(config);
   require_precision_available(precision, config.model.device);
-  const bool precomputed = !config.reference.logps_path.empty();
+  const bool with_reference = uses_reference(config.loss);
+  if (!with_reference) note_reference_unused(config, communicator);
+  const bool precomputed = with_reference && !config.reference.logps_path.empty();
   // With precomputed reference log-probs the reference model is never loaded.
   std::optional<ReferenceStore> store;
   if (precomputed) store = ReferenceStore::open(config, /*check_train=*/false, /*check_eval=*/true, communicator);
@@ -76,7 +98,7 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
   policy->eval();
   require_same_weights_on_all_ranks(communicator, "model.policy", config.model.policy, policy->parameters());
   CausalLM reference = policy;
-  if (!precomputed && !std::filesystem::equivalent(config.model.reference, config.model.policy)) {
+  if (with_reference && !precomputed && !std::filesystem::equivalent(config.model.reference, config.model.policy)) {
     reference = load_model(config.model.reference, precision, device.str());
     reference->eval();
     require_same_weights_on_all_ranks(communicator, "model.reference", config.model.reference, reference->parameters());

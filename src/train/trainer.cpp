@@ -228,6 +228,7 @@ std::optional<MetricSums> Trainer::micro_steps(const std::vector<int64_t>& globa
   // fp16-mixed multiplies the loss by the loss scale (unscaled after the gradient sum).
   const double scale = loss_scaler_.scale() / objective_->loss_denominator(global);
   const auto micro_batches = plan_->rank_micro_batches(state_.epoch, state_.step_in_epoch, comm_.rank());
+  objective_->begin_step(global, micro_batches);
   size_t last = micro_batches.size();
   for (size_t i = 0; i < micro_batches.size(); ++i)
     if (!micro_batches[i].empty()) last = i;

@@ -31,7 +31,9 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
       "model.tokenizer",
       "model.device", "data.train", "data.eval", "data.max_length", "data.max_prompt_length", "data.truncation",
       "data.boundary_mismatch",
-      "loss.type", "loss.beta", "loss.label_smoothing", "loss.discopop_tau", "reference.logps_path", "reference.batch_size",
+      "loss.type", "loss.beta", "loss.label_smoothing", "loss.discopop_tau",
+      "loss.weights", "loss.rpo_alpha", "loss.f_divergence", "loss.f_alpha", "loss.use_weighting", "loss.ld_alpha",
+      "loss.simpo_gamma", "loss.cpo_alpha", "reference.logps_path", "reference.batch_size",
       "train.global_batch_size", "train.gradient_checkpointing",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",
       "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "train.shuffle", "train.save_every",
@@ -251,4 +253,25 @@ TEST_CASE("edit distance and closest match", "[config]") {
   CHECK(dpo::edit_distance("train", "train") == 0);
   CHECK(dpo::closest_match("--confg", {"--config", "--set", "--help"}) == "--config");
   CHECK(dpo::closest_match("banana", {"--config", "--set", "--help"}).empty());
+}
+
+TEST_CASE("loss.type and loss.weights take a YAML list or a comma list, each item checked", "[config]") {
+  const std::string listed = std::string(kMinimal) + "loss:\n  type: [sigmoid, bco_pair, sft]\n  weights: [0.8, 0.2, 1.0]\n";
+  const dpo::Config c = parse(listed);
+  CHECK(c.loss.type == "sigmoid,bco_pair,sft");
+  CHECK(c.loss.weights == "0.8,0.2,1.0");
+  CHECK(parse(kMinimal, {"loss.type=sigmoid, sft", "loss.weights=1,0.5"}).loss.type == "sigmoid,sft");
+  // The resolved config reads back as the same list.
+  CHECK(parse(dpo::dump_config(c)).loss.type == c.loss.type);
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.type=sigmoid,bco"}),
+                    Catch::Contains("loss.type") && Catch::Contains("'bco'") && Catch::Contains("bco_pair"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.type=sigmoid,sft", "loss.weights=1"}),
+                    Catch::Contains("loss.weights") && Catch::Contains("1 weights for the 2"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.type=sigmoid,sft", "loss.weights=1,x"}), Catch::Contains("'x' is not a number"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.type=sigmoid,sigmoid"}), Catch::Contains("lists 'sigmoid' twice"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.type=aot", "loss.use_weighting=true"}), Catch::Contains("loss.use_weighting"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.ld_alpha=1.5"}), Catch::Contains("loss.ld_alpha"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.type=sigmoid,exo_pair"}), Catch::Contains("exo_pair"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"loss.f_divergence=kl"}), Catch::Contains("loss.f_divergence"));
+  CHECK_THROWS_WITH(parse(std::string(kMinimal) + "loss:\n  beta: [0.1]\n"), Catch::Contains("expected a single float"));
 }

@@ -34,10 +34,18 @@ struct DataOptions {
 };
 
 struct LossOptions {
-  std::string type = "sigmoid";  // one of the per-pair types of docs/losses.md (TRL's names)
+  std::string type = "sigmoid";  // a loss of docs/losses.md, or a comma list of them (loss_terms() reads it)
+  std::string weights;           // comma list of one weight per type; empty: 1 each
   double beta = 0.1;
   double label_smoothing = 0.0;
   double discopop_tau = 0.05;  // DiscoPOP's temperature (TRL's default)
+  double rpo_alpha = 0.0;      // weight of an added sft term (0: none)
+  std::string f_divergence = "reverse_kl";
+  double f_alpha = 0.5;        // alpha_divergence's alpha (TRL's f_alpha_divergence_coef default)
+  bool use_weighting = false;  // WPO
+  double ld_alpha = 1.0;       // LD-DPO (1: plain sums)
+  double simpo_gamma = 0.5;
+  double cpo_alpha = 1.0;
 };
 
 struct ReferenceOptions {
@@ -93,6 +101,8 @@ struct OptionSpec {
   std::string help;
   bool required = false;
   std::vector<std::string> choices;
+  // A list: a YAML sequence or a comma-separated string, kept as "a,b,c"; choices apply to each item.
+  bool list = false;
 };
 
 const std::vector<OptionSpec>& option_table();

@@ -18,4 +18,8 @@ inline at::ScalarType float_type_of(at::ScalarType t) { return t == at::kDouble 
 at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                             at::ScalarType matmul_dtype);
 
+// log sum_v softmax(hidden @ weight^T)[n, v]^2 for each row n, i.e. logsumexp(2z) - 2 logsumexp(z)
+// of the logits z (WPO's normaliser), float32, chunk by chunk; never differentiable.
+at::Tensor head_log_sum_squared_probs(const at::Tensor& hidden, const at::Tensor& weight, at::ScalarType matmul_dtype);
+
 }  // namespace dpo

@@ -1,44 +1,78 @@
-// The preference losses (formulas of TRL's DPOTrainer.dpo_loss) and their per-pair
-// metrics. Pure functions of four log-prob vectors (and token counts) and the loss options.
+// The preference losses (formulas of TRL's DPOTrainer._compute_loss, and the reference-free ones of
+// its CPOTrainer and the DPO paper's baselines) and their per-pair metrics. Pure functions of the
+// log-prob vectors of a batch (and token counts) and the loss options.
 #pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
 #include <ATen/ATen.h>
 
 #include "dpo/config/config.h"
+#include "dpo/loss/logps.h"
 
 namespace dpo {
 
-// TRL's per-pair loss types (docs/losses.md has each formula and TRL's source line), plus ipo_sum.
+// docs/losses.md has each formula and TRL's source line.
 enum class LossType {
-  Sigmoid, Ipo, IpoSum, Hinge, Robust, ExoPair, NcaPair, SppoHard, ApoZero, ApoDown, Discopop, SigmoidNorm
+  Sigmoid, Ipo, IpoSum, Hinge, Robust, ExoPair, NcaPair, BcoPair, SppoHard, Aot, AotUnpaired, ApoZero, ApoDown,
+  Discopop, Sft, SigmoidNorm, Simpo, Cpo, Unlikelihood
 };
 LossType parse_loss_type(const std::string& name);
 
+// One summand of the loss: loss.type's items with loss.weights, and loss.rpo_alpha as an sft term.
+struct LossTerm {
+  LossType type;
+  std::string name;
+  double weight = 1.0;
+};
+std::vector<LossTerm> loss_terms(const LossOptions& options);
+
+// Whether any term reads the reference log-probs (simpo, cpo, sft and unlikelihood do not: with
+// only those, no reference model is loaded and no reference file is needed).
+bool uses_reference(const LossOptions& options);
+// Whether a pair's loss depends on the other pairs of its batch (aot, aot_unpaired sort the batch):
+// such losses are computed over the global batch at once (see DpoObjective).
+bool couples_pairs(const LossOptions& options);
+
 struct PreferenceLogps {
+  PreferenceLogps() = default;
+  PreferenceLogps(at::Tensor pc, at::Tensor pr, at::Tensor rc, at::Tensor rr, at::Tensor nc, at::Tensor nr)
+      : policy_chosen(std::move(pc)), policy_rejected(std::move(pr)), reference_chosen(std::move(rc)),
+        reference_rejected(std::move(rr)), chosen_tokens(std::move(nc)), rejected_tokens(std::move(nr)) {}
+
   at::Tensor policy_chosen, policy_rejected;        // [B]
-  at::Tensor reference_chosen, reference_rejected;  // [B]
-  at::Tensor chosen_tokens, rejected_tokens;        // [B] scored token counts (ipo, sigmoid_norm)
+  at::Tensor reference_chosen, reference_rejected;  // [B]; undefined without a reference (read as 0)
+  at::Tensor chosen_tokens, rejected_tokens;        // [B] scored token counts
+  // Only for the terms that read them (PairLogps has the same fields, filled on request):
+  at::Tensor rejected_unlikelihood;                     // [B] sum over rejected tokens of log(1 - p)
+  at::Tensor chosen_weight_logps, rejected_weight_logps;  // [B] WPO: mean over tokens of log p - log sum_v p_v^2
 };
 
-// Per-pair losses [B] (differentiable w.r.t. the policy log-probs). With the log-ratios
-// c = pi_c - ref_c, r = pi_r - ref_r, h = c - r, s(x) = sigmoid(x), ls(x) = log sigmoid(x):
-//   sigmoid      = -(1-eps) ls(beta h) - eps ls(-beta h)
-//   robust       = [-(1-eps) ls(beta h) + eps ls(-beta h)] / (1 - 2 eps)
-//   hinge        = max(0, 1 - beta h)
-//   ipo          = (h_avg - 1/(2 beta))^2, each log-ratio divided by its response's token count
-//   ipo_sum      = (h - 1/(2 beta))^2
-//   exo_pair     = s(beta h) [ls(beta h) - log(1-eps)] + s(-beta h) [ls(-beta h) - log eps]   (eps > 0)
-//   nca_pair     = -ls(beta c) - ls(-beta c)/2 - ls(-beta r)/2
-//   sppo_hard    = (c - 1/(2 beta))^2 + (r + 1/(2 beta))^2
-//   apo_zero     = 1 - s(beta c) + s(beta r)
-//   apo_down     = s(beta c) + 1 - s(beta h)
-//   discopop     = -ls(beta h) (1 - m) + exp(-beta h) m, m = s(beta h / tau)
-//   sigmoid_norm = -ls(beta h_avg)
-at::Tensor preference_losses(const PreferenceLogps& logps, const LossOptions& options);
+// The policy's log-probs and the reference's (null: none) of one batch, as the loss reads them.
+PreferenceLogps preference_logps(const PairLogps& policy, const PairLogps* reference);
+
+// What the forwards of the policy must compute for these losses (LD-DPO's weighting, the
+// unlikelihood sums, WPO's weights); the reference's forward needs only ld_alpha.
+ResponseScoring response_scoring(const LossOptions& options);
+
+// What the sft term's token mean divides by: TRL takes the chosen tokens of its batch; dpo takes
+// those of the global batch (the eval set in evaluation), so ranks and micro-batches change nothing.
+// Unset (0): the tokens of the batch passed in.
+struct BatchTotals {
+  double pairs = 0;
+  double chosen_tokens = 0;
+};
+
+// Per-pair losses [B] (differentiable w.r.t. the policy log-probs): the weighted sum of the terms,
+// each as docs/losses.md writes it. The sorting losses (aot, aot_unpaired) pair the sorted values
+// of the batch passed in: pass the whole global batch.
+at::Tensor preference_losses(const PreferenceLogps& logps, const LossOptions& options, const BatchTotals& totals = {});
 
 // Per-pair values of the metrics (TRL names), detached, float64, each [B]:
-//   rewards/chosen = beta (pi_c - ref_c), rewards/rejected = beta (pi_r - ref_r),
-//   rewards/accuracies = 1 if rewards/chosen > rewards/rejected (strictly), rewards/margins,
-//   logps/chosen = pi_c, logps/rejected = pi_r, loss = the per-pair loss.
+//   rewards/chosen = beta (pi_c - ref_c), rewards/rejected = beta (pi_r - ref_r) (ref = 0 without
+//   a reference, as TRL's CPOTrainer), rewards/accuracies = 1 if rewards/chosen > rewards/rejected
+//   (strictly), rewards/margins, logps/chosen = pi_c, logps/rejected = pi_r, loss = the per-pair loss.
 // Added as sums into `sums` (see metrics.h) by the callers.
 struct PairMetrics {
   at::Tensor loss, rewards_chosen, rewards_rejected, accuracies, margins, logps_chosen, logps_rejected;

@@ -45,7 +45,12 @@ struct ReferenceProvenance {
   std::string precision;  // train.precision the values were computed in ("" in older files)
   // TokenizationId::key() of data.train / data.eval: "" for ids given as ids (and in older files).
   std::string tokenization, eval_tokenization;
+  // How token log-probs were summed: "sum", or "ld_alpha=A" (LD-DPO's weighting); "" in older files = sum.
+  std::string logp_weighting;
 };
+
+// The logp_weighting a config's loss.ld_alpha asks for.
+std::string logp_weighting_of(const LossOptions& loss);
 
 struct ReferenceFile {
   ReferenceProvenance provenance;

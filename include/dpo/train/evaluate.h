@@ -26,6 +26,9 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference,
                           const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
                           Communicator& communicator);
 
+// Rank 0 says that the loss reads no reference, so none is loaded (nor reference.logps_path opened).
+void note_reference_unused(const Config& config, Communicator& communicator);
+
 // Loads the models and data.eval named by `config` (with reference.logps_path: the policy only,
 // and the file's eval group as the reference), evaluates, writes
 // `<run.output_dir>/eval_metrics.json` (rank 0) and returns the means (plus "pairs").

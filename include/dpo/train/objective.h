@@ -43,6 +43,12 @@ class TrainingObjective {
   // Called once before the first step of a fresh run with this rank's first micro-batch.
   virtual void before_first_step(const std::vector<int64_t>& first_micro_batch) = 0;
 
+  // Called on every rank at the start of each step with the global batch and this rank's
+  // micro-batches of it, before any micro_step: an objective whose loss reads the whole global
+  // batch prepares it here (a collective call when it needs the other ranks' values).
+  virtual void begin_step(const std::vector<int64_t>& global, const std::vector<std::vector<int64_t>>& micro_batches) {
+    (void)global, (void)micro_batches;
+  }
   // What the loss of global batch `global` is divided by, so that the gradient does not depend on
   // how the batch is split into micro-batches and ranks.
   virtual double loss_denominator(const std::vector<int64_t>& global) const = 0;
