@@ -32,7 +32,8 @@ namespace {
 // pair (aot's sorts, the sft term's token mean) do not depend on the batch size or the ranks.
 template <typename ReferenceLogps>
 MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset, const LossOptions& loss,
-                         int64_t batch_size, Communicator& communicator, ReferenceLogps&& reference_logps) {
+                         int64_t batch_size, Communicator& communicator, EvalPairValues* per_pair,
+                         ReferenceLogps&& reference_logps) {
   c10::InferenceMode no_grad;
   const bool with_reference = uses_reference(loss);
   const ResponseScoring scoring = response_scoring(loss);
@@ -52,16 +53,20 @@ MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset,
   }
   const PreferenceLogps all = gathered.all_reduce(communicator, with_reference);
   MetricSums sums;
-  if (gathered.size() > 0) sums.add(pair_metrics(all, preference_losses(all, loss), loss));
+  if (gathered.size() == 0) return sums;
+  const at::Tensor losses = preference_losses(all, loss);
+  sums.add(pair_metrics(all, losses, loss));
+  if (per_pair) *per_pair = {all, losses};
   return sums;
 }
 
 }  // namespace
 
 MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
-                          const LossOptions& loss, int64_t batch_size, Communicator& communicator) {
+                          const LossOptions& loss, int64_t batch_size, Communicator& communicator,
+                          EvalPairValues* per_pair) {
   const bool same_model = &policy == &reference;
-  return evaluate_with(policy, dataset, loss, batch_size, communicator, [&](const PairBatch& batch, const PairLogps& pol) {
+  return evaluate_with(policy, dataset, loss, batch_size, communicator, per_pair, [&](const PairBatch& batch, const PairLogps& pol) {
     // One model serving as both: its log-probs are the reference's exactly, so skip the second pass.
     return same_model ? pol : pair_logps(reference, batch, ResponseScoring{loss.ld_alpha});
   });
@@ -69,10 +74,34 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const P
 
 MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference, Split split,
                           const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
-                          Communicator& communicator) {
-  return evaluate_with(policy, dataset, loss, batch_size, communicator, [&](const PairBatch& batch, const PairLogps&) {
+                          Communicator& communicator, EvalPairValues* per_pair) {
+  return evaluate_with(policy, dataset, loss, batch_size, communicator, per_pair, [&](const PairBatch& batch, const PairLogps&) {
     return reference.logps(split, batch.example_indices, policy.device());
   });
+}
+
+// One JSON line per eval pair: its index, log-probs (the reference's: null when the loss reads
+// none), scored token counts and loss, so that another implementation can be fed the same values.
+std::string pair_lines(const EvalPairValues& pairs) {
+  std::string out;
+  if (!pairs.losses.defined()) return out;
+  const auto value = [](const at::Tensor& t, int64_t i) -> nlohmann::json {
+    if (!t.defined()) return nullptr;
+    return t[i].item<double>();
+  };
+  const PreferenceLogps& l = pairs.logps;
+  for (int64_t i = 0; i < pairs.losses.size(0); ++i) {
+    const nlohmann::json line = {{"index", i},
+                                 {"policy_chosen_logps", value(l.policy_chosen, i)},
+                                 {"policy_rejected_logps", value(l.policy_rejected, i)},
+                                 {"reference_chosen_logps", value(l.reference_chosen, i)},
+                                 {"reference_rejected_logps", value(l.reference_rejected, i)},
+                                 {"chosen_tokens", l.chosen_tokens[i].item<int64_t>()},
+                                 {"rejected_tokens", l.rejected_tokens[i].item<int64_t>()},
+                                 {"loss", pairs.losses[i].item<double>()}};
+    out += line.dump() + "\n";
+  }
+  return out;
 }
 
 void note_reference_unused(const Config& config, Communicator& communicator) {
@@ -112,9 +141,11 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
     fmt::print("reference log-probs from {}\n", store->path());
   }
 
+  EvalPairValues per_pair;
+  const int64_t batch = config.train.micro_batch_size;
   const MetricSums sums =
-      store ? evaluate_pairs(*policy, *store, Split::Eval, dataset, config.loss, config.train.micro_batch_size, communicator)
-            : evaluate_pairs(*policy, *reference, dataset, config.loss, config.train.micro_batch_size, communicator);
+      store ? evaluate_pairs(*policy, *store, Split::Eval, dataset, config.loss, batch, communicator, &per_pair)
+            : evaluate_pairs(*policy, *reference, dataset, config.loss, batch, communicator, &per_pair);
   std::map<std::string, double> means = sums.means();
 
   means["pairs"] = static_cast<double>(sums.pairs());
@@ -123,6 +154,7 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
   for (const auto& name : MetricSums::preference_metric_names()) out[name] = means.at(name);
   make_directories(config.run.output_dir);
   write_file_durably((std::filesystem::path(config.run.output_dir) / "eval_metrics.json").string(), out.dump(2) + "\n");
+  write_file_durably((std::filesystem::path(config.run.output_dir) / "eval_pairs.jsonl").string(), pair_lines(per_pair));
   return means;
 }
 

@@ -101,6 +101,32 @@ else grep -q "ld_alpha" "$work/ld.txt" && pass "a reference file summed otherwis
 out=$(same_steps "$work/ld-live" "$work/ld-file" 1e-4 2>&1) && pass "LD-DPO from its reference file equals the live reference" \
   || bad "LD-DPO file vs live: $out"
 
+# dpo eval writes each pair's log-probs and loss; TRL's formulas fed those values give the losses.
+for type in sigmoid bco_pair sppo_hard aot_unpaired; do
+  "$dpo" eval --config "$work/run.yaml" --set model.policy="$work/t-sigmoid/final" --set model.reference="$work/model" \
+    --set loss.type=$type --set run.output_dir="$work/eval-$type" >"$work/eval-$type.txt" 2>&1 || bad "eval $type"
+  if out=$(python3 - "$work/eval-$type" $type <<'PY' 2>&1
+import json, math, sys
+d, kind = sys.argv[1], sys.argv[2]
+rows = [json.loads(l) for l in open(d + "/eval_pairs.jsonl")]
+beta = 0.1
+ls = lambda x: -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+c = [r["policy_chosen_logps"] - r["reference_chosen_logps"] for r in rows]
+rj = [r["policy_rejected_logps"] - r["reference_rejected_logps"] for r in rows]
+if kind == "sigmoid": want = [-ls(beta * (x - y)) for x, y in zip(c, rj)]
+if kind == "bco_pair": want = [-ls(beta * x) - ls(-beta * y) for x, y in zip(c, rj)]
+if kind == "sppo_hard": want = [(x - 0.5 / beta) ** 2 + (y + 0.5 / beta) ** 2 for x, y in zip(c, rj)]
+if kind == "aot_unpaired": want = [-ls(beta * (x - y)) for x, y in zip(sorted(c), sorted(rj))]
+got = [r["loss"] for r in rows]
+assert len(rows) == 16, len(rows)
+assert all(abs(g - w) <= 1e-9 * max(1, abs(w)) for g, w in zip(got, want)), (got, want)
+mean = json.load(open(d + "/eval_metrics.json"))["loss"]
+assert abs(mean - sum(want) / len(want)) <= 1e-9, (mean, sum(want) / len(want))
+PY
+  ); then pass "eval_pairs.jsonl of $type: TRL's formula of the written log-probs gives each loss and the mean"
+  else bad "eval_pairs.jsonl of $type: $out"; fi
+done
+
 # Config errors name the key.
 "$dpo" train --config "$work/run.yaml" --set loss.type=sigmoid,sft --set loss.weights=1 >"$work/w.txt" 2>&1
 grep -q "loss.weights" "$work/w.txt" && pass "a weight count that does not match is refused naming loss.weights" || bad "$(cat "$work/w.txt")"

@@ -268,7 +268,7 @@ TEST_CASE("sft's token mean divides by the totals given, so a batch split in par
   CHECK(parts == Approx(whole).epsilon(1e-13));
 }
 
-TEST_CASE("the reference-free losses need no reference log-probs; the others refuse their absence", "[loss]") {
+TEST_CASE("the reference-free losses need no reference log-probs, and the others refuse their absence", "[loss]") {
   const Batch batch = random_batch(93, 5);
   dpo::PreferenceLogps logps = to_logps(batch, false);
   logps.reference_chosen = at::Tensor();

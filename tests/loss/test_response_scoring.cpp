@@ -72,7 +72,7 @@ TEST_CASE("LD-DPO weighs each pair's tokens past the shorter response's length b
   }
 }
 
-TEST_CASE("unlikelihood sums log(1 - p) over the rejected tokens; WPO averages log p - log sum p^2", "[logps]") {
+TEST_CASE("unlikelihood sums log(1 - p) over the rejected tokens, and WPO averages log p - log sum p^2", "[logps]") {
   auto model = tiny_llama(1);
   const dpo::PairBatch batch = two_pairs();
   const TokenValues v = from_full_logits(*model, batch);

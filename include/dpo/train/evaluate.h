@@ -4,6 +4,7 @@
 #include <string>
 
 #include "dpo/config/config.h"
+#include "dpo/loss/loss.h"
 #include "dpo/data/preference_data.h"
 #include "dpo/model/model.h"
 #include "dpo/train/metrics.h"
@@ -14,24 +15,33 @@ class Communicator;
 class ReferenceStore;
 enum class Split;
 
+// Each eval pair's log-probs (float64, in dataset order; reference fields undefined when the loss
+// reads none) and its loss, for checking the losses against another implementation.
+struct EvalPairValues {
+  PreferenceLogps logps;
+  at::Tensor losses;
+};
+
 // Metric sums of `policy` vs `reference` over every pair of `dataset`, in batches of
 // `batch_size` pairs, under inference mode: each rank scores pairs rank, rank+W, ... and the sums
 // are reduced across ranks, so every rank returns the totals.
 MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
-                          const LossOptions& loss, int64_t batch_size, Communicator& communicator);
+                          const LossOptions& loss, int64_t batch_size, Communicator& communicator,
+                          EvalPairValues* per_pair = nullptr);
 
 // The same with the reference log-probs taken from `reference` (split `split`, indexed like
 // `dataset`) instead of a reference model.
 MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference, Split split,
                           const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
-                          Communicator& communicator);
+                          Communicator& communicator, EvalPairValues* per_pair = nullptr);
 
 // Rank 0 says that the loss reads no reference, so none is loaded (nor reference.logps_path opened).
 void note_reference_unused(const Config& config, Communicator& communicator);
 
 // Loads the models and data.eval named by `config` (with reference.logps_path: the policy only,
 // and the file's eval group as the reference), evaluates, writes
-// `<run.output_dir>/eval_metrics.json` (rank 0) and returns the means (plus "pairs").
+// `<run.output_dir>/eval_metrics.json` and `eval_pairs.jsonl` (each pair's log-probs, token counts
+// and loss) (rank 0) and returns the means (plus "pairs").
 std::map<std::string, double> run_eval(const Config& config, Communicator& communicator, at::Device device);
 
 }  // namespace dpo
