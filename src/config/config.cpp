@@ -132,15 +132,24 @@ const std::vector<OptionRow>& option_rows() {
       {{"train.micro_batch_size", T::Int, "8", "preference pairs per forward/backward on one rank", false, {}},
        DPO_FIELD(train.micro_batch_size)},
       {{"train.epochs", T::Int, "1", "passes over the training data", false, {}}, DPO_FIELD(train.epochs)},
-      {{"train.max_steps", T::Int, "-1", "stop after this many optimizer steps (-1: no limit)", false, {}},
+      {{"train.max_steps", T::Int, "-1", "run exactly this many optimizer steps, overriding train.epochs as HF's max_steps does (-1: epochs decide)", false, {}},
        DPO_FIELD(train.max_steps)},
       {{"train.optimizer", T::String, "rmsprop", "optimizer", false, {"rmsprop", "adamw", "sgd"}},
        DPO_FIELD(train.optimizer)},
       {{"train.lr", T::Float, "1e-6", "peak learning rate", false, {}}, DPO_FIELD(train.lr)},
       {{"train.warmup_steps", T::Int, "150", "linear warm-up steps from 0 to train.lr", false, {}},
        DPO_FIELD(train.warmup_steps)},
-      {{"train.weight_decay", T::Float, "0.0", "decoupled weight decay (adamw) or L2 penalty", false, {}},
+      {{"train.warmup_ratio", T::Float, "0.0",
+        "warm up for this share of the run's steps instead of train.warmup_steps (HF's warmup_ratio; 0: off)", false,
+        {}},
+       DPO_FIELD(train.warmup_ratio)},
+      {{"train.weight_decay", T::Float, "0.0",
+        "decoupled weight decay (adamw) or L2 penalty, on every parameter but biases and norm weights (as HF)", false,
+        {}},
        DPO_FIELD(train.weight_decay)},
+      {{"train.adam_beta1", T::Float, "0.9", "adamw's beta1", false, {}}, DPO_FIELD(train.adam_beta1)},
+      {{"train.adam_beta2", T::Float, "0.999", "adamw's beta2", false, {}}, DPO_FIELD(train.adam_beta2)},
+      {{"train.adam_epsilon", T::Float, "1e-8", "adamw's epsilon", false, {}}, DPO_FIELD(train.adam_epsilon)},
       {{"train.max_grad_norm", T::Float, "10.0", "clip gradients to this global L2 norm", false, {}},
        DPO_FIELD(train.max_grad_norm)},
       {{"train.shuffle", T::Bool, "true", "shuffle the training data every epoch", false, {}},
@@ -152,9 +161,13 @@ const std::vector<OptionRow>& option_rows() {
         {}},
        DPO_FIELD(train.eval_every)},
       {{"train.lr_scheduler", T::String, "constant",
-        "learning rate after the warm-up: constant (the DPO paper's) or cosine decay to 0 by the last step", false,
-        {"constant", "cosine"}},
+        "learning rate after the warm-up: constant (the DPO paper's), or transformers' linear or cosine decay to 0 "
+        "by the last step, or cosine_with_min_lr (down to train.min_lr_rate x lr)",
+        false, {"constant", "linear", "cosine", "cosine_with_min_lr"}},
        DPO_FIELD(train.lr_scheduler)},
+      {{"train.min_lr_rate", T::Float, "0.0", "cosine_with_min_lr's final learning rate as a share of train.lr", false,
+        {}},
+       DPO_FIELD(train.min_lr_rate)},
       {{"train.keep_checkpoints", T::Int, "2", "newest complete checkpoints to keep (0: keep all)", false, {}},
        DPO_FIELD(train.keep_checkpoints)},
       {{"train.skip_nonfinite", T::Bool, "false",
@@ -506,6 +519,17 @@ void validate(const Config& c, const GivenValues& given) {
           fmt::format("must be non-negative, got {}", c.train.lr));
   require(c.train.warmup_steps >= 0, "train.warmup_steps",
           fmt::format("must be non-negative, got {}", c.train.warmup_steps));
+  require(c.train.warmup_ratio >= 0 && c.train.warmup_ratio < 1, "train.warmup_ratio",
+          fmt::format("must be in [0, 1), got {}", c.train.warmup_ratio));
+  require(c.train.warmup_ratio == 0 || !given.count("train.warmup_steps"), "train.warmup_ratio",
+          "and train.warmup_steps are both set; set one (HF would silently prefer warmup_steps)");
+  require(c.train.min_lr_rate >= 0 && c.train.min_lr_rate <= 1, "train.min_lr_rate",
+          fmt::format("must be in [0, 1], got {}", c.train.min_lr_rate));
+  require(c.train.adam_beta1 >= 0 && c.train.adam_beta1 < 1, "train.adam_beta1",
+          fmt::format("must be in [0, 1), got {}", c.train.adam_beta1));
+  require(c.train.adam_beta2 >= 0 && c.train.adam_beta2 < 1, "train.adam_beta2",
+          fmt::format("must be in [0, 1), got {}", c.train.adam_beta2));
+  require(c.train.adam_epsilon > 0, "train.adam_epsilon", fmt::format("must be positive, got {}", c.train.adam_epsilon));
   require(c.train.weight_decay >= 0, "train.weight_decay",
           fmt::format("must be non-negative, got {}", c.train.weight_decay));
   require(c.train.max_grad_norm > 0, "train.max_grad_norm",

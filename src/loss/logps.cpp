@@ -33,7 +33,7 @@ SequenceLogps sequence_logps(const at::Tensor& logits, const at::Tensor& input_i
   const at::ScalarType compute = float_type_of(logits.scalar_type());
   const auto float_options = logits.options().dtype(compute);
   if (steps < 2 || rows == 0) {
-    return {at::zeros({rows}, float_options), at::zeros({rows}, input_ids.options().dtype(at::kLong))};
+    return {at::zeros({rows}, float_options), at::zeros({rows}, input_ids.options().dtype(at::kLong)), {}, {}};
   }
 
   // Position t of the logits predicts token t+1.
@@ -62,7 +62,7 @@ SequenceLogps sequence_logps(const at::Tensor& logits, const at::Tensor& input_i
 
   // where, not multiply: a masked position's value must not leak in even if it is -inf or nan.
   const at::Tensor kept = at::where(scored, token_logps, at::zeros({}, float_options));
-  return {kept.sum(1), scored.sum(1, /*keepdim=*/false, at::kLong)};
+  return {kept.sum(1), scored.sum(1, /*keepdim=*/false, at::kLong), {}, {}};
 }
 
 namespace {

@@ -403,8 +403,12 @@ PairLogps ReferenceStore::logps(Split s, const std::vector<int64_t>& indices, co
     ct[k] = values.chosen_lengths[u];
     rt[k] = values.rejected_lengths[u];
   }
-  return {chosen.to(device, at::kFloat), rejected.to(device, at::kFloat), chosen_tokens.to(device),
-          rejected_tokens.to(device)};
+  PairLogps out;
+  out.chosen = chosen.to(device, at::kFloat);
+  out.rejected = rejected.to(device, at::kFloat);
+  out.chosen_tokens = chosen_tokens.to(device);
+  out.rejected_tokens = rejected_tokens.to(device);
+  return out;
 }
 
 void require_same_reference_on_all_ranks(Communicator& comm, const ReferenceStore& store) {

@@ -12,49 +12,91 @@
 
 namespace dpo {
 
+namespace {
+
+// HF Trainer's parameter groups: weight decay on every parameter but biases and norm weights. In
+// GPT-2 and Llama those are exactly the 1-D parameters (HF finds them by name and module type).
+// Without weight decay there is one group, as before, so that older checkpoints still resume.
+template <typename Options>
+std::vector<torch::optim::OptimizerParamGroup> decay_groups(const std::vector<at::Tensor>& parameters,
+                                                            const Options& options, double weight_decay) {
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  // Set in every group: libtorch's AdamWOptions default is 1e-2, ours is train.weight_decay.
+  Options with_decay = options, without = options;
+  with_decay.weight_decay(weight_decay);
+  without.weight_decay(0.0);
+  if (weight_decay == 0.0) {
+    groups.emplace_back(parameters, std::make_unique<Options>(without));
+    return groups;
+  }
+  std::vector<at::Tensor> decayed, kept;
+  for (const at::Tensor& p : parameters) (p.dim() >= 2 ? decayed : kept).push_back(p);
+  if (!decayed.empty()) groups.emplace_back(decayed, std::make_unique<Options>(with_decay));
+  if (!kept.empty()) groups.emplace_back(kept, std::make_unique<Options>(without));
+  return groups;
+}
+
+template <typename Optimizer, typename Options>
+std::unique_ptr<torch::optim::Optimizer> grouped(const std::vector<at::Tensor>& parameters, Options options,
+                                                 double weight_decay) {
+  auto groups = decay_groups(parameters, options, weight_decay);
+  return std::make_unique<Optimizer>(std::move(groups), options.weight_decay(weight_decay));
+}
+
+}  // namespace
+
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options,
                                                         std::vector<at::Tensor> parameters) {
   const double lr = options.lr;
   const double weight_decay = options.weight_decay;
   if (options.optimizer == "rmsprop") {
-    return std::make_unique<torch::optim::RMSprop>(
-        std::move(parameters),
-        torch::optim::RMSpropOptions(lr).alpha(0.99).eps(1e-8).weight_decay(weight_decay).momentum(0).centered(false));
+    return grouped<torch::optim::RMSprop>(
+        parameters, torch::optim::RMSpropOptions(lr).alpha(0.99).eps(1e-8).momentum(0).centered(false), weight_decay);
   }
   if (options.optimizer == "adamw") {
-    // Weight decay is passed explicitly: libtorch's AdamWOptions default is 1e-2, ours is train.weight_decay.
-    return std::make_unique<torch::optim::AdamW>(std::move(parameters), torch::optim::AdamWOptions(lr)
-                                                                            .betas(std::make_tuple(0.9, 0.999))
-                                                                            .eps(1e-8)
-                                                                            .weight_decay(weight_decay)
-                                                                            .amsgrad(false));
+    return grouped<torch::optim::AdamW>(parameters,
+                                        torch::optim::AdamWOptions(lr)
+                                            .betas(std::make_tuple(options.adam_beta1, options.adam_beta2))
+                                            .eps(options.adam_epsilon)
+                                            .amsgrad(false),
+                                        weight_decay);
   }
-  if (options.optimizer == "sgd") {
-    return std::make_unique<torch::optim::SGD>(std::move(parameters),
-                                               torch::optim::SGDOptions(lr).weight_decay(weight_decay));
-  }
+  if (options.optimizer == "sgd") return grouped<torch::optim::SGD>(parameters, torch::optim::SGDOptions(lr), weight_decay);
   fail("train.optimizer: unknown optimizer '{}' (one of rmsprop, adamw, sgd)", options.optimizer);
 }
 
-// transformers' schedules exactly (get_constant_schedule_with_warmup /
-// get_cosine_schedule_with_warmup), as TRL's DPOTrainer runs them: the factor of optimizer step
-// `step` (0-based) is step / max(1, warmup) during warm-up, so the very first update uses lr 0
-// and step `warmup` is the first at the full lr; afterwards it is 1 (constant) or
-// 0.5 (1 + cos(pi progress)) with progress = (step - warmup) / max(1, total - warmup) (cosine,
-// reaching 0 at step `total`). The DPO paper's code warms up with (step + 1) / (warmup + 1)
-// instead; the difference is one step's worth of warm-up.
+int64_t warmup_steps(const TrainOptions& options, int64_t total_steps) {
+  // transformers' TrainingArguments.get_warmup_steps: warmup_steps if given, else ceil(ratio * total).
+  if (options.warmup_ratio > 0) return static_cast<int64_t>(std::ceil(options.warmup_ratio * static_cast<double>(total_steps)));
+  return options.warmup_steps;
+}
+
+// transformers' schedules exactly (get_constant_schedule_with_warmup,
+// get_linear_schedule_with_warmup, get_cosine_schedule_with_warmup,
+// get_cosine_with_min_lr_schedule_with_warmup), as TRL's DPOTrainer runs them: the factor of
+// optimizer step `step` (0-based) is step / max(1, warmup) during warm-up, so the very first update
+// uses lr 0 and step `warmup` is the first at the full lr; afterwards, with
+// progress = (step - warmup) / max(1, total - warmup): constant 1; linear
+// max(0, (total - step) / max(1, total - warmup)); cosine 0.5 (1 + cos(pi progress)), reaching 0 at
+// step `total`; cosine_with_min_lr the cosine factor scaled into [min_lr_rate, 1]. The DPO paper's
+// code warms up with (step + 1) / (warmup + 1) instead; the difference is one step's worth.
 double learning_rate(const TrainOptions& options, int64_t step, int64_t total_steps) {
   if (step < 0) fail("learning rate: step {} is negative", step);
-  const int64_t warmup = options.warmup_steps;
+  const int64_t warmup = warmup_steps(options, total_steps);
   if (step < warmup) return options.lr * static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup));
-  if (options.lr_scheduler == "constant") return options.lr;
-  if (options.lr_scheduler == "cosine") {
-    const double progress =
-        static_cast<double>(step - warmup) / static_cast<double>(std::max<int64_t>(1, total_steps - warmup));
+  const std::string& schedule = options.lr_scheduler;
+  if (schedule == "constant") return options.lr;
+  const double after_warmup = static_cast<double>(std::max<int64_t>(1, total_steps - warmup));
+  if (schedule == "linear")
+    return options.lr * std::max(0.0, static_cast<double>(total_steps - step) / after_warmup);
+  if (schedule == "cosine" || schedule == "cosine_with_min_lr") {
     constexpr double kPi = 3.14159265358979323846;
-    return options.lr * std::max(0.0, 0.5 * (1.0 + std::cos(kPi * progress)));
+    const double progress = static_cast<double>(step - warmup) / after_warmup;
+    const double factor = std::max(0.0, 0.5 * (1.0 + std::cos(kPi * progress)));
+    if (schedule == "cosine") return options.lr * factor;
+    return options.lr * (factor * (1.0 - options.min_lr_rate) + options.min_lr_rate);
   }
-  fail("train.lr_scheduler: unknown schedule '{}' (one of constant, cosine)", options.lr_scheduler);
+  fail("train.lr_scheduler: unknown schedule '{}' (one of constant, linear, cosine, cosine_with_min_lr)", schedule);
 }
 
 void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {

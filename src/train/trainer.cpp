@@ -205,8 +205,13 @@ void Trainer::plan_steps() {
                                       c.train.micro_batch_size, comm_.world_size(), static_cast<uint64_t>(c.run.seed),
                                       c.train.shuffle);
   epoch_steps_ = plan_->steps_per_epoch();
-  total_steps_ = c.train.epochs * epoch_steps_;
-  if (c.train.max_steps > 0) total_steps_ = std::min(total_steps_, c.train.max_steps);
+  // HF's max_steps: when set, it is the run's length, whatever train.epochs says (the data repeats).
+  total_steps_ = c.train.max_steps > 0 ? c.train.max_steps : c.train.epochs * epoch_steps_;
+  const int64_t warmup = warmup_steps(c.train, total_steps_);
+  if (is_root() && warmup > total_steps_)
+    fmt::print(stderr, "dpo: warning: the warm-up ({} steps) is longer than the run ({} steps): the learning rate "
+               "never reaches train.lr ({}); set train.warmup_steps or train.warmup_ratio\n", warmup, total_steps_,
+               c.train.lr);
   metrics_log_.emplace(c.run.output_dir, state_.step, is_root());
   // Every rank measures at once, so the sum is the peak of the machine as the ranks share it.
   std::vector<double> peak = {measure_matmul_peak_flops(c.model.device, precision_.matmul, 0.25)};

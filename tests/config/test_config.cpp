@@ -36,7 +36,8 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
       "loss.simpo_gamma", "loss.cpo_alpha", "reference.logps_path", "reference.batch_size",
       "train.global_batch_size", "train.gradient_checkpointing",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",
-      "train.warmup_steps", "train.weight_decay", "train.max_grad_norm", "train.shuffle", "train.save_every",
+      "train.warmup_steps", "train.weight_decay", "train.warmup_ratio", "train.min_lr_rate", "train.adam_beta1",
+      "train.adam_beta2", "train.adam_epsilon", "train.max_grad_norm", "train.shuffle", "train.save_every",
       "train.eval_every", "train.lr_scheduler", "train.keep_checkpoints", "train.skip_nonfinite", "train.precision", "train.save_dtype", "dist.backend",
       "dist.bucket_mb"};
   std::set<std::string> table_keys;
@@ -114,10 +115,10 @@ TEST_CASE("each --set overrides the file, later ones overriding earlier", "[conf
 }
 
 TEST_CASE("an unknown key is refused, suggesting the closest one", "[config]") {
-  CHECK_THROWS_WITH(parse(kMinimal + "train:\n  lr_rate: 1e-6\n"),
-                    Catch::Contains("run.yaml:6") && Catch::Contains("'train.lr_rate'") &&
+  CHECK_THROWS_WITH(parse(kMinimal + "train:\n  lrr: 1e-6\n"),
+                    Catch::Contains("run.yaml:6") && Catch::Contains("'train.lrr'") &&
                         Catch::Contains("did you mean 'train.lr'?"));
-  CHECK_THROWS_WITH(parse(kMinimal, {"train.lr_rate=1e-6"}),
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.lrr=1e-6"}),
                     Catch::Contains("--set") && Catch::Contains("did you mean 'train.lr'?"));
   CHECK_THROWS_WITH(parse(kMinimal, {"train.warmup=10"}), Catch::Contains("did you mean 'train.warmup_steps'?"));
   CHECK_THROWS_WITH(parse(kMinimal, {"model.lr=1"}), Catch::Contains("did you mean 'train.lr'?"));
@@ -185,8 +186,8 @@ TEST_CASE("inconsistent or out-of-range values are refused, naming the key", "[c
   CHECK_THROWS_WITH(parse(kMinimal, {"data.max_length=0"}), Catch::Contains("data.max_length"));
   CHECK_THROWS_WITH(parse(kMinimal, {"data.max_prompt_length=0"}), Catch::Contains("data.max_prompt_length"));
   CHECK_THROWS_WITH(parse(kMinimal, {"train.keep_checkpoints=-1"}), Catch::Contains("train.keep_checkpoints"));
-  CHECK_THROWS_WITH(parse(kMinimal, {"train.lr_scheduler=linear"}),
-                    Catch::Contains("train.lr_scheduler") && Catch::Contains("constant, cosine"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.lr_scheduler=exponential"}),
+                    Catch::Contains("train.lr_scheduler") && Catch::Contains("constant, linear, cosine"));
 }
 
 TEST_CASE("the schedule, checkpoint retention and non-finite policy are read", "[config]") {
@@ -253,6 +254,17 @@ TEST_CASE("edit distance and closest match", "[config]") {
   CHECK(dpo::edit_distance("train", "train") == 0);
   CHECK(dpo::closest_match("--confg", {"--config", "--set", "--help"}) == "--config");
   CHECK(dpo::closest_match("banana", {"--config", "--set", "--help"}).empty());
+}
+
+TEST_CASE("warmup_ratio and warmup_steps together are refused, and the AdamW and schedule keys are checked", "[config]") {
+  CHECK(parse(kMinimal, {"train.warmup_ratio=0.1"}).train.warmup_ratio == 0.1);
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.warmup_ratio=0.1", "train.warmup_steps=10"}),
+                    Catch::Contains("train.warmup_ratio") && Catch::Contains("train.warmup_steps"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.warmup_ratio=1.5"}), Catch::Contains("train.warmup_ratio"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.adam_beta2=1"}), Catch::Contains("train.adam_beta2"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.adam_epsilon=0"}), Catch::Contains("train.adam_epsilon"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.min_lr_rate=2"}), Catch::Contains("train.min_lr_rate"));
+  CHECK(parse(kMinimal, {"train.lr_scheduler=cosine_with_min_lr"}).train.lr_scheduler == "cosine_with_min_lr");
 }
 
 TEST_CASE("loss.type and loss.weights take a YAML list or a comma list, each item checked", "[config]") {

@@ -13,6 +13,7 @@
 
 #include <ATen/ATen.h>
 #include "catch2_api.h"
+#include <torch/optim/adamw.h>
 #include <fmt/format.h>
 
 #include "dpo/config/config.h"
@@ -50,9 +51,10 @@ const double kCurvature[2] = {1.0, 3.0};
 
 // Runs `steps` updates of `optimizer` on a float64 parameter starting at {0.5, -1.5}.
 std::vector<double> run_optimizer(const dpo::TrainOptions& options, int steps) {
-  at::Tensor p = at::tensor({0.5, -1.5}, at::kDouble).requires_grad_(true);
+  // A matrix: weight decay skips 1-D parameters (biases, norm weights).
+  at::Tensor p = at::tensor({0.5, -1.5}, at::kDouble).view({1, 2}).requires_grad_(true);
   auto optimizer = dpo::make_optimizer(options, {p});
-  const at::Tensor curvature = at::tensor({kCurvature[0], kCurvature[1]}, at::kDouble);
+  const at::Tensor curvature = at::tensor({kCurvature[0], kCurvature[1]}, at::kDouble).view({1, 2});
   for (int t = 0; t < steps; ++t) {
     p.mutable_grad() = (2.0 * curvature * p).detach();
     optimizer->step();
@@ -103,8 +105,51 @@ TEST_CASE("the cosine schedule decays to zero at the last step", "[optimization]
   CHECK(dpo::learning_rate(options, 5, 10) == Approx(1e-3 * (0.5 + std::sqrt(3.0) / 4)).epsilon(1e-14));
   CHECK(dpo::learning_rate(options, 7, 10) == Approx(5e-4).epsilon(1e-14));
   CHECK(dpo::learning_rate(options, 10, 10) == Approx(0.0).margin(1e-18));
-  options.lr_scheduler = "linear";
+  options.lr_scheduler = "exponential";
   CHECK_THROWS_WITH(dpo::learning_rate(options, 5, 10), Catch::Contains("train.lr_scheduler"));
+}
+
+TEST_CASE("linear and cosine_with_min_lr follow transformers' formulas, and warmup_ratio rounds up", "[optimization]") {
+  dpo::TrainOptions options = train_options("adamw", 1e-3, 0);
+  options.warmup_steps = 2;
+  options.lr_scheduler = "linear";  // get_linear_schedule_with_warmup: (total - step) / (total - warmup)
+  CHECK(dpo::learning_rate(options, 1, 10) == Approx(5e-4).epsilon(1e-14));
+  CHECK(dpo::learning_rate(options, 2, 10) == Approx(1e-3).epsilon(1e-14));
+  CHECK(dpo::learning_rate(options, 6, 10) == Approx(5e-4).epsilon(1e-14));
+  CHECK(dpo::learning_rate(options, 9, 10) == Approx(1.25e-4).epsilon(1e-14));
+  CHECK(dpo::learning_rate(options, 10, 10) == 0.0);
+  options.lr_scheduler = "cosine_with_min_lr";  // the cosine factor scaled into [min_lr_rate, 1]
+  options.min_lr_rate = 0.1;
+  CHECK(dpo::learning_rate(options, 2, 10) == Approx(1e-3).epsilon(1e-14));
+  CHECK(dpo::learning_rate(options, 6, 10) == Approx(1e-3 * (0.5 * 0.9 + 0.1)).epsilon(1e-14));
+  CHECK(dpo::learning_rate(options, 10, 10) == Approx(1e-4).epsilon(1e-14));
+  options.warmup_ratio = 0.25;  // ceil(0.25 * 10) = 3 warm-up steps, warmup_steps ignored
+  CHECK(dpo::warmup_steps(options, 10) == 3);
+  CHECK(dpo::learning_rate(options, 2, 10) == Approx(1e-3 * 2.0 / 3.0).epsilon(1e-14));
+}
+
+TEST_CASE("weight decay skips biases and norm weights as HF Trainer does, and adamw takes its betas and epsilon",
+          "[optimization]") {
+  // One step with zero gradients: only decay moves a parameter (AdamW: p -= lr * wd * p).
+  at::Tensor matrix = at::ones({2, 2}, at::kDouble).requires_grad_(true);
+  at::Tensor bias = at::ones({2}, at::kDouble).requires_grad_(true);
+  matrix.mutable_grad() = at::zeros({2, 2}, at::kDouble);
+  bias.mutable_grad() = at::zeros({2}, at::kDouble);
+  dpo::TrainOptions options = train_options("adamw", 0.1, 0.5);
+  options.adam_beta1 = 0.8;
+  options.adam_beta2 = 0.95;
+  options.adam_epsilon = 1e-6;
+  auto optimizer = dpo::make_optimizer(options, {matrix, bias});
+  REQUIRE(optimizer->param_groups().size() == 2);
+  const auto& adamw = static_cast<const torch::optim::AdamWOptions&>(optimizer->param_groups()[0].options());
+  CHECK(std::get<0>(adamw.betas()) == 0.8);
+  CHECK(std::get<1>(adamw.betas()) == 0.95);
+  CHECK(adamw.eps() == 1e-6);
+  optimizer->step();
+  CHECK(matrix[0][0].item<double>() == Approx(1.0 - 0.1 * 0.5).epsilon(1e-14));
+  CHECK(bias[0].item<double>() == 1.0);
+  // Without weight decay: one group, as checkpoints written before the groups hold.
+  CHECK(dpo::make_optimizer(train_options("adamw", 0.1, 0.0), {matrix, bias})->param_groups().size() == 1);
 }
 
 TEST_CASE("the learning rate is set on every parameter group", "[optimization]") {

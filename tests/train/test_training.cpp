@@ -286,6 +286,16 @@ TEST_CASE("a resumed run with a changed loss.beta is refused naming the key", "[
   CHECK_FALSE(fs::exists(toy.output("out") / "checkpoints" / "step-3"));
 }
 
+TEST_CASE("train.max_steps beyond an epoch runs that many steps, as HF's max_steps overrides epochs", "[training]") {
+  const ToyRun toy("max_steps", 32);  // 4 steps per epoch
+  const dpo::Config config = toy.config("out", {"train.epochs=1", "train.max_steps=10"});
+  const dpo::TrainSummary summary = dpo::run_training(config, dpo::Objective::Dpo);
+  CHECK(summary.steps == 10);
+  const auto lines = step_lines(toy.output("out"));
+  REQUIRE(lines.size() == 10);
+  CHECK(lines.back().at("epoch").get<double>() == Approx(2.5));
+}
+
 TEST_CASE("training with cosine schedule logs the scheduled lr", "[training]") {
   const ToyRun toy("cosine", 32);
   const dpo::Config config =

@@ -61,12 +61,15 @@ struct TrainOptions {
   std::string optimizer = "rmsprop";
   double lr = 1e-6;
   int64_t warmup_steps = 150;
+  double warmup_ratio = 0.0;  // > 0: warm up for ceil(ratio * total steps) instead of warmup_steps
+  double min_lr_rate = 0.0;   // cosine_with_min_lr: the floor, as a share of lr
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
   double weight_decay = 0.0;
   double max_grad_norm = 10.0;
   bool shuffle = true;
   int64_t save_every = 0;
   int64_t eval_every = 0;
-  std::string lr_scheduler = "constant";  // constant | cosine (both after the linear warm-up)
+  std::string lr_scheduler = "constant";  // constant | linear | cosine | cosine_with_min_lr (after the warm-up)
   int64_t keep_checkpoints = 2;           // newest complete checkpoints kept; 0 keeps all
   bool skip_nonfinite = false;            // false: a NaN/Inf loss or grad norm stops the run
   // resolved: fp32 | bf16-mixed | fp16-mixed (float32 weights) | pure (everything in model.dtype);

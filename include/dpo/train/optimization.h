@@ -1,5 +1,5 @@
 // Optimizers (rmsprop, the paper's; adamw; sgd) and the learning-rate schedule (linear warm-up,
-// then constant as in the paper, or cosine decay to zero).
+// then constant as in the paper, or transformers' linear, cosine and cosine_with_min_lr decay).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -12,9 +12,12 @@
 
 namespace dpo {
 
-// torch's defaults for the rest (RMSprop alpha 0.99 eps 1e-8; AdamW betas 0.9/0.999 eps 1e-8),
-// with train.lr and train.weight_decay.
+// torch's defaults for the rest (RMSprop alpha 0.99 eps 1e-8), with train.lr, train.weight_decay
+// (not on biases and norm weights, as HF Trainer) and AdamW's train.adam_beta1/2 and adam_epsilon.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& options, std::vector<at::Tensor> parameters);
+
+// The warm-up steps of a run of `total_steps`: train.warmup_ratio's share when set, else train.warmup_steps.
+int64_t warmup_steps(const TrainOptions& options, int64_t total_steps);
 
 // The learning rate of optimizer step `step` (0-based) out of `total_steps`.
 double learning_rate(const TrainOptions& options, int64_t step, int64_t total_steps);
