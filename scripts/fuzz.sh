@@ -24,10 +24,10 @@ sources_of() {
   case "$1" in
     fuzz_safetensors_header) echo io/durable_file io/json_input model/safetensors ;;
     fuzz_preference_jsonl) echo io/durable_file io/json_input io/compressed_input data/preference_jsonl data/truncation ;;
-    fuzz_config) echo io/durable_file config/config config/text_distance ;;
+    fuzz_config) echo io/durable_file config/config config/text_distance config/trl_names ;;
     fuzz_reference_file)
       echo io/durable_file io/hdf5_handles io/json_input io/compressed_input reference/reference_store reference/fingerprint dist/communicator \
-        config/config config/text_distance data/preference_data data/preference_jsonl \
+        config/config config/text_distance config/trl_names data/preference_data data/preference_jsonl \
         data/preference_hdf5 data/truncation ;;
     *) echo "fuzz: unknown target '$1' (known: ${all_targets[*]})" >&2; return 1 ;;
   esac

@@ -18,6 +18,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "dpo/config/text_distance.h"
+#include "dpo/config/trl_names.h"
 #include "dpo/error.h"
 #include "dpo/io/durable_file.h"
 
@@ -246,6 +247,12 @@ std::string did_you_mean(const std::string& word, const std::vector<std::string>
   return match.empty() ? std::string() : fmt::format(" (did you mean '{}'?)", match);
 }
 
+// For an unknown key or section: TRL's name for it when it is one (docs/trl.md), else the closest key.
+std::string suggestion(const std::string& word, const std::vector<std::string>& candidates) {
+  const std::string hint = trl_hint(word);
+  return hint.empty() ? did_you_mean(word, candidates) : fmt::format(" ({})", hint);
+}
+
 std::string join(const std::vector<std::string>& items, const char* separator) {
   std::string out;
   for (size_t i = 0; i < items.size(); ++i) out += (i ? separator : "") + items[i];
@@ -302,8 +309,9 @@ void read_sections(const YAML::Node& root, const std::string& source, GivenValue
     const std::string section = section_entry.first.as<std::string>();
     const YAML::Node& body = section_entry.second;
     if (std::find(sections.begin(), sections.end(), section) == sections.end())
-      fail("{}: unknown section '{}'{}", where(section_entry.first), section,
-           did_you_mean(section, section_and_key_names));
+      fail("{}: unknown section '{}'{}{}", where(section_entry.first), section,
+           suggestion(section, section_and_key_names),
+           trl_hint(section).empty() ? "" : "; dpo's config is nested: section, then key (docs/trl.md)");
     if (body.IsNull()) continue;  // "train:" with nothing under it
     if (!body.IsMap())
       fail("{}: section '{}' must be a mapping of key: value, got {}", where(section_entry.first), section,
@@ -311,7 +319,7 @@ void read_sections(const YAML::Node& root, const std::string& source, GivenValue
     for (const auto& entry : body) {
       const std::string key = section + "." + entry.first.as<std::string>();
       const OptionRow* row = find_row(key);
-      if (!row) fail("{}: unknown key '{}'{}", where(entry.first), key, did_you_mean(key, all_keys()));
+      if (!row) fail("{}: unknown key '{}'{}", where(entry.first), key, suggestion(key, all_keys()));
       const YAML::Node& value = entry.second;
       if (row->spec.list && value.IsSequence()) {
         given[key] = GivenValue{list_text(value, where(entry.first), key), where(entry.first)};
@@ -342,7 +350,7 @@ void read_override(const std::string& item, GivenValues& given) {
   std::string value = trim(item.substr(equals + 1));
   if (!find_row(key)) {
     if (key.empty()) fail("--set '{}': the key before '=' is empty", item);
-    fail("--set: unknown key '{}'{}", key, did_you_mean(key, all_keys()));
+    fail("--set: unknown key '{}'{}", key, suggestion(key, all_keys()));
   }
   // A value quoted for YAML ('--set model.reference=""') means the text inside the quotes.
   if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') && value.back() == value.front())

@@ -12,6 +12,7 @@
 #include "catch2_api.h"
 
 #include "dpo/config/config.h"
+#include "dpo/config/trl_names.h"
 #include "dpo/config/text_distance.h"
 #include "dpo/error.h"
 
@@ -286,4 +287,22 @@ TEST_CASE("loss.type and loss.weights take a YAML list or a comma list, each ite
   CHECK_THROWS_WITH(parse(kMinimal, {"loss.type=sigmoid,exo_pair"}), Catch::Contains("exo_pair"));
   CHECK_THROWS_WITH(parse(kMinimal, {"loss.f_divergence=kl"}), Catch::Contains("loss.f_divergence"));
   CHECK_THROWS_WITH(parse(std::string(kMinimal) + "loss:\n  beta: [0.1]\n"), Catch::Contains("expected a single float"));
+}
+
+TEST_CASE("TRL's field names are pointed to their dpo keys, flat or in a section", "[config]") {
+  CHECK_THROWS_WITH(parse(kMinimal + "train:\n  save_steps: 100\n"),
+                    Catch::Contains("'train.save_steps'") && Catch::Contains("TRL's `save_steps` is `train.save_every` here"));
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.eval_steps=10"}), Catch::Contains("`train.eval_every`"));
+  CHECK_THROWS_WITH(parse(kMinimal + "beta: 0.1\n"),
+                    Catch::Contains("unknown section 'beta'") && Catch::Contains("`loss.beta`") && Catch::Contains("nested"));
+  CHECK_THROWS_WITH(parse(kMinimal + "train:\n  learning_rate: 1e-6\n"), Catch::Contains("`train.lr`"));
+  // Every TRL name points at a key of the option table (or says what to do instead).
+  std::set<std::string> keys;
+  for (const dpo::OptionSpec& spec : dpo::option_table()) keys.insert(spec.key);
+  for (const dpo::TrlName& n : dpo::trl_names()) {
+    const std::string target = n.dpo;
+    const std::string key = target.substr(0, target.find(':'));
+    CAPTURE(n.trl);
+    CHECK((keys.count(key) == 1 || target.find("dpo ") == 0));
+  }
 }
