@@ -77,6 +77,12 @@ const std::vector<OptionRow>& option_rows() {
       {{"data.truncation", T::String, "keep_end", "which prompt tokens truncation keeps", false,
         {"keep_end", "keep_start"}},
        DPO_FIELD(data.truncation)},
+      {{"data.response_budget", T::String, "remaining",
+        "what responses are cut to when prompt + response is still too long after the prompt is cut: max_length - "
+        "prompt length (remaining, TRL's) or max_length - max_prompt_length (paper: the DPO paper's code, TRL "
+        "before 2026)",
+        false, {"remaining", "paper"}},
+       DPO_FIELD(data.response_budget)},
       {{"data.boundary_mismatch", T::String, "warn",
         "text data: a pair whose prompt+response tokens do not start with the prompt's tokens is counted and kept "
         "(warn), dropped (skip) or refused (error)",

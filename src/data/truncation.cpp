@@ -13,6 +13,12 @@ TruncationMode parse_truncation_mode(const std::string& name) {
   fail("data.truncation: unknown mode '{}' (expected keep_end or keep_start)", name);
 }
 
+ResponseBudget parse_response_budget(const std::string& name) {
+  if (name == "remaining") return ResponseBudget::Remaining;
+  if (name == "paper") return ResponseBudget::Paper;
+  fail("data.response_budget: unknown rule '{}' (expected remaining or paper)", name);
+}
+
 TruncatedPair truncate_pair(const RawPreferencePair& pair, const TruncationRule& rule) {
   TruncatedPair out{pair, false};
   TokenIds& prompt = out.pair.prompt;
@@ -32,9 +38,11 @@ TruncatedPair truncate_pair(const RawPreferencePair& pair, const TruncationRule&
     }
   }
   if (too_long()) {
-    // Both responses are cut to the same budget; a prompt longer than max_length leaves none.
-    const auto budget =
-        static_cast<size_t>(std::max<int64_t>(rule.max_length - static_cast<int64_t>(prompt.size()), 0));
+    // Both responses are cut to the same budget; a prompt longer than max_length leaves none. The
+    // paper's code (preference_datasets.py, tokenize_batch_element) and TRL's tokenize_row before
+    // 2026 cut to max_length - max_prompt_length even when the prompt is shorter than that.
+    const int64_t used = rule.budget == ResponseBudget::Paper ? rule.max_prompt_length : static_cast<int64_t>(prompt.size());
+    const auto budget = static_cast<size_t>(std::max<int64_t>(rule.max_length - used, 0));
     if (chosen.size() > budget) chosen.resize(budget);
     if (rejected.size() > budget) rejected.resize(budget);
   }
@@ -50,7 +58,8 @@ int64_t scored_token_count(size_t prompt_length, size_t response_length) {
 }
 
 TruncationRule truncation_rule(const DataOptions& data) {
-  return {data.max_length, data.max_prompt_length, parse_truncation_mode(data.truncation)};
+  return {data.max_length, data.max_prompt_length, parse_truncation_mode(data.truncation),
+          parse_response_budget(data.response_budget)};
 }
 
 }  // namespace dpo

@@ -184,8 +184,9 @@ int64_t ReferenceSplit::unfilled() const {
 }
 
 std::string truncation_description(const DataOptions& data) {
-  return fmt::format("max_length={} max_prompt_length={} truncation={}", data.max_length, data.max_prompt_length,
-                     data.truncation);
+  // The paper's budget is named only when chosen, so that files made before it existed still match.
+  return fmt::format("max_length={} max_prompt_length={} truncation={}{}", data.max_length, data.max_prompt_length,
+                     data.truncation, data.response_budget == "remaining" ? "" : " response_budget=" + data.response_budget);
 }
 
 void write_reference_file(const std::string& path, const ReferenceFile& f, bool with_filled_mask) {

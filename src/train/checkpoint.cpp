@@ -215,6 +215,7 @@ nlohmann::json resume_keys(const Config& c, const nlohmann::json& objective_keys
                          {"data.max_length", c.data.max_length},
                          {"data.max_prompt_length", c.data.max_prompt_length},
                          {"data.truncation", c.data.truncation},
+                         {"data.response_budget", c.data.response_budget},
                          {"run.seed", c.run.seed},
                          {"train.global_batch_size", c.train.global_batch_size},
                          {"train.shuffle", c.train.shuffle},

@@ -31,7 +31,7 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
       "run.output_dir", "run.seed", "run.log_every", "model.policy", "model.reference", "model.dtype",
       "model.tokenizer",
       "model.device", "data.train", "data.eval", "data.max_length", "data.max_prompt_length", "data.truncation",
-      "data.boundary_mismatch",
+      "data.boundary_mismatch", "data.response_budget",
       "loss.type", "loss.beta", "loss.label_smoothing", "loss.discopop_tau",
       "loss.weights", "loss.rpo_alpha", "loss.f_divergence", "loss.f_alpha", "loss.use_weighting", "loss.ld_alpha",
       "loss.simpo_gamma", "loss.cpo_alpha", "reference.logps_path", "reference.batch_size",

@@ -65,7 +65,7 @@ TEST_CASE("the session puts a cuda run on cuda:<local rank mod visible devices> 
 TEST_CASE("a model's log-probs on cuda equal the CPU's to float32 rounding, and bfloat16's to its own", "[cuda]") {
   GpuToy toy("cuda-forward");
   const dpo::PreferenceDataset data =
-      dpo::PreferenceDataset::load(toy.train_path.string(), dpo::TruncationRule{32, 16, dpo::TruncationMode::KeepEnd}, 32);
+      dpo::PreferenceDataset::load(toy.train_path.string(), dpo::TruncationRule{32, 16, dpo::TruncationMode::KeepEnd, dpo::ResponseBudget::Remaining}, 32);
   const dpo::PairBatch batch = dpo::collate_pairs(data, {0, 1, 2, 3});
   auto cpu = dpo::load_model(toy.model_dir.string(), at::kFloat, "cpu");
   auto gpu = dpo::load_model(toy.model_dir.string(), at::kFloat, "cuda:0");

@@ -30,6 +30,7 @@ struct DataOptions {
   int64_t max_length = 512;
   int64_t max_prompt_length = 256;
   std::string truncation = "keep_end";  // keep_end | keep_start
+  std::string response_budget = "remaining";  // remaining | paper (data/preference_data.h: TruncationRule)
   std::string boundary_mismatch = "warn";  // text data: warn | skip | error (data/text_preferences.h)
 };
 

@@ -20,10 +20,17 @@ struct RawPreferencePair {
 enum class TruncationMode { KeepEnd, KeepStart };
 TruncationMode parse_truncation_mode(const std::string& name);  // "keep_end" | "keep_start"
 
+// What responses are cut to when prompt + longer response is still too long after the prompt is
+// cut: max_length - prompt length (Remaining, TRL since 2026), or max_length - max_prompt_length
+// whatever the prompt's length (Paper: the DPO paper's code and TRL before 2026).
+enum class ResponseBudget { Remaining, Paper };
+ResponseBudget parse_response_budget(const std::string& name);  // "remaining" | "paper"
+
 struct TruncationRule {
   int64_t max_length = 512;
   int64_t max_prompt_length = 256;
   TruncationMode mode = TruncationMode::KeepEnd;
+  ResponseBudget budget = ResponseBudget::Remaining;
 };
 
 // The truncation settings of data.* as a rule.
@@ -36,8 +43,8 @@ struct TruncatedPair {
 };
 
 // As TRL: when prompt + longer response exceeds max_length, first cut the prompt to
-// max_prompt_length (keep_end keeps its last tokens), then cut both responses to
-// max_length - prompt length.
+// max_prompt_length (keep_end keeps its last tokens), then, if still too long, cut both responses
+// to the rule's budget (max_length - prompt length, or max_length - max_prompt_length).
 TruncatedPair truncate_pair(const RawPreferencePair& pair, const TruncationRule& rule);
 
 // Number of response tokens that get a log-prob: every response token that has a token before it
