@@ -490,7 +490,7 @@ void validate_loss(const LossOptions& loss, const Require& require) {
 }
 
 // Checks that need more than one value's type; each message names the key and where it was set.
-void validate(const Config& c, const GivenValues& given) {
+void validate(const Config& c, const GivenValues& given, std::vector<std::string>& problems) {
   // Pairs per step: far above any real batch, far below overflow of products with it.
   constexpr int64_t kMaxPairsPerStep = int64_t{1} << 24;
   const auto from = [&](const std::string& key) {
@@ -498,7 +498,7 @@ void validate(const Config& c, const GivenValues& given) {
     return it == given.end() ? std::string("default") : it->second.source;
   };
   const auto require = [&](bool ok, const std::string& key, const std::string& what) {
-    if (!ok) fail("{}: {} {}", from(key), key, what);
+    if (!ok) problems.push_back(fmt::format("{}: {} {}", from(key), key, what));
   };
   require(c.run.log_every >= 1, "run.log_every", fmt::format("must be at least 1, got {}", c.run.log_every));
   require(c.run.seed >= 0, "run.seed", fmt::format("must be non-negative, got {}", c.run.seed));
@@ -523,7 +523,8 @@ void validate(const Config& c, const GivenValues& given) {
           fmt::format("must be at most {}, got {}", kMaxPairsPerStep, c.train.global_batch_size));
   require(c.train.micro_batch_size <= kMaxPairsPerStep, "train.micro_batch_size",
           fmt::format("must be at most {}, got {}", kMaxPairsPerStep, c.train.micro_batch_size));
-  require(c.train.global_batch_size % c.train.micro_batch_size == 0, "train.global_batch_size",
+  require(c.train.micro_batch_size <= 0 || c.train.global_batch_size % c.train.micro_batch_size == 0,
+          "train.global_batch_size",
           fmt::format("({}) must be divisible by train.micro_batch_size ({})", c.train.global_batch_size,
                       c.train.micro_batch_size));
   require(c.train.epochs >= 1, "train.epochs", fmt::format("must be at least 1, got {}", c.train.epochs));
@@ -684,16 +685,31 @@ Config config_from_yaml_text(const std::string& yaml_text, const std::vector<std
   read_yaml(yaml_text, source, given);
   for (const std::string& item : overrides) read_override(item, given);
 
+  // Every problem of the config is reported at once, one per line, not only the first.
+  std::vector<std::string> problems;
   Config config;
   for (const OptionRow& row : option_rows()) {
     const auto it = given.find(row.spec.key);
     const bool missing = it == given.end() || (row.spec.required && it->second.text.empty());
-    if (row.spec.required && missing)
-      fail("{}: missing required key '{}' ({}); set it in the file or with --set {}=...", source, row.spec.key,
-           row.spec.help, row.spec.key);
-    apply(row, it == given.end() ? GivenValue{row.spec.default_value, "default"} : it->second, config);
+    if (row.spec.required && missing) {
+      problems.push_back(fmt::format("{}: missing required key '{}' ({}); set it in the file or with --set {}=...",
+                                     source, row.spec.key, row.spec.help, row.spec.key));
+      continue;
+    }
+    try {
+      apply(row, it == given.end() ? GivenValue{row.spec.default_value, "default"} : it->second, config);
+    } catch (const Error& e) {
+      problems.push_back(e.what());
+    }
   }
-  validate(config, given);
+  // Values that did not parse keep their defaults, so the checks between values still run.
+  validate(config, given, problems);
+  if (problems.size() == 1) fail("{}", problems.front());
+  if (!problems.empty()) {
+    std::string lines;
+    for (const std::string& p : problems) lines += "\n  " + p;
+    fail("{}: {} config problems:{}", source, problems.size(), lines);
+  }
   resolve(config, given);
   return config;
 }

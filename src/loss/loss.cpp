@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <sstream>
 
+#include <fmt/format.h>
+
 #include "dpo/error.h"
 
 namespace dpo {
@@ -76,6 +78,32 @@ bool uses_reference(const LossOptions& options) {
   for (const LossTerm& term : loss_terms(options))
     if (reads_reference(term.type)) return true;
   return false;
+}
+
+std::string unread_loss_options(const LossOptions& options) {
+  const std::vector<LossTerm> terms = loss_terms(options);
+  const auto any_of = [&](std::initializer_list<LossType> types) {
+    for (const LossTerm& term : terms)
+      for (const LossType t : types)
+        if (term.type == t) return true;
+    return false;
+  };
+  std::vector<std::string> unread;
+  if (options.label_smoothing != 0 &&
+      !any_of({LossType::Sigmoid, LossType::Robust, LossType::ExoPair, LossType::Aot, LossType::AotUnpaired,
+               LossType::Simpo, LossType::Cpo}))
+    unread.push_back(fmt::format("loss.label_smoothing {}", options.label_smoothing));
+  if (options.simpo_gamma != 0.5 && !any_of({LossType::Simpo}))
+    unread.push_back(fmt::format("loss.simpo_gamma {}", options.simpo_gamma));
+  if (options.cpo_alpha != 1.0 && !any_of({LossType::Cpo})) unread.push_back(fmt::format("loss.cpo_alpha {}", options.cpo_alpha));
+  if (options.discopop_tau != 0.05 && !any_of({LossType::Discopop}))
+    unread.push_back(fmt::format("loss.discopop_tau {}", options.discopop_tau));
+  if (options.f_alpha != 0.5 && options.f_divergence != "alpha_divergence")
+    unread.push_back(fmt::format("loss.f_alpha {} (read only by loss.f_divergence alpha_divergence)", options.f_alpha));
+  if (unread.empty()) return "";
+  std::string list;
+  for (const std::string& u : unread) list += (list.empty() ? "" : ", ") + u;
+  return fmt::format("{} set but not read by loss.type {}: no effect", list, options.type);
 }
 
 bool couples_pairs(const LossOptions& options) {

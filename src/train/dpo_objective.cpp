@@ -7,6 +7,7 @@
 #include <torch/autograd.h>
 
 #include "dpo/data/collate.h"
+#include "dpo/dist/dist.h"
 #include "dpo/loss/logps.h"
 #include "dpo/loss/loss.h"
 #include "dpo/model/precision.h"
@@ -84,6 +85,8 @@ DpoObjective::DpoObjective(const Config& config, Communicator& communicator)
       comm_(communicator),
       with_reference_(uses_reference(config.loss)),
       scoring_(response_scoring(config.loss)) {
+  const std::string unread = unread_loss_options(config.loss);
+  if (!unread.empty() && comm_.rank() == 0) fmt::print(stderr, "dpo: warning: {}\n", unread);
   if (config.reference.logps_path.empty() || !with_reference_) return;
   // Opened before any model is loaded, so that a file that does not match fails fast.
   store_ = ReferenceStore::open(config, /*check_train=*/true, /*check_eval=*/!config.data.eval.empty(), comm_);

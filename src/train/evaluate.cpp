@@ -118,6 +118,7 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
   require_precision_available(precision, config.model.device);
   const bool with_reference = uses_reference(config.loss);
   if (!with_reference) note_reference_unused(config, communicator);
+
   const bool precomputed = with_reference && !config.reference.logps_path.empty();
   // With precomputed reference log-probs the reference model is never loaded.
   std::optional<ReferenceStore> store;
@@ -141,6 +142,12 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
     fmt::print("reference log-probs from {}\n", store->path());
   }
 
+  // Said once the inputs are known good, so that an input error stays the only line.
+  if (with_reference && !precomputed && communicator.rank() == 0 &&
+      std::filesystem::equivalent(config.model.reference, config.model.policy))
+    fmt::print(stderr, "dpo: warning: model.reference is model.policy itself ({}): every reward is 0, so the loss is "
+               "its value at zero margins (ln 2 for sigmoid); set model.reference to the model the policy was trained "
+               "from, or reference.logps_path\n", config.model.policy);
   EvalPairValues per_pair;
   const int64_t batch = config.train.micro_batch_size;
   const MetricSums sums =

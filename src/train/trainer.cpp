@@ -158,6 +158,9 @@ void Trainer::set_up() {
   load_policy_and_resume();
   train_data_ = load_dataset("data.train", c.data.train);
   if (!c.data.eval.empty()) eval_data_ = load_dataset("data.eval", c.data.eval);
+  if (is_root() && c.data.eval.empty() && c.train.eval_every > 0)
+    fmt::print(stderr, "dpo: warning: train.eval_every is {} but data.eval is not set: no evaluation will run\n",
+               c.train.eval_every);
   objective_->attach(*policy_, *train_data_, eval_data_.get());
   plan_steps();
   if (state_.step == 0 && total_steps_ > 0) {
@@ -352,6 +355,8 @@ TrainSummary Trainer::stop(int64_t abandoned_step) {
 
 TrainSummary Trainer::finish() {
   end_status_line();
+  // train.eval_every 0 means an eval at the end only (HF's eval_strategy "no" has none: said in the help).
+  if (eval_data_ && config_.train.eval_every == 0 && state_.step > summary_.resumed_from) evaluate();
   if (last_saved_ != state_.step) save();
   summary_.steps = state_.step;
   summary_.skipped_steps = skipped_steps();

@@ -73,4 +73,23 @@ expect_error "id outside the vocabulary" "oov.jsonl:1.*rejected_input_ids" \
   "$dpo" eval --config "$work/run.yaml" --set data.eval="$work/oov.jsonl" --set run.output_dir="$work/bad"
 expect_error "missing model dir" "nowhere" "$dpo" eval --config "$work/run.yaml" --set model.policy="$work/nowhere"
 
+# No silent traps: eval against the policy itself says so; eval_every 0 evaluates at the end;
+# eval_every without eval data warns; TRL's names point to dpo's keys.
+"$dpo" eval --config "$work/run.yaml" --set run.output_dir="$work/self" 2>"$work/self.err" >/dev/null
+grep -q "model.reference is model.policy itself" "$work/self.err" && pass "eval against the policy itself warns" \
+  || bad "no warning for reference == policy: $(cat "$work/self.err")"
+"$dpo" train --config "$work/run.yaml" --set data.train="$work/data/train.jsonl" --set train.max_steps=2 \
+  --set train.warmup_steps=0 --set run.output_dir="$work/endeval" >/dev/null 2>&1 || bad "train with end-of-run eval"
+[ "$(grep -c eval_loss "$work/endeval/metrics.jsonl")" -eq 1 ] && pass "eval_every 0: one eval at the end" \
+  || bad "end-of-run eval lines: $(grep -c eval_loss "$work/endeval/metrics.jsonl")"
+"$dpo" train --config "$work/run.yaml" --set data.train="$work/data/train.jsonl" --set data.eval="" \
+  --set train.eval_every=1 --set train.max_steps=1 --set run.output_dir="$work/noeval" 2>"$work/noeval.err" >/dev/null
+grep -q "eval_every is 1 but data.eval is not set" "$work/noeval.err" && pass "eval_every without eval data warns" \
+  || bad "no eval_every warning: $(cat "$work/noeval.err")"
+expect_error "a TRL name points to the dpo key" "TRL's .save_steps. is .train.save_every. here" \
+  "$dpo" eval --config "$work/run.yaml" --set train.save_steps=10
+printf 'beta: 0.1\nlearning_rate: 1e-6\n' >"$work/flat.yaml"
+expect_error "a flat TRL config is pointed to the nested keys" "TRL's .beta. is .loss.beta. here.*nested" \
+  "$dpo" train --config "$work/flat.yaml"
+
 [ "$failures" -eq 0 ] && echo "cli end-to-end: all checks passed" || { echo "cli end-to-end: $failures failed"; exit 1; }

@@ -306,3 +306,14 @@ TEST_CASE("TRL's field names are pointed to their dpo keys, flat or in a section
     CHECK((keys.count(key) == 1 || target.find("dpo ") == 0));
   }
 }
+
+TEST_CASE("every problem of a config is reported at once, one per line", "[config]") {
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.lr=-1", "loss.beta=0", "train.epochs=x"}),
+                    Catch::Contains("3 config problems") && Catch::Contains("train.lr must be non-negative") &&
+                        Catch::Contains("loss.beta must be a positive number") &&
+                        Catch::Contains("train.epochs: expected an integer"));
+  // One problem keeps its one-line message.
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.lr=-1"}), Catch::StartsWith("--set: train.lr must be non-negative"));
+  // A zero micro-batch is reported, not divided by.
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.micro_batch_size=0"}), Catch::Contains("train.micro_batch_size"));
+}

@@ -285,3 +285,15 @@ TEST_CASE("the reference-free losses need no reference log-probs, and the others
   CHECK_THROWS_WITH(dpo::preference_losses(logps, options("sigmoid", {})),
                     Catch::Contains("sigmoid") && Catch::Contains("reference"));
 }
+
+TEST_CASE("options no listed loss type reads are named in one warning", "[loss]") {
+  dpo::LossOptions o = options("ipo", {});
+  CHECK(dpo::unread_loss_options(o).empty());
+  o.label_smoothing = 0.1;
+  o.simpo_gamma = 1.0;
+  const std::string warning = dpo::unread_loss_options(o);
+  CHECK_THAT(warning, Catch::Contains("loss.label_smoothing 0.1") && Catch::Contains("loss.simpo_gamma 1") &&
+                          Catch::Contains("loss.type ipo"));
+  o.type = "ipo,sigmoid,simpo";  // sigmoid reads label_smoothing, simpo its gamma
+  CHECK(dpo::unread_loss_options(o).empty());
+}

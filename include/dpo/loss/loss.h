@@ -31,6 +31,10 @@ std::vector<LossTerm> loss_terms(const LossOptions& options);
 // Whether any term reads the reference log-probs (simpo, cpo, sft and unlikelihood do not: with
 // only those, no reference model is loaded and no reference file is needed).
 bool uses_reference(const LossOptions& options);
+// The loss options this config sets that none of its loss types reads (e.g. label_smoothing with
+// ipo), as one warning line; "" when every option set is read.
+std::string unread_loss_options(const LossOptions& options);
+
 // Whether a pair's loss depends on the other pairs of its batch (aot, aot_unpaired sort the batch):
 // such losses are computed over the global batch at once (see DpoObjective).
 bool couples_pairs(const LossOptions& options);
