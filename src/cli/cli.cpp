@@ -173,13 +173,18 @@ std::vector<Command> commands() {
         {"--seed", "S", "seed (default 1)"}},
        0, cmd_make_demo_data},
       {"score-synthetic", "Sample responses of a model to the prompts of a synthetic-task file and report their mean "
-                          "ground-truth reward.",
-       "score-synthetic --model DIR --data FILE [--max-new-tokens K] [--temperature T] [--seed S]",
+                          "ground-truth reward and, with --reference, the sequence-level KL to that model estimated "
+                          "from the samples.",
+       "score-synthetic --model DIR --data FILE [--reference DIR] [--max-new-tokens K] [--temperature T] [--seed S] "
+       "[--json]",
        {{"--model", "DIR", "Hugging Face model directory"},
         {"--data", "FILE", "preference file of the synthetic task (its prompts are used)"},
+        {"--reference", "DIR", "also estimate KL(model || DIR) as the mean of log p - log p_ref over the samples "
+                               "(temperature 1 only)"},
         {"--max-new-tokens", "K", "tokens sampled per prompt (default 6)"},
         {"--temperature", "T", "sampling temperature, 0 = greedy (default 1.0)"},
-        {"--seed", "S", "sampling seed (default 0)"}},
+        {"--seed", "S", "sampling seed (default 0)"},
+        {"--json", "", "also print the numbers as one JSON line"}},
        0, cmd_score_synthetic},
       {"tokenize", "Tokenize each line of a JSONL file (JSON strings) with a tokenizer.json; one {\"ids\": [...]} line "
                    "per input line.",
