@@ -165,8 +165,10 @@ std::vector<Command> commands() {
       {"convert-data", "Convert a preference dataset between JSONL and HDF5 (by the output's extension).",
        "convert-data IN OUT", {}, 2, cmd_convert_data},
       {"make-demo-data", "Write train.jsonl and eval.jsonl of a synthetic preference task with a known reward.",
-       "make-demo-data --out DIR [--train-pairs N] [--eval-pairs N] [--vocab-size V] [--seed S]",
+       "make-demo-data --out DIR [--train-pairs N] [--eval-pairs N] [--vocab-size V] [--seed S] [--responses K]",
        {{"--out", "DIR", "output directory"},
+        {"--responses", "K", "responses per prompt, best first (default 2: pairs; K > 2 writes ranked records, "
+                             "responses_input_ids, for loss.type plackett_luce)"},
         {"--train-pairs", "N", "training pairs (default 2048)"},
         {"--eval-pairs", "N", "held-out pairs (default 256)"},
         {"--vocab-size", "V", "vocabulary size (default 256)"},

@@ -44,6 +44,8 @@ int cmd_make_demo_data(Session&, const ParsedArgs& args) {
   options.vocab_size = integer("--vocab-size", 256);
   options.seed = static_cast<uint64_t>(integer("--seed", 1));
   options.pairs = integer("--train-pairs", 2048);
+  options.responses = integer("--responses", 2);
+  if (options.responses < 2) fail("--responses: a preference needs at least 2 responses, got {}", options.responses);
   std::filesystem::create_directories(out);
   write_preference_jsonl((out / "train.jsonl").string(), make_synthetic_pairs(options));
   options.seed += 1000003;  // held-out pairs from a different stream

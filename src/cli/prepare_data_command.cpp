@@ -23,7 +23,8 @@ namespace {
 namespace fs = std::filesystem;
 
 // A rank's pairs as bytes for the gather: per pair its row (int64), then prompt, chosen and
-// rejected as a length (int64) and the ids (int32).
+// rejected as a length (int64) and the ids (int32), then the count of more_rejected responses
+// (int64) and each of them the same way.
 struct PairBytes {
   std::string bytes;
   void put(const void* data, size_t n) { bytes.append(static_cast<const char*>(data), n); }
@@ -38,7 +39,11 @@ std::string pairs_to_bytes(const TextPreferenceFile& file) {
   PairBytes out;
   for (size_t i = 0; i < file.pairs.size(); ++i) {
     out.put(&file.row_of_pair[i], sizeof(int64_t));
-    for (const TokenIds* ids : {&file.pairs[i].prompt, &file.pairs[i].chosen, &file.pairs[i].rejected}) out.put_ids(*ids);
+    const RawPreferencePair& pair = file.pairs[i];
+    for (const TokenIds* ids : {&pair.prompt, &pair.chosen, &pair.rejected}) out.put_ids(*ids);
+    const auto more = static_cast<int64_t>(pair.more_rejected.size());
+    out.put(&more, sizeof more);
+    for (const TokenIds& ids : pair.more_rejected) out.put_ids(ids);
   }
   return std::move(out.bytes);
 }
@@ -53,12 +58,17 @@ void pairs_from_bytes(const std::string& bytes, std::vector<std::pair<int64_t, R
   while (at < bytes.size()) {
     std::pair<int64_t, RawPreferencePair> row;
     take(&row.first, sizeof(int64_t));
-    for (TokenIds* ids : {&row.second.prompt, &row.second.chosen, &row.second.rejected}) {
+    const auto take_ids = [&](TokenIds& ids) {
       int64_t n = 0;
       take(&n, sizeof n);
-      ids->resize(static_cast<size_t>(n));
-      take(ids->data(), ids->size() * sizeof(int32_t));
-    }
+      ids.resize(static_cast<size_t>(n));
+      take(ids.data(), ids.size() * sizeof(int32_t));
+    };
+    for (TokenIds* ids : {&row.second.prompt, &row.second.chosen, &row.second.rejected}) take_ids(*ids);
+    int64_t more = 0;
+    take(&more, sizeof more);
+    row.second.more_rejected.resize(static_cast<size_t>(more));
+    for (TokenIds& ids : row.second.more_rejected) take_ids(ids);
     into.push_back(std::move(row));
   }
 }

@@ -35,8 +35,8 @@ std::optional<Config> start_config_command(Session& session, const FlagValues& f
 
 namespace {
 
-void print_metrics(const std::map<std::string, double>& means) {
-  for (const auto& name : MetricSums::preference_metric_names()) fmt::print("  {:<20} {:>12.6f}\n", name, means.at(name));
+void print_metrics(const std::map<std::string, double>& means, const LossOptions& loss) {
+  for (const auto& name : MetricSums::metric_names(loss)) fmt::print("  {:<20} {:>12.6f}\n", name, means.at(name));
 }
 
 int train_with(Session& session, const ParsedArgs& args, Objective objective) {
@@ -58,7 +58,7 @@ int cmd_eval(Session& session, const ParsedArgs& args) {
   const auto means = run_eval(*config, session.tensors(), session.device());
   fmt::print("eval metrics over {} pairs (loss {}, beta {}):\n", static_cast<int64_t>(means.at("pairs")),
              config->loss.type, config->loss.beta);
-  print_metrics(means);
+  print_metrics(means, config->loss);
   fmt::print("wrote {}\n", (std::filesystem::path(config->run.output_dir) / "eval_metrics.json").string());
   return 0;
 }

@@ -93,7 +93,8 @@ const std::vector<OptionRow>& option_rows() {
         "preference loss, or a list of them summed with loss.weights (TRL's names and more; see docs/losses.md)",
         false,
         {"sigmoid", "ipo", "ipo_sum", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
-         "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm", "simpo", "cpo", "unlikelihood"},
+         "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm", "simpo", "cpo", "unlikelihood",
+         "plackett_luce"},
         /*list=*/true},
        DPO_FIELD(loss.type)},
       {{"loss.weights", T::String, "", "weight of each loss.type in the sum, in its order (empty: 1 each)", false, {},
@@ -477,6 +478,15 @@ void validate_loss(const LossOptions& loss, const Require& require) {
   }
   for (const std::string& t : types)
     require(std::count(types.begin(), types.end(), t) == 1, "loss.type", fmt::format("lists '{}' twice", t));
+  // Plackett-Luce is a loss of K responses, not of pairs: none of the pair terms or weightings apply.
+  if (has("plackett_luce")) {
+    require(types.size() == 1, "loss.type", "plackett_luce ranks K responses and is not summed with pair losses");
+    require(loss.rpo_alpha == 0, "loss.rpo_alpha", "is a pair term; plackett_luce does not take it");
+    require(!loss.use_weighting, "loss.use_weighting", "WPO weighs pairs; plackett_luce does not take it");
+    require(loss.ld_alpha == 1, "loss.ld_alpha", "LD-DPO weighs pairs' shared lengths; plackett_luce does not take it");
+    require(loss.f_divergence == "reverse_kl", "loss.f_divergence",
+            "plackett_luce's rewards are the reverse-KL log-ratios of the paper; other divergences are not defined for it");
+  }
   require(!(loss.use_weighting && (has("aot") || has("aot_unpaired"))), "loss.use_weighting",
           "cannot weigh the pairs of aot or aot_unpaired, whose losses pair sorted ranks, not pairs (as TRL)");
   require(loss.ld_alpha >= 0 && loss.ld_alpha <= 1, "loss.ld_alpha", fmt::format("must be in [0, 1], got {}", loss.ld_alpha));

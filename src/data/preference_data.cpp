@@ -63,10 +63,14 @@ PreferenceDataset PreferenceDataset::from_pairs(const std::string& path, std::ve
     TruncatedPair t = truncate_pair(raw[i], rule);
     raw[i] = RawPreferencePair{};  // keep peak memory near one copy of the data
     const RawPreferencePair& p = t.pair;
-    if (scored_token_count(p.prompt.size(), p.chosen.size()) == 0 ||
-        scored_token_count(p.prompt.size(), p.rejected.size()) == 0) {
+    const auto unscored = [&](const TokenIds& response) { return scored_token_count(p.prompt.size(), response.size()) == 0; };
+    if (unscored(p.chosen) || unscored(p.rejected) || std::any_of(p.more_rejected.begin(), p.more_rejected.end(), unscored)) {
       ++s.skipped;
       continue;
+    }
+    if (!p.more_rejected.empty()) {
+      ++s.ranked;
+      s.max_responses = std::max<int64_t>(s.max_responses, static_cast<int64_t>(p.responses()));
     }
     s.truncated += t.truncated ? 1 : 0;
     s.identical += p.chosen == p.rejected ? 1 : 0;
@@ -74,6 +78,7 @@ PreferenceDataset PreferenceDataset::from_pairs(const std::string& path, std::ve
     s.chosen_tokens += static_cast<int64_t>(p.chosen.size());
     s.rejected_tokens += static_cast<int64_t>(p.rejected.size());
     s.max_token_id = max_id(p.rejected, max_id(p.chosen, max_id(p.prompt, s.max_token_id)));
+    for (const TokenIds& more : p.more_rejected) s.max_token_id = max_id(more, s.max_token_id);
     data.examples_.push_back(std::move(t.pair));
     data.source_index_.push_back(static_cast<int64_t>(i));
   }
@@ -88,9 +93,12 @@ PreferenceDataset PreferenceDataset::from_pairs(const std::string& path, std::ve
 
 std::string PreferenceDataset::summary_line() const {
   const DataSummary& s = summary_;
-  return fmt::format("{}: {}{} pairs read, {} used, {} truncated, {} skipped (a response left with no scored "
+  const std::string ranked =
+      s.ranked == 0 ? "" : fmt::format(", {} ranked (up to {} responses)", s.ranked, s.max_responses);
+  return fmt::format("{}: {}{} pairs read, {} used{}, {} truncated, {} skipped (a response left with no scored "
                      "token after truncation), {} with chosen == rejected",
-                     path_, origin_.empty() ? "" : origin_ + "; ", s.records, s.examples, s.truncated, s.skipped, s.identical);
+                     path_, origin_.empty() ? "" : origin_ + "; ", s.records, s.examples, ranked, s.truncated,
+                     s.skipped, s.identical);
 }
 
 std::string describe_preference_file(const std::string& path) {
@@ -116,7 +124,15 @@ std::string describe_preference_file(const std::string& path) {
                        std::string(names[f]) + ":", shortest,
                        static_cast<double>(total) / static_cast<double>(pairs.size()), longest, total);
   }
-  for (const auto& pair : pairs) identical += pair.chosen == pair.rejected ? 1 : 0;
+  size_t ranked = 0, most = 2;
+  for (const auto& pair : pairs) {
+    identical += pair.chosen == pair.rejected ? 1 : 0;
+    ranked += pair.more_rejected.empty() ? 0 : 1;
+    most = std::max(most, pair.responses());
+    for (const TokenIds& more : pair.more_rejected) largest = max_id(more, largest);
+  }
+  if (ranked > 0)
+    out += fmt::format("  ranked records (more than 2 responses, best first): {}, up to {} responses\n", ranked, most);
   out += fmt::format("  largest token id: {}\n", largest);
   out += fmt::format("  records with chosen == rejected: {}", identical);
   return out;

@@ -1,5 +1,7 @@
 // The HDF5 layout of preference data (README, "Data"): groups /prompt, /chosen, /rejected, each with
-// `tokens` (int32, all sequences concatenated) and `offsets` (int64, N+1). Files are opened serially
+// `tokens` (int32, all sequences concatenated) and `offsets` (int64, N+1); ranked records add
+// /more_rejected: the responses ranked below `rejected`, record after record, as `tokens` and
+// `offsets` (one more than there are such responses), and `counts` (int64, N: how many per record). Files are opened serially
 // without file locking and written through write_hdf5_durably; HDF5's own error printing is
 // switched off so that every problem surfaces as one dpo::Error naming the file, the dataset and
 // the record.
@@ -18,6 +20,7 @@ namespace dpo {
 namespace {
 
 constexpr const char* kFields[3] = {"prompt", "chosen", "rejected"};
+constexpr const char* kMoreRejected = "more_rejected";
 
 // A 1-D integer dataset, opened and checked, not yet read.
 struct IntegerDataset {
@@ -138,6 +141,23 @@ void write_attributes(hid_t file_id, const std::string& file) {
   }
 }
 
+// Group `name` with the sequences concatenated in `tokens` and their `offsets`; left open.
+Handle write_sequences(hid_t file_id, const char* name, const std::vector<const TokenIds*>& sequences,
+                       const std::string& file) {
+  std::vector<int64_t> offsets;
+  offsets.reserve(sequences.size() + 1);
+  offsets.push_back(0);
+  for (const TokenIds* ids : sequences) offsets.push_back(offsets.back() + static_cast<int64_t>(ids->size()));
+  std::vector<int32_t> tokens;
+  tokens.reserve(static_cast<size_t>(offsets.back()));
+  for (const TokenIds* ids : sequences) tokens.insert(tokens.end(), ids->begin(), ids->end());
+  Handle group(H5Gcreate2(file_id, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
+  if (!group.valid()) fail("{}: cannot create group /{}", file, name);
+  write_dataset(group, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, tokens.data(), tokens.size(), file);
+  write_dataset(group, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, offsets.data(), offsets.size(), file);
+  return group;
+}
+
 // The tokenization attributes, named as TokenizationId's fields.
 struct TokenizationAttribute {
   const char* name;
@@ -161,20 +181,48 @@ void write_layout(hid_t file_id, const std::string& file, const std::vector<RawP
   for (int f = 0; f < 3; ++f) {
     const auto member = f == 0 ? &RawPreferencePair::prompt : f == 1 ? &RawPreferencePair::chosen
                                                                      : &RawPreferencePair::rejected;
-    std::vector<int64_t> offsets;
-    offsets.reserve(pairs.size() + 1);
-    offsets.push_back(0);
-    for (const auto& pair : pairs) offsets.push_back(offsets.back() + static_cast<int64_t>((pair.*member).size()));
-    std::vector<int32_t> tokens;
-    tokens.reserve(static_cast<size_t>(offsets.back()));
-    for (const auto& pair : pairs) tokens.insert(tokens.end(), (pair.*member).begin(), (pair.*member).end());
-
-    Handle group(H5Gcreate2(file_id, kFields[f], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
-    if (!group.valid()) fail("{}: cannot create group /{}", file, kFields[f]);
-    write_dataset(group, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, tokens.data(), tokens.size(), file);
-    write_dataset(group, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, offsets.data(), offsets.size(), file);
+    std::vector<const TokenIds*> sequences;
+    sequences.reserve(pairs.size());
+    for (const auto& pair : pairs) sequences.push_back(&(pair.*member));
+    Handle group = write_sequences(file_id, kFields[f], sequences, file);
     if (!group.close()) fail("{}: cannot close group /{}", file, kFields[f]);
   }
+  std::vector<const TokenIds*> more;
+  std::vector<int64_t> counts;
+  counts.reserve(pairs.size());
+  for (const auto& pair : pairs) {
+    counts.push_back(static_cast<int64_t>(pair.more_rejected.size()));
+    for (const TokenIds& ids : pair.more_rejected) more.push_back(&ids);
+  }
+  if (more.empty()) return;  // pairs only: the layout of files before ranked records
+  Handle group = write_sequences(file_id, kMoreRejected, more, file);
+  write_dataset(group, "counts", H5T_STD_I64LE, H5T_NATIVE_INT64, counts.data(), counts.size(), file);
+  if (!group.close()) fail("{}: cannot close group /{}", file, kMoreRejected);
+}
+
+// The responses of ranked records ranked below `rejected` (group /more_rejected) into `pairs`.
+void read_more_rejected(hid_t file_id, const std::string& path, int64_t vocab_size, std::vector<RawPreferencePair>& pairs) {
+  const Field field = read_field(file_id, kMoreRejected, path, vocab_size);
+  Handle group(H5Gopen2(file_id, kMoreRejected, H5P_DEFAULT), H5Gclose);
+  const std::string counts_path = std::string("/") + kMoreRejected + "/counts";
+  const std::vector<int64_t> counts =
+      read_all<int64_t>(open_integer_dataset(group, "counts", path, counts_path), H5T_NATIVE_INT64, path, counts_path);
+  if (counts.size() != pairs.size())
+    fail("{}: {} holds {} records but /prompt/offsets holds {}", path, counts_path, counts.size(), pairs.size());
+  const size_t responses = field.offsets.size() - 1;
+  size_t next = 0;
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    if (counts[i] < 0 || static_cast<uint64_t>(counts[i]) > responses - next)
+      fail("{}: {}[{}] = {} does not fit the {} responses of /{}/offsets", path, counts_path, i, counts[i], responses,
+           kMoreRejected);
+    for (int64_t k = 0; k < counts[i]; ++k, ++next) {
+      const int64_t begin = field.offsets[next], end = field.offsets[next + 1];
+      if (begin == end) fail("{}: /{} response {} (record {}) is empty (a response needs a token)", path, kMoreRejected, next, i);
+      pairs[i].more_rejected.emplace_back(field.tokens.begin() + begin, field.tokens.begin() + end);
+    }
+  }
+  if (next != responses)
+    fail("{}: {} sums to {} but /{}/offsets holds {} responses", path, counts_path, next, kMoreRejected, responses);
 }
 
 }  // namespace
@@ -208,13 +256,17 @@ std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int
     }
     field = Field{};  // release the concatenated copy before the next field is split
   }
+  if (H5Lexists(file_id, kMoreRejected, H5P_DEFAULT) > 0) read_more_rejected(file_id, path, vocab_size, pairs);
   return pairs;
 }
 
 void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs,
                            const TokenizationId& tokenization, const std::string& source) {
   size_t bytes = 8 * 3 * (pairs.size() + 1) + 16384;
-  for (const auto& pair : pairs) bytes += 4 * (pair.prompt.size() + pair.chosen.size() + pair.rejected.size());
+  for (const auto& pair : pairs) {
+    bytes += 4 * (pair.prompt.size() + pair.chosen.size() + pair.rejected.size()) + 8;
+    for (const TokenIds& ids : pair.more_rejected) bytes += 4 * ids.size() + 8;
+  }
   write_hdf5_durably(path, bytes, [&](hid_t file) { write_layout(file, path, pairs, tokenization, source); });
 }
 

@@ -25,17 +25,16 @@ struct LineContext {
   int64_t vocab_size;
 };
 
-TokenIds read_ids(const json& record, const char* field, const LineContext& at) {
-  const auto it = record.find(field);
-  if (it == record.end()) fail("{}:{}: field '{}' is missing", at.path, at.line, field);
-  if (!it->is_array()) {
-    fail("{}:{}: field '{}' is not an array of integers (it is a JSON {})", at.path, at.line, field,
-         it->type_name());
+// The ids of one array of integers; `field` names it in messages ("chosen_input_ids",
+// "responses_input_ids[2]").
+TokenIds ids_of(const json& value, const std::string& field, const LineContext& at) {
+  if (!value.is_array()) {
+    fail("{}:{}: field '{}' is not an array of integers (it is a JSON {})", at.path, at.line, field, value.type_name());
   }
   TokenIds ids;
-  ids.reserve(it->size());
-  for (size_t k = 0; k < it->size(); ++k) {
-    const json& v = (*it)[k];
+  ids.reserve(value.size());
+  for (size_t k = 0; k < value.size(); ++k) {
+    const json& v = value[k];
     if (!v.is_number_integer()) {
       fail("{}:{}: field '{}' element {} is not an integer ({})", at.path, at.line, field, k, json_excerpt(v));
     }
@@ -54,7 +53,34 @@ TokenIds read_ids(const json& record, const char* field, const LineContext& at) 
     }
     ids.push_back(id);
   }
+  if (ids.empty() && field != "prompt_input_ids")
+    fail("{}:{}: field '{}' is empty (a response needs a token)", at.path, at.line, field);
   return ids;
+}
+
+TokenIds read_ids(const json& record, const char* field, const LineContext& at) {
+  const auto it = record.find(field);
+  if (it == record.end()) fail("{}:{}: field '{}' is missing", at.path, at.line, field);
+  return ids_of(*it, field, at);
+}
+
+// A ranked record: `responses_input_ids`, K >= 2 responses best first (the DPO paper's
+// Plackett-Luce data), instead of chosen_input_ids and rejected_input_ids.
+void read_ranked_responses(const json& record, RawPreferencePair& pair, const LineContext& at) {
+  for (const char* field : {"chosen_input_ids", "rejected_input_ids"})
+    if (record.contains(field))
+      fail("{}:{}: field '{}' next to 'responses_input_ids': a record is a pair or a ranking, not both", at.path,
+           at.line, field);
+  const json& responses = record["responses_input_ids"];
+  if (!responses.is_array() || responses.size() < 2)
+    fail("{}:{}: field 'responses_input_ids' must be a list of at least 2 responses (arrays of ids, best first), got {}",
+         at.path, at.line, responses.is_array() ? fmt::format("{} response(s)", responses.size()) : json_excerpt(responses));
+  for (size_t k = 0; k < responses.size(); ++k) {
+    TokenIds ids = ids_of(responses[k], fmt::format("responses_input_ids[{}]", k), at);
+    if (k == 0) pair.chosen = std::move(ids);
+    else if (k == 1) pair.rejected = std::move(ids);
+    else pair.more_rejected.push_back(std::move(ids));
+  }
 }
 
 // A line longer than this is no preference pair (a million-token context is ~20 MB of ids);
@@ -110,17 +136,17 @@ std::vector<RawPreferencePair> read_preference_jsonl(std::istream& in, const std
     if (text.find_first_not_of(" \t\r\n\f\v") == std::string::npos) continue;
     const json record = parse_json(text, fmt::format("{}:{}", path, line));
     if (!record.is_object()) {
-      fail("{}:{}: expected a JSON object with prompt_input_ids, chosen_input_ids, rejected_input_ids, got a JSON {}",
-           path, line, record.type_name());
+      fail("{}:{}: expected a JSON object with prompt_input_ids, chosen_input_ids, rejected_input_ids (or "
+           "responses_input_ids), got a JSON {}", path, line, record.type_name());
     }
     const LineContext at{path, line, vocab_size};
     RawPreferencePair pair;
     pair.prompt = read_ids(record, "prompt_input_ids", at);
-    pair.chosen = read_ids(record, "chosen_input_ids", at);
-    pair.rejected = read_ids(record, "rejected_input_ids", at);
-    if (pair.chosen.empty()) fail("{}:{}: field 'chosen_input_ids' is empty (a response needs a token)", path, line);
-    if (pair.rejected.empty()) {
-      fail("{}:{}: field 'rejected_input_ids' is empty (a response needs a token)", path, line);
+    if (record.contains("responses_input_ids")) {
+      read_ranked_responses(record, pair, at);
+    } else {
+      pair.chosen = read_ids(record, "chosen_input_ids", at);
+      pair.rejected = read_ids(record, "rejected_input_ids", at);
     }
     pairs.push_back(std::move(pair));
   }
@@ -133,8 +159,14 @@ void write_preference_jsonl(const std::string& path, const std::vector<RawPrefer
   TemporaryPath tmp(path);
   SyncedFile out(tmp.path());
   for (const auto& p : pairs) {
-    nlohmann::json line = {{"prompt_input_ids", p.prompt}, {"chosen_input_ids", p.chosen},
-                           {"rejected_input_ids", p.rejected}};
+    nlohmann::json line = {{"prompt_input_ids", p.prompt}};
+    if (p.more_rejected.empty()) {
+      line["chosen_input_ids"] = p.chosen;
+      line["rejected_input_ids"] = p.rejected;
+    } else {
+      line["responses_input_ids"] = {p.chosen, p.rejected};
+      for (const TokenIds& more : p.more_rejected) line["responses_input_ids"].push_back(more);
+    }
     out.write(line.dump() + "\n");
   }
   out.finish();

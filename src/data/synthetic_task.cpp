@@ -1,6 +1,7 @@
 #include "dpo/data/synthetic_task.h"
 
 #include <algorithm>
+#include <optional>
 #include <random>
 #include <unordered_set>
 
@@ -30,16 +31,34 @@ std::vector<RawPreferencePair> make_synthetic_pairs(const SyntheticTaskOptions& 
                                                       : random_token();
     return r;
   };
+  // K responses of distinct rewards, best first; none when two tie (no strict order to learn).
+  auto ranked_responses = [&](const TokenIds& prompt) -> std::optional<RawPreferencePair> {
+    std::vector<std::pair<double, TokenIds>> scored;
+    for (int64_t k = 0; k < o.responses; ++k) {
+      TokenIds r = response_for(prompt);
+      scored.emplace_back(synthetic_reward(prompt, r), std::move(r));
+    }
+    std::sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t k = 1; k < scored.size(); ++k)
+      if (scored[k].first == scored[k - 1].first) return std::nullopt;
+    RawPreferencePair ranked{prompt, std::move(scored[0].second), std::move(scored[1].second), {}};
+    for (size_t k = 2; k < scored.size(); ++k) ranked.more_rejected.push_back(std::move(scored[k].second));
+    return ranked;
+  };
   std::vector<RawPreferencePair> pairs;
   pairs.reserve(static_cast<size_t>(o.pairs));
   while (static_cast<int64_t>(pairs.size()) < o.pairs) {
     TokenIds prompt(static_cast<size_t>(uniform(o.min_prompt_length, o.max_prompt_length)));
     for (auto& t : prompt) t = random_token();
+    if (o.responses > 2) {
+      if (auto ranked = ranked_responses(prompt)) pairs.push_back(std::move(*ranked));
+      continue;
+    }
     TokenIds a = response_for(prompt), b = response_for(prompt);
     const double ra = synthetic_reward(prompt, a), rb = synthetic_reward(prompt, b);
     if (ra == rb) continue;  // no preference to learn from
-    if (ra > rb) pairs.push_back({prompt, a, b});
-    else pairs.push_back({prompt, b, a});
+    if (ra > rb) pairs.push_back({prompt, a, b, {}});
+    else pairs.push_back({prompt, b, a, {}});
   }
   return pairs;
 }

@@ -43,14 +43,40 @@ void check_messages(const json& messages, const char* field, const std::string& 
   }
 }
 
+// A ranked row's `responses` (K >= 2 texts or message lists, best first; an explicit prompt), checked.
+PreferenceFormat classify_ranked_row(const json& row, const std::string& at) {
+  for (const char* field : {"chosen", "rejected"})
+    if (row.contains(field)) fail("{}: field '{}' next to 'responses': a row is a pair or a ranking, not both", at, field);
+  const json& responses = row["responses"];
+  if (!responses.is_array() || responses.size() < 2)
+    fail("{}: field 'responses' must be a list of at least 2 responses (texts or message lists, best first), got {}", at,
+         responses.is_array() ? fmt::format("{} response(s)", responses.size()) : json_excerpt(responses));
+  const auto prompt = row.find("prompt");
+  if (prompt == row.end())
+    fail("{}: ranked 'responses' need an explicit 'prompt' (the prompt cannot be extracted from more than two responses)", at);
+  const bool conversational = prompt->is_array();
+  if (!conversational && !prompt->is_string())
+    fail("{}: field 'prompt' is neither a string nor a list of messages (it is a JSON {})", at, prompt->type_name());
+  if (conversational) check_messages(*prompt, "prompt", at);
+  for (size_t k = 0; k < responses.size(); ++k) {
+    const std::string field = fmt::format("responses[{}]", k);
+    if (responses[k].is_array() != conversational || !(responses[k].is_array() || responses[k].is_string()))
+      fail("{}: field '{}' is a JSON {} but 'prompt' is a JSON {}", at, field, responses[k].type_name(), prompt->type_name());
+    if (conversational) check_messages(responses[k], field.c_str(), at);
+  }
+  return conversational ? PreferenceFormat::ConversationalExplicit : PreferenceFormat::StandardExplicit;
+}
+
 // The format of one row, with its fields checked for the types the format needs.
 PreferenceFormat classify_row(const json& row, const std::string& at) {
   if (!row.is_object()) fail("{}: expected a JSON object (a preference pair), got a JSON {}", at, row.type_name());
-  if (row.contains("prompt_input_ids") || row.contains("chosen_input_ids")) return PreferenceFormat::PreTokenized;
+  if (row.contains("prompt_input_ids") || row.contains("chosen_input_ids") || row.contains("responses_input_ids"))
+    return PreferenceFormat::PreTokenized;
+  if (row.contains("responses")) return classify_ranked_row(row, at);
   const auto chosen = row.find("chosen"), rejected = row.find("rejected");
   if (chosen == row.end() || rejected == row.end()) {
-    fail("{}: a preference pair needs 'chosen' and 'rejected' (text or messages) or prompt_input_ids, "
-         "chosen_input_ids, rejected_input_ids",
+    fail("{}: a preference pair needs 'chosen' and 'rejected' (text or messages), a ranking needs 'prompt' and "
+         "'responses', or give ids: prompt_input_ids, chosen_input_ids, rejected_input_ids",
          at);
   }
   if (!chosen->is_string() && !chosen->is_array()) {
@@ -71,6 +97,23 @@ PreferenceFormat classify_row(const json& row, const std::string& at) {
     return prompt != row.end() ? PreferenceFormat::ConversationalExplicit : PreferenceFormat::ConversationalImplicit;
   }
   return prompt != row.end() ? PreferenceFormat::StandardExplicit : PreferenceFormat::StandardImplicit;
+}
+
+// A row's responses, best first: `responses`, or chosen then rejected.
+std::vector<const json*> row_responses(const json& row) {
+  std::vector<const json*> out;
+  if (const auto ranked = row.find("responses"); ranked != row.end()) {
+    for (const json& response : *ranked) out.push_back(&response);
+  } else {
+    out = {&row["chosen"], &row["rejected"]};
+  }
+  return out;
+}
+
+// The name of response k of a row in messages.
+std::string response_name(const json& row, size_t k) {
+  if (row.contains("responses")) return fmt::format("responses[{}]", k);
+  return k == 0 ? "chosen" : "rejected";
 }
 
 // TRL's extract_prompt on message lists: the common leading messages (compared whole) are the
@@ -94,7 +137,7 @@ ExtractedMessages extract_prompt_messages(const json& chosen, const json& reject
   return {slice(chosen, 0, idx), slice(chosen, idx, chosen.size()), slice(rejected, idx, rejected.size())};
 }
 
-TokenIds to_token_ids(const std::vector<int64_t>& ids, size_t from, const char* field, const std::string& at,
+TokenIds to_token_ids(const std::vector<int64_t>& ids, size_t from, const std::string& field, const std::string& at,
                       int64_t vocab_size) {
   TokenIds out;
   out.reserve(ids.size() - std::min(from, ids.size()));
@@ -111,40 +154,52 @@ bool starts_with(const std::vector<int64_t>& ids, const std::vector<int64_t>& pr
   return ids.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), ids.begin());
 }
 
-// The prompt, chosen and rejected texts to tokenize: prompt alone, then prompt+response jointly.
+// The texts to tokenize: the prompt alone, then prompt+response jointly for each response (best first).
 struct RowTexts {
-  std::string prompt, prompt_chosen, prompt_rejected;
+  std::string prompt;
+  std::vector<std::string> prompt_responses;
 };
 
 RowTexts standard_texts(const json& row, PreferenceFormat format, const std::string& eos) {
-  ExtractedText text;
+  std::string prompt;
+  std::vector<std::string> responses;
   if (format == PreferenceFormat::StandardImplicit) {
-    text = extract_prompt(row["chosen"].get<std::string>(), row["rejected"].get<std::string>());
+    const ExtractedText text = extract_prompt(row["chosen"].get<std::string>(), row["rejected"].get<std::string>());
+    prompt = text.prompt;
+    responses = {text.chosen, text.rejected};
   } else {
-    text = {row["prompt"].get<std::string>(), row["chosen"].get<std::string>(), row["rejected"].get<std::string>()};
+    prompt = row["prompt"].get<std::string>();
+    for (const json* response : row_responses(row)) responses.push_back(response->get<std::string>());
   }
   // TRL appends the EOS string to standard responses that do not already end with it.
   const auto with_eos = [&](std::string response) {
     const bool ends = response.size() >= eos.size() && response.compare(response.size() - eos.size(), eos.size(), eos) == 0;
     return ends ? response : response + eos;
   };
-  return {text.prompt, text.prompt + with_eos(text.chosen), text.prompt + with_eos(text.rejected)};
+  RowTexts texts{prompt, {}};
+  for (const std::string& response : responses) texts.prompt_responses.push_back(prompt + with_eos(response));
+  return texts;
 }
 
 RowTexts conversational_texts(const json& row, PreferenceFormat format, const ChatTemplate& chat) {
-  ExtractedMessages m;
+  json prompt;
+  std::vector<json> responses;
   if (format == PreferenceFormat::ConversationalImplicit) {
-    m = extract_prompt_messages(row["chosen"], row["rejected"]);
+    ExtractedMessages m = extract_prompt_messages(row["chosen"], row["rejected"]);
+    prompt = std::move(m.prompt);
+    responses = {std::move(m.chosen), std::move(m.rejected)};
   } else {
-    m = {row["prompt"], row["chosen"], row["rejected"]};
+    prompt = row["prompt"];
+    for (const json* response : row_responses(row)) responses.push_back(*response);
   }
-  const auto joined = [&](const json& response) {
-    ordered_json all = ordered_json(m.prompt);
-    for (const auto& message : response) all.push_back(ordered_json(message));
-    return chat.render(all, /*add_generation_prompt=*/false);
-  };
   // No EOS is appended: the template's own end-of-turn tokens close each response.
-  return {chat.render(ordered_json(m.prompt), /*add_generation_prompt=*/true), joined(m.chosen), joined(m.rejected)};
+  RowTexts texts{chat.render(ordered_json(prompt), /*add_generation_prompt=*/true), {}};
+  for (const json& response : responses) {
+    ordered_json all = ordered_json(prompt);
+    for (const auto& message : response) all.push_back(ordered_json(message));
+    texts.prompt_responses.push_back(chat.render(all, /*add_generation_prompt=*/false));
+  }
+  return texts;
 }
 
 struct ReadState {
@@ -156,9 +211,11 @@ struct ReadState {
 };
 
 void check_row_not_empty(const json& row, PreferenceFormat format, const std::string& at) {
-  for (const char* field : {"chosen", "rejected"}) {
-    const json& value = row[field];
-    if (value.is_string() ? value.get_ref<const std::string&>().empty() : value.empty()) fail("{}: field '{}' is empty (a response needs content)", at, field);
+  const std::vector<const json*> responses = row_responses(row);
+  for (size_t k = 0; k < responses.size(); ++k) {
+    const json& value = *responses[k];
+    if (value.is_string() ? value.get_ref<const std::string&>().empty() : value.empty())
+      fail("{}: field '{}' is empty (a response needs content)", at, response_name(row, k));
   }
   if (format == PreferenceFormat::ConversationalExplicit && row["prompt"].empty()) {
     fail("{}: field 'prompt' is an empty list of messages", at);
@@ -174,22 +231,28 @@ void add_row(const json& row, PreferenceFormat format, const std::string& at, Re
                               : standard_texts(row, format, enc.eos_token);
   const auto& encode = chat ? enc.encode_rendered : enc.encode_text;
   const std::vector<int64_t> prompt = encode(texts.prompt);
-  const std::vector<int64_t> prompt_chosen = encode(texts.prompt_chosen);
-  const std::vector<int64_t> prompt_rejected = encode(texts.prompt_rejected);
-  if (!starts_with(prompt_chosen, prompt) || !starts_with(prompt_rejected, prompt)) {
+  std::vector<std::vector<int64_t>> joint;
+  for (const std::string& text : texts.prompt_responses) joint.push_back(encode(text));
+  for (size_t k = 0; k < joint.size(); ++k) {
+    if (starts_with(joint[k], prompt)) continue;
     ++s.file.boundary_mismatches;
     if (s.on_mismatch == BoundaryMismatch::Error) {
       fail("{}: the tokens of prompt+{} do not start with the prompt's tokens (data.boundary_mismatch: error)", at,
-           starts_with(prompt_chosen, prompt) ? "rejected" : "chosen");
+           response_name(row, k));
     }
     if (s.on_mismatch == BoundaryMismatch::Skip) return;
+    break;  // a row counts once
   }
   RawPreferencePair pair;
   pair.prompt = to_token_ids(prompt, 0, "prompt", at, s.vocab_size);
-  pair.chosen = to_token_ids(prompt_chosen, prompt.size(), "prompt+chosen", at, s.vocab_size);
-  pair.rejected = to_token_ids(prompt_rejected, prompt.size(), "prompt+rejected", at, s.vocab_size);
-  if (pair.chosen.empty()) fail("{}: the chosen response has no tokens after the prompt's", at);
-  if (pair.rejected.empty()) fail("{}: the rejected response has no tokens after the prompt's", at);
+  for (size_t k = 0; k < joint.size(); ++k) {
+    const std::string name = response_name(row, k);
+    TokenIds ids = to_token_ids(joint[k], prompt.size(), "prompt+" + name, at, s.vocab_size);
+    if (ids.empty()) fail("{}: the {} response has no tokens after the prompt's", at, name);
+    if (k == 0) pair.chosen = std::move(ids);
+    else if (k == 1) pair.rejected = std::move(ids);
+    else pair.more_rejected.push_back(std::move(ids));
+  }
   s.file.pairs.push_back(std::move(pair));
 }
 

@@ -24,9 +24,12 @@ TruncatedPair truncate_pair(const RawPreferencePair& pair, const TruncationRule&
   TokenIds& prompt = out.pair.prompt;
   TokenIds& chosen = out.pair.chosen;
   TokenIds& rejected = out.pair.rejected;
-  const auto too_long = [&] {
-    return static_cast<int64_t>(prompt.size() + std::max(chosen.size(), rejected.size())) > rule.max_length;
+  const auto longest_response = [&] {
+    size_t longest = std::max(chosen.size(), rejected.size());
+    for (const TokenIds& more : out.pair.more_rejected) longest = std::max(longest, more.size());
+    return longest;
   };
+  const auto too_long = [&] { return static_cast<int64_t>(prompt.size() + longest_response()) > rule.max_length; };
   if (!too_long()) return out;
 
   const auto max_prompt = static_cast<size_t>(std::max<int64_t>(rule.max_prompt_length, 0));
@@ -38,16 +41,20 @@ TruncatedPair truncate_pair(const RawPreferencePair& pair, const TruncationRule&
     }
   }
   if (too_long()) {
-    // Both responses are cut to the same budget; a prompt longer than max_length leaves none. The
+    // Every response is cut to the same budget; a prompt longer than max_length leaves none. The
     // paper's code (preference_datasets.py, tokenize_batch_element) and TRL's tokenize_row before
     // 2026 cut to max_length - max_prompt_length even when the prompt is shorter than that.
     const int64_t used = rule.budget == ResponseBudget::Paper ? rule.max_prompt_length : static_cast<int64_t>(prompt.size());
     const auto budget = static_cast<size_t>(std::max<int64_t>(rule.max_length - used, 0));
     if (chosen.size() > budget) chosen.resize(budget);
     if (rejected.size() > budget) rejected.resize(budget);
+    for (TokenIds& more : out.pair.more_rejected)
+      if (more.size() > budget) more.resize(budget);
   }
   out.truncated = prompt.size() != pair.prompt.size() || chosen.size() != pair.chosen.size() ||
                   rejected.size() != pair.rejected.size();
+  for (size_t k = 0; k < pair.more_rejected.size(); ++k)
+    out.truncated = out.truncated || out.pair.more_rejected[k].size() != pair.more_rejected[k].size();
   return out;
 }
 

@@ -127,9 +127,12 @@ SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_
 
 PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const ResponseScoring& scoring) {
   const int64_t pairs = batch.num_pairs;
-  if (batch.input_ids.dim() != 2 || batch.input_ids.size(0) != 2 * pairs)
-    fail("input_ids: expected {} rows (chosen then rejected of {} pairs), got {}", 2 * pairs, pairs,
-         shape_text(batch.input_ids.sizes()));
+  const bool ranked = batch.more_rows.defined() && batch.more_rows.numel() > 0;
+  const int64_t extra = ranked ? batch.more_rows.ge(0).sum().item<int64_t>() : 0;
+  if (batch.input_ids.dim() != 2 || batch.input_ids.size(0) != 2 * pairs + extra)
+    fail("input_ids: expected {} rows (chosen then rejected of {} pairs, then {} more_rejected), got {}",
+         2 * pairs + extra, pairs, extra, shape_text(batch.input_ids.sizes()));
+  if (ranked && scoring.ld_alpha != 1.0) fail("loss.ld_alpha: LD-DPO's weighting is defined for pairs, not ranked responses");
   // The batch is collated on the CPU; the forward runs where the model's parameters live.
   const at::Device device = model.device();
   const at::Tensor input_ids = batch.input_ids.to(device);
@@ -153,6 +156,17 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const Response
   out.rejected_unlikelihood = rejected(all.unlikelihood);
   out.chosen_weight_logps = chosen(all.weight_logps);
   out.rejected_weight_logps = rejected(all.weight_logps);
+  if (ranked) {
+    // Row r of `all` at more_rows; a missing response reads the appended zero (logp 0, 0 tokens).
+    const int64_t rows = all.logps.size(0);
+    const at::Tensor where = batch.more_rows.to(device);
+    const at::Tensor flat = at::where(where.ge(0), where, at::full_like(where, rows)).reshape({-1});
+    const auto pick = [&](const at::Tensor& per_row) {
+      return at::cat({per_row, at::zeros({1}, per_row.options())}).index_select(0, flat).view(where.sizes());
+    };
+    out.more = pick(all.logps);
+    out.more_tokens = pick(all.token_counts);
+  }
   return out;
 }
 

@@ -24,7 +24,7 @@ const std::pair<const char*, LossType> kLossNames[] = {
     {"apo_down", LossType::ApoDown},    {"discopop", LossType::Discopop},
     {"sft", LossType::Sft},             {"sigmoid_norm", LossType::SigmoidNorm},
     {"simpo", LossType::Simpo},         {"cpo", LossType::Cpo},
-    {"unlikelihood", LossType::Unlikelihood},
+    {"unlikelihood", LossType::Unlikelihood}, {"plackett_luce", LossType::PlackettLuce},
 };
 
 std::vector<std::string> comma_items(const std::string& text) {
@@ -106,6 +106,12 @@ std::string unread_loss_options(const LossOptions& options) {
   return fmt::format("{} set but not read by loss.type {}: no effect", list, options.type);
 }
 
+bool ranks_responses(const LossOptions& options) {
+  for (const LossTerm& term : loss_terms(options))
+    if (term.type == LossType::PlackettLuce) return true;
+  return false;
+}
+
 bool couples_pairs(const LossOptions& options) {
   for (const LossTerm& term : loss_terms(options))
     if (term.type == LossType::Aot || term.type == LossType::AotUnpaired) return true;
@@ -145,6 +151,13 @@ at::Tensor reference_of(const at::Tensor& reference, const at::Tensor& policy) {
 // dividing by 1 keeps it 0 instead of nan.
 at::Tensor per_token(const at::Tensor& value, const at::Tensor& tokens, const char* name) {
   return value / needed(tokens, value, name, "the length-normalised losses").to(value.device(), value.scalar_type()).clamp_min(1);
+}
+
+// The scored tokens of the more_rejected responses ([B, M] like `more`): 0 marks a missing one.
+const at::Tensor& needed_more_tokens(const PreferenceLogps& logps, const at::Tensor& more) {
+  if (!logps.more_tokens.defined() || logps.more_tokens.sizes() != more.sizes())
+    fail("more_tokens: expected [{}, {}] token counts for the ranked responses", more.size(0), more.size(1));
+  return logps.more_tokens;
 }
 
 // f-DPO: the score of a log-ratio x is f'(exp x) up to constants (TRL's f_divergence_type).
@@ -254,6 +267,10 @@ at::Tensor term_loss(LossType type, const LossInputs& in, const PreferenceLogps&
     case LossType::Simpo:
     case LossType::Cpo:
     case LossType::Unlikelihood: return reference_free_term(type, in, logps, options);
+    case LossType::PlackettLuce: {
+      const RankedRewards ranked = ranked_rewards(logps, beta);
+      return plackett_luce_losses(ranked.rewards, ranked.valid);
+    }
   }
   fail("loss.type: '{}' has no formula", options.type);
 }
@@ -287,6 +304,35 @@ at::Tensor wpo_weights(const PreferenceLogps& logps, const at::Tensor& like) {
 
 }  // namespace
 
+at::Tensor plackett_luce_losses(const at::Tensor& rewards, const at::Tensor& valid) {
+  if (rewards.dim() != 2 || rewards.size(1) < 2 || valid.sizes() != rewards.sizes())
+    fail("plackett_luce: expected rewards [B, K >= 2] and a valid mask of the same shape, got {} and {}",
+         shape_text(rewards.sizes()), shape_text(valid.sizes()));
+  // A missing response gets a reward so low that exp() of it is 0 next to any real one, so the
+  // tail sums below add nothing for it; its own term is masked. (Not -inf: 0 * inf in the backward.)
+  const at::Tensor real = valid.to(rewards.device(), at::kBool);
+  const at::Tensor r = rewards.masked_fill(real.logical_not(), -1e9);
+  // log sum_{j >= k} exp(r_j): a cumulative log-sum-exp from the last response backwards.
+  const at::Tensor tails = r.flip({1}).logcumsumexp(1).flip({1});
+  return -((r - tails) * real.to(rewards.scalar_type())).sum(1);
+}
+
+RankedRewards ranked_rewards(const PreferenceLogps& logps, double beta) {
+  const at::Tensor& pc = logps.policy_chosen;
+  std::vector<at::Tensor> policy = {pc.unsqueeze(1), logps.policy_rejected.unsqueeze(1)};
+  std::vector<at::Tensor> reference = {reference_of(logps.reference_chosen, pc).unsqueeze(1),
+                                       reference_of(logps.reference_rejected, pc).unsqueeze(1)};
+  std::vector<at::Tensor> valid = {at::ones({pc.size(0), 2}, pc.options().dtype(at::kBool))};
+  if (logps.policy_more.defined() && logps.policy_more.size(1) > 0) {
+    const at::Tensor& more = logps.policy_more;
+    if (more.dim() != 2 || more.size(0) != pc.size(0)) fail("policy_more: expected [{}, M]", pc.size(0));
+    policy.push_back(more.to(pc.scalar_type()));
+    reference.push_back(reference_of(logps.reference_more, more.to(pc.scalar_type())));
+    valid.push_back(needed_more_tokens(logps, more).to(pc.device()).gt(0));
+  }
+  return {beta * (at::cat(policy, 1) - at::cat(reference, 1)), at::cat(valid, 1)};
+}
+
 PreferenceLogps preference_logps(const PairLogps& policy, const PairLogps* reference) {
   PreferenceLogps logps;
   logps.policy_chosen = policy.chosen;
@@ -300,6 +346,9 @@ PreferenceLogps preference_logps(const PairLogps& policy, const PairLogps* refer
   logps.rejected_unlikelihood = policy.rejected_unlikelihood;
   logps.chosen_weight_logps = policy.chosen_weight_logps;
   logps.rejected_weight_logps = policy.rejected_weight_logps;
+  logps.policy_more = policy.more;
+  logps.more_tokens = policy.more_tokens;
+  if (reference) logps.reference_more = reference->more;
   return logps;
 }
 
@@ -327,6 +376,39 @@ at::Tensor preference_losses(const PreferenceLogps& logps, const LossOptions& op
   return total;
 }
 
+namespace {
+
+// The metrics of ranked responses (see PairMetrics): "rejected" is every response below the best.
+void add_ranking_metrics(const PreferenceLogps& logps, const LossOptions& options, PairMetrics& m) {
+  PreferenceLogps detached = logps;
+  for (at::Tensor* t : {&detached.policy_chosen, &detached.policy_rejected, &detached.policy_more})
+    if (t->defined()) *t = t->detach().to(at::kCPU, at::kDouble);
+  for (at::Tensor* t : {&detached.reference_chosen, &detached.reference_rejected, &detached.reference_more, &detached.more_tokens})
+    if (t->defined()) *t = t->detach().to(at::kCPU);
+  const RankedRewards ranked = ranked_rewards(detached, options.beta);
+  const at::Tensor& r = ranked.rewards;                     // [B, K]
+  const at::Tensor real = ranked.valid.to(at::kDouble);     // [B, K]
+  const int64_t k = r.size(1);
+  const at::Tensor below = real.narrow(1, 1, k - 1);        // the responses below the best
+  const at::Tensor count = below.sum(1);
+  m.rewards_rejected = (r.narrow(1, 1, k - 1) * below).sum(1) / count;
+  const at::Tensor policy = at::cat({detached.policy_rejected.unsqueeze(1),
+                                     detached.policy_more.defined() ? detached.policy_more : at::zeros({r.size(0), 0}, at::kDouble)}, 1);
+  m.logps_rejected = (policy * below).sum(1) / count;
+  m.margins = m.rewards_chosen - m.rewards_rejected;
+  // Ordered pairs (i < j, both real): right when r_i > r_j strictly.
+  const at::Tensor both = real.unsqueeze(2) * real.unsqueeze(1);                 // [B, K, K]
+  const at::Tensor upper = at::ones({k, k}, at::kDouble).triu(1).unsqueeze(0);   // i < j
+  const at::Tensor pairs = both * upper;
+  const at::Tensor right = r.unsqueeze(2).gt(r.unsqueeze(1)).to(at::kDouble) * pairs;
+  const at::Tensor first = right.select(1, 0).sum(1);  // pairs (best, j) in order
+  m.accuracies = first.eq(count).to(at::kDouble);
+  m.ranking_pairwise = right.sum({1, 2}) / pairs.sum({1, 2});
+  m.ranking_full = right.sum({1, 2}).eq(pairs.sum({1, 2})).to(at::kDouble);
+}
+
+}  // namespace
+
 PairMetrics pair_metrics(const PreferenceLogps& logps, const at::Tensor& losses, const LossOptions& options) {
   check_shapes(logps);
   // Metrics use the summed log-probs for every loss type (as TRL: rewards are beta * log-ratio).
@@ -340,6 +422,7 @@ PairMetrics pair_metrics(const PreferenceLogps& logps, const at::Tensor& losses,
   m.margins = m.rewards_chosen - m.rewards_rejected;
   m.accuracies = m.rewards_chosen.gt(m.rewards_rejected).to(at::kDouble);
   m.loss = as_double(losses);
+  if (ranks_responses(options)) add_ranking_metrics(logps, options, m);
   return m;
 }
 

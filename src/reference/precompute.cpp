@@ -137,8 +137,8 @@ class Precompute {
     state_.provenance = expected_provenance(config_, true, datasets_.size() > 1, comm_);
     state_.provenance.tokenization = datasets_[0].tokenization().key();
     if (datasets_.size() > 1) state_.provenance.eval_tokenization = datasets_[1].tokenization().key();
-    state_.train = ReferenceSplit(datasets_[0].size());
-    if (datasets_.size() > 1) state_.eval = ReferenceSplit(datasets_[1].size());
+    state_.train = ReferenceSplit(datasets_[0].size(), datasets_[0].max_more_rejected());
+    if (datasets_.size() > 1) state_.eval = ReferenceSplit(datasets_[1].size(), datasets_[1].max_more_rejected());
   }
 
   // Rank 0 takes the values of a .partial file computed from exactly these inputs; any other is
@@ -150,6 +150,9 @@ class Precompute {
       ReferenceFile partial = read_reference_file(partial_path_, /*require_complete=*/false);
       why = partial_mismatch(partial, state_.provenance, datasets_[0].size(),
                              state_.eval ? std::optional<size_t>(state_.eval->size()) : std::nullopt);
+      if (why.empty() && (partial.train.more_columns != state_.train.more_columns ||
+                          (state_.eval && partial.eval->more_columns != state_.eval->more_columns)))
+        why = "the number of ranked responses differs";
       if (why.empty()) {
         partial.provenance = state_.provenance;
         state_ = std::move(partial);
@@ -194,8 +197,9 @@ class Precompute {
     // of work lost to a crash for a large one.
     const int64_t per_round = std::clamp<int64_t>((max_batches + 9) / 10, 1, kMaxBatchesPerRound);
     for (int64_t round = 0; round * per_round < max_batches; ++round) {
-      Round r{round, std::min(per_round, max_batches - round * per_round), per_round * batch,
-              std::vector<double>(static_cast<size_t>(world * per_round * batch * kFields), 0.0)};
+      const int64_t fields = kFields + 2 * split(s).more_columns;
+      Round r{round, std::min(per_round, max_batches - round * per_round), per_round * batch, fields,
+              std::vector<double>(static_cast<size_t>(world * per_round * batch * fields), 0.0)};
       const bool stopping = score_round(s, work[static_cast<size_t>(comm_.rank())], r);
       comm_.all_reduce_sum(r.slots);
       summary_.computed += collect_round(s, work, r);
@@ -207,15 +211,17 @@ class Precompute {
     return false;
   }
 
-  // A round of at most `per_round` batches per rank; its results travel in `slots`, kFields
-  // doubles per example: chosen, rejected, chosen length, rejected length, filled count.
+  // A round of at most `per_round` batches per rank; its results travel in `slots`, `fields`
+  // doubles per example: chosen, rejected, chosen length, rejected length, filled count (kFields),
+  // then for ranked data the log-prob and the length of each response below rejected.
   static constexpr int64_t kFields = 5;
   struct Round {
     int64_t index, batches, capacity;  // batches this round; capacity: pairs per rank per round
+    int64_t fields;
     std::vector<double> slots;
     int64_t batches_done = 0;
     double& slot(int64_t rank, int64_t k, int64_t field) {
-      return slots[static_cast<size_t>((rank * capacity + k) * kFields + field)];
+      return slots[static_cast<size_t>((rank * capacity + k) * fields + field)];
     }
     int64_t first() const { return index * capacity; }
   };
@@ -245,6 +251,11 @@ class Precompute {
       c10::InferenceMode no_grad;
       ref = pair_logps(*model_, collate_pairs(datasets_[s], indices), ResponseScoring{config_.loss.ld_alpha});
     }
+    at::Tensor more, more_tokens;  // [b, batch's M]
+    if (ref.more.defined()) {
+      more = ref.more.to(at::kCPU, at::kDouble).contiguous();
+      more_tokens = ref.more_tokens.to(at::kCPU).contiguous();
+    }
     const at::Tensor c = ref.chosen.to(at::kCPU, at::kDouble).contiguous(), rj = ref.rejected.to(at::kCPU, at::kDouble).contiguous();
     const at::Tensor ct = ref.chosen_tokens.to(at::kCPU).contiguous(), rt = ref.rejected_tokens.to(at::kCPU).contiguous();
     const auto ca = c.accessor<double, 1>(), ra = rj.accessor<double, 1>();
@@ -256,6 +267,10 @@ class Precompute {
       r.slot(comm_.rank(), at_slot, 2) = static_cast<double>(cta[k]);
       r.slot(comm_.rank(), at_slot, 3) = static_cast<double>(rta[k]);
       r.slot(comm_.rank(), at_slot, 4) = 1.0;
+      for (int64_t j = 0; more.defined() && j < more.size(1); ++j) {
+        r.slot(comm_.rank(), at_slot, kFields + 2 * j) = more.accessor<double, 2>()[k][j];
+        r.slot(comm_.rank(), at_slot, kFields + 2 * j + 1) = static_cast<double>(more_tokens.accessor<int64_t, 2>()[k][j]);
+      }
     }
   }
 
@@ -275,6 +290,11 @@ class Precompute {
         values.rejected[i] = r.slot(q, k, 1);
         values.chosen_lengths[i] = static_cast<int32_t>(r.slot(q, k, 2));
         values.rejected_lengths[i] = static_cast<int32_t>(r.slot(q, k, 3));
+        for (int64_t j = 0; j < values.more_columns; ++j) {
+          const size_t at = i * static_cast<size_t>(values.more_columns) + static_cast<size_t>(j);
+          values.more[at] = r.slot(q, k, kFields + 2 * j);
+          values.more_lengths[at] = static_cast<int32_t>(r.slot(q, k, kFields + 2 * j + 1));
+        }
         values.filled[i] = 1;
         ++fresh;
       }

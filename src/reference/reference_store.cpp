@@ -76,12 +76,50 @@ std::vector<T> read_vector(hid_t loc, const std::string& name, H5T_class_t expec
   return values;
 }
 
+// A row-major [rows, columns] dataset.
+template <typename T>
+void write_matrix(hid_t loc, const char* name, hid_t file_type, hid_t memory_type, const std::vector<T>& values,
+                  int64_t columns, const std::string& path) {
+  const hsize_t dims[2] = {values.size() / static_cast<size_t>(columns), static_cast<hsize_t>(columns)};
+  Handle space(H5Screate_simple(2, dims, nullptr), H5Sclose);
+  if (!space.valid()) fail("{}: cannot write dataset {}", path, name);
+  Handle dataset(H5Dcreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  if (!dataset.valid() || (!values.empty() && H5Dwrite(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0) ||
+      !dataset.close())
+    fail("{}: cannot write dataset {}", path, name);
+}
+
+// A 2-D dataset of `rows` rows, row-major; its column count in `columns`.
+template <typename T>
+std::vector<T> read_matrix(hid_t loc, const char* name, H5T_class_t expected_class, hid_t memory_type, size_t rows,
+                           int64_t& columns, const std::string& path) {
+  Handle dataset(H5Dopen2(loc, name, H5P_DEFAULT), H5Dclose);
+  if (!dataset.valid()) fail("{}: {} is not a dataset", path, name);
+  Handle type(H5Dget_type(dataset), H5Tclose);
+  if (H5Tget_class(type) != expected_class)
+    fail("{}: {} must hold {}", path, name, expected_class == H5T_FLOAT ? "floats" : "integers");
+  Handle space(H5Dget_space(dataset), H5Sclose);
+  if (H5Sget_simple_extent_ndims(space) != 2) fail("{}: {} must be 2-D", path, name);
+  hsize_t dims[2] = {0, 0};
+  H5Sget_simple_extent_dims(space, dims, nullptr);
+  if (dims[0] != rows) fail("{}: {} has {} rows, expected {}", path, name, dims[0], rows);
+  require_stored_length(dataset, dims[0] * dims[1], path, name);
+  columns = static_cast<int64_t>(dims[1]);
+  std::vector<T> values(dims[0] * dims[1]);
+  if (!values.empty() && H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0)
+    fail("{}: cannot read {}", path, name);
+  return values;
+}
+
 void write_split(hid_t loc, const ReferenceSplit& s, bool with_filled_mask, const std::string& path) {
   write_vector(loc, "chosen_logps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, s.chosen, path);
   write_vector(loc, "rejected_logps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, s.rejected, path);
   write_vector(loc, "chosen_lengths", H5T_STD_I32LE, H5T_NATIVE_INT32, s.chosen_lengths, path);
   write_vector(loc, "rejected_lengths", H5T_STD_I32LE, H5T_NATIVE_INT32, s.rejected_lengths, path);
   if (with_filled_mask) write_vector(loc, "filled", H5T_STD_I8LE, H5T_NATIVE_INT8, s.filled, path);
+  if (s.more_columns == 0) return;  // pairs: the layout of files before ranked data
+  write_matrix(loc, "more_rejected_logps", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, s.more, s.more_columns, path);
+  write_matrix(loc, "more_rejected_lengths", H5T_STD_I32LE, H5T_NATIVE_INT32, s.more_lengths, s.more_columns, path);
 }
 
 ReferenceSplit read_split(hid_t loc, const std::string& prefix, bool require_complete, const std::string& path) {
@@ -109,6 +147,23 @@ ReferenceSplit read_split(hid_t loc, const std::string& prefix, bool require_com
     if (s.filled.size() != n) fail("{}: {}filled has {} entries, expected {}", path, prefix, s.filled.size(), n);
   } else {
     s.filled.assign(n, 1);
+  }
+  if (H5Lexists(loc, "more_rejected_logps", H5P_DEFAULT) > 0) {
+    int64_t columns = 0, length_columns = 0;
+    s.more = read_matrix<double>(loc, "more_rejected_logps", H5T_FLOAT, H5T_NATIVE_DOUBLE, n, columns, path);
+    const std::vector<int64_t> wide =
+        read_matrix<int64_t>(loc, "more_rejected_lengths", H5T_INTEGER, H5T_NATIVE_INT64, n, length_columns, path);
+    if (columns != length_columns)
+      fail("{}: {}more_rejected_logps has {} columns but more_rejected_lengths {}", path, prefix, columns, length_columns);
+    s.more_columns = columns;
+    s.more_lengths.resize(wide.size());
+    for (size_t i = 0; i < wide.size(); ++i) {
+      if (wide[i] < 0 || wide[i] > std::numeric_limits<int32_t>::max())
+        fail("{}: {}more_rejected_lengths[{}] = {} is not a token count", path, prefix, i, wide[i]);
+      s.more_lengths[i] = static_cast<int32_t>(wide[i]);
+      if (require_complete && !std::isfinite(s.more[i]))
+        fail("{}: {}more_rejected_logps[{}] is not finite ({}); the file is unusable, recompute it", path, prefix, i, s.more[i]);
+    }
   }
   if (require_complete) {
     if (const int64_t missing = s.unfilled())
@@ -174,6 +229,9 @@ std::string describe_split(const std::string& label, const ReferenceSplit& s) {
   line("rejected_logps", stats_of(s.rejected));
   line("chosen_lengths", stats_of(s.chosen_lengths));
   line("rejected_lengths", stats_of(s.rejected_lengths));
+  if (s.more_columns > 0)
+    out += fmt::format("  ranked: up to {} responses below rejected per example (more_rejected_logps, _lengths)\n",
+                       s.more_columns);
   return out;
 }
 
@@ -190,8 +248,9 @@ std::string truncation_description(const DataOptions& data) {
 }
 
 void write_reference_file(const std::string& path, const ReferenceFile& f, bool with_filled_mask) {
-  // About 25 bytes per pair and split, plus the attributes.
-  const size_t size_hint = 25 * (f.train.size() + (f.eval ? f.eval->size() : 0)) + 16384;
+  // About 25 bytes per pair and split (12 per ranked response more), plus the attributes.
+  const size_t size_hint = 25 * (f.train.size() + (f.eval ? f.eval->size() : 0)) +
+                           12 * (f.train.more.size() + (f.eval ? f.eval->more.size() : 0)) + 16384;
   write_hdf5_durably(path, size_hint, [&](hid_t file) {
     const ReferenceProvenance& p = f.provenance;
     write_string_attribute(file, "format", kReferenceFormat, path);
@@ -385,9 +444,13 @@ void ReferenceStore::require_examples(Split s, const PreferenceDataset& dataset)
   if (values.size() != dataset.size())
     fail("{}: holds {} {}examples but {} has {} after truncation; recompute it", path_, values.size(),
          s == Split::Eval ? "eval " : "", dataset.path(), dataset.size());
+  if (values.more_columns != dataset.max_more_rejected())
+    fail("{}: holds {} log-probs per {}example but {} ranks up to {} responses; recompute it", path_,
+         values.more_columns + 2, s == Split::Eval ? "eval " : "", dataset.path(), dataset.max_more_rejected() + 2);
 }
 
-PairLogps ReferenceStore::logps(Split s, const std::vector<int64_t>& indices, const at::Device& device) const {
+PairLogps ReferenceStore::logps(Split s, const std::vector<int64_t>& indices, const at::Device& device,
+                                int64_t more_columns) const {
   const ReferenceSplit& values = split(s);
   const auto b = static_cast<int64_t>(indices.size());
   at::Tensor chosen = at::empty({b}, at::kDouble), rejected = at::empty({b}, at::kDouble);
@@ -409,6 +472,21 @@ PairLogps ReferenceStore::logps(Split s, const std::vector<int64_t>& indices, co
   out.rejected = rejected.to(device, at::kFloat);
   out.chosen_tokens = chosen_tokens.to(device);
   out.rejected_tokens = rejected_tokens.to(device);
+  if (more_columns == 0) return out;
+  if (more_columns > values.more_columns)
+    fail("{}: holds {} responses below rejected per example, a batch asks for {}; recompute it", path_,
+         values.more_columns, more_columns);
+  at::Tensor more = at::zeros({b, more_columns}, at::kDouble), more_tokens = at::zeros({b, more_columns}, at::kLong);
+  auto m = more.accessor<double, 2>();
+  auto mt = more_tokens.accessor<int64_t, 2>();
+  for (int64_t k = 0; k < b; ++k)
+    for (int64_t j = 0; j < more_columns; ++j) {
+      const auto at = static_cast<size_t>(indices[static_cast<size_t>(k)] * values.more_columns + j);
+      m[k][j] = values.more[at];
+      mt[k][j] = values.more_lengths[at];
+    }
+  out.more = more.to(device, at::kFloat);
+  out.more_tokens = more_tokens.to(device);
   return out;
 }
 
@@ -422,6 +500,8 @@ void require_same_reference_on_all_ranks(Communicator& comm, const ReferenceStor
     h.update(reinterpret_cast<const char*>(split->rejected.data()), split->size() * sizeof(double));
     h.update(reinterpret_cast<const char*>(split->chosen_lengths.data()), split->size() * sizeof(int32_t));
     h.update(reinterpret_cast<const char*>(split->rejected_lengths.data()), split->size() * sizeof(int32_t));
+    h.update(reinterpret_cast<const char*>(split->more.data()), split->more.size() * sizeof(double));
+    h.update(reinterpret_cast<const char*>(split->more_lengths.data()), split->more_lengths.size() * sizeof(int32_t));
   }
   require_same_on_all_ranks(comm, fmt::format("reference.logps_path {}", store.path()),
                             fmt::format("{} pairs{}, fingerprint {}", f.train.size(),

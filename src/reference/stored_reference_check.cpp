@@ -33,11 +33,12 @@ double largest_relative_difference(const ReferenceStore& store, CausalLMImpl& po
   c10::InferenceMode no_grad;
   const PairBatch batch = collate_pairs(train, micro_batch);
   const PairLogps pol = pair_logps(policy, batch, scoring);
-  const PairLogps ref = store.logps(Split::Train, batch.example_indices, policy.device());
+  const PairLogps ref = store.logps(Split::Train, batch.example_indices, policy.device(), batch.more_columns());
   const auto relative = [](const at::Tensor& a, const at::Tensor& b) {
     return ((a.to(at::kDouble) - b.to(at::kDouble)).abs() / b.to(at::kDouble).abs().clamp_min(1.0)).max().item<double>();
   };
-  const double worst = std::max(relative(pol.chosen, ref.chosen), relative(pol.rejected, ref.rejected));
+  double worst = std::max(relative(pol.chosen, ref.chosen), relative(pol.rejected, ref.rejected));
+  if (pol.more.defined() && pol.more.numel() > 0) worst = std::max(worst, relative(pol.more, ref.more));
   policy.train();
   return worst;
 }

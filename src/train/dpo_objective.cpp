@@ -47,7 +47,7 @@ class DpoObjective final : public TrainingObjective {
     return static_cast<double>(global.size());
   }
   MetricSums micro_step(const std::vector<int64_t>& indices, double scale) override;
-  const std::vector<std::string>& metric_names() const override { return MetricSums::preference_metric_names(); }
+  const std::vector<std::string>& metric_names() const override { return metric_names_; }
   std::map<std::string, double> step_means(const MetricSums& sums) const override { return sums.means(); }
   ForwardWork forward_work(const std::vector<int64_t>& global) const override;
 
@@ -76,6 +76,7 @@ class DpoObjective final : public TrainingObjective {
   const PreferenceDataset* eval_ = nullptr;
   const bool with_reference_;
   const ResponseScoring scoring_;
+  const std::vector<std::string> metric_names_;
   BatchTotals totals_;  // of the current global batch (the sft term's token mean)
   CoupledStep coupled_;
 };
@@ -84,7 +85,8 @@ DpoObjective::DpoObjective(const Config& config, Communicator& communicator)
     : config_(config),
       comm_(communicator),
       with_reference_(uses_reference(config.loss)),
-      scoring_(response_scoring(config.loss)) {
+      scoring_(response_scoring(config.loss)),
+      metric_names_(MetricSums::metric_names(config.loss)) {
   const std::string unread = unread_loss_options(config.loss);
   if (!unread.empty() && comm_.rank() == 0) fmt::print(stderr, "dpo: warning: {}\n", unread);
   if (config.reference.logps_path.empty() || !with_reference_) return;
@@ -94,6 +96,8 @@ DpoObjective::DpoObjective(const Config& config, Communicator& communicator)
 }
 
 void DpoObjective::attach(CausalLMImpl& policy, const PreferenceDataset& train, const PreferenceDataset* eval) {
+  require_loss_reads_data(config_.loss, "data.train", train);
+  if (eval) require_loss_reads_data(config_.loss, "data.eval", *eval);
   policy_ = &policy;
   train_ = &train;
   eval_ = eval;
@@ -194,22 +198,24 @@ MetricSums DpoObjective::micro_step(const std::vector<int64_t>& indices, double 
 }
 
 PairLogps DpoObjective::reference_logps(const PairBatch& batch) {
-  if (store_) return store_->logps(Split::Train, batch.example_indices, policy_->device());
+  if (store_) return store_->logps(Split::Train, batch.example_indices, policy_->device(), batch.more_columns());
   at::NoGradGuard no_grad;  // not InferenceMode: these tensors meet autograd in the loss
   return pair_logps(*reference_, batch, ResponseScoring{config_.loss.ld_alpha});
 }
 
 ForwardWork DpoObjective::forward_work(const std::vector<int64_t>& global) const {
-  int64_t tokens = 0;
+  int64_t tokens = 0, rows = 0;
   for (const int64_t i : global) {
     const RawPreferencePair& p = (*train_)[static_cast<size_t>(i)];
     tokens += static_cast<int64_t>(p.prompt.size() + p.chosen.size());
     tokens += static_cast<int64_t>(p.prompt.size() + p.rejected.size());
+    for (const TokenIds& more : p.more_rejected) tokens += static_cast<int64_t>(p.prompt.size() + more.size());
+    rows += static_cast<int64_t>(p.responses());
   }
   // The policy's forward and backward (~3 forwards), a live reference's forward, and the
   // gradient-free policy forward of a coupled loss.
   const double passes = 3.0 + (with_reference_ && !store_ ? 1.0 : 0.0) + (couples_pairs(config_.loss) ? 1.0 : 0.0);
-  return forward_work_of(*policy_, tokens, 2 * static_cast<int64_t>(global.size()), passes);
+  return forward_work_of(*policy_, tokens, rows, passes);
 }
 
 std::map<std::string, double> DpoObjective::evaluate() {

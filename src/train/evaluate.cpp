@@ -39,7 +39,7 @@ MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset,
   const ResponseScoring scoring = response_scoring(loss);
   std::vector<int64_t> order(dataset.size());
   std::iota(order.begin(), order.end(), int64_t{0});
-  GatheredLogps gathered(order);
+  GatheredLogps gathered(order, dataset.max_more_rejected());
   for (const auto& indices : rank_eval_batches(static_cast<int64_t>(dataset.size()), batch_size, communicator.rank(),
                                                communicator.world_size())) {
     const PairBatch batch = collate_pairs(dataset, indices);
@@ -76,8 +76,23 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference,
                           const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
                           Communicator& communicator, EvalPairValues* per_pair) {
   return evaluate_with(policy, dataset, loss, batch_size, communicator, per_pair, [&](const PairBatch& batch, const PairLogps&) {
-    return reference.logps(split, batch.example_indices, policy.device());
+    return reference.logps(split, batch.example_indices, policy.device(), batch.more_columns());
   });
+}
+
+// A ranked example's responses below rejected, best first (its real ones only).
+static void ranked_fields(const PreferenceLogps& l, int64_t i, nlohmann::json& line) {
+  nlohmann::json policy = nlohmann::json::array(), reference = nlohmann::json::array(), tokens = nlohmann::json::array();
+  for (int64_t j = 0; j < l.policy_more.size(1); ++j) {
+    const auto count = l.more_tokens[i][j].item<int64_t>();
+    if (count == 0) break;
+    policy.push_back(l.policy_more[i][j].item<double>());
+    reference.push_back(l.reference_more.defined() ? nlohmann::json(l.reference_more[i][j].item<double>()) : nlohmann::json());
+    tokens.push_back(count);
+  }
+  line["policy_more_rejected_logps"] = policy;
+  line["reference_more_rejected_logps"] = reference;
+  line["more_rejected_tokens"] = tokens;
 }
 
 // One JSON line per eval pair: its index, log-probs (the reference's: null when the loss reads
@@ -91,7 +106,7 @@ std::string pair_lines(const EvalPairValues& pairs) {
   };
   const PreferenceLogps& l = pairs.logps;
   for (int64_t i = 0; i < pairs.losses.size(0); ++i) {
-    const nlohmann::json line = {{"index", i},
+    nlohmann::json line = {{"index", i},
                                  {"policy_chosen_logps", value(l.policy_chosen, i)},
                                  {"policy_rejected_logps", value(l.policy_rejected, i)},
                                  {"reference_chosen_logps", value(l.reference_chosen, i)},
@@ -99,9 +114,18 @@ std::string pair_lines(const EvalPairValues& pairs) {
                                  {"chosen_tokens", l.chosen_tokens[i].item<int64_t>()},
                                  {"rejected_tokens", l.rejected_tokens[i].item<int64_t>()},
                                  {"loss", pairs.losses[i].item<double>()}};
+    if (l.policy_more.defined()) ranked_fields(l, i, line);
     out += line.dump() + "\n";
   }
   return out;
+}
+
+void require_loss_reads_data(const LossOptions& loss, const char* key, const PreferenceDataset& dataset) {
+  const DataSummary& s = dataset.summary();
+  if (s.ranked > 0 && !ranks_responses(loss))
+    fail("{}: {} has {} ranked records (up to {} responses), but loss.type {} compares a chosen and a rejected "
+         "response: set loss.type plackett_luce (the DPO paper's ranking loss), or give pairs", key, dataset.path(),
+         s.ranked, s.max_responses, loss.type);
 }
 
 void note_reference_unused(const Config& config, Communicator& communicator) {
@@ -137,6 +161,7 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
       load_preference_data("data.eval", config.data.eval, config, policy->spec().vocab_size);
   fmt::print("{}\n", dataset.summary_line());
   require_same_dataset_on_all_ranks(communicator, "data.eval", dataset);
+  require_loss_reads_data(config.loss, "data.eval", dataset);
   if (store) {
     store->require_examples(Split::Eval, dataset);
     fmt::print("reference log-probs from {}\n", store->path());
@@ -158,7 +183,7 @@ std::map<std::string, double> run_eval(const Config& config, Communicator& commu
   means["pairs"] = static_cast<double>(sums.pairs());
   if (communicator.rank() != 0) return means;
   nlohmann::json out = nlohmann::json::object();
-  for (const auto& name : MetricSums::preference_metric_names()) out[name] = means.at(name);
+  for (const auto& name : MetricSums::metric_names(config.loss)) out[name] = means.at(name);
   make_directories(config.run.output_dir);
   write_file_durably((std::filesystem::path(config.run.output_dir) / "eval_metrics.json").string(), out.dump(2) + "\n");
   write_file_durably((std::filesystem::path(config.run.output_dir) / "eval_pairs.jsonl").string(), pair_lines(per_pair));

@@ -12,15 +12,19 @@ enum Field {
   kRejectedUnlikelihood, kChosenWeight, kRejectedWeight, kFields
 };
 
+// The [N, M] blocks of the ranked responses below rejected, in this order.
+enum MoreField { kPolicyMore, kReferenceMore, kMoreTokens, kMoreFields };
+
 at::Tensor as_double_values(const at::Tensor& t) { return t.detach().to(at::kCPU, at::kDouble).contiguous(); }
 
 }  // namespace
 
-GatheredLogps::GatheredLogps(const std::vector<int64_t>& order) {
+GatheredLogps::GatheredLogps(const std::vector<int64_t>& order, int64_t more_columns) : more_columns_(more_columns) {
   for (size_t i = 0; i < order.size(); ++i)
     if (!position_.emplace(order[i], static_cast<int64_t>(i)).second)
       fail("internal: example {} appears twice in a gathered batch", order[i]);
   values_.assign(kFields * order.size(), 0.0);
+  more_.assign(static_cast<size_t>(kMoreFields * more_columns) * order.size(), 0.0);
 }
 
 void GatheredLogps::add(const std::vector<int64_t>& indices, const PairLogps& policy, const PairLogps* reference) {
@@ -44,6 +48,23 @@ void GatheredLogps::add(const std::vector<int64_t>& indices, const PairLogps& po
     const auto at = where.accessor<int64_t, 1>();
     for (int64_t i = 0; i < where.size(0); ++i) values_[static_cast<size_t>(field * n + at[i])] = value[i];
   }
+  if (!policy.more.defined() || policy.more.size(1) == 0) return;
+  const int64_t m = more_columns_;
+  if (policy.more.size(1) > m)
+    fail("internal: {} ranked responses below rejected in a batch, but the gathered set holds at most {}", policy.more.size(1), m);
+  const std::pair<MoreField, at::Tensor> blocks[] = {
+      {kPolicyMore, policy.more},
+      {kReferenceMore, reference ? reference->more : at::Tensor()},
+      {kMoreTokens, policy.more_tokens},
+  };
+  for (const auto& [field, tensor] : blocks) {
+    if (!tensor.defined()) continue;
+    const at::Tensor values = as_double_values(tensor);
+    const auto value = values.accessor<double, 2>();
+    const auto at = where.accessor<int64_t, 1>();
+    for (int64_t i = 0; i < where.size(0); ++i)
+      for (int64_t j = 0; j < values.size(1); ++j) more_[static_cast<size_t>((field * n + at[i]) * m + j)] = value[i][j];
+  }
 }
 
 PreferenceLogps GatheredLogps::all_reduce(Communicator& communicator, bool with_reference) const {
@@ -63,6 +84,13 @@ PreferenceLogps GatheredLogps::all_reduce(Communicator& communicator, bool with_
   logps.rejected_unlikelihood = all[kRejectedUnlikelihood].clone();
   logps.chosen_weight_logps = all[kChosenWeight].clone();
   logps.rejected_weight_logps = all[kRejectedWeight].clone();
+  if (more_columns_ == 0) return logps;
+  std::vector<double> more = more_;
+  communicator.all_reduce_sum(more);
+  const at::Tensor blocks = at::tensor(more, at::kDouble).reshape({kMoreFields, n, more_columns_});
+  logps.policy_more = blocks[kPolicyMore].clone();
+  if (with_reference) logps.reference_more = blocks[kReferenceMore].clone();
+  logps.more_tokens = blocks[kMoreTokens].to(at::kLong);
   return logps;
 }
 

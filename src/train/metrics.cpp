@@ -42,11 +42,25 @@ const std::vector<std::string>& MetricSums::preference_metric_names() {
   return names;
 }
 
+const std::vector<std::string>& MetricSums::ranking_metric_names() {
+  static const std::vector<std::string> names = {"rewards/ranking_accuracy_pairwise", "rewards/ranking_accuracy_full"};
+  return names;
+}
+
+std::vector<std::string> MetricSums::metric_names(const LossOptions& loss) {
+  std::vector<std::string> names = preference_metric_names();
+  if (ranks_responses(loss)) names.insert(names.end(), ranking_metric_names().begin(), ranking_metric_names().end());
+  return names;
+}
+
 void MetricSums::add(const PairMetrics& m) {
   const at::Tensor* values[] = {&m.loss,    &m.rewards_chosen, &m.rewards_rejected, &m.accuracies,
                                 &m.margins, &m.logps_chosen,   &m.logps_rejected};
   const auto& names = preference_metric_names();
   for (size_t i = 0; i < names.size(); ++i) sums_[names[i]] += sum_of(*values[i]);
+  const at::Tensor* ranking[] = {&m.ranking_pairwise, &m.ranking_full};
+  for (size_t i = 0; i < 2; ++i)
+    if (ranking[i]->defined()) sums_[ranking_metric_names()[i]] += sum_of(*ranking[i]);
   pairs_ += m.loss.numel();
 }
 

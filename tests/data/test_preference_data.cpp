@@ -37,7 +37,7 @@ class TempDir {
 };
 
 RawPreferencePair make_pair(TokenIds prompt, TokenIds chosen, TokenIds rejected) {
-  return RawPreferencePair{std::move(prompt), std::move(chosen), std::move(rejected)};
+  return RawPreferencePair{std::move(prompt), std::move(chosen), std::move(rejected), {}};
 }
 
 std::string ids_json(const TokenIds& ids) {

@@ -204,3 +204,40 @@ TEST_CASE("a pre-tokenized file is read as before through the text reader", "[da
   CHECK(file.pairs[0].prompt == TokenIds{1, 2});
   CHECK(file.pairs[0].rejected == TokenIds{4});
 }
+
+TEST_CASE("ranked text rows: a prompt and K responses best first, standard or conversational", "[data]") {
+  const auto standard = read(R"({"prompt": "Q:", "responses": [" a", " b", " c</s>", " d"]})");
+  REQUIRE(standard.pairs.size() == 1);
+  CHECK(standard.format == PreferenceFormat::StandardExplicit);
+  CHECK(standard.pairs[0].prompt == ids_of("Q:"));
+  CHECK(standard.pairs[0].chosen == ids_of(" a</s>"));
+  CHECK(standard.pairs[0].rejected == ids_of(" b</s>"));
+  CHECK(standard.pairs[0].more_rejected == std::vector<TokenIds>{ids_of(" c</s>"), ids_of(" d</s>")});
+  const auto chat = read(
+      R"({"prompt": [{"role": "user", "content": "hi"}], "responses": [[{"role": "assistant", "content": "x"}], )"
+      R"([{"role": "assistant", "content": "y"}], [{"role": "assistant", "content": "z"}]]})");
+  REQUIRE(chat.pairs.size() == 1);
+  CHECK(chat.format == PreferenceFormat::ConversationalExplicit);
+  CHECK(chat.pairs[0].chosen == ids_of("x</s>"));
+  CHECK(chat.pairs[0].rejected == ids_of("y</s>"));
+  CHECK(chat.pairs[0].more_rejected == std::vector<TokenIds>{ids_of("z</s>")});
+  // Pairs and rankings mix in one file of one format.
+  const auto mixed = read("{\"prompt\": \"Q\", \"chosen\": \"1\", \"rejected\": \"2\"}\n"
+                          "{\"prompt\": \"Q\", \"responses\": [\"1\", \"2\", \"3\"]}");
+  REQUIRE(mixed.pairs.size() == 2);
+  CHECK(mixed.pairs[0].more_rejected.empty());
+  CHECK(mixed.pairs[1].more_rejected.size() == 1);
+}
+
+TEST_CASE("malformed ranked text rows are refused naming the file, line and field", "[data]") {
+  CHECK_THROWS_WITH(read(R"({"responses": ["a", "b", "c"]})"), Contains("prefs.jsonl:1:") && Contains("explicit 'prompt'"));
+  CHECK_THROWS_WITH(read(R"({"prompt": "Q", "responses": ["a"]})"), Contains("prefs.jsonl:1:") && Contains("at least 2"));
+  CHECK_THROWS_WITH(read(R"({"prompt": "Q", "responses": ["a", "b"], "chosen": "a"})"),
+                    Contains("prefs.jsonl:1:") && Contains("'chosen' next to 'responses'"));
+  CHECK_THROWS_WITH(read(R"({"prompt": "Q", "responses": ["a", "", "c"]})"),
+                    Contains("prefs.jsonl:1:") && Contains("'responses[1]' is empty"));
+  CHECK_THROWS_WITH(read(R"({"prompt": "Q", "responses": ["a", [{"role": "user", "content": "b"}]]})"),
+                    Contains("prefs.jsonl:1:") && Contains("'responses[1]'"));
+  CHECK_THROWS_WITH(read(R"({"prompt": "Qa", "responses": ["x", "y", "bz"]})", BoundaryMismatch::Error),
+                    Contains("prefs.jsonl:1:") && Contains("prompt+responses[2]"));
+}

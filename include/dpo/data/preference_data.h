@@ -12,9 +12,14 @@ namespace dpo {
 
 using TokenIds = std::vector<int32_t>;
 
-// One record as stored in the file, before truncation.
+// One record as stored in the file, before truncation. A ranked record (K >= 3 responses, best
+// first: `responses_input_ids`, loss.type plackett_luce) keeps its first two responses in chosen and
+// rejected and the rest, in rank order, in more_rejected; a pair has none there.
 struct RawPreferencePair {
   TokenIds prompt, chosen, rejected;
+  std::vector<TokenIds> more_rejected;
+  // The number of ranked responses: 2 for a pair.
+  size_t responses() const { return 2 + more_rejected.size(); }
 };
 
 enum class TruncationMode { KeepEnd, KeepStart };
@@ -42,8 +47,8 @@ struct TruncatedPair {
   bool truncated = false;  // any token removed
 };
 
-// As TRL: when prompt + longer response exceeds max_length, first cut the prompt to
-// max_prompt_length (keep_end keeps its last tokens), then, if still too long, cut both responses
+// As TRL: when prompt + longest response exceeds max_length, first cut the prompt to
+// max_prompt_length (keep_end keeps its last tokens), then, if still too long, cut every response
 // to the rule's budget (max_length - prompt length, or max_length - max_prompt_length).
 TruncatedPair truncate_pair(const RawPreferencePair& pair, const TruncationRule& rule);
 
@@ -59,6 +64,8 @@ struct DataSummary {
   int64_t identical = 0;  // kept pairs whose chosen equals rejected
   int64_t prompt_tokens = 0, chosen_tokens = 0, rejected_tokens = 0;  // after truncation, kept pairs
   int64_t max_token_id = -1;
+  int64_t ranked = 0;         // kept records with more than two responses
+  int64_t max_responses = 2;  // the most responses of a kept record
 };
 
 // How a dataset's ids were made from text: which tokenizer.json, chat template (conversational data)
@@ -87,7 +94,9 @@ std::vector<RawPreferencePair> read_preference_jsonl(const std::string& path, in
 std::vector<RawPreferencePair> read_preference_jsonl(std::istream& in, const std::string& path, int64_t vocab_size = -1);
 std::vector<RawPreferencePair> read_preference_hdf5(const std::string& path, int64_t vocab_size = -1);
 
-// Writes the HDF5 layout (groups prompt/chosen/rejected with int32 `tokens` and int64 `offsets`);
+// Writes the HDF5 layout (groups prompt/chosen/rejected with int32 `tokens` and int64 `offsets`, and
+// for ranked records the group more_rejected: its responses' `tokens` and `offsets`, and `counts`,
+// the number of them in each record);
 // temporary name, then rename. A non-empty `tokenization` and the `source` file it came from are
 // written as root attributes (dpo prepare-data).
 void write_preference_hdf5(const std::string& path, const std::vector<RawPreferencePair>& pairs,
@@ -97,7 +106,8 @@ TokenizationId read_preference_hdf5_tokenization(const std::string& path);
 // Whether `path` starts with the HDF5 signature.
 bool is_hdf5_file(const std::string& path);
 
-// Writes pairs as pre-tokenized JSONL with TRL's column names (temporary name, then rename).
+// Writes pairs as pre-tokenized JSONL with TRL's column names, ranked records as
+// `responses_input_ids` (temporary name, then rename).
 void write_preference_jsonl(const std::string& path, const std::vector<RawPreferencePair>& pairs);
 
 // A human-readable multi-line description of a JSONL or HDF5 preference file (for `dpo inspect`):
@@ -119,6 +129,9 @@ class PreferenceDataset {
   size_t size() const { return examples_.size(); }
   const RawPreferencePair& operator[](size_t i) const { return examples_[i]; }
   int64_t source_index(size_t i) const { return source_index_[i]; }
+  // The most responses ranked below `rejected` in one example (0 for pairs only): the width of the
+  // more_rejected columns of batches, gathered values and reference files.
+  int64_t max_more_rejected() const { return summary_.max_responses - 2; }
   const DataSummary& summary() const { return summary_; }
   const std::string& path() const { return path_; }
   const TokenizationId& tokenization() const { return tokenization_; }

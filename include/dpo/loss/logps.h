@@ -36,7 +36,8 @@ SequenceLogps sequence_logps(const at::Tensor& logits, const at::Tensor& input_i
 SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask,
                                    const ResponseScoring& scoring = {}, const at::Tensor& full_weight_tokens = {});
 
-// One forward of the model over a collated batch: chosen rows first, rejected rows after.
+// One forward of the model over a collated batch: chosen rows first, rejected rows after, then the
+// rows of responses ranked below rejected (ranked data).
 // With scoring.ld_alpha < 1, each pair's tokens past the shorter response's scored length weigh
 // ld_alpha (TRL's LD-DPO); the extra fields are filled when scoring asks for them.
 struct PairLogps {
@@ -44,6 +45,9 @@ struct PairLogps {
   at::Tensor chosen_tokens, rejected_tokens;  // [B] int64
   at::Tensor rejected_unlikelihood;           // [B] sum over rejected tokens of log(1 - p)
   at::Tensor chosen_weight_logps, rejected_weight_logps;  // [B] WPO's length-normalised log-probs
+  // [B, M] (ranked data only; undefined for pairs): the responses ranked below rejected, best first,
+  // log-prob 0 and 0 tokens where a pair has fewer than M (a real response scores >= 1 token).
+  at::Tensor more, more_tokens;
 };
 PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const ResponseScoring& scoring = {});
 

@@ -16,7 +16,7 @@ namespace dpo {
 // docs/losses.md has each formula and TRL's source line.
 enum class LossType {
   Sigmoid, Ipo, IpoSum, Hinge, Robust, ExoPair, NcaPair, BcoPair, SppoHard, Aot, AotUnpaired, ApoZero, ApoDown,
-  Discopop, Sft, SigmoidNorm, Simpo, Cpo, Unlikelihood
+  Discopop, Sft, SigmoidNorm, Simpo, Cpo, Unlikelihood, PlackettLuce
 };
 LossType parse_loss_type(const std::string& name);
 
@@ -35,6 +35,10 @@ bool uses_reference(const LossOptions& options);
 // ipo), as one warning line; "" when every option set is read.
 std::string unread_loss_options(const LossOptions& options);
 
+// Whether the loss is the DPO paper's Plackett-Luce objective over K >= 2 ranked responses (the one
+// loss that reads ranked data; refused in a list with others by the config's validation).
+bool ranks_responses(const LossOptions& options);
+
 // Whether a pair's loss depends on the other pairs of its batch (aot, aot_unpaired sort the batch):
 // such losses are computed over the global batch at once (see DpoObjective).
 bool couples_pairs(const LossOptions& options);
@@ -51,6 +55,9 @@ struct PreferenceLogps {
   // Only for the terms that read them (PairLogps has the same fields, filled on request):
   at::Tensor rejected_unlikelihood;                     // [B] sum over rejected tokens of log(1 - p)
   at::Tensor chosen_weight_logps, rejected_weight_logps;  // [B] WPO: mean over tokens of log p - log sum_v p_v^2
+  // [B, M] the responses ranked below rejected (ranked data, as PairLogps::more): the policy's and
+  // the reference's log-probs and the scored tokens, 0 where a pair has fewer than M.
+  at::Tensor policy_more, reference_more, more_tokens;
 };
 
 // The policy's log-probs and the reference's (null: none) of one batch, as the loss reads them.
@@ -73,13 +80,31 @@ struct BatchTotals {
 // of the batch passed in: pass the whole global batch.
 at::Tensor preference_losses(const PreferenceLogps& logps, const LossOptions& options, const BatchTotals& totals = {});
 
+// The DPO paper's Plackett-Luce loss (its Appendix A.3, eq. 18) of each row of `rewards` [B, K], the
+// implicit rewards beta * (log pi - log pi_ref) of K responses best first, of which `valid` [B, K]
+// (bool) marks the real ones (a prefix of each row: rows may rank fewer than K):
+//   -sum_{k < K_b} ( r_k - log sum_{j >= k} exp(r_j) ).
+// For K = 2 this is -log sigmoid(r_1 - r_2), the sigmoid DPO loss.
+at::Tensor plackett_luce_losses(const at::Tensor& rewards, const at::Tensor& valid);
+
+// The implicit rewards of PreferenceLogps as [B, K] (chosen, rejected, more...) and which are real.
+struct RankedRewards {
+  at::Tensor rewards, valid;
+};
+RankedRewards ranked_rewards(const PreferenceLogps& logps, double beta);
+
 // Per-pair values of the metrics (TRL names), detached, float64, each [B]:
 //   rewards/chosen = beta (pi_c - ref_c), rewards/rejected = beta (pi_r - ref_r) (ref = 0 without
 //   a reference, as TRL's CPOTrainer), rewards/accuracies = 1 if rewards/chosen > rewards/rejected
 //   (strictly), rewards/margins, logps/chosen = pi_c, logps/rejected = pi_r, loss = the per-pair loss.
+// With ranked responses (plackett_luce), "rejected" is the mean over every response below the best,
+// an accuracy counts when the best response's reward beats each other's, and two more metrics are
+// filled: rewards/ranking_accuracy_pairwise (the share of a row's response pairs in the right order)
+// and rewards/ranking_accuracy_full (1 when the whole order is right); for K = 2 both equal the accuracy.
 // Added as sums into `sums` (see metrics.h) by the callers.
 struct PairMetrics {
   at::Tensor loss, rewards_chosen, rewards_rejected, accuracies, margins, logps_chosen, logps_rejected;
+  at::Tensor ranking_pairwise, ranking_full;  // plackett_luce only
 };
 PairMetrics pair_metrics(const PreferenceLogps& logps, const at::Tensor& losses, const LossOptions& options);
 

@@ -31,7 +31,14 @@ struct ReferenceSplit {
   std::vector<double> chosen, rejected;
   std::vector<int32_t> chosen_lengths, rejected_lengths;  // scored response tokens
   std::vector<int8_t> filled;                              // 1 where the example has its values
-  explicit ReferenceSplit(size_t n = 0) : chosen(n), rejected(n), chosen_lengths(n), rejected_lengths(n), filled(n) {}
+  // Ranked data: [N, more_columns] row-major, the responses ranked below rejected (best first);
+  // length 0 (and log-prob 0) where an example has fewer. Empty for pairs.
+  int64_t more_columns = 0;
+  std::vector<double> more;
+  std::vector<int32_t> more_lengths;
+  explicit ReferenceSplit(size_t n = 0, int64_t more_columns_ = 0)
+      : chosen(n), rejected(n), chosen_lengths(n), rejected_lengths(n), filled(n), more_columns(more_columns_),
+        more(n * static_cast<size_t>(more_columns_)), more_lengths(n * static_cast<size_t>(more_columns_)) {}
   size_t size() const { return chosen.size(); }
   int64_t unfilled() const;
 };
@@ -91,8 +98,10 @@ class ReferenceStore {
   void require_examples(Split split, const PreferenceDataset& dataset) const;
 
   // The stored values of examples `indices` as pair_logps would return them: float32 log-probs
-  // and int64 token counts on `device`.
-  PairLogps logps(Split split, const std::vector<int64_t>& indices, const at::Device& device) const;
+  // and int64 token counts on `device`; with `more_columns` > 0 (a ranked batch's width), the first
+  // that many responses ranked below rejected too.
+  PairLogps logps(Split split, const std::vector<int64_t>& indices, const at::Device& device,
+                  int64_t more_columns = 0) const;
 
   const ReferenceFile& file() const { return file_; }
   const std::string& path() const { return path_; }

@@ -35,6 +35,10 @@ MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference,
                           const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
                           Communicator& communicator, EvalPairValues* per_pair = nullptr);
 
+// Refuses ranked examples (more than two responses) unless the loss ranks responses (plackett_luce),
+// naming `key`, the file and the loss: a pair loss would silently drop the lower ranks.
+void require_loss_reads_data(const LossOptions& loss, const char* key, const PreferenceDataset& dataset);
+
 // Rank 0 says that the loss reads no reference, so none is loaded (nor reference.logps_path opened).
 void note_reference_unused(const Config& config, Communicator& communicator);
 

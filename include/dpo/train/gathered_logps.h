@@ -14,13 +14,15 @@ class Communicator;
 
 class GatheredLogps {
  public:
-  // `order`: the example indices of the set, in the order the gathered tensors follow.
-  explicit GatheredLogps(const std::vector<int64_t>& order);
+  // `order`: the example indices of the set, in the order the gathered tensors follow;
+  // `more_columns`: the most responses ranked below rejected of an example (0 for pairs).
+  explicit GatheredLogps(const std::vector<int64_t>& order, int64_t more_columns = 0);
 
   // This rank's values of examples `indices` (each in `order`); `reference` null: none.
   void add(const std::vector<int64_t>& indices, const PairLogps& policy, const PairLogps* reference);
   // Every rank's values, summed across ranks (each example is added by exactly one rank), as
-  // float64 [N] tensors on the CPU; the reference fields are undefined when `with_reference` is false.
+  // float64 [N] tensors on the CPU ([N, M] for the more_rejected fields when M > 0); the reference
+  // fields are undefined when `with_reference` is false.
   PreferenceLogps all_reduce(Communicator& communicator, bool with_reference) const;
   // Positions in `order` of examples `indices`, as an int64 tensor.
   at::Tensor positions(const std::vector<int64_t>& indices) const;
@@ -29,6 +31,8 @@ class GatheredLogps {
  private:
   std::unordered_map<int64_t, int64_t> position_;
   std::vector<double> values_;  // kFields columns of N
+  int64_t more_columns_ = 0;
+  std::vector<double> more_;    // kMoreFields blocks of [N, M]
 };
 
 }  // namespace dpo

@@ -27,6 +27,10 @@ class MetricSums {
   // Names in output order: loss, rewards/chosen, rewards/rejected, rewards/accuracies,
   // rewards/margins, logps/chosen, logps/rejected.
   static const std::vector<std::string>& preference_metric_names();
+  // plackett_luce's two more: rewards/ranking_accuracy_pairwise, rewards/ranking_accuracy_full.
+  static const std::vector<std::string>& ranking_metric_names();
+  // The names the loss's metrics carry: the preference names, and the ranking ones for plackett_luce.
+  static std::vector<std::string> metric_names(const LossOptions& loss);
 
  private:
   std::map<std::string, double> sums_;
