@@ -74,7 +74,7 @@ TEST_CASE("ranked records survive JSONL -> HDF5 -> JSONL unchanged, pairs keep t
   CHECK_THAT(dpo::describe_preference_file(h5), Contains("ranked records (more than 2 responses, best first): 2, up to 4"));
 }
 
-TEST_CASE("truncation cuts every ranked response to the budget; a response left unscored skips the record", "[data]") {
+TEST_CASE("truncation cuts every ranked response to the budget, and a response left unscored skips the record", "[data]") {
   RawPreferencePair p{{1, 2, 3, 4}, {5, 6}, {7}, {{8, 9, 10, 11, 12}, {13}}};
   const auto cut = dpo::truncate_pair(p, rule(6, 2));
   CHECK(cut.truncated);
