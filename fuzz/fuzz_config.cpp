@@ -2,7 +2,7 @@
 // file's text): YAML, then --set overrides, validation and resolution.
 //
 // Input: the YAML text, then NUL-separated --set items ("run:\n  seed: 1\n\0train.lr=1e-3\0...").
-// An accepted config must dump (config.resolved.yaml) to YAML that loads back to the same config:
+// An accepted config must dump (config.<command>.yaml) to YAML that loads back to the same config:
 // a dump that does not is a corrupted record of the run, reported as a crash. dpo::Error is the
 // expected refusal; any other exception escapes and libFuzzer reports it.
 #include <cstdint>

@@ -67,4 +67,32 @@ done
 # shellcheck disable=SC2086  # DPO_MPIRUN_ARGS is a list of words
 set -- mpirun "${args[@]}" ${DPO_MPIRUN_ARGS:-} "$dpo" "$@"
 echo "+ $*"
-exec "$@"
+
+# Stopping: mpirun answers SIGINT/SIGTERM by killing the ranks after a moment, before they can save,
+# and exits 1; it forwards SIGUSR1 to every rank, on which dpo saves a checkpoint and exits 75, and
+# mpirun then exits 75. So mpirun runs in its own session (a terminal's Ctrl-C reaches only this
+# script) and the first Ctrl-C, SIGTERM or SIGUSR1 here becomes SIGUSR1 for it; a second, SIGTERM.
+setsid "$@" &
+job=$!
+stops=0
+stop_job() {
+  stops=$((stops + 1))
+  if [ "$stops" -eq 1 ]; then
+    echo "launch/mpirun.sh: stopping: every rank saves a checkpoint and exits 75 (again: kill the job)" >&2
+    kill -USR1 "$job" 2>/dev/null || true
+  else
+    kill -TERM "$job" 2>/dev/null || true
+  fi
+}
+trap stop_job INT TERM USR1
+set +e
+while :; do
+  wait "$job"
+  rc=$?
+  kill -0 "$job" 2>/dev/null || break  # a trapped signal ends `wait` early while the job runs on
+done
+# When a signal ended the last `wait`, the job's own status is still to be collected.
+wait "$job" 2>/dev/null
+last=$?
+[ "$last" -ne 127 ] && rc=$last
+exit "$rc"

@@ -124,6 +124,12 @@ const std::vector<Flag> kConfigFlags = {
     {"--dump-config", "", "print the resolved configuration and exit"},
 };
 
+// train and sft resume from run.output_dir's newest checkpoint, refusing changed keys unless named.
+const std::vector<Flag> kTrainingFlags = {
+    kConfigFlags[0], kConfigFlags[1], kConfigFlags[2],
+    {"--allow-changed", "KEY", "resume although KEY (e.g. train.lr) differs from the checkpoint's run", true},
+};
+
 std::vector<Command> commands() {
   return {
       {"eval", "Preference metrics of model.policy against model.reference on data.eval, printed and written to "
@@ -131,7 +137,7 @@ std::vector<Command> commands() {
        "eval --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_eval},
       {"train", "DPO training of model.policy against model.reference on data.train (resumes from the newest "
                 "checkpoint in run.output_dir).",
-       "train --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_train, true},
+       "train --config FILE [--set KEY=VALUE]... [--allow-changed KEY]...", kTrainingFlags, 0, cmd_train, true},
       {"precompute-ref", "Compute the reference model's log-probs of data.train (and data.eval) once into "
                          "reference.logps_path (HDF5); train and eval then never load the reference model.",
        "precompute-ref --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_precompute_ref, true},
@@ -140,7 +146,7 @@ std::vector<Command> commands() {
                        "split the rows.",
        "prepare-data --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_prepare_data},
       {"sft", "Supervised fine-tuning on prompt+chosen with the prompt masked (makes a reference model).",
-       "sft --config FILE [--set KEY=VALUE]...", kConfigFlags, 0, cmd_sft, true},
+       "sft --config FILE [--set KEY=VALUE]... [--allow-changed KEY]...", kTrainingFlags, 0, cmd_sft, true},
       {"bench", "Time training steps on synthetic batches of the configured shapes; tokens/s and fraction of the "
                 "measured matmul peak.",
        "bench --config FILE [--set KEY=VALUE]... [--steps N] [--warmup N] [--seq-len T] [--compare KEY=V1,V2,...]",

@@ -23,13 +23,15 @@
 
 namespace dpo {
 
-std::optional<Config> start_config_command(Session& session, const FlagValues& flags, const std::string& command) {
+std::optional<Config> start_config_command(Session& session, const FlagValues& flags, const std::string& command,
+                                           bool exclusive) {
   Config config = load_config(single(flags, "--config", command), all_of(flags, "--set"));
+  config.allow_changed = all_of(flags, "--allow-changed");
   if (flags.count("--dump-config")) {
     if (session.info().rank == 0) fmt::print("{}", dump_config(config));
     return std::nullopt;
   }
-  session.start_run(config, command);
+  session.start_run(config, command, exclusive);
   return config;
 }
 
@@ -40,7 +42,8 @@ void print_metrics(const std::map<std::string, double>& means, const LossOptions
 }
 
 int train_with(Session& session, const ParsedArgs& args, Objective objective) {
-  const auto config = start_config_command(session, args.flags, objective == Objective::Dpo ? "train" : "sft");
+  const auto config =
+      start_config_command(session, args.flags, objective == Objective::Dpo ? "train" : "sft", /*exclusive=*/true);
   if (!config) return 0;
   const TrainSummary summary = run_training(*config, objective, session.tensors(), session.device());
   if (summary.preempted) return kPreemptedExitCode;

@@ -41,7 +41,7 @@ struct OptionRow {
 const std::vector<OptionRow>& option_rows() {
   using T = OptionType;
   static const std::vector<OptionRow> rows = {
-      {{"run.output_dir", T::String, "", "directory for metrics.jsonl, checkpoints and config.resolved.yaml", true, {}},
+      {{"run.output_dir", T::String, "", "directory for metrics.jsonl, checkpoints and config.<command>.yaml", true, {}},
        DPO_FIELD(run.output_dir)},
       {{"run.seed", T::Int, "0", "seed for initialisation, shuffling and anything random", false, {}},
        DPO_FIELD(run.seed)},
@@ -743,11 +743,14 @@ std::string dump_config(const Config& config) {
   return out;
 }
 
-void write_resolved_config(const Config& config) {
+void write_resolved_config(const Config& config, const std::string& command) {
   namespace fs = std::filesystem;
   const std::string& dir = config.run.output_dir;
   make_directories(dir);
-  write_file_durably((fs::path(dir) / "config.resolved.yaml").string(), dump_config(config));
+  write_file_durably((fs::path(dir) / resolved_config_name(command)).string(), dump_config(config));
+}
+
+std::string resolved_config_name(const std::string& command) { return fmt::format("config.{}.yaml", command);
 }
 
 std::string options_help() {

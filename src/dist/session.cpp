@@ -62,10 +62,11 @@ Communicator& Session::join_job(const std::string& command) {
   return *host_;
 }
 
-void Session::start_run(const Config& config, const std::string& command) {
+void Session::start_run(const Config& config, const std::string& command, bool exclusive) {
   const ProcessInfo& process = info();
   join_job(command);
   require_same_config(*host_, dump_config(config));
+  if (exclusive && process.rank == 0) output_lock_ = std::make_unique<OutputLock>(config.run.output_dir, command);
   const std::string backend =
       choose_tensor_backend(config.model.device, process.world_size, config.dist.backend, kNcclBuilt);
   device_placement_ = place_on_device(config.model.device, process.local_rank);
@@ -74,7 +75,7 @@ void Session::start_run(const Config& config, const std::string& command) {
   if (backend == "nccl") device_ = make_nccl_communicator(*host_, device_placement_.index());
 #endif
   if (process.rank != 0 && !std::freopen("/dev/null", "w", stdout)) fail("cannot redirect stdout of rank {}", process.rank);
-  if (process.rank == 0) write_resolved_config(config);
+  if (process.rank == 0) write_resolved_config(config, command);
   const int threads = configure_threads(process.cores);
   fmt::print("dpo {}: {} precision ({} weights) on {}, {} rank(s) ({} backend), {} threads per rank\n", command,
              config.train.precision, config.model.dtype,

@@ -221,13 +221,31 @@ nlohmann::json resume_keys(const Config& c, const nlohmann::json& objective_keys
                          {"train.shuffle", c.train.shuffle},
                          {"train.optimizer", c.train.optimizer},
                          {"model.dtype", c.model.dtype},
-                         {"train.precision", c.train.precision}};
+                         {"train.precision", c.train.precision},
+                         {"train.lr", c.train.lr},
+                         {"train.lr_scheduler", c.train.lr_scheduler},
+                         {"train.warmup_steps", c.train.warmup_steps},
+                         {"train.warmup_ratio", c.train.warmup_ratio},
+                         {"train.min_lr_rate", c.train.min_lr_rate},
+                         {"train.epochs", c.train.epochs},
+                         {"train.max_steps", c.train.max_steps},
+                         {"train.max_grad_norm", c.train.max_grad_norm},
+                         {"train.weight_decay", c.train.weight_decay},
+                         {"train.adam_beta1", c.train.adam_beta1},
+                         {"train.adam_beta2", c.train.adam_beta2},
+                         {"train.adam_epsilon", c.train.adam_epsilon}};
   keys.update(objective_keys);
   return keys;
 }
 
 TrainerState starting_state(const std::optional<std::string>& checkpoint, const std::string& objective,
-                            const nlohmann::json& resume_keys) {
+                            const nlohmann::json& resume_keys, const std::vector<std::string>& allowed_changes) {
+  for (const std::string& key : allowed_changes)
+    if (!resume_keys.contains(key)) {
+      std::string known;
+      for (const auto& [name, value] : resume_keys.items()) known += (known.empty() ? "" : ", ") + name;
+      fail("--allow-changed {}: not a key a resumed run must keep (those are: {})", key, known);
+    }
   TrainerState state;
   state.objective = objective;
   state.extra["resume_keys"] = resume_keys;
@@ -238,10 +256,18 @@ TrainerState starting_state(const std::optional<std::string>& checkpoint, const 
     fail("{}: checkpoint of a '{}' run, but this is a '{}' run; use another run.output_dir", *checkpoint,
          saved.objective, objective);
   const nlohmann::json& was = saved.extra.value("resume_keys", nlohmann::json::object());
-  for (const auto& [key, value] : resume_keys.items())
-    if (was.contains(key) && was[key] != value)
-      fail("{}: cannot resume: {} was {} in the run that wrote this checkpoint, now {}", *checkpoint, key,
-           was[key].dump(), value.dump());
+  std::string refused, accepted;
+  for (const auto& [key, value] : resume_keys.items()) {
+    if (!was.contains(key) || was[key] == value) continue;  // keys older checkpoints did not record pass
+    const std::string change = fmt::format("{} {} -> {}", key, was[key].dump(), value.dump());
+    const bool allowed = std::find(allowed_changes.begin(), allowed_changes.end(), key) != allowed_changes.end();
+    std::string& list = allowed ? accepted : refused;
+    list += (list.empty() ? "" : ", ") + change;
+  }
+  if (!refused.empty())
+    fail("{}: cannot resume: changed since the run that wrote this checkpoint: {}; resuming would not continue that "
+         "run (use another run.output_dir, or accept each change with --allow-changed KEY)", *checkpoint, refused);
+  if (!accepted.empty()) state.extra["changes_accepted"] = accepted;  // said by the trainer, once
   state.step = saved.step;
   state.epoch = saved.epoch;
   state.step_in_epoch = saved.step_in_epoch;

@@ -172,7 +172,10 @@ void Trainer::set_up() {
 void Trainer::load_policy_and_resume() {
   const Config& c = config_;
   const auto checkpoint = newest_checkpoint(c.run.output_dir);
-  state_ = starting_state(checkpoint, objective_->name(), resume_keys(c, objective_->resume_keys()));
+  state_ = starting_state(checkpoint, objective_->name(), resume_keys(c, objective_->resume_keys()), c.allow_changed);
+  if (state_.extra.contains("changes_accepted") && is_root())
+    fmt::print(stderr, "dpo: warning: {}: resuming with changes accepted by --allow-changed: {}\n", *checkpoint,
+               state_.extra["changes_accepted"].get<std::string>());
   policy_ = load_model(checkpoint ? *checkpoint : c.model.policy, precision_, device_.str());
   if (state_.extra.contains("loss_scaler")) loss_scaler_.load_state(state_.extra["loss_scaler"]);
   if (checkpoint) {

@@ -51,7 +51,7 @@ if "$dpo" eval --config "$work/run.yaml" >"$work/eval.txt" 2>&1; then
   margin=$(json_value "$work/run/eval_metrics.json" "rewards/margins")
   awk -v l="$loss" -v m="$margin" 'BEGIN { exit !((l - 0.69314718 < 1e-6 && 0.69314718 - l < 1e-6) && m == 0) }' \
     && pass "policy == reference: loss ln 2, margins 0" || bad "policy == reference gave loss $loss margin $margin"
-  [ -f "$work/run/config.resolved.yaml" ] && pass "config.resolved.yaml written" || bad "no config.resolved.yaml"
+  [ -f "$work/run/config.eval.yaml" ] && pass "config.eval.yaml written" || bad "no config.eval.yaml"
 else
   bad "eval failed: $(cat "$work/eval.txt")"
 fi

@@ -230,14 +230,16 @@ TEST_CASE("the resolved config is written into the output directory", "[config]"
   const fs::path dir = fs::temp_directory_path() / ("dpo_config_test_" + std::to_string(::getpid())) / "run";
   fs::remove_all(dir.parent_path());
   const dpo::Config c = parse("", {"run.output_dir=" + dir.string(), "model.policy=p"});
-  dpo::write_resolved_config(c);
-  std::ifstream in(dir / "config.resolved.yaml");
+  dpo::write_resolved_config(c, "train");
+  dpo::write_resolved_config(c, "precompute-ref");
+  CHECK(fs::exists(dir / "config.precompute-ref.yaml"));
+  std::ifstream in(dir / "config.train.yaml");
   std::stringstream text;
   text << in.rdbuf();
   CHECK(text.str() == dpo::dump_config(c));
   // load_config reads it back from the file, and names the file in errors.
-  CHECK(dpo::dump_config(dpo::load_config((dir / "config.resolved.yaml").string(), {})) == text.str());
-  CHECK_THROWS_WITH(dpo::load_config((dir / "config.resolved.yaml").string(), {"train.lrr=1"}),
+  CHECK(dpo::dump_config(dpo::load_config((dir / "config.train.yaml").string(), {})) == text.str());
+  CHECK_THROWS_WITH(dpo::load_config((dir / "config.train.yaml").string(), {"train.lrr=1"}),
                     Catch::Contains("train.lrr"));
   CHECK_THROWS_WITH(dpo::load_config((dir / "missing.yaml").string(), {}), Catch::Contains("missing.yaml"));
   fs::remove_all(dir.parent_path());

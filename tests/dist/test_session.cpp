@@ -78,7 +78,7 @@ TEST_CASE("a session alone runs on one rank, writes the resolved config and says
   CHECK(printed == fmt::format("dpo train: fp32 precision (float32 weights) on cpu, 1 rank(s) (single backend), {} threads per rank\n", threads));
   CHECK(session.host().name() == "single");
   CHECK(session.tensors().name() == "single");
-  CHECK(std::filesystem::exists(dir.path / "run" / "config.resolved.yaml"));
+  CHECK(std::filesystem::exists(dir.path / "run" / "config.train.yaml"));
 }
 
 TEST_CASE("an srun step of several tasks that started no MPI job is refused before anything is written",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# launch/mpirun.sh on this node: 2 ranks with and without a hostfile; SIGUSR1 to the launcher
-# (mpirun passes it to the ranks) ends every rank after a checkpoint with exit code 75, and the same
-# command resumes and finishes with one metrics line per step.
+# launch/mpirun.sh on this node: 2 ranks with and without a hostfile; SIGUSR1 and SIGINT (Ctrl-C) to
+# the launcher (it passes SIGUSR1 to mpirun, which passes it to the ranks) end every rank after a
+# checkpoint with exit code 75, and the same command resumes and finishes with one metrics line per step.
 # Usage: launch_mpirun.sh DPO_BINARY SOURCE_DIR
 set -uo pipefail
 DPO_BIN=$(realpath "$1")
@@ -38,18 +38,27 @@ fi
 "$launcher" --ranks-per-node 0 train --config run.yaml >zero.txt 2>&1 && bad "0 ranks per node accepted" \
   || { grep -q "positive integer" zero.txt && pass "0 ranks per node refused" || bad "message: $(cat zero.txt)"; }
 
-"$launcher" --ranks-per-node 2 train --config run.yaml >first.txt 2>&1 &
-pid=$!
-for _ in $(seq 300); do [ "$(grep -c loss run/metrics.jsonl 2>/dev/null)" -ge 20 ] 2>/dev/null && break; sleep 0.1; done
-kill -USR1 "$pid"
-wait "$pid"
-rc=$?
-stopped=$(ls run/checkpoints 2>/dev/null | sed -n 's/^step-//p' | sort -n | tail -1)
-if [ "$rc" -eq 75 ] && [ -n "$stopped" ] && [ -f "run/checkpoints/step-$stopped/DONE" ] && [ ! -e run/final ]; then
-  pass "SIGUSR1: every rank stopped after step $stopped with a checkpoint, exit code 75"
-else
-  bad "SIGUSR1: rc=$rc checkpoint='$stopped': $(tail -3 first.txt)"
-fi
+# stop_with SIGNAL AFTER_STEPS LOG: starts the launcher (with SIGINT at its default, as a terminal
+# leaves it; a shell's background job would ignore it), signals it once AFTER_STEPS metrics lines
+# are written, and checks that every rank stopped with a checkpoint and exit code 75.
+stop_with() {
+  python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+    "$launcher" --ranks-per-node 2 train --config run.yaml >"$3" 2>&1 &
+  local pid=$! rc
+  for _ in $(seq 300); do [ "$(grep -c loss run/metrics.jsonl 2>/dev/null)" -ge "$2" ] 2>/dev/null && break; sleep 0.1; done
+  kill -"$1" "$pid"
+  wait "$pid"
+  rc=$?
+  stopped=$(ls run/checkpoints 2>/dev/null | sed -n 's/^step-//p' | sort -n | tail -1)
+  if [ "$rc" -eq 75 ] && [ -n "$stopped" ] && [ -f "run/checkpoints/step-$stopped/DONE" ] && [ ! -e run/final ]; then
+    pass "SIG$1 to the launcher (Ctrl-C is SIGINT): every rank stopped after step $stopped with a checkpoint, exit code 75"
+  else
+    bad "SIG$1: rc=$rc checkpoint='$stopped': $(tail -3 "$3")"
+  fi
+}
+stop_with USR1 20 first.txt
+stop_with INT 40 interrupted.txt
+grep -q "resuming from" interrupted.txt || bad "the interrupted run did not resume: $(head -5 interrupted.txt)"
 if "$launcher" --ranks-per-node 2 train --config run.yaml >second.txt 2>&1 && grep -q "resuming from .*step-$stopped" second.txt \
    && [ "$(grep -c loss run/metrics.jsonl)" -eq "$steps" ]; then
   pass "the same command resumed from step $stopped and finished ($steps metrics lines)"

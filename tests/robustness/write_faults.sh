@@ -143,7 +143,7 @@ for free in 0 4 8 48 140 300 420; do
     bad "train, $free KiB free: rerun: $(tail -c 400 "$work/out.txt")"
   fi
 done
-for file in config.resolved.yaml metrics.jsonl config.json model.safetensors optimizer.pt; do
+for file in config.train.yaml metrics.jsonl config.json model.safetensors optimizer.pt; do
   case " $hits " in *" $file "*) pass "a full disk was met while writing $file" ;;
                     *) bad "no fill level made train fail in $file (hits:$hits)" ;; esac
 done

@@ -58,7 +58,10 @@ int64_t integer_flag(const FlagValues& flags, const std::string& name, int64_t f
 
 // The config of a config command (--config, --set) with the session started for it; nullopt
 // after --dump-config printed it (rank 0) instead.
-std::optional<Config> start_config_command(Session& session, const FlagValues& flags, const std::string& command);
+// (`exclusive`: the command writes checkpoints and metrics into run.output_dir and locks it; the
+// config also takes the command's --allow-changed keys.)
+std::optional<Config> start_config_command(Session& session, const FlagValues& flags, const std::string& command,
+                                           bool exclusive = false);
 
 // train_commands.cpp: the commands that run a config, and the communication benchmark.
 int cmd_eval(Session& session, const ParsedArgs& args);

@@ -93,6 +93,8 @@ struct Config {
   ReferenceOptions reference;
   TrainOptions train;
   DistOptions dist;
+  // Not a config key: the resume keys a resumed run may change (`--allow-changed KEY` of train/sft).
+  std::vector<std::string> allow_changed;
 };
 
 enum class OptionType { String, Int, Float, Bool };
@@ -120,8 +122,11 @@ Config config_from_yaml_text(const std::string& yaml_text, const std::vector<std
 
 // The full resolved config as YAML text (every key of the table, defaults filled in).
 std::string dump_config(const Config& config);
-// Writes dump_config() to `<run.output_dir>/config.resolved.yaml` (temporary name, then rename).
-void write_resolved_config(const Config& config);
+// Writes dump_config() to `<run.output_dir>/config.<command>.yaml` (temporary name, then rename):
+// each command its own file, so that precompute-ref or eval never overwrites a training run's.
+void write_resolved_config(const Config& config, const std::string& command);
+// "config.train.yaml" for "train".
+std::string resolved_config_name(const std::string& command);
 
 // Help text listing every option with type, default and help, grouped by section.
 std::string options_help();

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "dpo/dist/dist.h"
+#include "dpo/io/output_lock.h"
 
 namespace dpo {
 
@@ -47,8 +48,9 @@ class Session {
   // (choose_tensor_backend), stdout of ranks other than 0 to /dev/null (their errors still reach stderr), the
   // resolved config written by rank 0, the intra-op threads set to the rank's share of its node,
   // and the line "dpo COMMAND: PRECISION precision (DTYPE weights) on DEVICE, N rank(s) (B backend), T threads
-  // per rank".
-  void start_run(const Config& config, const std::string& command);
+  // per rank". With `exclusive` (commands that write checkpoints and metrics), rank 0 first takes
+  // run.output_dir's lock (io/output_lock.h), held until the session ends.
+  void start_run(const Config& config, const std::string& command, bool exclusive = false);
 
   // Host values (and CPU tensors) across the job; join_job opens it.
   Communicator& host();
@@ -73,6 +75,7 @@ class Session {
   // Destroyed in reverse: the NCCL communicator uses the host one, and both need MPI.
   MpiRuntime runtime_;
   std::unique_ptr<Communicator> host_, device_;
+  std::unique_ptr<OutputLock> output_lock_;
   at::Device device_placement_{at::kCPU};
 };
 

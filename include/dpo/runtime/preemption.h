@@ -1,5 +1,5 @@
-// Preemption: SIGTERM and SIGUSR1 (what Slurm sends before a time limit or a preemption) only set a
-// flag; the training loop reduces it across ranks after every step and between the micro-batches
+// Preemption: SIGTERM and SIGUSR1 (what Slurm sends before a time limit or a preemption) and the
+// first SIGINT (Ctrl-C; a second one exits at once, status 130) only set a flag; the training loop reduces it across ranks after every step and between the micro-batches
 // of a step (abandoning that step), so every rank stops at the same point, writes a complete
 // checkpoint of the last completed step and exits with kPreemptedExitCode; precompute-ref checks
 // it after every batch. Restarting the same command resumes.

@@ -45,14 +45,17 @@ TrainerState load_trainer_state(const std::string& checkpoint_dir);
 void load_optimizer_state(const std::string& checkpoint_dir, torch::optim::Optimizer& optimizer);
 
 // The config keys a resumed run must share with the run that wrote its checkpoint: those of every
-// run (model.policy, data, seed, batch, optimizer) and the objective's own `objective_keys`.
+// run (model.policy, data, seed, batch, optimizer, and what sets the steps' math: lr, schedule,
+// warm-up, epochs / max_steps, clipping, weight decay, Adam's constants, precision) and the
+// objective's own `objective_keys`.
 nlohmann::json resume_keys(const Config& config, const nlohmann::json& objective_keys);
 
 // The state a run of `objective` ("dpo" | "sft") with `resume_keys` starts from: that of
 // `checkpoint` (position in the data, skipped steps) or, without one, step 0. A checkpoint of
-// another objective, or whose run recorded another value of one of these keys, is refused naming
-// the checkpoint and the key.
+// another objective is refused; so is one whose run recorded other values of these keys, naming
+// each key that changed, except the keys in `allowed_changes` (--allow-changed KEY), which are
+// accepted (listed in the state's extra["changes_accepted"], for a warning). A key in `allowed_changes` that is not a resume key is refused.
 TrainerState starting_state(const std::optional<std::string>& checkpoint, const std::string& objective,
-                            const nlohmann::json& resume_keys);
+                            const nlohmann::json& resume_keys, const std::vector<std::string>& allowed_changes = {});
 
 }  // namespace dpo
