@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -25,9 +26,15 @@ std::string host_name() {
   return name;
 }
 
-// The owner recorded in a lock file: "host=H pid=P command=C started=T" on one line.
+// The Slurm job this process belongs to ("" outside Slurm): a requeued job is the same job.
+std::string slurm_job() {
+  const char* id = std::getenv("SLURM_JOB_ID");
+  return id ? id : "";
+}
+
+// The owner recorded in a lock file: "host=H pid=P command=C started=T [slurm_job=J]" on one line.
 struct Owner {
-  std::string host, command, started;
+  std::string host, command, started, slurm_job;
   long pid = -1;
   std::string text;  // the line as read, for messages
 };
@@ -44,6 +51,7 @@ Owner read_owner(const std::string& path) {
     if (key == "host") owner.host = value;
     if (key == "command") owner.command = value;
     if (key == "started") owner.started = value;
+    if (key == "slurm_job") owner.slurm_job = value;
     if (key == "pid") owner.pid = std::strtol(value.c_str(), nullptr, 10);
   }
   return owner;
@@ -67,8 +75,9 @@ OutputLock::OutputLock(const std::string& directory, const std::string& command)
     : path_((std::filesystem::path(directory) / "dpo.lock").string()) {
   make_directories(directory);
   const std::string me = host_name();
-  const std::string line =
-      fmt::format("host={} pid={} command={} started={}\n", me, static_cast<long>(getpid()), command, utc_now());
+  const std::string job = slurm_job();
+  const std::string line = fmt::format("host={} pid={} command={} started={}{}\n", me, static_cast<long>(getpid()),
+                                       command, utc_now(), job.empty() ? "" : " slurm_job=" + job);
   for (int attempt = 0; attempt < 2; ++attempt) {
     const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd >= 0) {
@@ -83,9 +92,13 @@ OutputLock::OutputLock(const std::string& directory, const std::string& command)
     if (errno != EEXIST) fail("{}: cannot create the lock file: {}", path_, std::strerror(errno));
     const Owner owner = read_owner(path_);
     const bool here = owner.host == me;
-    if (here && owner.pid > 0 && !process_exists(owner.pid)) {
-      fmt::print(stderr, "dpo: warning: {}: taking over the lock of dpo {} (pid {}, started {}), which is no longer running\n",
-                 path_, owner.command, owner.pid, owner.started);
+    // Gone: no such process on this host, or an earlier run of this very Slurm job (requeued after
+    // its node failed or it was killed; the job holds one allocation at a time).
+    const bool requeued = !job.empty() && owner.slurm_job == job;
+    if ((here && owner.pid > 0 && !process_exists(owner.pid)) || requeued) {
+      fmt::print(stderr, "dpo: warning: {}: taking over the lock of dpo {} (pid {} on {}, started {}), which is no "
+                 "longer running{}\n", path_, owner.command, owner.pid, owner.host, owner.started,
+                 requeued ? fmt::format(" (an earlier run of Slurm job {})", job) : "");
       ::unlink(path_.c_str());
       continue;
     }

@@ -2,9 +2,9 @@
 // run that writes the directory (train, sft) and removed when that run ends. It holds the host,
 // pid, command and start time of its owner, so that a second run on the same directory is refused
 // naming them instead of interleaving its checkpoints and metrics.jsonl lines with the first's. A
-// lock whose owner is gone (same host, no such process: a kill -9, a node reboot) is taken over
-// with a warning; one from another host cannot be checked and is refused, naming the file to
-// remove by hand.
+// lock whose owner is gone (same host, no such process: a kill -9, a node reboot; or an earlier run
+// of the same Slurm job, requeued onto another node) is taken over with a warning; one from another
+// host cannot be checked and is refused, naming the file to remove by hand.
 #pragma once
 #include <string>
 
