@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -16,6 +15,7 @@
 
 #include "dpo/error.h"
 #include "dpo/io/durable_file.h"
+#include "dpo/io/timestamp.h"
 
 namespace dpo {
 namespace {
@@ -60,15 +60,6 @@ Owner read_owner(const std::string& path) {
 // Whether process `pid` exists on this host (EPERM: it exists, owned by someone else).
 bool process_exists(long pid) { return pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM); }
 
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
-
 }  // namespace
 
 OutputLock::OutputLock(const std::string& directory, const std::string& command)
@@ -77,7 +68,7 @@ OutputLock::OutputLock(const std::string& directory, const std::string& command)
   const std::string me = host_name();
   const std::string job = slurm_job();
   const std::string line = fmt::format("host={} pid={} command={} started={}{}\n", me, static_cast<long>(getpid()),
-                                       command, utc_now(), job.empty() ? "" : " slurm_job=" + job);
+                                       command, utc_timestamp(), job.empty() ? "" : " slurm_job=" + job);
   for (int attempt = 0; attempt < 2; ++attempt) {
     const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd >= 0) {

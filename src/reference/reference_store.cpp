@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <ctime>
 #include <filesystem>
 #include <limits>
 
@@ -16,6 +15,7 @@
 #include "dpo/dist/dist.h"
 #include "dpo/error.h"
 #include "dpo/io/hdf5_handles.h"
+#include "dpo/io/timestamp.h"
 
 namespace dpo {
 namespace {
@@ -193,15 +193,6 @@ Handle open_hdf5(const std::string& path) {
   return file;
 }
 
-std::string utc_now() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&now, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
-
 struct Stats {
   double mean = 0, min = 0, max = 0;
 };
@@ -368,7 +359,7 @@ ReferenceProvenance expected_provenance(const Config& config, bool with_train, b
   if (comm.rank() == 0) {
     try {
       shared = model_fingerprint(p.model) + "\n" + (with_train ? file_fingerprint(p.dataset) : "") + "\n" +
-               (with_eval ? file_fingerprint(p.eval_dataset) : "") + "\n" + utc_now();
+               (with_eval ? file_fingerprint(p.eval_dataset) : "") + "\n" + utc_timestamp();
     } catch (const Error& e) {
       shared = std::string("!") + e.what();
     }

@@ -19,20 +19,6 @@ data: {train: $work/data/train.jsonl, eval: $work/data/eval.jsonl, max_length: 6
 train: {global_batch_size: 8, micro_batch_size: 2, epochs: 1, optimizer: adamw, lr: 1.0e-3, warmup_steps: 0}
 YAML
 
-# same_steps A B TOLERANCE: the loss, grad_norm and margins of every step of two runs agree (not the
-# accuracies: a margin of 0 at step 1 may round either way between two equal computations).
-same_steps() {
-  python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PY'
-import json, sys
-a, b = ([json.loads(l) for l in open(p) if '"loss"' in l and '"eval_loss"' not in l] for p in sys.argv[1:3])
-tol = float(sys.argv[3])
-assert len(a) == len(b) and a, f"{len(a)} vs {len(b)} steps"
-for x, y in zip(a, b):
-    for k in ("loss", "grad_norm", "rewards/margins", "rewards/chosen"):
-        assert abs(x[k] - y[k]) <= tol * max(1.0, abs(x[k])), f"step {x['step']} {k}: {x[k]} vs {y[k]}"
-PY
-}
-
 for type in sigmoid ipo ipo_sum hinge robust exo_pair nca_pair bco_pair sppo_hard aot aot_unpaired apo_zero apo_down \
             discopop sft sigmoid_norm simpo cpo unlikelihood; do
   if "$dpo" train --config "$work/run.yaml" --set loss.type=$type --set loss.label_smoothing=0.1 \

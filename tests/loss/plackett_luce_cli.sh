@@ -20,19 +20,6 @@ loss: {type: plackett_luce, beta: 0.5}
 train: {global_batch_size: 8, micro_batch_size: 2, epochs: 2, optimizer: adamw, lr: 1.0e-3, warmup_steps: 0, eval_every: 4}
 YAML
 
-# same_steps A B TOLERANCE: loss, grad_norm, margins and rewards of every step of two runs agree.
-same_steps() {
-  python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "$3" <<'PY'
-import json, sys
-a, b = ([json.loads(l) for l in open(p) if '"loss"' in l and '"eval_loss"' not in l] for p in sys.argv[1:3])
-tol = float(sys.argv[3])
-assert len(a) == len(b) and a, f"{len(a)} vs {len(b)} steps"
-for x, y in zip(a, b):
-    for k in ("loss", "grad_norm", "rewards/margins", "rewards/chosen"):
-        assert abs(x[k] - y[k]) <= tol * max(1.0, abs(x[k])), f"step {x['step']} {k}: {x[k]} vs {y[k]}"
-PY
-}
-
 "$dpo" train --config "$work/run.yaml" --set run.output_dir="$work/live" >"$work/live.txt" 2>&1 || bad "train: $(tail -3 "$work/live.txt")"
 if python3 - "$work/live/metrics.jsonl" <<'PY'
 import json, math, sys
