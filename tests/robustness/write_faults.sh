@@ -129,7 +129,7 @@ precompute_yaml "$work/reference.h5" "$work/data/train.jsonl" "$work/data/eval.j
 
 # --- A full disk at several fill levels, so that the failure lands in different files ----------
 nospace="No space left on device"
-for free in 0 4 8 48 140 300 420; do
+for free in 0 4 8 12 48 140 300 420; do  # 0: dpo.lock; 4: config.train.yaml; ...
   fresh_mount "$free"
   train_yaml "$mnt/run"
   expect_write_error "train, $free KiB free" "$nospace" "$dpo" train --config "$work/train.yaml"
