@@ -157,6 +157,13 @@ TEST_CASE("resuming equals an uninterrupted run (bit-identical on CPU)", "[train
     overrides.push_back(fmt::format("train.max_steps={}", steps));
     return overrides;
   };
+  // The interrupted runs are modelled as shorter runs continued to 4 steps: a change of max_steps
+  // that resume refuses unless named (as --allow-changed train.max_steps does).
+  auto continued = [&](const char* name) {
+    dpo::Config config = toy.config(name, with_steps(4));
+    config.allow_changed = {"train.max_steps"};
+    return config;
+  };
 
   const dpo::TrainSummary uninterrupted = dpo::run_training(toy.config("a", with_steps(4)), dpo::Objective::Dpo);
   CHECK(uninterrupted.resumed_from == 0);
@@ -164,7 +171,9 @@ TEST_CASE("resuming equals an uninterrupted run (bit-identical on CPU)", "[train
 
   const dpo::TrainSummary first_half = dpo::run_training(toy.config("b", with_steps(2)), dpo::Objective::Dpo);
   CHECK(first_half.steps == 2);
-  const dpo::TrainSummary resumed = dpo::run_training(toy.config("b", with_steps(4)), dpo::Objective::Dpo);
+  CHECK_THROWS_WITH(dpo::run_training(toy.config("b", with_steps(4)), dpo::Objective::Dpo),
+                    Catch::Contains("train.max_steps 2 -> 4"));
+  const dpo::TrainSummary resumed = dpo::run_training(continued("b"), dpo::Objective::Dpo);
   CHECK(resumed.resumed_from == 2);
   CHECK(resumed.steps == 4);
 
@@ -175,7 +184,7 @@ TEST_CASE("resuming equals an uninterrupted run (bit-identical on CPU)", "[train
   fs::remove_all(toy.output("c") / "checkpoints" / "step-3");
   fs::remove_all(toy.output("c") / "final");
   CHECK(step_lines(toy.output("c")).size() == 3);
-  const dpo::TrainSummary after_kill = dpo::run_training(toy.config("c", with_steps(4)), dpo::Objective::Dpo);
+  const dpo::TrainSummary after_kill = dpo::run_training(continued("c"), dpo::Objective::Dpo);
   CHECK(after_kill.resumed_from == 2);
 
   const auto final_a = parameters_of(toy.output("a") / "final");
