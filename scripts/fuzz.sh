@@ -26,7 +26,7 @@ sources_of() {
     fuzz_preference_jsonl) echo io/durable_file io/json_input io/compressed_input data/preference_jsonl data/truncation ;;
     fuzz_config) echo io/durable_file config/config config/text_distance config/trl_names ;;
     fuzz_reference_file)
-      echo io/durable_file io/hdf5_handles io/json_input io/compressed_input reference/reference_store reference/fingerprint dist/communicator \
+      echo io/durable_file io/hdf5_handles io/json_input io/compressed_input io/timestamp reference/reference_store reference/fingerprint dist/communicator \
         config/config config/text_distance config/trl_names data/preference_data data/preference_jsonl \
         data/preference_hdf5 data/truncation ;;
     *) echo "fuzz: unknown target '$1' (known: ${all_targets[*]})" >&2; return 1 ;;
