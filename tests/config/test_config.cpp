@@ -7,7 +7,6 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
 
 #include "catch2_api.h"
 
@@ -15,6 +14,7 @@
 #include "dpo/config/trl_names.h"
 #include "dpo/config/text_distance.h"
 #include "dpo/error.h"
+#include "scratch_dir.h"
 
 namespace {
 
@@ -227,8 +227,8 @@ TEST_CASE("string values with line breaks, tabs and quotes read back from the du
 
 TEST_CASE("the resolved config is written into the output directory", "[config]") {
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("dpo_config_test_" + std::to_string(::getpid())) / "run";
-  fs::remove_all(dir.parent_path());
+  const ScratchDir scratch("config");
+  const fs::path dir = scratch.path / "run";
   const dpo::Config c = parse("", {"run.output_dir=" + dir.string(), "model.policy=p"});
   dpo::write_resolved_config(c, "train");
   dpo::write_resolved_config(c, "precompute-ref");

@@ -1,5 +1,4 @@
 #include <c10/core/GradMode.h>
-#include <unistd.h>
 
 #include "catch2_api.h"
 #include <cmath>
@@ -8,6 +7,7 @@
 #include <functional>
 
 #include "dpo/error.h"
+#include "scratch_dir.h"
 #include "dpo/model/model.h"
 #include "float_rounding.h"
 
@@ -235,11 +235,11 @@ std::vector<Vec> llama_reference(const dpo::ModelSpec& s, const Weights& w,
 
 // ---------------------------------------------------------------------------------------------
 
+// One scratch directory per test process, removed when the process exits.
 std::string scratch_dir(const std::string& name) {
-  const fs::path dir =
-      fs::temp_directory_path() / fmt::format("dpo_models_test_{}", getpid()) / name;
+  static const ScratchDir root("models");
+  const fs::path dir = root.path / name;
   fs::remove_all(dir);
-  fs::create_directories(dir.parent_path());
   return dir.string();
 }
 

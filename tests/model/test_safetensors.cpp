@@ -1,4 +1,3 @@
-#include <unistd.h>
 
 #include "catch2_api.h"
 #include <cstring>
@@ -6,16 +5,17 @@
 #include <fstream>
 
 #include "dpo/error.h"
+#include "scratch_dir.h"
 #include "dpo/model/safetensors.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
+// One scratch directory per test process, removed when the process exits.
 std::string scratch_file(const std::string& name) {
-  const fs::path dir = fs::temp_directory_path() / fmt::format("dpo_safetensors_test_{}", getpid());
-  fs::create_directories(dir);
-  return (dir / name).string();
+  static const ScratchDir dir("safetensors");
+  return (dir.path / name).string();
 }
 
 // A file laid out by hand: declared header size, header text, data bytes.

@@ -5,13 +5,13 @@
 #include <filesystem>
 
 #include <c10/core/GradMode.h>
-#include <unistd.h>
 
 #include "dpo/config/config.h"
 #include "dpo/model/model.h"
 #include "dpo/model/sampling.h"
 #include "dpo/train/bench.h"
 #include "dpo/train/throughput.h"
+#include "scratch_dir.h"
 
 namespace {
 
@@ -97,9 +97,8 @@ TEST_CASE("the matmul peak is a positive, finite FLOP rate", "[throughput]") {
 }
 
 TEST_CASE("bench times DPO steps of the configured shape and reports a sane MFU", "[bench]") {
-  const fs::path dir = fs::temp_directory_path() / ("dpo_bench_test_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const ScratchDir scratch("bench");
+  const fs::path& dir = scratch.path;
   dpo::save_model(*tiny_llama(64), (dir / "policy").string());
 
   const std::string yaml = "run: {output_dir: " + (dir / "run").string() + "}\nmodel: {policy: " +
@@ -110,7 +109,6 @@ TEST_CASE("bench times DPO steps of the configured shape and reports a sane MFU"
   options.warmup_steps = 1;
   options.timed_steps = 1;
   const dpo::BenchResult result = dpo::run_bench(config, options, at::kCPU);
-  fs::remove_all(dir);
 
   CHECK(result.tokens_per_step == 2 * 4 * 16);
   CHECK(result.accumulation_steps == 2);
