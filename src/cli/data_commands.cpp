@@ -22,7 +22,9 @@ bool is_hdf5_name(const std::string& path) {
 }  // namespace
 
 int cmd_inspect(Session&, const ParsedArgs& args) {
-  fmt::print("{}", inspect_path(args.positionals.at(0)));
+  std::string text = inspect_path(args.positionals.at(0));
+  if (text.empty() || text.back() != '\n') text += '\n';  // a shell prompt never lands on the last line
+  fmt::print("{}", text);
   return 0;
 }
 

@@ -15,28 +15,88 @@
 #include "dpo/data/preference_data.h"
 #include "dpo/data/synthetic_task.h"
 #include "dpo/error.h"
+#include "dpo/io/durable_file.h"
+#include "dpo/io/json_input.h"
 #include "dpo/loss/logps.h"
 #include "dpo/model/model.h"
 #include "dpo/model/sampling.h"
 
 namespace dpo {
 
+namespace {
+
+// The config.json keys transformers' GPT2Config / LlamaConfig take beyond dpo's defaults (which
+// init-model writes anyway): special-token ids, head_dim, the RoPE settings of either
+// transformers generation, and options dpo reads but does not default (dropouts, caches).
+const std::vector<std::string>& optional_hf_keys(Architecture arch) {
+  static const std::vector<std::string> kGpt2 = {
+      "bos_token_id", "eos_token_id", "pad_token_id", "resid_pdrop", "embd_pdrop", "attn_pdrop", "use_cache",
+      "scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"};
+  static const std::vector<std::string> kLlama = {
+      "bos_token_id", "eos_token_id", "pad_token_id", "head_dim", "rope_scaling", "rope_parameters",
+      "attention_dropout", "pretraining_tp", "use_cache"};
+  return arch == Architecture::GPT2 ? kGpt2 : kLlama;
+}
+
+// A --set value: JSON when it looks like an object or a list (rope_parameters, eos_token_id
+// lists), otherwise a scalar as in the config's --set.
+nlohmann::json set_value(const std::string& flag, const std::string& text) {
+  if (!text.empty() && (text.front() == '{' || text.front() == '[')) return parse_json(text, "--set " + flag);
+  return json_scalar(text);
+}
+
+// The special-token ids a config names must be token ids of its vocabulary: an int, or a list of
+// ints (eos_token_id of chat models).
+void check_token_ids(const nlohmann::json& hf) {
+  const int64_t vocab = hf.value("vocab_size", int64_t{0});
+  for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+    if (!hf.contains(key) || hf[key].is_null()) continue;
+    const nlohmann::json ids = hf[key].is_array() ? hf[key] : nlohmann::json::array({hf[key]});
+    for (const auto& id : ids) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= vocab)
+        fail("--set {}: {} is not a token id of the vocabulary (0 .. vocab_size - 1 = {})", key, json_excerpt(id),
+             vocab - 1);
+    }
+  }
+}
+
+}  // namespace
+
 int cmd_init_model(Session&, const ParsedArgs& args) {
   const Architecture arch = parse_architecture(single(args.flags, "--arch", "init-model"));
   nlohmann::json hf = default_hf_config(arch);
+  std::vector<std::string> known;
+  for (const auto& item : hf.items()) known.push_back(item.key());
+  for (const std::string& key : optional_hf_keys(arch)) known.push_back(key);
   for (const auto& kv : all_of(args.flags, "--set")) {
     const auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) fail("--set {}: expected KEY=VALUE", kv);
+    // KEY or SECTION.KEY (one level: rope_parameters.rope_theta=500000).
     const std::string key = kv.substr(0, eq);
-    if (!hf.contains(key)) {
-      std::vector<std::string> keys;
-      for (const auto& item : hf.items()) keys.push_back(item.key());
-      const std::string guess = closest_match(key, keys);
-      fail("--set {}: unknown config.json key '{}' for this architecture{}", kv, key,
+    const auto dot = key.find('.');
+    const std::string top = key.substr(0, dot);
+    if (std::find(known.begin(), known.end(), top) == known.end()) {
+      const std::string guess = closest_match(top, known);
+      fail("--set {}: unknown config.json key '{}' for this architecture{}", kv, top,
            guess.empty() ? "" : fmt::format(" (did you mean '{}'?)", guess));
     }
-    hf[key] = json_scalar(kv.substr(eq + 1));
+    const nlohmann::json value = set_value(key, kv.substr(eq + 1));
+    if (dot == std::string::npos) {
+      hf[top] = value;
+    } else {
+      if (!hf.contains(top) || !hf[top].is_object()) hf[top] = nlohmann::json::object();
+      hf[top][key.substr(dot + 1)] = value;
+    }
   }
+  // A RoPE given in transformers 5's spelling carries its own theta; the default's old-style
+  // rope_theta would otherwise be a second value to disagree with.
+  const auto user_set = [&](const std::string& name) {
+    for (const auto& kv : all_of(args.flags, "--set"))
+      if (kv.compare(0, name.size(), name) == 0 && (kv[name.size()] == '=' || kv[name.size()] == '.')) return true;
+    return false;
+  };
+  if (user_set("rope_parameters") && !user_set("rope_theta")) hf.erase("rope_theta");
+  check_token_ids(hf);
   const ModelSpec spec = model_spec_from_hf_config(hf, "--set");
   const auto seed = static_cast<uint64_t>(integer_flag(args.flags, "--seed", 0, 0));
   CausalLM model = build_model(spec, seed);
@@ -44,6 +104,8 @@ int cmd_init_model(Session&, const ParsedArgs& args) {
   if (!dtype_flags.empty()) model->to(parse_dtype(dtype_flags.front()));
   const std::string out = single(args.flags, "--out", "init-model");
   save_model(*model, out);
+  // The generation defaults its config implies, as transformers' save_pretrained writes them.
+  write_synced_file(out + "/" + kGenerationConfigFile, generation_config_from_hf_config(hf).dump(2) + "\n");
   fmt::print("{}", describe_model_dir(out));
   return 0;
 }

@@ -28,6 +28,7 @@ class ConfigReader {
   ConfigReader(const json& config, const std::string& source) : config_(config), source_(source) {}
 
   bool has(const char* key) const { return config_.contains(key) && !config_[key].is_null(); }
+  const json& json_of() const { return config_; }
 
   // A size: a positive integer of at most `maximum`.
   int64_t positive_int(const char* key, int64_t maximum) const {
@@ -147,6 +148,39 @@ ModelSpec gpt2_spec(const ConfigReader& r, const std::string& source) {
   return s;
 }
 
+// transformers 5 keeps every RoPE setting in `rope_parameters` (rope_theta and rope_type beside the
+// scaling factors) where older versions wrote `rope_theta` and `rope_scaling`. Both spellings are
+// read; where a file has both, they must agree, so that neither is silently ignored.
+const json* rope_parameters_of(const json& config, const std::string& source) {
+  if (!config.contains("rope_parameters") || config["rope_parameters"].is_null()) return nullptr;
+  const json& rope = config["rope_parameters"];
+  if (!rope.is_object()) fail("{}: 'rope_parameters' must be an object or null", source);
+  for (const auto& item : rope.items()) {
+    if (item.value().is_object()) {
+      fail("{}: rope_parameters.{} is an object: RoPE parameters per layer type (Gemma 3, ModernBERT style) are not "
+           "supported", source, item.key());
+    }
+  }
+  if (rope.contains("partial_rotary_factor") &&
+      !(rope["partial_rotary_factor"].is_number() && rope["partial_rotary_factor"].get<double>() == 1.0)) {
+    fail("{}: rope_parameters.partial_rotary_factor = {} is not supported (only 1: RoPE on the whole head)", source,
+         json_excerpt(rope["partial_rotary_factor"]));
+  }
+  return &rope;
+}
+
+double rope_theta_of(const ConfigReader& r, const std::string& source) {
+  const double top = r.positive_number("rope_theta", 10000.0);
+  const json* rope = rope_parameters_of(r.json_of(), source);
+  if (rope == nullptr || !rope->contains("rope_theta")) return top;
+  const ConfigReader inner(*rope, source);
+  const double theta = inner.positive_number("rope_theta", top);
+  if (r.has("rope_theta") && theta != top) {
+    fail("{}: rope_theta {} and rope_parameters.rope_theta {} disagree", source, top, theta);
+  }
+  return theta;
+}
+
 ModelSpec llama_spec(const ConfigReader& r, const std::string& source,
                      const std::string& model_type) {
   ModelSpec s;
@@ -165,7 +199,7 @@ ModelSpec llama_spec(const ConfigReader& r, const std::string& source,
   check_heads(s, source, "num_attention_heads");
   s.max_position_embeddings = r.positive_int("max_position_embeddings", 2048, kMaxPositions);
   s.norm_eps = r.positive_number("rms_norm_eps", 1e-6);
-  s.rope_theta = r.positive_number("rope_theta", 10000.0);
+  s.rope_theta = rope_theta_of(r, source);
   s.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
   const std::string act = r.string("hidden_act", "silu");
   if (act != "silu") fail("{}: hidden_act '{}' is not supported (only silu)", source, act);
@@ -207,9 +241,29 @@ ModelSpec model_spec_from_hf_config(const nlohmann::json& config, const std::str
   return spec;
 }
 
+RopeScaling rope_scaling_of(const nlohmann::json& config, const std::string& source) {
+  static const json kNone;
+  if (!config.is_object()) return {&kNone, "rope_scaling"};
+  const json* rope = rope_parameters_of(config, source);
+  const bool has_scaling = config.contains("rope_scaling") && !config["rope_scaling"].is_null();
+  if (rope == nullptr) return {has_scaling ? &config["rope_scaling"] : &kNone, "rope_scaling"};
+  if (has_scaling && config["rope_scaling"].is_object()) {
+    for (const auto& item : config["rope_scaling"].items()) {
+      const std::string key = item.key() == "type" ? "rope_type" : item.key();
+      if (!rope->contains(key) || (*rope)[key] != item.value()) {
+        fail("{}: rope_scaling.{} = {} disagrees with rope_parameters.{} = {}", source, item.key(),
+             json_excerpt(item.value()), key, rope->contains(key) ? json_excerpt((*rope)[key]) : "(absent)");
+      }
+    }
+  }
+  return {rope, "rope_parameters"};
+}
+
 nlohmann::json hf_config_from_model_spec(const ModelSpec& spec, const std::string& torch_dtype) {
   json c = spec.hf_config.is_object() ? spec.hf_config : json::object();
-  c["torch_dtype"] = torch_dtype;
+  // transformers since 4.56 writes `dtype` (and reads the older `torch_dtype`); the config's own
+  // spelling is kept.
+  c[c.contains("dtype") && !c.contains("torch_dtype") ? "dtype" : "torch_dtype"] = torch_dtype;
   c["vocab_size"] = spec.vocab_size;
   if (spec.arch == Architecture::GPT2) {
     c["model_type"] = "gpt2";
@@ -250,7 +304,10 @@ nlohmann::json hf_config_from_model_spec(const ModelSpec& spec, const std::strin
   }
   c["max_position_embeddings"] = spec.max_position_embeddings;
   c["rms_norm_eps"] = spec.norm_eps;
-  c["rope_theta"] = spec.rope_theta;
+  // Written in the spelling the config came in (transformers 5's rope_parameters, or rope_theta).
+  const bool new_rope = c.contains("rope_parameters") && c["rope_parameters"].is_object();
+  if (new_rope) c["rope_parameters"]["rope_theta"] = spec.rope_theta;
+  if (!new_rope || c.contains("rope_theta")) c["rope_theta"] = spec.rope_theta;
   c["tie_word_embeddings"] = spec.tie_word_embeddings;
   c["hidden_act"] = "silu";
   if (model_type == "llama") {

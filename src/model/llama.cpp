@@ -156,9 +156,9 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
   std::shared_ptr<LinearImpl> lm_head_;
 };
 
-double json_number(const nlohmann::json& obj, const char* key, const std::string& source) {
+double json_number(const nlohmann::json& obj, const char* section, const char* key, const std::string& source) {
   if (!obj.contains(key) || !obj[key].is_number()) {
-    fail("{}: rope_scaling.{} must be a number", source, key);
+    fail("{}: {}.{} must be a number", source, section, key);
   }
   return obj[key].get<double>();
 }
@@ -171,23 +171,24 @@ at::Tensor rope_inv_freq(const ModelSpec& spec, const std::string& source) {
   const at::Tensor exponents =
       at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
   at::Tensor inv_freq = 1.0 / at::pow(spec.rope_theta, exponents);
-  const nlohmann::json& cfg = spec.hf_config;
-  if (!cfg.is_object() || !cfg.contains("rope_scaling") || cfg["rope_scaling"].is_null()) {
-    return inv_freq;
-  }
-  const nlohmann::json& rs = cfg["rope_scaling"];
-  if (!rs.is_object()) fail("{}: rope_scaling must be an object or null", source);
+  const RopeScaling scaling = rope_scaling_of(spec.hf_config, source);
+  const nlohmann::json& rs = *scaling.settings;
+  if (rs.is_null()) return inv_freq;
+  if (!rs.is_object()) fail("{}: {} must be an object or null", source, scaling.key);
   const std::string key = rs.contains("rope_type") ? "rope_type" : "type";
-  const std::string type =
-      rs.contains(key) && rs[key].is_string() ? rs[key].get<std::string>() : "";
+  const bool new_style = std::string(scaling.key) == "rope_parameters";
+  const std::string type = rs.contains(key) && rs[key].is_string() ? rs[key].get<std::string>()
+                           : new_style                              ? "default"
+                                                                    : "";
   if (type == "default") return inv_freq;
-  if (type == "linear") return inv_freq / json_number(rs, "factor", source);
+  const auto number = [&](const char* name) { return json_number(rs, scaling.key, name, source); };
+  if (type == "linear") return inv_freq / number("factor");
   if (type == "llama3") {
     // transformers' _compute_llama3_parameters (Llama 3.1), computed the same way in float32.
-    const double factor = json_number(rs, "factor", source);
-    const double low_freq_factor = json_number(rs, "low_freq_factor", source);
-    const double high_freq_factor = json_number(rs, "high_freq_factor", source);
-    const double old_context = json_number(rs, "original_max_position_embeddings", source);
+    const double factor = number("factor");
+    const double low_freq_factor = number("low_freq_factor");
+    const double high_freq_factor = number("high_freq_factor");
+    const double old_context = number("original_max_position_embeddings");
     const double low_freq_wavelen = old_context / low_freq_factor;
     const double high_freq_wavelen = old_context / high_freq_factor;
     const at::Tensor wavelen = 2 * M_PI / inv_freq;
@@ -199,7 +200,7 @@ at::Tensor rope_inv_freq(const ModelSpec& spec, const std::string& source) {
         (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
     return at::where(medium, smoothed, scaled);
   }
-  fail("{}: rope_scaling type '{}' is not supported (null, linear and llama3 are)", source, type);
+  fail("{}: {} type '{}' is not supported (default, linear and llama3 are)", source, scaling.key, type);
 }
 
 CausalLM make_llama(const ModelSpec& spec, const at::TensorOptions& options) {

@@ -198,9 +198,17 @@ std::string describe_model_dir(const std::string& dir) {
       "max positions {}\n",
       s.num_layers, s.hidden_size, s.num_heads, s.num_kv_heads, s.head_dim, s.intermediate_size,
       s.vocab_size, s.max_position_embeddings);
+  // GPT-2's attention and MLP projections always have biases; the spec's flags are Llama's options.
+  const bool gpt2 = s.arch == Architecture::GPT2;
   out << fmt::format("  tied embeddings: {}, attention bias: {}, mlp bias: {}\n",
-                     s.tie_word_embeddings ? "yes" : "no", s.attention_bias ? "yes" : "no",
-                     s.mlp_bias ? "yes" : "no");
+                     s.tie_word_embeddings ? "yes" : "no", gpt2 || s.attention_bias ? "yes" : "no",
+                     gpt2 || s.mlp_bias ? "yes" : "no");
+  if (!gpt2) {
+    const RopeScaling scaling = rope_scaling_of(s.hf_config, config_path);
+    out << fmt::format("  rope: theta {}, scaling {}\n", s.rope_theta,
+                       scaling.settings->is_null() ? std::string("none")
+                                                   : fmt::format("{} {}", scaling.key, scaling.settings->dump()));
+  }
   uint64_t elements = 0, tensors = 0;
   std::map<std::string, uint64_t> by_dtype;
   std::vector<std::string> files;

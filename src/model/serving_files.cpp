@@ -63,6 +63,14 @@ void copy_serving_files(const ServingSources& from, const std::string& to_dir) {
   copy_if_present(from.policy_dir, kGenerationConfigFile, to_dir);
 }
 
+nlohmann::json generation_config_from_hf_config(const nlohmann::json& hf_config) {
+  nlohmann::json g = {{"_from_model_config", true}};
+  for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+    if (hf_config.is_object() && hf_config.contains(key) && !hf_config[key].is_null()) g[key] = hf_config[key];
+  }
+  return g;
+}
+
 std::string describe_serving_files(const std::string& dir) {
   std::vector<std::string> present, absent;
   std::vector<std::string> names = tokenizer_file_names();

@@ -196,16 +196,21 @@ Handle open_hdf5(const std::string& path) {
 struct Stats {
   double mean = 0, min = 0, max = 0;
 };
+// Over the filled examples only: an unfinished file's empty slots hold no values (zeros, or
+// whatever an interrupted write left), and would drag the statistics.
 template <typename T>
-Stats stats_of(const std::vector<T>& v) {
-  if (v.empty()) return {};
-  Stats s{0, static_cast<double>(v[0]), static_cast<double>(v[0])};
-  for (const T x : v) {
-    s.mean += static_cast<double>(x);
-    s.min = std::min(s.min, static_cast<double>(x));
-    s.max = std::max(s.max, static_cast<double>(x));
+Stats stats_of(const std::vector<T>& v, const std::vector<int8_t>& filled) {
+  Stats s;
+  int64_t n = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!filled[i]) continue;
+    const auto x = static_cast<double>(v[i]);
+    s.min = n == 0 ? x : std::min(s.min, x);
+    s.max = n == 0 ? x : std::max(s.max, x);
+    s.mean += x;
+    ++n;
   }
-  s.mean /= static_cast<double>(v.size());
+  if (n > 0) s.mean /= static_cast<double>(n);
   return s;
 }
 
@@ -213,13 +218,15 @@ std::string describe_split(const std::string& label, const ReferenceSplit& s) {
   const int64_t missing = s.unfilled();
   std::string out = fmt::format("{}: {} pairs, {}\n", label, s.size(),
                                 missing ? fmt::format("INCOMPLETE ({} unfilled)", missing) : std::string("complete"));
+  if (missing == static_cast<int64_t>(s.size())) return out + "  (no filled examples yet)\n";
   const auto line = [&](const char* name, const Stats& st) {
-    out += fmt::format("  {:<17} mean {:>12.4f}  min {:>12.4f}  max {:>12.4f}\n", name, st.mean, st.min, st.max);
+    out += fmt::format("  {:<17} mean {:>12.4f}  min {:>12.4f}  max {:>12.4f}{}\n", name, st.mean, st.min, st.max,
+                       missing ? "  (filled examples)" : "");
   };
-  line("chosen_logps", stats_of(s.chosen));
-  line("rejected_logps", stats_of(s.rejected));
-  line("chosen_lengths", stats_of(s.chosen_lengths));
-  line("rejected_lengths", stats_of(s.rejected_lengths));
+  line("chosen_logps", stats_of(s.chosen, s.filled));
+  line("rejected_logps", stats_of(s.rejected, s.filled));
+  line("chosen_lengths", stats_of(s.chosen_lengths, s.filled));
+  line("rejected_lengths", stats_of(s.rejected_lengths, s.filled));
   if (s.more_columns > 0)
     out += fmt::format("  ranked: up to {} responses below rejected per example (more_rejected_logps, _lengths)\n",
                        s.more_columns);

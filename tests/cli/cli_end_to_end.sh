@@ -34,6 +34,27 @@ for m in llama gpt2; do
   "$dpo" inspect "$work/$m" | grep -qi "param" && pass "inspect $m" || bad "inspect $m"
 done
 
+"$dpo" inspect "$work/gpt2" | grep -q "attention bias: yes, mlp bias: yes" && pass "inspect: GPT-2 has biases" \
+  || bad "inspect gpt2 biases: $("$dpo" inspect "$work/gpt2" | grep bias)"
+
+# Every config.json field init-model knows can be set: special-token ids (a list too), head_dim,
+# transformers 5's rope_parameters (whole or by key); generation_config.json carries the ids.
+if "$dpo" init-model --arch llama --out "$work/ids" --set vocab_size=128 --set head_dim=32 --set bos_token_id=1 \
+  --set 'eos_token_id=[2, 3]' --set rope_parameters.rope_theta=500000 --set rope_parameters.rope_type=default \
+  >"$work/ids.txt" 2>&1; then
+  tr -d ' \n' <"$work/ids/generation_config.json" | grep -q '"bos_token_id":1,"eos_token_id":\[2,3\]' \
+    && pass "init-model writes generation_config.json" || bad "generation_config.json: $(cat "$work/ids/generation_config.json")"
+  tr -d ' \n' <"$work/ids/config.json" | grep -q '"head_dim":32' && pass "init-model sets head_dim" || bad "head_dim not set"
+  grep -q '"rope_theta"' <(grep -v '^    ' "$work/ids/config.json") && bad "a top-level rope_theta beside rope_parameters" \
+    || pass "rope_parameters alone holds theta"
+  grep -q "rope: theta 500000, scaling rope_parameters" "$work/ids.txt" && pass "inspect shows the rope" \
+    || bad "rope line: $(grep rope "$work/ids.txt")"
+else
+  bad "init-model with ids and rope_parameters: $(cat "$work/ids.txt")"
+fi
+expect_error "init-model refuses a token id outside the vocabulary" "eos_token_id: 128 is not a token id" \
+  "$dpo" init-model --arch llama --out "$work/x" --set vocab_size=128 --set eos_token_id=128
+
 # JSONL -> HDF5 -> JSONL keeps every pair.
 "$dpo" convert-data "$work/data/train.jsonl" "$work/train.h5" >/dev/null || bad "convert to hdf5"
 "$dpo" convert-data "$work/train.h5" "$work/back.jsonl" >/dev/null || bad "convert back"
@@ -91,5 +112,11 @@ expect_error "a TRL name points to the dpo key" "TRL's .save_steps. is .train.sa
 printf 'beta: 0.1\nlearning_rate: 1e-6\n' >"$work/flat.yaml"
 expect_error "a flat TRL config is pointed to the nested keys" "TRL's .beta. is .loss.beta. here.*nested" \
   "$dpo" train --config "$work/flat.yaml"
+
+# inspect's output ends with a newline, whatever it describes.
+for path in "$work/llama" "$work/gpt2" "$work/data/train.jsonl" "$work/train.h5"; do
+  [ "$("$dpo" inspect "$path" | tail -c 1 | od -An -c | tr -d ' ')" = '\n' ] && pass "inspect $(basename "$path") ends with a newline" \
+    || bad "inspect $path: no final newline"
+done
 
 [ "$failures" -eq 0 ] && echo "cli end-to-end: all checks passed" || { echo "cli end-to-end: $failures failed"; exit 1; }

@@ -7,9 +7,10 @@
 #include <functional>
 
 #include "dpo/error.h"
-#include "scratch_dir.h"
+#include "dpo/model/layers.h"
 #include "dpo/model/model.h"
 #include "float_rounding.h"
+#include "scratch_dir.h"
 
 namespace {
 
@@ -153,11 +154,16 @@ std::vector<Vec> gpt2_reference(const dpo::ModelSpec& s, const Weights& w,
   return logits;
 }
 
-// Inverse RoPE frequencies, with Llama 3.1's scaling written out per frequency.
+// Inverse RoPE frequencies, with Llama 3.1's scaling written out per frequency. Theta and the
+// scaling are read from the config as transformers 5 (rope_parameters) or earlier versions
+// (rope_theta, rope_scaling) write them.
 Vec reference_inv_freq(const dpo::ModelSpec& s) {
+  const json& c = s.hf_config;
+  const json rs = c.contains("rope_parameters") ? c["rope_parameters"] : c.value("rope_scaling", json());
+  const double theta = rs.is_object() && rs.contains("rope_theta") ? rs["rope_theta"].get<double>()
+                                                                    : c.value("rope_theta", 10000.0);
   Vec f(s.head_dim / 2);
-  for (size_t i = 0; i < f.size(); ++i) f[i] = std::pow(s.rope_theta, -2.0 * i / s.head_dim);
-  const json rs = s.hf_config.value("rope_scaling", json());
+  for (size_t i = 0; i < f.size(); ++i) f[i] = std::pow(theta, -2.0 * i / s.head_dim);
   if (rs.is_object() && rs.value("rope_type", "") == "llama3") {
     const double factor = rs["factor"], lo = rs["low_freq_factor"], hi = rs["high_freq_factor"];
     const double old_context = rs["original_max_position_embeddings"];
@@ -374,6 +380,18 @@ TEST_CASE("Llama-family logits match an independent float64 implementation", "[m
                      {"original_max_position_embeddings", 64}}}});
     o_bias = mlp_bias = true;
   }
+  SECTION("llama, a transformers 5 config: rope_parameters holds theta and the llama3 scaling") {
+    config.erase("rope_theta");
+    config.update({{"head_dim", 8},
+                   {"num_key_value_heads", 4},
+                   {"rope_parameters",
+                    {{"rope_type", "llama3"},
+                     {"rope_theta", 500.0},
+                     {"factor", 8.0},
+                     {"low_freq_factor", 1.0},
+                     {"high_freq_factor", 4.0},
+                     {"original_max_position_embeddings", 64}}}});
+  }
   auto model = random_model(config, 2);
   const Weights w = weights_of(*model);
   CHECK(w.has("lm_head.weight") == !config["tie_word_embeddings"].get<bool>());
@@ -541,6 +559,61 @@ TEST_CASE("a model loaded as bfloat16 gives logits close to float32", "[models]"
     CHECK(err < 0.05);  // bfloat16 keeps 8 bits (0.4% per rounding) through two layers: ~3% here
     CHECK(err > 0);  // it really ran in bfloat16
   }
+}
+
+TEST_CASE("transformers 5's rope_parameters are read and written in their own spelling", "[models]") {
+  json old_style = tiny_config(dpo::Architecture::Llama);
+  old_style["rope_theta"] = 1e6;
+  old_style["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  json new_style = tiny_config(dpo::Architecture::Llama);
+  new_style.erase("rope_theta");
+  new_style["rope_parameters"] = {{"rope_type", "linear"}, {"rope_theta", 1e6}, {"factor", 2.0}};
+  new_style["dtype"] = "bfloat16";
+  const dpo::ModelSpec a = dpo::model_spec_from_hf_config(old_style, "old");
+  const dpo::ModelSpec b = dpo::model_spec_from_hf_config(new_style, "new");
+  CHECK(b.rope_theta == 1e6);  // not transformers 4's default of 10000
+  CHECK(at::equal(dpo::rope_inv_freq(a, "old"), dpo::rope_inv_freq(b, "new")));
+
+  // Only theta: rope_type defaults to "default" there.
+  json theta_only = tiny_config(dpo::Architecture::Llama);
+  theta_only.erase("rope_theta");
+  theta_only["rope_parameters"] = {{"rope_theta", 5e5}};
+  const dpo::ModelSpec c = dpo::model_spec_from_hf_config(theta_only, "theta");
+  CHECK(c.rope_theta == 5e5);
+  json plain = tiny_config(dpo::Architecture::Llama);
+  plain["rope_theta"] = 5e5;
+  CHECK(at::equal(dpo::rope_inv_freq(c, "theta"), dpo::rope_inv_freq(dpo::model_spec_from_hf_config(plain, "p"), "p")));
+
+  // Written back as it came: theta inside rope_parameters, no top-level rope_theta, `dtype` kept.
+  const json written = dpo::hf_config_from_model_spec(b, "float32");
+  CHECK(written["rope_parameters"]["rope_theta"] == 1e6);
+  CHECK_FALSE(written.contains("rope_theta"));
+  CHECK(written["dtype"] == "float32");
+  CHECK_FALSE(written.contains("torch_dtype"));
+  const json written_old = dpo::hf_config_from_model_spec(a, "float32");
+  CHECK(written_old["rope_theta"] == 1e6);
+  CHECK_FALSE(written_old.contains("rope_parameters"));
+  CHECK(written_old["torch_dtype"] == "float32");
+
+  // Both spellings in one file must agree; what dpo cannot compute is refused, naming the key.
+  json both = new_style;
+  both["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  CHECK(dpo::model_spec_from_hf_config(both, "both").rope_theta == 1e6);
+  both["rope_scaling"]["factor"] = 4.0;
+  CHECK_THROWS_WITH(dpo::model_spec_from_hf_config(both, "both"),
+                    Contains("both") && Contains("rope_scaling.factor") && Contains("rope_parameters.factor"));
+  json theta_clash = new_style;
+  theta_clash["rope_theta"] = 10000.0;
+  CHECK_THROWS_WITH(dpo::model_spec_from_hf_config(theta_clash, "c"), Contains("rope_theta") && Contains("disagree"));
+  json per_layer = tiny_config(dpo::Architecture::Llama);
+  per_layer["rope_parameters"] = {{"full_attention", {{"rope_theta", 1e6}}}, {"sliding_attention", {{"rope_theta", 1e4}}}};
+  CHECK_THROWS_WITH(dpo::model_spec_from_hf_config(per_layer, "c"), Contains("rope_parameters.full_attention"));
+  json partial = new_style;
+  partial["rope_parameters"]["partial_rotary_factor"] = 0.5;
+  CHECK_THROWS_WITH(dpo::model_spec_from_hf_config(partial, "c"), Contains("partial_rotary_factor"));
+  json yarn = new_style;
+  yarn["rope_parameters"]["rope_type"] = "yarn";
+  CHECK_THROWS_WITH(dpo::model_spec_from_hf_config(yarn, "c"), Contains("rope_parameters type 'yarn'"));
 }
 
 TEST_CASE("config.json errors name the source and the key", "[models]") {

@@ -5,8 +5,8 @@
 #include <fstream>
 
 #include "dpo/error.h"
-#include "scratch_dir.h"
 #include "dpo/model/safetensors.h"
+#include "scratch_dir.h"
 
 namespace {
 

@@ -20,6 +20,8 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include "catch2_api.h"
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -290,6 +292,22 @@ TEST_CASE("an unfinished precompute resumes from its .partial file and gives the
     CHECK(summary.computed == 34);
     // Discarded, so everything is scored again as in the fresh run: bit-identical.
     CHECK(dpo::read_reference_file(toy.logps.string(), true).train.chosen == fresh.train.chosen);
+  }
+  SECTION("inspect's statistics of an unfinished file are over its filled examples") {
+    double sum = 0, lowest = 1e300;
+    for (size_t i = 0; i < half.train.size(); ++i) {
+      if (half.train.filled[i]) {
+        sum += half.train.chosen[i];
+        lowest = std::min(lowest, half.train.chosen[i]);
+      } else {
+        half.train.chosen[i] = -1e30;  // what an unfilled slot holds must not matter
+      }
+    }
+    dpo::write_reference_file(partial, half, true);
+    const std::string text = dpo::describe_reference_file(partial);
+    CHECK_THAT(text, Contains("train: 24 pairs, INCOMPLETE (12 unfilled)"));
+    CHECK_THAT(text, Contains(fmt::format("chosen_logps      mean {:>12.4f}  min {:>12.4f}", sum / 12, lowest)));
+    CHECK_THAT(text, Contains("eval: 10 pairs, INCOMPLETE (10 unfilled)\n  (no filled examples yet)"));
   }
   SECTION("an incomplete file is refused for training") {
     dpo::write_reference_file(toy.logps.string(), half, true);

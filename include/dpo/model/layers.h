@@ -161,5 +161,13 @@ bool llama_o_proj_bias(const ModelSpec& spec);
 int64_t llama_sliding_window(const ModelSpec& spec, const std::string& source);
 // RoPE inverse frequencies [head_dim / 2], float32, with rope_scaling (none, linear, llama3).
 at::Tensor rope_inv_freq(const ModelSpec& spec, const std::string& source);
+// A config's RoPE scaling settings and the key they sit under: `rope_parameters` (transformers 5,
+// rope_type missing = default) or `rope_scaling` (older; null = none). A file with both is refused
+// where they disagree.
+struct RopeScaling {
+  const nlohmann::json* settings;
+  const char* key;
+};
+RopeScaling rope_scaling_of(const nlohmann::json& config, const std::string& source);
 
 }  // namespace dpo

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace dpo {
 
 // Where the serving files of a written model come from. Empty `policy_dir`: nowhere (a model
@@ -26,6 +28,10 @@ void check_serving_sources(const ServingSources& from);
 // directory `to_dir` (a temporary directory that its caller commits as a whole). A missing file
 // is not invented and not an error.
 void copy_serving_files(const ServingSources& from, const std::string& to_dir);
+
+// generation_config.json of a model built from scratch: the special-token ids its config.json
+// names (bos/eos/pad), as transformers' GenerationConfig.from_model_config takes them.
+nlohmann::json generation_config_from_hf_config(const nlohmann::json& hf_config);
 
 // For `dpo inspect`: one line listing the serving files present in `dir` (and the main ones
 // absent), plus a warning line when no tokenizer can be loaded from it.
