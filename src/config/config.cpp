@@ -187,7 +187,8 @@ const std::vector<OptionRow>& option_rows() {
         false, {"auto", "fp32", "bf16-mixed", "fp16-mixed", "pure"}},
        DPO_FIELD(train.precision)},
       {{"train.save_dtype", T::String, "auto",
-        "dtype of the final model's weights (auto: the weights' own; checkpoints always keep them for resume)",
+        "dtype of the final model's weights (auto: the dtype model.policy's weights are stored in; checkpoints "
+        "always keep the training weights' own for resume)",
         false, {"auto", "float32", "bfloat16", "float16"}},
        DPO_FIELD(train.save_dtype)},
       {{"train.gradient_checkpointing", T::Bool, "false",
@@ -605,7 +606,6 @@ void resolve_precision(Config& c, const std::function<std::string(const std::str
          "train.precision pure to train the {} weights as they are", from("train.precision"), precision,
          c.model.dtype, c.model.dtype);
   }
-  if (c.train.save_dtype == "auto") c.train.save_dtype = c.model.dtype;
 }
 
 // Replaces the "auto" and "same as" values by what they mean on this machine.

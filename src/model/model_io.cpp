@@ -185,6 +185,21 @@ void save_model(const CausalLMImpl& model, const std::string& dir, at::ScalarTyp
   tmp.commit();
 }
 
+at::ScalarType stored_weights_dtype(const std::string& dir) {
+  std::map<at::ScalarType, uint64_t> elements;
+  for (const std::string& file : checkpoint_files(dir)) {
+    for (const auto& e : read_safetensors_header(file).entries) {
+      if (!at::isFloatingType(e.dtype)) continue;
+      uint64_t n = 1;
+      for (int64_t d : e.shape) n *= static_cast<uint64_t>(d);
+      elements[e.dtype] += n;
+    }
+  }
+  if (elements.empty()) fail("{}: no floating-point weights in its safetensors files", dir);
+  return std::max_element(elements.begin(), elements.end(), [](const auto& a, const auto& b) { return a.second < b.second; })
+      ->first;
+}
+
 std::string describe_model_dir(const std::string& dir) {
   const std::string config_path = dir + "/config.json";
   const ModelSpec s = model_spec_from_hf_config(read_json_file(config_path), config_path);

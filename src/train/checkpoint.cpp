@@ -21,7 +21,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kDoneMarker = "DONE";
-constexpr const char* kOptimizerFile = "optimizer.pt";
+constexpr const char* kOptimizerFile = "optimizer.libtorch";
+constexpr const char* kOldOptimizerFile = "optimizer.pt";  // the same archive, as earlier dpo versions named it
 constexpr const char* kTrainerStateFile = "trainer_state.json";
 
 std::string checkpoints_root(const std::string& output_dir) { return (fs::path(output_dir) / "checkpoints").string(); }
@@ -135,16 +136,49 @@ T required(const nlohmann::json& j, const char* key, const std::string& source) 
 }  // namespace
 
 nlohmann::json to_json(const TrainerState& state) {
-  return {{"step", state.step},
-          {"epoch", state.epoch},
-          {"step_in_epoch", state.step_in_epoch},
-          {"objective", state.objective},
-          {"config_hash", state.config_hash},
-          {"extra", state.extra}};
+  const nlohmann::json own = {{"step", state.step},
+                              {"epoch", state.epoch},
+                              {"step_in_epoch", state.step_in_epoch},
+                              {"objective", state.objective},
+                              {"config_hash", state.config_hash},
+                              {"extra", state.extra}};
+  // Hugging Face TrainerState's defaults for what dpo does not track (no best-model tracking, no
+  // hyper-parameter search, token and FLOP counts 0), then the run's own values.
+  nlohmann::json j = {{"global_step", state.step},
+                      {"epoch", 0.0},
+                      {"max_steps", 0},
+                      {"logging_steps", 0},
+                      {"eval_steps", 0},
+                      {"save_steps", 0},
+                      {"train_batch_size", nullptr},
+                      {"num_train_epochs", 0},
+                      {"num_input_tokens_seen", 0},
+                      {"total_flos", 0},
+                      {"log_history", nlohmann::json::array()},
+                      {"best_metric", nullptr},
+                      {"best_model_checkpoint", nullptr},
+                      {"is_local_process_zero", true},
+                      {"is_world_process_zero", true},
+                      {"is_hyper_param_search", false},
+                      {"trial_name", nullptr},
+                      {"trial_params", nullptr}};
+  j.update(state.hf);
+  j["stateful_callbacks"] = {{"dpo", {{"args", nlohmann::json::object()}, {"attributes", own}}}};
+  return j;
 }
 
-TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string& source) {
-  if (!j.is_object()) fail("{}: trainer state must be a JSON object, got {}", source, j.type_name());
+TrainerState trainer_state_from_json(const nlohmann::json& file, const std::string& source) {
+  if (!file.is_object()) fail("{}: trainer state must be a JSON object, got {}", source, file.type_name());
+  // dpo's own state: under stateful_callbacks.dpo.attributes, or at the top level in older files.
+  const nlohmann::json* own = &file;
+  if (file.contains("stateful_callbacks")) {
+    const nlohmann::json& callbacks = file["stateful_callbacks"];
+    if (!callbacks.is_object() || !callbacks.contains("dpo") || !callbacks["dpo"].is_object() ||
+        !callbacks["dpo"].contains("attributes") || !callbacks["dpo"]["attributes"].is_object())
+      fail("{}: trainer state has no stateful_callbacks.dpo.attributes (not written by dpo?)", source);
+    own = &callbacks["dpo"]["attributes"];
+  }
+  const nlohmann::json& j = *own;
   TrainerState state;
   state.step = required<int64_t>(j, "step", source);
   state.epoch = required<int64_t>(j, "epoch", source);
@@ -197,8 +231,10 @@ TrainerState load_trainer_state(const std::string& checkpoint_dir) {
 }
 
 void load_optimizer_state(const std::string& checkpoint_dir, torch::optim::Optimizer& optimizer) {
-  const std::string path = (fs::path(checkpoint_dir) / kOptimizerFile).string();
+  std::string path = (fs::path(checkpoint_dir) / kOptimizerFile).string();
+  const std::string old_path = (fs::path(checkpoint_dir) / kOldOptimizerFile).string();
   std::error_code ec;
+  if (!fs::is_regular_file(path, ec) && fs::is_regular_file(old_path, ec)) path = old_path;
   if (!fs::is_regular_file(path, ec)) fail("{}: optimizer state is missing", path);
   try {
     torch::serialize::InputArchive archive;

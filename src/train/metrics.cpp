@@ -112,6 +112,31 @@ void MetricsLog::append_eval(int64_t step, const std::map<std::string, double>& 
   append(line);
 }
 
+nlohmann::json MetricsLog::log_history(int64_t step) const {
+  nlohmann::json history = nlohmann::json::array();
+  if (!writer_ || !std::filesystem::exists(path_)) return history;
+  std::ifstream in(path_);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    nlohmann::json entry;  // a line that is not (bounded, well-formed) JSON is left out, as on resume
+    try {
+      entry = parse_json(line, path_);
+    } catch (const Error&) {
+      continue;
+    }
+    if (!entry.is_object() || !entry.contains("step") || !entry["step"].is_number_integer() ||
+        entry["step"].get<int64_t>() > step)
+      continue;
+    if (entry.contains("lr")) {
+      entry["learning_rate"] = entry["lr"];
+      entry.erase("lr");
+    }
+    history.push_back(std::move(entry));
+  }
+  return history;
+}
+
 void MetricsLog::append(const nlohmann::json& line) const {
   if (writer_) append_durably(path_, line.dump() + "\n");
 }

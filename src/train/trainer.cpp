@@ -71,6 +71,7 @@ class Trainer {
   void add_throughput(std::map<std::string, double>& metrics, const std::vector<int64_t>& global, double seconds,
                       double sync_seconds) const;
   void log_step(const std::map<std::string, double>& metrics, bool skipped) const;
+  double epoch_progress() const;
   void evaluate();
   void save();
   // The end of a run.
@@ -315,10 +316,13 @@ void Trainer::add_throughput(std::map<std::string, double>& metrics, const std::
   metrics["grad_sync_s"] = sync_seconds;
 }
 
+// Epochs done, as a fraction (Hugging Face's `epoch`).
+double Trainer::epoch_progress() const {
+  return static_cast<double>(state_.epoch) + static_cast<double>(state_.step_in_epoch) / static_cast<double>(epoch_steps_);
+}
+
 void Trainer::log_step(const std::map<std::string, double>& metrics, bool skipped) const {
-  const double epoch = static_cast<double>(state_.epoch) +
-                       static_cast<double>(state_.step_in_epoch) / static_cast<double>(epoch_steps_);
-  metrics_log_->append_step(state_.step, epoch, metrics, skipped);
+  metrics_log_->append_step(state_.step, epoch_progress(), metrics, skipped);
   if (is_root()) progress_->print(state_.step, metrics);
 }
 
@@ -333,8 +337,20 @@ void Trainer::evaluate() {
 // Rank 0 writes the checkpoint (every rank holds the same parameters); it counts for all once
 // every rank has passed the barrier after it.
 void Trainer::save() {
-  if (is_root()) save_checkpoint(config_.run.output_dir, *policy_, *optimizer_, state_, config_.train.keep_checkpoints,
-                                  serving_sources(config_));
+  if (is_root()) {
+    TrainerState saved = state_;
+    const TrainOptions& t = config_.train;
+    // Hugging Face Trainer's fields: num_train_epochs is the epochs max_steps spans when it is set.
+    saved.hf = {{"epoch", epoch_progress()},
+                {"max_steps", total_steps_},
+                {"num_train_epochs", t.max_steps > 0 ? (total_steps_ + epoch_steps_ - 1) / epoch_steps_ : t.epochs},
+                {"logging_steps", config_.run.log_every},
+                {"eval_steps", t.eval_every},
+                {"save_steps", t.save_every},
+                {"train_batch_size", t.micro_batch_size},
+                {"log_history", metrics_log_->log_history(state_.step)}};
+    save_checkpoint(config_.run.output_dir, *policy_, *optimizer_, saved, t.keep_checkpoints, serving_sources(config_));
+  }
   comm_.barrier();
   last_saved_ = state_.step;
 }
@@ -364,7 +380,14 @@ TrainSummary Trainer::finish() {
   summary_.steps = state_.step;
   summary_.skipped_steps = skipped_steps();
   summary_.final_model_dir = (fs::path(config_.run.output_dir) / "final").string();
-  if (is_root()) save_model(*policy_, summary_.final_model_dir, parse_dtype(config_.train.save_dtype), serving_sources(config_));
+  if (is_root()) {
+    // As Hugging Face users expect, a bfloat16 policy gives a bfloat16 final model, also after
+    // training on float32 master weights.
+    const std::string& save_dtype = config_.train.save_dtype;
+    save_model(*policy_, summary_.final_model_dir,
+               save_dtype == "auto" ? stored_weights_dtype(config_.model.policy) : parse_dtype(save_dtype),
+               serving_sources(config_));
+  }
   comm_.barrier();
   return summary_;
 }

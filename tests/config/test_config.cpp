@@ -60,7 +60,7 @@ TEST_CASE("defaults are filled in and auto values resolved", "[config]") {
   CHECK((c.model.device == "cpu" || c.model.device == "cuda"));
   CHECK(c.model.dtype == "float32");  // float32 weights on every device: train.precision picks the matmuls'
   CHECK(c.train.precision == (c.model.device == "cpu" ? "fp32" : "bf16-mixed"));
-  CHECK(c.train.save_dtype == "float32");
+  CHECK(c.train.save_dtype == "auto");  // the dtype model.policy is stored in, read at save time
   CHECK(c.data.train.empty());
   CHECK(c.data.eval.empty());
   CHECK(c.data.max_length == 512);

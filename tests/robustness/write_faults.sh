@@ -72,7 +72,7 @@ checkpoints_complete() {
   for dir in "$1"/checkpoints/step-*; do
     [ -d "$dir" ] || continue
     case "$dir" in *.tmp-*) continue ;; esac
-    for f in DONE config.json model.safetensors optimizer.pt trainer_state.json; do
+    for f in DONE config.json model.safetensors optimizer.libtorch trainer_state.json; do
       [ -f "$dir/$f" ] || { echo "$dir lacks $f"; return 1; }
     done
   done
@@ -143,7 +143,7 @@ for free in 0 4 8 12 48 140 300 420; do  # 0: dpo.lock; 4: config.train.yaml; ..
     bad "train, $free KiB free: rerun: $(tail -c 400 "$work/out.txt")"
   fi
 done
-for file in config.train.yaml metrics.jsonl config.json model.safetensors optimizer.pt; do
+for file in config.train.yaml metrics.jsonl config.json model.safetensors optimizer.libtorch; do
   case " $hits " in *" $file "*) pass "a full disk was met while writing $file" ;;
                     *) bad "no fill level made train fail in $file (hits:$hits)" ;; esac
 done

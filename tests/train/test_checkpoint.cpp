@@ -256,7 +256,7 @@ TEST_CASE("training resumed from a checkpoint continues bit-identically", "[chec
   REQUIRE(newest.has_value());
   CHECK(*newest == dpo::checkpoint_dir(out.str(), 2));
   CHECK(fs::path(*newest).filename() == "step-2");
-  for (const char* file : {"config.json", "model.safetensors", "optimizer.pt", "trainer_state.json", "DONE"})
+  for (const char* file : {"config.json", "model.safetensors", "optimizer.libtorch", "trainer_state.json", "DONE"})
     CHECK(fs::is_regular_file(fs::path(*newest) / file));
 
   const dpo::TrainerState state = dpo::load_trainer_state(*newest);
@@ -338,8 +338,12 @@ TEST_CASE("a missing or corrupt optimizer state is refused, naming the file", "[
   auto optimizer = dpo::make_optimizer(train_options("adamw", 1e-3, 0), {a});
   fs::create_directories(dir);
   CHECK_THROWS_WITH(dpo::load_optimizer_state(dir.string(), *optimizer),
-                    Catch::Contains((dir / "optimizer.pt").string()) && Catch::Contains("missing"));
-  touch(dir / "optimizer.pt", "not a zip archive");
+                    Catch::Contains((dir / "optimizer.libtorch").string()) && Catch::Contains("missing"));
+  touch(dir / "optimizer.libtorch", "not a zip archive");
+  CHECK_THROWS_WITH(dpo::load_optimizer_state(dir.string(), *optimizer),
+                    Catch::Contains((dir / "optimizer.libtorch").string()));
+  fs::remove(dir / "optimizer.libtorch");
+  touch(dir / "optimizer.pt", "not a zip archive");  // the name earlier versions wrote
   CHECK_THROWS_WITH(dpo::load_optimizer_state(dir.string(), *optimizer),
                     Catch::Contains((dir / "optimizer.pt").string()));
 }

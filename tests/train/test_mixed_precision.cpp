@@ -93,11 +93,11 @@ TEST_CASE("train.precision resolves against model.dtype and refuses mixed precis
   const auto parse = [&](const std::vector<std::string>& sets) { return dpo::config_from_yaml_text(yaml, sets, "run.yaml"); };
   CHECK(parse({}).train.precision == "fp32");  // cpu default
   CHECK(parse({}).model.dtype == "float32");
-  CHECK(parse({}).train.save_dtype == "float32");
+  CHECK(parse({}).train.save_dtype == "auto");
   CHECK(parse({"train.precision=bf16-mixed"}).train.precision == "bf16-mixed");
   const dpo::Config pure = parse({"model.dtype=bfloat16"});
   CHECK(pure.train.precision == "pure");
-  CHECK(pure.train.save_dtype == "bfloat16");
+  CHECK(pure.train.save_dtype == "auto");
   CHECK(dpo::precision_of(pure).matmul == at::kBFloat16);
   CHECK(dpo::precision_of(parse({"train.precision=bf16-mixed"})).weights == at::kFloat);
   CHECK_THROWS_WITH(parse({"model.dtype=bfloat16", "train.precision=bf16-mixed"}),

@@ -113,6 +113,9 @@ void write_model_files(const CausalLMImpl& model, const std::string& dir,
 // (Undefined: the model's own).
 NamedTensors model_state_for_save(const CausalLMImpl& model, at::ScalarType dtype = at::ScalarType::Undefined);
 
+// The dtype a model directory's weights are stored in (the one most of their elements have).
+at::ScalarType stored_weights_dtype(const std::string& dir);
+
 // "float32" | "bfloat16" | "float16" <-> ScalarType.
 at::ScalarType parse_dtype(const std::string& name);
 std::string dtype_name(at::ScalarType dtype);

@@ -1,7 +1,9 @@
 // Checkpoints: `<output_dir>/checkpoints/step-N/` holds a Hugging Face model directory
-// (config.json + model.safetensors) plus `optimizer.pt` and `trainer_state.json`. It is written
-// under a temporary name, gets its `DONE` marker last and is renamed into place; only directories
-// with the marker count.
+// (config.json + model.safetensors) plus `optimizer.libtorch` (libtorch's archive of the optimizer
+// state: not a Python pickle, so not named like one) and `trainer_state.json` (Hugging Face
+// Trainer's fields, with what resume needs under stateful_callbacks.dpo). It is written under a
+// temporary name, gets its `DONE` marker last and is renamed into place; only directories with
+// the marker count.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -22,7 +24,16 @@ struct TrainerState {
   std::string objective;      // "dpo" | "sft"
   std::string config_hash;    // of the resolved config's training-relevant keys
   nlohmann::json extra = nlohmann::json::object();  // e.g. skipped non-finite steps
+  // Hugging Face TrainerState's fields of a saved state (epoch as a fraction, max_steps,
+  // logging/eval/save steps, train_batch_size, num_train_epochs, log_history); written beside the
+  // fields above, never read back.
+  nlohmann::json hf = nlohmann::json::object();
 };
+
+// trainer_state.json: Hugging Face TrainerState's fields (global_step, epoch, log_history, ...,
+// loadable by transformers' TrainerState.load_from_json) with this state under
+// stateful_callbacks.dpo.attributes. Files of earlier dpo versions (the state at the top level)
+// are read too.
 
 nlohmann::json to_json(const TrainerState& state);
 TrainerState trainer_state_from_json(const nlohmann::json& j, const std::string& source);

@@ -52,6 +52,9 @@ class MetricsLog {
   void append_step(int64_t step, double epoch, const std::map<std::string, double>& metrics, bool skipped) const;
   // {"step": step, "eval_<name>": value...}
   void append_eval(int64_t step, const std::map<std::string, double>& means) const;
+  // The lines of steps up to `step` as Hugging Face Trainer's log_history (`lr` is named
+  // `learning_rate` there); empty on the ranks that do not write.
+  nlohmann::json log_history(int64_t step) const;
 
  private:
   void append(const nlohmann::json& line) const;
