@@ -225,8 +225,27 @@ std::string main_help(const std::vector<Command>& cmds) {
     const auto sentence_end = c.summary.find(". ");  // the first sentence only
     out += fmt::format("  {:<16} {}\n", c.name, sentence_end == std::string::npos ? c.summary : c.summary.substr(0, sentence_end + 1));
   }
-  out += "\n`dpo COMMAND --help` describes a command; `dpo --version` prints the version.\n\nconfig keys:\n";
+  out += "\n`dpo COMMAND --help` describes a command; `dpo --version` prints the version; `dpo --help-markdown` prints "
+         "commands and config keys as Markdown (docs/reference.md).\n\nconfig keys:\n";
   out += options_help();
+  return out;
+}
+
+// The generated part of docs/reference.md: every command with its flags, then every config key
+// (so that the document cannot drift from what the binary accepts; a test compares them).
+std::string reference_markdown(const std::vector<Command>& cmds) {
+  std::string out = "## Commands\n";
+  for (const auto& c : cmds) {
+    out += fmt::format("\n### `dpo {}`\n\n```\ndpo {}\n```\n\n{}\n", c.name, c.usage, c.summary);
+    if (c.flags.empty()) continue;
+    out += "\n| option | meaning |\n| --- | --- |\n";
+    for (const auto& f : c.flags) {
+      const std::string lhs = f.value_name.empty() ? f.name : f.name + " " + f.value_name;
+      out += fmt::format("| `{}` | {}{} |\n", lhs, f.help, f.repeatable ? " (repeatable)" : "");
+    }
+  }
+  out += "\n## Config keys\n\nYAML sections and keys, or `--set section.key=value` on the command line.\n";
+  out += options_markdown();
   return out;
 }
 
@@ -250,6 +269,10 @@ int run_cli(int argc, char** argv) {
   }
   if (args[0] == "--version") {
     fmt::print("dpo {}\n", DPO_VERSION);
+    return 0;
+  }
+  if (args[0] == "--help-markdown") {
+    fmt::print("{}", reference_markdown(cmds));
     return 0;
   }
   try {

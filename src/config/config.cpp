@@ -753,6 +753,35 @@ void write_resolved_config(const Config& config, const std::string& command) {
 std::string resolved_config_name(const std::string& command) { return fmt::format("config.{}.yaml", command);
 }
 
+std::string options_markdown() {
+  std::string out;
+  std::string section;
+  // Markdown table cells: a '|' would end the cell.
+  const auto cell = [](std::string text) {
+    for (size_t at = 0; (at = text.find('|', at)) != std::string::npos; at += 2) text.replace(at, 1, "\\|");
+    return text;
+  };
+  for (const OptionSpec& spec : option_table()) {
+    const std::string spec_section = section_of(spec.key);
+    if (spec_section != section) {
+      section = spec_section;
+      out += fmt::format("\n### `{}`\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n", section);
+    }
+    std::string default_text;
+    if (spec.required) {
+      default_text = "required";
+    } else if (spec.default_value.empty()) {
+      default_text = spec.key == "model.reference" || spec.key == "model.tokenizer" ? "= `model.policy`" : "none";
+    } else {
+      default_text = fmt::format("`{}`", spec.default_value);
+    }
+    std::string meaning = spec.help;
+    if (!spec.choices.empty()) meaning += fmt::format(" (one of: {})", join(spec.choices, ", "));
+    out += fmt::format("| `{}` | {} | {} | {} |\n", spec.key, type_name(spec.type), default_text, cell(meaning));
+  }
+  return out;
+}
+
 std::string options_help() {
   std::string out = "Config keys (YAML section -> key, or --set section.key=value):\n";
   std::string section;

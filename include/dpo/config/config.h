@@ -130,5 +130,7 @@ std::string resolved_config_name(const std::string& command);
 
 // Help text listing every option with type, default and help, grouped by section.
 std::string options_help();
+// The same table in Markdown, one table per section (docs/reference.md's generated part).
+std::string options_markdown();
 
 }  // namespace dpo
