@@ -441,8 +441,15 @@ void apply(const OptionRow& row, const GivenValue& given, Config& config) {
       *std::get<std::string*>(field) = text;
       break;
     case OptionType::Int:
-      if (!parse_int(text, *std::get<int64_t*>(field)))
-        fail("{}: {}: expected an integer, got '{}'", given.source, spec.key, text);
+      if (!parse_int(text, *std::get<int64_t*>(field))) {
+        // transformers 5 folded warmup_ratio into warmup_steps (a float below 1 is a fraction).
+        double fraction = 0;
+        const bool ratio = spec.key == "train.warmup_steps" && parse_float(text, fraction) && fraction > 0 && fraction < 1;
+        fail("{}: {}: expected an integer, got '{}'{}", given.source, spec.key, text,
+             ratio ? fmt::format(" (a fraction of the run, as transformers 5's float warmup_steps, is "
+                                 "train.warmup_ratio: {} here)", text)
+                   : "");
+      }
       break;
     case OptionType::Float:
       if (!parse_float(text, *std::get<double*>(field)))
@@ -753,57 +760,60 @@ void write_resolved_config(const Config& config, const std::string& command) {
 std::string resolved_config_name(const std::string& command) { return fmt::format("config.{}.yaml", command);
 }
 
+namespace {
+
+// An option's default as both help formats show it: "required", "= model.policy" (the keys that
+// default to the policy), "none", or the value.
+std::string default_description(const OptionSpec& spec) {
+  if (spec.required) return "required";
+  if (!spec.default_value.empty()) return spec.default_value;
+  return spec.key == "model.reference" || spec.key == "model.tokenizer" ? "= model.policy" : "none";
+}
+
+// Calls `row(spec, section_started)` for each option in table order.
+template <typename Row>
+void for_each_option(Row row) {
+  std::string section;
+  for (const OptionSpec& spec : option_table()) {
+    const std::string spec_section = section_of(spec.key);
+    const bool starts_section = spec_section != section;
+    section = spec_section;
+    row(spec, section, starts_section);
+  }
+}
+
+}  // namespace
+
 std::string options_markdown() {
   std::string out;
-  std::string section;
   // Markdown table cells: a '|' would end the cell.
   const auto cell = [](std::string text) {
     for (size_t at = 0; (at = text.find('|', at)) != std::string::npos; at += 2) text.replace(at, 1, "\\|");
     return text;
   };
-  for (const OptionSpec& spec : option_table()) {
-    const std::string spec_section = section_of(spec.key);
-    if (spec_section != section) {
-      section = spec_section;
+  for_each_option([&](const OptionSpec& spec, const std::string& section, bool starts_section) {
+    if (starts_section)
       out += fmt::format("\n### `{}`\n\n| key | type | default | meaning |\n| --- | --- | --- | --- |\n", section);
-    }
-    std::string default_text;
-    if (spec.required) {
-      default_text = "required";
-    } else if (spec.default_value.empty()) {
-      default_text = spec.key == "model.reference" || spec.key == "model.tokenizer" ? "= `model.policy`" : "none";
-    } else {
-      default_text = fmt::format("`{}`", spec.default_value);
-    }
+    const std::string given = default_description(spec);
+    const bool literal = !spec.required && !spec.default_value.empty();
     std::string meaning = spec.help;
     if (!spec.choices.empty()) meaning += fmt::format(" (one of: {})", join(spec.choices, ", "));
-    out += fmt::format("| `{}` | {} | {} | {} |\n", spec.key, type_name(spec.type), default_text, cell(meaning));
-  }
+    out += fmt::format("| `{}` | {} | {} | {} |\n", spec.key, type_name(spec.type),
+                       literal ? "`" + given + "`" : given, cell(meaning));
+  });
   return out;
 }
 
 std::string options_help() {
   std::string out = "Config keys (YAML section -> key, or --set section.key=value):\n";
-  std::string section;
-  for (const OptionSpec& spec : option_table()) {
-    const std::string spec_section = section_of(spec.key);
-    if (spec_section != section) {
-      section = spec_section;
-      out += fmt::format("\n{}:\n", section);
-    }
-    std::string default_text;
-    if (spec.required) {
-      default_text = "(required)";
-    } else if (spec.default_value.empty()) {
-      default_text = spec.key == "model.reference" || spec.key == "model.tokenizer" ? "[= model.policy]" : "[none]";
-    } else {
-      default_text = fmt::format("[{}]", spec.default_value);
-    }
+  for_each_option([&](const OptionSpec& spec, const std::string& section, bool starts_section) {
+    if (starts_section) out += fmt::format("\n{}:\n", section);
+    const std::string default_text = spec.required ? "(required)" : "[" + default_description(spec) + "]";
     out += fmt::format("  {:<20} {:<7} {:<16} {}", spec.key.substr(section.size() + 1), type_name(spec.type),
                        default_text, spec.help);
     if (!spec.choices.empty()) out += fmt::format(" (one of: {})", join(spec.choices, " | "));
     out += "\n";
-  }
+  });
   return out;
 }
 

@@ -261,6 +261,9 @@ TEST_CASE("edit distance and closest match", "[config]") {
 
 TEST_CASE("warmup_ratio and warmup_steps together are refused, and the AdamW and schedule keys are checked", "[config]") {
   CHECK(parse(kMinimal, {"train.warmup_ratio=0.1"}).train.warmup_ratio == 0.1);
+  // transformers 5's float warmup_steps is pointed to warmup_ratio.
+  CHECK_THROWS_WITH(parse(kMinimal, {"train.warmup_steps=0.1"}),
+                    Catch::Contains("expected an integer") && Catch::Contains("train.warmup_ratio: 0.1"));
   CHECK_THROWS_WITH(parse(kMinimal, {"train.warmup_ratio=0.1", "train.warmup_steps=10"}),
                     Catch::Contains("train.warmup_ratio") && Catch::Contains("train.warmup_steps"));
   CHECK_THROWS_WITH(parse(kMinimal, {"train.warmup_ratio=1.5"}), Catch::Contains("train.warmup_ratio"));

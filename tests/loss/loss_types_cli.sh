@@ -64,8 +64,9 @@ done
 
 # Reference-free: no reference is loaded or opened, and precompute-ref has nothing to do.
 if "$dpo" train --config "$work/run.yaml" --set loss.type=simpo --set reference.logps_path="$work/absent.h5" \
-     --set run.output_dir="$work/simpo" >"$work/simpo.txt" 2>&1 && grep -q "is not opened" "$work/simpo.txt"; then
-  pass "simpo trains without opening reference.logps_path"
+     --set model.reference="$work/absent-model" --set run.output_dir="$work/simpo" >"$work/simpo.txt" 2>&1 \
+     && grep -q "is not opened" "$work/simpo.txt"; then
+  pass "simpo trains without opening reference.logps_path or loading model.reference (neither exists)"
 else bad "simpo with an absent reference file: $(tail -3 "$work/simpo.txt")"; fi
 if "$dpo" precompute-ref --config "$work/run.yaml" --set loss.type=cpo --set reference.logps_path="$work/cpo.h5" \
      >"$work/pre-cpo.txt" 2>&1 && grep -q "nothing to compute" "$work/pre-cpo.txt" && [ ! -e "$work/cpo.h5" ]; then
