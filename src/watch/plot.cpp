@@ -141,7 +141,7 @@ void Figure::draw_legend(cairo_t* cr) const {
   }
   cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
   cairo_set_font_size(cr, 12);
-  show_text(cr, "lines: training steps (metrics.jsonl); dots: evaluations (eval_*) on the same axes", kMargin + 4,
+  show_text(cr, "lines: training steps (metrics.jsonl); dots: evaluations (eval_*) on the same axes, hollow for a dashed curve's", kMargin + 4,
             y + kLegendLine / 2, 0, 0.5);
 }
 
@@ -239,16 +239,19 @@ void Figure::draw_panel(cairo_t* cr, const PanelSpec& spec, const PlotRect& a) c
             cairo_fill(cr);
           }
     }
-    for (const std::string& metric : spec.metrics) {
-      const auto it = runs_[r].eval.find(metric);
+    // Filled dots for the solid curve's evaluations, hollow ones for the dashed curve's.
+    for (size_t m = 0; m < spec.metrics.size(); ++m) {
+      const auto it = runs_[r].eval.find(spec.metrics[m]);
       if (it == runs_[r].eval.end()) continue;
       for (size_t i = 0; i < it->second.steps.size(); ++i) {
         if (!std::isfinite(it->second.values[i])) continue;
         cairo_arc(cr, px(it->second.steps[i]), py(it->second.values[i]), 4.5, 0, 2 * kPi);
-        set_colour(cr, layout_.run_colors[r]);
+        if (m == 0) set_colour(cr, layout_.run_colors[r]);
+        else cairo_set_source_rgb(cr, 1, 1, 1);
         cairo_fill_preserve(cr);
-        cairo_set_source_rgb(cr, 1, 1, 1);
-        cairo_set_line_width(cr, 1);
+        if (m == 0) cairo_set_source_rgb(cr, 1, 1, 1);
+        else set_colour(cr, layout_.run_colors[r]);
+        cairo_set_line_width(cr, m == 0 ? 1 : 2);
         cairo_stroke(cr);
       }
     }
