@@ -24,6 +24,7 @@ packages=(
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev
   libyaml-cpp-dev libfmt-dev nlohmann-json3-dev catch2
   libpcre2-dev libutf8proc-dev zlib1g-dev
+  libprotobuf-dev protobuf-compiler libcairo2-dev fonts-dejavu-core
 )
 stamp=$root/.dpo-root-complete
 stamp_content="trixie ${packages[*]}"

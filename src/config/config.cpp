@@ -47,6 +47,10 @@ const std::vector<OptionRow>& option_rows() {
        DPO_FIELD(run.seed)},
       {{"run.log_every", T::Int, "1", "write metrics every this many optimizer steps", false, {}},
        DPO_FIELD(run.log_every)},
+      {{"run.tensorboard", T::Bool, "true",
+        "train and sft also write every logged metric and the resolved config as TensorBoard event files "
+        "into <run.output_dir>/tensorboard", false, {}},
+       DPO_FIELD(run.tensorboard)},
 
       {{"model.policy", T::String, "", "Hugging Face model directory of the policy (the SFT model)", true, {}},
        DPO_FIELD(model.policy)},

@@ -30,6 +30,7 @@
 #include "dpo/train/objective.h"
 #include "dpo/train/optimization.h"
 #include "dpo/train/progress.h"
+#include "dpo/train/tensorboard_log.h"
 #include "dpo/train/throughput.h"
 
 namespace dpo {
@@ -98,6 +99,7 @@ class Trainer {
   int64_t epoch_steps_ = 0, total_steps_ = 0;
   double peak_flops_ = 0;  // of all ranks together
   std::optional<MetricsLog> metrics_log_;
+  std::optional<TensorBoardLog> tensorboard_;  // the same metrics as TensorBoard events (rank 0)
   std::optional<TrainingProgress> progress_;
   TrainerState state_;
   int64_t last_saved_ = 0;  // step of the newest checkpoint (or of the start)
@@ -204,7 +206,7 @@ std::unique_ptr<PreferenceDataset> Trainer::load_dataset(const std::string& key,
   return data;
 }
 
-// The batch plan and the number of steps, the metrics log from where the run starts, the device's
+// The batch plan and the number of steps, the metrics logs from where the run starts, the device's
 // peak and the line that describes the run.
 void Trainer::plan_steps() {
   const Config& c = config_;
@@ -220,6 +222,7 @@ void Trainer::plan_steps() {
                "never reaches train.lr ({}); set train.warmup_steps or train.warmup_ratio\n", warmup, total_steps_,
                c.train.lr);
   metrics_log_.emplace(c.run.output_dir, state_.step, is_root());
+  tensorboard_.emplace(c, state_.step, is_root());
   // Every rank measures at once, so the sum is the peak of the machine as the ranks share it.
   std::vector<double> peak = {measure_matmul_peak_flops(c.model.device, precision_.matmul, 0.25)};
   comm_.all_reduce_sum(peak);
@@ -323,6 +326,7 @@ double Trainer::epoch_progress() const {
 
 void Trainer::log_step(const std::map<std::string, double>& metrics, bool skipped) const {
   metrics_log_->append_step(state_.step, epoch_progress(), metrics, skipped);
+  tensorboard_->log_step(state_.step, epoch_progress(), metrics);
   if (is_root()) progress_->print(state_.step, metrics);
 }
 
@@ -331,6 +335,7 @@ void Trainer::evaluate() {
   const std::map<std::string, double> means = objective_->evaluate();
   policy_->train();
   metrics_log_->append_eval(state_.step, means);
+  tensorboard_->log_eval(state_.step, means);
   if (is_root()) print_eval_line(state_.step, means);
 }
 

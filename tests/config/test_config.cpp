@@ -28,7 +28,7 @@ dpo::Config parse(const std::string& yaml, const std::vector<std::string>& overr
 
 TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
   const std::set<std::string> spec_keys = {
-      "run.output_dir", "run.seed", "run.log_every", "model.policy", "model.reference", "model.dtype",
+      "run.output_dir", "run.seed", "run.log_every", "run.tensorboard", "model.policy", "model.reference", "model.dtype",
       "model.tokenizer",
       "model.device", "data.train", "data.eval", "data.max_length", "data.max_prompt_length", "data.truncation",
       "data.boundary_mismatch", "data.response_budget",
@@ -55,6 +55,7 @@ TEST_CASE("defaults are filled in and auto values resolved", "[config]") {
   CHECK(c.run.output_dir == "out");
   CHECK(c.run.seed == 0);
   CHECK(c.run.log_every == 1);
+  CHECK(c.run.tensorboard == true);
   CHECK(c.model.policy == "models/sft");
   CHECK(c.model.reference == "models/sft");  // reference defaults to the policy
   CHECK((c.model.device == "cpu" || c.model.device == "cuda"));

@@ -105,9 +105,11 @@ make_tiny_inputs "$dpo" "$work" 64
 "$dpo" make-demo-data --out "$work/big" --train-pairs 768 --eval-pairs 64 --vocab-size 64 >/dev/null
 
 # The uninterrupted results everything below is compared with.
-train_yaml() {  # train_yaml OUTPUT_DIR
+# (TensorBoard event files off, so that the fill levels below land in the files they name; the
+# event file has its own case after them.)
+train_yaml() {  # train_yaml OUTPUT_DIR [TENSORBOARD]
   cat >"$work/train.yaml" <<YAML
-run: {output_dir: $1}
+run: {output_dir: $1, tensorboard: ${2:-false}}
 model: {policy: $work/model}
 data: {train: $work/data/train.jsonl, max_length: 64, max_prompt_length: 32}
 train: {micro_batch_size: 4, global_batch_size: 8, epochs: 2, save_every: 1, warmup_steps: 0, lr: 1e-3}
@@ -147,6 +149,20 @@ for file in config.train.yaml metrics.jsonl config.json model.safetensors optimi
   case " $hits " in *" $file "*) pass "a full disk was met while writing $file" ;;
                     *) bad "no fill level made train fail in $file (hits:$hits)" ;; esac
 done
+# The TensorBoard event file, opened after config.train.yaml and before the first metrics.jsonl line.
+hits=""
+fresh_mount 8
+train_yaml "$mnt/run" true
+expect_write_error "train with TensorBoard events, 8 KiB free" "$nospace" "$dpo" train --config "$work/train.yaml"
+case "$hits" in *events.out.tfevents.*) pass "a full disk was met while writing the event file" ;;
+                *) bad "8 KiB free did not fail in the event file (hits:$hits)" ;; esac
+grow_mount
+if timeout -k 5 "$limit" "$dpo" train --config "$work/train.yaml" >"$work/out.txt" 2>&1 &&
+  cmp -s "$reference_model" "$mnt/run/final/model.safetensors"; then
+  pass "train with TensorBoard events: the rerun with space ends bit-identical to an uninterrupted run"
+else
+  bad "train with TensorBoard events: rerun: $(tail -c 400 "$work/out.txt")"
+fi
 
 hits=""
 for free in 0 4 8 12 16; do

@@ -43,6 +43,7 @@ struct Command {
   int positionals = 0;
   std::function<int(Session&, const ParsedArgs&)> run;
   bool saves_progress_on_stop = false;  // SIGTERM/SIGUSR1 end it after saving its progress (preemption.h)
+  bool more_positionals = false;  // the last positional may repeat: at least `positionals` of them
 };
 
 // The one value of a flag; an error naming the command when it is absent.
@@ -92,5 +93,7 @@ std::string render_chat_line(const ChatTemplate& chat_template, nlohmann::ordere
                              bool add_generation_prompt);
 // generate_command.cpp: sampled continuations of text prompts and chats, decoded.
 int cmd_generate(Session& session, const ParsedArgs& args);
+// plot_command.cpp: training curves of runs as PNG and SVG.
+int cmd_plot(Session& session, const ParsedArgs& args);
 
 }  // namespace dpo

@@ -12,6 +12,7 @@ struct RunOptions {
   std::string output_dir;  // required
   int64_t seed = 0;
   int64_t log_every = 1;
+  bool tensorboard = true;  // TensorBoard event files under <output_dir>/tensorboard (train, sft)
 };
 
 struct ModelOptions {
