@@ -129,6 +129,18 @@ YAML
 precompute_yaml "$work/reference.h5" "$work/data/train.jsonl" "$work/data/eval.jsonl"
 "$dpo" precompute-ref --config "$work/precompute.yaml" >/dev/null || bad "uninterrupted precompute-ref"
 
+# After a failed train: more space, the same command again, which must end bit-identical to the
+# uninterrupted run.
+rerun_train_with_space() {  # rerun_train_with_space LABEL
+  grow_mount
+  if timeout -k 5 "$limit" "$dpo" train --config "$work/train.yaml" >"$work/out.txt" 2>&1 &&
+    cmp -s "$reference_model" "$mnt/run/final/model.safetensors"; then
+    pass "$1: the rerun with space ends bit-identical to an uninterrupted run"
+  else
+    bad "$1: rerun: $(tail -c 400 "$work/out.txt")"
+  fi
+}
+
 # --- A full disk at several fill levels, so that the failure lands in different files ----------
 nospace="No space left on device"
 for free in 0 4 8 12 48 140 300 420; do  # 0: dpo.lock; 4: config.train.yaml; ...
@@ -137,13 +149,7 @@ for free in 0 4 8 12 48 140 300 420; do  # 0: dpo.lock; 4: config.train.yaml; ..
   expect_write_error "train, $free KiB free" "$nospace" "$dpo" train --config "$work/train.yaml"
   why=$(checkpoints_complete "$mnt/run") && pass "train, $free KiB free: every checkpoint left is complete" \
     || bad "train, $free KiB free: $why"
-  grow_mount
-  if timeout -k 5 "$limit" "$dpo" train --config "$work/train.yaml" >"$work/out.txt" 2>&1 &&
-    cmp -s "$reference_model" "$mnt/run/final/model.safetensors"; then
-    pass "train, $free KiB free: the rerun with space ends bit-identical to an uninterrupted run"
-  else
-    bad "train, $free KiB free: rerun: $(tail -c 400 "$work/out.txt")"
-  fi
+  rerun_train_with_space "train, $free KiB free"
 done
 for file in config.train.yaml metrics.jsonl config.json model.safetensors optimizer.libtorch; do
   case " $hits " in *" $file "*) pass "a full disk was met while writing $file" ;;
@@ -156,13 +162,7 @@ train_yaml "$mnt/run" true
 expect_write_error "train with TensorBoard events, 8 KiB free" "$nospace" "$dpo" train --config "$work/train.yaml"
 case "$hits" in *events.out.tfevents.*) pass "a full disk was met while writing the event file" ;;
                 *) bad "8 KiB free did not fail in the event file (hits:$hits)" ;; esac
-grow_mount
-if timeout -k 5 "$limit" "$dpo" train --config "$work/train.yaml" >"$work/out.txt" 2>&1 &&
-  cmp -s "$reference_model" "$mnt/run/final/model.safetensors"; then
-  pass "train with TensorBoard events: the rerun with space ends bit-identical to an uninterrupted run"
-else
-  bad "train with TensorBoard events: rerun: $(tail -c 400 "$work/out.txt")"
-fi
+rerun_train_with_space "train with TensorBoard events"
 
 hits=""
 for free in 0 4 8 12 16; do
