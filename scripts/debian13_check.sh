@@ -115,6 +115,10 @@ fi
 echo "== debian13_check: $("${in_root[@]}" dpkg-query -W -f='${Package} ${Version}\n' libtorch-dev g++ libopenmpi-dev \
   libhdf5-openmpi-dev catch2 libfmt-dev libyaml-cpp-dev | tr '\n' ';')"
 
+# The tokenizer goldens test reads the real tokenizer files under build/tokenizers, which the
+# source is mounted read-only with: fetch them first (kept when already there, as after test.sh).
+bash "$repo/scripts/fetch_tokenizers.sh"
+
 mount_into_root proc -t proc proc
 mount_into_root sys -t sysfs -o ro sysfs
 mount_into_root dev --bind /dev

@@ -150,11 +150,14 @@ std::vector<Command> commands() {
        "sft --config FILE [--set KEY=VALUE]... [--allow-changed KEY]...", kTrainingFlags, 0, cmd_sft, true},
       {"bench", "Time training steps on synthetic batches of the configured shapes; tokens/s and fraction of the "
                 "measured matmul peak.",
-       "bench --config FILE [--set KEY=VALUE]... [--steps N] [--warmup N] [--seq-len T] [--compare KEY=V1,V2,...]",
+       "bench --config FILE [--set KEY=VALUE]... [--steps N] [--warmup N] [--seq-len T] [--prompt-len P] "
+       "[--length-spread F] [--compare KEY=V1,V2,...]",
        {kConfigFlags[0], kConfigFlags[1], kConfigFlags[2],
         {"--steps", "N", "timed steps (default 5)"},
         {"--warmup", "N", "untimed warm-up steps (default 2)"},
-        {"--seq-len", "T", "row length (default data.max_length)"},
+        {"--seq-len", "T", "prompt + response length (default data.max_length)"},
+        {"--prompt-len", "P", "prompt length (default half of T)"},
+        {"--length-spread", "F", "draw each prompt and response length from [(1-F) x, x] of its maximum (default 0)"},
         {"--compare", "KEY=V1,V2,...", "bench the config once per value of KEY, in turn, and compare them"}},
        0, cmd_bench},
       {"bench-comm", "Allreduce bandwidth of gradient-sized buffers across the ranks of the job (run under mpirun).",

@@ -95,6 +95,8 @@ int cmd_bench(Session& session, const ParsedArgs& args) {
   options.warmup_steps = integer_flag(args.flags, "--warmup", options.warmup_steps, 0);
   options.timed_steps = integer_flag(args.flags, "--steps", options.timed_steps, 1);
   options.seq_len = integer_flag(args.flags, "--seq-len", 0, 0);
+  options.prompt_len = integer_flag(args.flags, "--prompt-len", 0, 0);
+  options.length_spread = numeric_flag(args.flags, "--length-spread", 0.0, 0.0, false);
   const auto compare = all_of(args.flags, "--compare");
   if (compare.empty()) {
     fmt::print("{}", format_bench(run_bench(*config, options, session.device())));

@@ -200,6 +200,11 @@ const std::vector<OptionRow>& option_rows() {
         "compute per step",
         false, {}},
        DPO_FIELD(train.gradient_checkpointing)},
+      {{"train.prefix_sharing", T::Bool, "true",
+        "each pair's prompt computed once, its responses packed after it, several pairs per row with no padding "
+        "between them (train, eval and precompute-ref); log-probs equal the padded rows' to float rounding",
+        false, {}},
+       DPO_FIELD(train.prefix_sharing)},
 
       {{"dist.backend", T::String, "auto", "gradient all-reduce (auto: nccl for cuda tensors, mpi otherwise)", false,
         {"auto", "nccl", "mpi"}},

@@ -51,6 +51,7 @@ const std::vector<TrlName>& trl_names() {
       {"bf16", "train.precision: bf16-mixed", ""},
       {"fp16", "train.precision: fp16-mixed", ""},
       {"gradient_checkpointing", "train.gradient_checkpointing", ""},
+      {"padding_free", "train.prefix_sharing", "on by default: pairs packed with no padding, each prompt computed once"},
   };
   return names;
 }

@@ -119,4 +119,19 @@ std::vector<std::vector<int64_t>> rank_eval_batches(int64_t num_examples, int64_
   return batches;
 }
 
+std::vector<std::vector<int64_t>> group_by_length(const std::vector<std::vector<int64_t>>& micro_batches,
+                                                  const std::function<int64_t(int64_t)>& length_of) {
+  std::vector<std::pair<int64_t, int64_t>> by_length;  // (length, index)
+  for (const auto& micro_batch : micro_batches)
+    for (const int64_t index : micro_batch) by_length.emplace_back(length_of(index), index);
+  std::stable_sort(by_length.begin(), by_length.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::vector<int64_t>> out;
+  size_t next = 0;
+  for (const auto& micro_batch : micro_batches) {
+    out.emplace_back();
+    for (size_t i = 0; i < micro_batch.size(); ++i) out.back().push_back(by_length[next++].second);
+  }
+  return out;
+}
+
 }  // namespace dpo

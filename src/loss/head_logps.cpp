@@ -9,62 +9,78 @@
 namespace dpo {
 namespace {
 
-// Rows per chunk of `elements` logits. Softmax chunks hold about 2^20 (4 MiB in float32), so that a
-// chunk's softmax and the gradient made from it stay in cache between the passes over it; product
-// chunks (without gradients) about 2^24, large enough for an efficient matrix product.
+// Rows per chunk of `elements` logits. Softmax chunks (WPO's normaliser) hold about 2^20 (4 MiB in
+// float32), so that a chunk stays in cache between the passes over it; product chunks about 2^22
+// (16 MiB in float32): large enough for an efficient matrix product, small next to [N, V].
 constexpr int64_t kSoftmaxChunk = int64_t{1} << 20;
-constexpr int64_t kProductChunk = int64_t{1} << 24;
+constexpr int64_t kProductChunk = int64_t{1} << 22;
 int64_t chunk_rows(int64_t elements, int64_t vocab, int64_t rows) {
   return std::clamp<int64_t>(elements / std::max<int64_t>(vocab, 1), 1, std::max<int64_t>(rows, 1));
 }
 
-// Log-probs of the targets from logits [n, V], into out [n]: log_softmax in float32 (one fused
-// kernel) chunk by chunk, gathered.
-void logps_of_logits(const at::Tensor& logits, const at::Tensor& targets, at::Tensor out) {
-  const int64_t rows = logits.size(0);
-  const int64_t step = chunk_rows(kSoftmaxChunk, logits.size(1), rows);
-  for (int64_t r = 0; r < rows; r += step) {
-    const int64_t n = std::min(step, rows - r);
-    // Cast, then log_softmax: libtorch's log_softmax with a dtype argument is slower on bfloat16.
-    out.narrow(0, r, n).copy_(at::log_softmax(logits.narrow(0, r, n).to(out.scalar_type()), -1)
-                                  .gather(1, targets.narrow(0, r, n).unsqueeze(1))
-                                  .squeeze(1));
-  }
+// The logits of rows [r, r + n) in the log-prob dtype: the head's product in the matmul dtype,
+// then cast (libtorch's log_softmax and exp are slower on bfloat16 than the cast).
+at::Tensor chunk_logits(const at::Tensor& h, const at::Tensor& w, int64_t r, int64_t n, at::ScalarType out) {
+  return at::mm(h.narrow(0, r, n), w.t()).to(out);
 }
 
+// log softmax(hidden @ weight^T)[n, targets[n]], chunk by chunk of rows: only one chunk of logits
+// ever exists, in forward and in backward, which recomputes each chunk's product from the kept
+// log-sum-exp instead of keeping [N, V] logits (one more product for the head, about a third more
+// of its FLOPs, for no [N, V] tensor held from forward to backward).
 struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
-  // hidden and weight arrive already in the matmul dtype (the casts before apply() are
-  // differentiable, so their gradients return in the master dtype through autograd).
+  // hidden and weight in their own dtypes (float32 master weights), cast to the matmul dtype here
+  // once, so that the gradients return in float32, each rounded once.
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden, const at::Tensor& weight,
-                            const at::Tensor& targets) {
-    at::Tensor logits = at::mm(hidden, weight.t());  // [N, V] in the matmul dtype, kept for backward
-    at::Tensor out = at::empty({hidden.size(0)}, hidden.options().dtype(float_type_of(hidden.scalar_type())));
-    logps_of_logits(logits, targets, out);
-    ctx->save_for_backward({hidden, weight, targets});
-    // Not a saved variable: backward overwrites it with the logits' gradient (no second buffer).
-    ctx->saved_data["logits"] = logits;
+                            const at::Tensor& targets, int64_t matmul_dtype) {
+    const auto dtype = static_cast<at::ScalarType>(matmul_dtype);
+    const at::Tensor h = hidden.to(dtype), w = weight.to(dtype);
+    const at::ScalarType out_dtype = float_type_of(dtype);
+    const int64_t rows = h.size(0);
+    at::Tensor out = at::empty({rows}, h.options().dtype(out_dtype));
+    at::Tensor log_norm = at::empty({rows}, h.options().dtype(out_dtype));
+    const int64_t step = chunk_rows(kProductChunk, w.size(0), rows);
+    for (int64_t r = 0; r < rows; r += step) {
+      const int64_t n = std::min(step, rows - r);
+      const at::Tensor logits = chunk_logits(h, w, r, n, out_dtype);
+      const at::Tensor lse = at::logsumexp(logits, -1);
+      log_norm.narrow(0, r, n).copy_(lse);
+      out.narrow(0, r, n).copy_(logits.gather(1, targets.narrow(0, r, n).unsqueeze(1)).squeeze(1) - lse);
+    }
+    ctx->save_for_backward({h, w, targets, log_norm});
+    ctx->saved_data["hidden_dtype"] = static_cast<int64_t>(hidden.scalar_type());
+    ctx->saved_data["weight_dtype"] = static_cast<int64_t>(weight.scalar_type());
     return out;
   }
 
-  // d logp[n] / d logits[n, v] = 1{v = target} - softmax[n, v]; then the head's two products.
+  // d logp[n] / d logits[n, v] = 1{v = target} - softmax[n, v], chunk by chunk; then the head's
+  // two products of the chunk, the weight's summed over chunks in its own dtype.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &hidden = saved[0], &weight = saved[1], &targets = saved[2];
-    at::Tensor logits = ctx->saved_data["logits"].toTensor();
-    ctx->saved_data.erase("logits");
-    const at::Tensor grad = grad_outputs.at(0).to(float_type_of(hidden.scalar_type()));
-    const int64_t rows = logits.size(0);
-    const int64_t step = chunk_rows(kSoftmaxChunk, logits.size(1), rows);
+    const at::Tensor &h = saved[0], &w = saved[1], &targets = saved[2], &log_norm = saved[3];
+    const auto hidden_dtype = static_cast<at::ScalarType>(ctx->saved_data["hidden_dtype"].toInt());
+    const auto weight_dtype = static_cast<at::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
+    const at::Tensor grad = grad_outputs.at(0).to(log_norm.scalar_type());
+    const int64_t rows = h.size(0);
+    at::Tensor grad_hidden = at::empty(h.sizes(), h.options().dtype(hidden_dtype));
+    at::Tensor grad_weight = at::zeros(w.sizes(), w.options().dtype(weight_dtype));
+    const int64_t step = chunk_rows(kProductChunk, w.size(0), rows);
     for (int64_t r = 0; r < rows; r += step) {
       const int64_t n = std::min(step, rows - r);
-      at::Tensor block = logits.narrow(0, r, n);
       const at::Tensor g = grad.narrow(0, r, n).unsqueeze(1);
-      at::Tensor d_logits = at::softmax(block.to(g.scalar_type()), -1).mul_(g.neg());  // cast first: faster
+      at::Tensor d_logits = chunk_logits(h, w, r, n, log_norm.scalar_type());
+      d_logits.sub_(log_norm.narrow(0, r, n).unsqueeze(1)).exp_().mul_(g.neg());
       d_logits.scatter_add_(1, targets.narrow(0, r, n).unsqueeze(1), g);
-      block.copy_(d_logits);
+      const at::Tensor d = d_logits.to(w.scalar_type());
+      grad_hidden.narrow(0, r, n).copy_(at::mm(d, w));
+      const at::Tensor h_chunk = h.narrow(0, r, n);
+      if (weight_dtype == w.scalar_type())
+        grad_weight.addmm_(d.t(), h_chunk);
+      else
+        grad_weight.add_(at::mm(d.t(), h_chunk));
     }
-    return {at::mm(logits, weight), at::mm(logits.t(), hidden), at::Tensor()};
+    return {grad_hidden, grad_weight, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -77,16 +93,18 @@ at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, 
   if (targets.dim() != 1 || targets.size(0) != hidden.size(0))
     fail("head log-probs: targets {} for {} rows", shape_text(targets.sizes()), hidden.size(0));
   const at::ScalarType dtype = matmul_dtype == at::ScalarType::Undefined ? weight.scalar_type() : matmul_dtype;
-  const at::Tensor h = hidden.to(dtype), w = weight.to(dtype);
   const at::Tensor t = targets.to(at::kLong);
-  if (at::GradMode::is_enabled() && (h.requires_grad() || w.requires_grad())) return HeadTokenLogps::apply(h, w, t);
-  // No gradients: chunk the product as well, so that [N, V] logits are never held whole.
+  if (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad()))
+    return HeadTokenLogps::apply(hidden, weight, t, static_cast<int64_t>(dtype));
+  // No gradients: the same chunks, nothing kept.
+  const at::Tensor h = hidden.to(dtype), w = weight.to(dtype);
   const int64_t rows = h.size(0);
   at::Tensor out = at::empty({rows}, h.options().dtype(float_type_of(dtype)));
   const int64_t step = chunk_rows(kProductChunk, w.size(0), rows);
   for (int64_t r = 0; r < rows; r += step) {
     const int64_t n = std::min(step, rows - r);
-    logps_of_logits(at::mm(h.narrow(0, r, n), w.t()), t.narrow(0, r, n), out.narrow(0, r, n));
+    const at::Tensor logits = chunk_logits(h, w, r, n, out.scalar_type());
+    out.narrow(0, r, n).copy_(logits.gather(1, t.narrow(0, r, n).unsqueeze(1)).squeeze(1) - at::logsumexp(logits, -1));
   }
   return out;
 }

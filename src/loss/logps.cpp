@@ -87,65 +87,102 @@ void add_scoring_extras(SequenceLogps& out, const ResponseScoring& scoring, cons
 
 }  // namespace
 
+namespace {
+
+// The scored tokens of right-padded rows, as PairBatch's lists: token t of row r (t >= 1, in the
+// response) is predicted by the hidden state at flat index r * T + t - 1; its sequence is r.
+struct ScoredLists {
+  at::Tensor source, target, sequence;
+};
+ScoredLists scored_lists_of_mask(const at::Tensor& input_ids, const at::Tensor& response_mask) {
+  const int64_t steps = input_ids.size(1);
+  const at::Tensor scored = response_mask.narrow(1, 1, steps - 1).to(at::kBool);
+  const at::Tensor where = scored.nonzero();  // [S, 2]: (row, t-1), row-major
+  const at::Tensor row = where.select(1, 0);
+  const at::Tensor source = row * steps + where.select(1, 1);
+  return {source, input_ids.to(at::kLong).reshape({-1}).index_select(0, source + 1), row};
+}
+
+// Log-probs summed per sequence over the scored tokens of `lists` (grouped by sequence, in order),
+// from one forward of `model` over input_ids with `layout`.
+SequenceLogps scored_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const TokenLayout& layout,
+                                    const ScoredLists& lists, int64_t sequences, const ResponseScoring& scoring,
+                                    const at::Tensor& full_weight_tokens) {
+  const int64_t rows = input_ids.size(0), steps = input_ids.size(1);
+  const at::Tensor hidden = model.hidden_states(input_ids, layout);  // [R, T, d]
+  const auto float_options = hidden.options().dtype(float_type_of(hidden.scalar_type()));
+  const at::Tensor sequences_zero = at::zeros({sequences}, float_options);
+  const at::Tensor& sequence = lists.sequence;
+  const at::Tensor token_counts = at::bincount(sequence, {}, sequences);
+  const int64_t vocab = model.head_weight().size(0);
+  if (lists.target.numel() > 0 && (lists.target.lt(0) | lists.target.ge(vocab)).any().item<bool>())
+    fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
+  const at::Tensor selected = hidden.reshape({rows * steps, -1}).index_select(0, lists.source);
+  const at::Tensor token_logps = head_token_logps(selected, model.head_weight(), lists.target, model.matmul_dtype());
+  at::Tensor weighted = token_logps;
+  if (scoring.ld_alpha != 1.0 && full_weight_tokens.defined()) {
+    // k: the token's 0-based rank among its sequence's scored tokens (the lists are grouped).
+    const at::Tensor first = token_counts.cumsum(0) - token_counts;
+    const at::Tensor k = at::arange(sequence.numel(), sequence.options()) - first.index_select(0, sequence);
+    const at::Tensor full = k.lt(full_weight_tokens.to(hidden.device(), at::kLong).index_select(0, sequence));
+    weighted = at::where(full, token_logps, token_logps * scoring.ld_alpha);
+  }
+  SequenceLogps out{sequences_zero.index_add(0, sequence, weighted), token_counts, {}, {}};
+  add_scoring_extras(out, scoring, token_logps, sequence, sequences_zero, [&] {
+    return head_log_sum_squared_probs(selected.detach(), model.head_weight().detach(), model.matmul_dtype());
+  });
+  return out;
+}
+
+SequenceLogps no_scored_tokens(int64_t sequences, const at::TensorOptions& float_options, const at::Tensor& input_ids) {
+  const at::Tensor zero = at::zeros({sequences}, float_options);
+  return {zero, at::zeros({sequences}, input_ids.options().dtype(at::kLong)), zero, zero};
+}
+
+}  // namespace
+
 SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask,
                                    const ResponseScoring& scoring, const at::Tensor& full_weight_tokens) {
   if (input_ids.dim() != 2) fail("input_ids: expected [R, T], got {}", shape_text(input_ids.sizes()));
   if (response_mask.sizes() != input_ids.sizes())
     fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids.sizes()), shape_text(response_mask.sizes()));
   const int64_t rows = input_ids.size(0), steps = input_ids.size(1);
-  const at::Tensor hidden = model.hidden_states(input_ids);  // [R, T, d]
-  const auto float_options = hidden.options().dtype(float_type_of(hidden.scalar_type()));
-  const at::Tensor rows_zero = at::zeros({rows}, float_options);
   if (steps < 2 || rows == 0) {
-    SequenceLogps empty{rows_zero, at::zeros({rows}, input_ids.options().dtype(at::kLong)), rows_zero, rows_zero};
-    return empty;
+    const at::ScalarType weights = model.head_weight().scalar_type();
+    return no_scored_tokens(rows, input_ids.options().dtype(float_type_of(weights)), input_ids);
   }
-  // Token t (t >= 1, in the response) is predicted by the hidden state at t-1: flat index r*T + t-1.
-  const at::Tensor scored = response_mask.narrow(1, 1, steps - 1).to(hidden.device(), at::kBool);
-  const at::Tensor where = scored.nonzero();  // [S, 2]: (row, t-1), row-major
-  const at::Tensor row = where.select(1, 0);
-  const at::Tensor source = row * steps + where.select(1, 1);
-  const at::Tensor targets = input_ids.to(hidden.device(), at::kLong).reshape({-1}).index_select(0, source + 1);
-  const int64_t vocab = model.head_weight().size(0);
-  if (targets.numel() > 0 && (targets.lt(0) | targets.ge(vocab)).any().item<bool>())
-    fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
-  const at::Tensor selected = hidden.reshape({rows * steps, -1}).index_select(0, source);
-  const at::Tensor token_logps = head_token_logps(selected, model.head_weight(), targets, model.matmul_dtype());
-  at::Tensor weighted = token_logps;
-  if (scoring.ld_alpha != 1.0 && full_weight_tokens.defined()) {
-    // k: the token's 0-based rank among its row's scored tokens.
-    const at::Tensor k = scored.to(at::kLong).cumsum(1).masked_select(scored) - 1;
-    const at::Tensor full = k.lt(full_weight_tokens.to(hidden.device(), at::kLong).index_select(0, row));
-    weighted = at::where(full, token_logps, token_logps * scoring.ld_alpha);
-  }
-  SequenceLogps out{rows_zero.index_add(0, row, weighted), scored.sum(1, /*keepdim=*/false, at::kLong), {}, {}};
-  add_scoring_extras(out, scoring, token_logps, row, rows_zero, [&] {
-    return head_log_sum_squared_probs(selected.detach(), model.head_weight().detach(), model.matmul_dtype());
-  });
-  return out;
+  return scored_sequence_logps(model, input_ids, {}, scored_lists_of_mask(input_ids, response_mask), rows, scoring,
+                               full_weight_tokens);
 }
 
 PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const ResponseScoring& scoring) {
   const int64_t pairs = batch.num_pairs;
   const bool ranked = batch.more_rows.defined() && batch.more_rows.numel() > 0;
-  const int64_t extra = ranked ? batch.more_rows.ge(0).sum().item<int64_t>() : 0;
-  if (batch.input_ids.dim() != 2 || batch.input_ids.size(0) != 2 * pairs + extra)
-    fail("input_ids: expected {} rows (chosen then rejected of {} pairs, then {} more_rejected), got {}",
-         2 * pairs + extra, pairs, extra, shape_text(batch.input_ids.sizes()));
+  const int64_t sequences = batch.sequences();
+  if (batch.input_ids.dim() != 2 || (!batch.layout.defined() && batch.input_ids.size(0) != sequences))
+    fail("input_ids: expected {} rows (chosen then rejected of {} pairs, then {} more_rejected), got {}", sequences,
+         pairs, sequences - 2 * pairs, shape_text(batch.input_ids.sizes()));
   if (ranked && scoring.ld_alpha != 1.0) fail("loss.ld_alpha: LD-DPO's weighting is defined for pairs, not ranked responses");
   // The batch is collated on the CPU; the forward runs where the model's parameters live.
   const at::Device device = model.device();
   const at::Tensor input_ids = batch.input_ids.to(device);
-  const at::Tensor response_mask = batch.response_mask.to(device);
-  at::Tensor full_weight_tokens;
-  if (scoring.ld_alpha != 1.0 && input_ids.size(1) >= 2) {
-    // LD-DPO: both responses of a pair count their first min(chosen, rejected) scored tokens fully.
-    const at::Tensor counts = response_mask.narrow(1, 1, input_ids.size(1) - 1).sum(1, false, at::kLong);
-    const at::Tensor shared = at::minimum(counts.narrow(0, 0, pairs), counts.narrow(0, pairs, pairs));
-    full_weight_tokens = at::cat({shared, shared});
+  SequenceLogps all;
+  if (input_ids.size(0) == 0 || input_ids.size(1) < 2) {
+    all = no_scored_tokens(sequences, input_ids.options().dtype(float_type_of(model.head_weight().scalar_type())), input_ids);
+  } else {
+    const ScoredLists lists =
+        batch.scored_source.defined()
+            ? ScoredLists{batch.scored_source.to(device), batch.scored_target.to(device), batch.scored_sequence.to(device)}
+            : scored_lists_of_mask(input_ids, batch.response_mask.to(device));
+    at::Tensor full_weight_tokens;
+    if (scoring.ld_alpha != 1.0) {
+      // LD-DPO: both responses of a pair count their first min(chosen, rejected) scored tokens fully.
+      const at::Tensor counts = at::bincount(lists.sequence, {}, sequences);
+      const at::Tensor shared = at::minimum(counts.narrow(0, 0, pairs), counts.narrow(0, pairs, pairs));
+      full_weight_tokens = at::cat({shared, shared});
+    }
+    all = scored_sequence_logps(model, input_ids, batch.layout, lists, sequences, scoring, full_weight_tokens);
   }
-
-  const SequenceLogps all = model_sequence_logps(model, input_ids, response_mask, scoring, full_weight_tokens);
   const auto chosen = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, 0, pairs) : t; };
   const auto rejected = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, pairs, pairs) : t; };
   PairLogps out;
@@ -157,12 +194,11 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const Response
   out.chosen_weight_logps = chosen(all.weight_logps);
   out.rejected_weight_logps = rejected(all.weight_logps);
   if (ranked) {
-    // Row r of `all` at more_rows; a missing response reads the appended zero (logp 0, 0 tokens).
-    const int64_t rows = all.logps.size(0);
+    // Sequence s of `all` at more_rows; a missing response reads the appended zero (logp 0, 0 tokens).
     const at::Tensor where = batch.more_rows.to(device);
-    const at::Tensor flat = at::where(where.ge(0), where, at::full_like(where, rows)).reshape({-1});
-    const auto pick = [&](const at::Tensor& per_row) {
-      return at::cat({per_row, at::zeros({1}, per_row.options())}).index_select(0, flat).view(where.sizes());
+    const at::Tensor flat = at::where(where.ge(0), where, at::full_like(where, sequences)).reshape({-1});
+    const auto pick = [&](const at::Tensor& per_sequence) {
+      return at::cat({per_sequence, at::zeros({1}, per_sequence.options())}).index_select(0, flat).view(where.sizes());
     };
     out.more = pick(all.logps);
     out.more_tokens = pick(all.token_counts);

@@ -18,14 +18,14 @@ struct GPT2AttentionImpl : torch::nn::Module {
     c_proj =
         register_module("c_proj", std::make_shared<Conv1DImpl>(s.hidden_size, s.hidden_size, o));
   }
-  at::Tensor forward(const at::Tensor& x) const {
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& layout_mask) const {
     const int64_t B = x.size(0), T = x.size(1), d = x.size(2);
     const auto qkv = c_attn->forward(x).split(d, -1);
     auto heads_first = [&](const at::Tensor& t) {
       return t.view({B, T, heads, d / heads}).transpose(1, 2);
     };
     const at::Tensor y =
-        causal_attention(heads_first(qkv[0]), heads_first(qkv[1]), heads_first(qkv[2]));
+        causal_attention(heads_first(qkv[0]), heads_first(qkv[1]), heads_first(qkv[2]), layout_mask);
     return c_proj->forward(y.transpose(1, 2).reshape({B, T, d}));
   }
   int64_t heads;
@@ -64,8 +64,8 @@ struct GPT2BlockImpl : torch::nn::Module {
     ln_2 = register_module("ln_2", std::make_shared<LayerNormImpl>(s.hidden_size, s.norm_eps, o));
     mlp = register_module("mlp", std::make_shared<GPT2MLPImpl>(s, o, act));
   }
-  at::Tensor forward(at::Tensor h) const {
-    h = h + attn->forward(ln_1->forward(h));
+  at::Tensor forward(at::Tensor h, const at::Tensor& layout_mask) const {
+    h = h + attn->forward(ln_1->forward(h), layout_mask);
     return h + mlp->forward(ln_2->forward(h));
   }
   std::shared_ptr<LayerNormImpl> ln_1, ln_2;
@@ -98,18 +98,24 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
   GPT2LMHeadModelImpl(const ModelSpec& s, const at::TensorOptions& o) : CausalLMImpl(s) {
     transformer_ = register_module("transformer", std::make_shared<GPT2ModelImpl>(s, o));
   }
-  at::Tensor hidden_states(const at::Tensor& input_ids) override {
+  at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout) override {
     if (input_ids.dim() != 2) fail("gpt2 forward: input_ids must be [batch, time]");
     const int64_t T = input_ids.size(1);
-    if (T > spec_.max_position_embeddings) {
-      fail("gpt2 forward: sequence length {} exceeds n_positions {}", T,
-           spec_.max_position_embeddings);
+    const at::Tensor positions =
+        layout.defined() ? layout.positions.to(input_ids.device()) : at::arange(T, input_ids.options().dtype(at::kLong));
+    // A packed row is longer than its sequences: the positions are what must fit.
+    const int64_t length = layout.defined() && T > 0 ? layout.positions.max().item<int64_t>() + 1 : T;
+    if (length > spec_.max_position_embeddings) {
+      fail("gpt2 forward: sequence length {} exceeds n_positions {}", length, spec_.max_position_embeddings);
     }
-    const at::Tensor positions = at::arange(T, input_ids.options().dtype(at::kLong));
+    const at::Tensor layout_mask =
+        layout.defined() ? layout_attention_mask(layout, spec_.num_heads, spec_.num_heads, scores_dtype(), input_ids.device())
+                         : at::Tensor();
     at::Tensor h = transformer_->wte->forward(input_ids) + transformer_->wpe->forward(positions);
     for (const auto& block : transformer_->blocks) {
-      h = checkpoint_blocks() ? checkpointed([block](const at::Tensor& x) { return block->forward(x); }, h)
-                              : block->forward(h);
+      h = checkpoint_blocks()
+              ? checkpointed([block, layout_mask](const at::Tensor& x) { return block->forward(x, layout_mask); }, h)
+              : block->forward(h, layout_mask);
     }
     return transformer_->ln_f->forward(h);
   }

@@ -31,8 +31,9 @@ struct LlamaAttentionImpl : torch::nn::Module {
     o_proj = register_module("o_proj", std::make_shared<LinearImpl>(heads * head_dim, s.hidden_size,
                                                                     llama_o_proj_bias(s), o));
   }
-  // cos, sin: [T, head_dim] in the model dtype.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
+  // cos, sin: [T, head_dim] or [B, 1, T, head_dim] (a layout's positions) in the model dtype;
+  // layout_mask: layout_attention_mask()'s, or undefined (causal).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& layout_mask) const {
     const int64_t B = x.size(0), T = x.size(1);
     auto heads_first = [&](const at::Tensor& t, int64_t n) {
       return t.view({B, T, n, head_dim}).transpose(1, 2);
@@ -50,7 +51,7 @@ struct LlamaAttentionImpl : torch::nn::Module {
     k = at_least_float32(k);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
-    const at::Tensor y = causal_attention(q, k, v);
+    const at::Tensor y = causal_attention(q, k, v, layout_mask);
     return o_proj->forward(y.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
   int64_t heads, kv_heads, head_dim;
@@ -85,8 +86,8 @@ struct LlamaDecoderLayerImpl : torch::nn::Module {
     post_attention_layernorm = register_module(
         "post_attention_layernorm", std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
   }
-  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin) const {
-    h = h + self_attn->forward(input_layernorm->forward(h), cos, sin);
+  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& layout_mask) const {
+    h = h + self_attn->forward(input_layernorm->forward(h), cos, sin, layout_mask);
     return h + mlp->forward(post_attention_layernorm->forward(h));
   }
   std::shared_ptr<LlamaAttentionImpl> self_attn;
@@ -124,26 +125,34 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
           "lm_head", std::make_shared<LinearImpl>(s.hidden_size, s.vocab_size, false, o));
     }
   }
-  at::Tensor hidden_states(const at::Tensor& input_ids) override {
+  at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout) override {
     if (input_ids.dim() != 2) fail("llama forward: input_ids must be [batch, time]");
     const int64_t T = input_ids.size(1);
-    if (sliding_window_ > 0 && T > sliding_window_) {
+    // A packed row is longer than its sequences: what attention spans is a sequence.
+    const int64_t length = layout.defined() && T > 0 ? layout.positions.max().item<int64_t>() + 1 : T;
+    if (sliding_window_ > 0 && length > sliding_window_) {
       fail(
           "llama forward: sequence length {} exceeds sliding_window {} (sliding-window attention "
           "is not implemented)",
-          T, sliding_window_);
+          length, sliding_window_);
     }
     at::Tensor h = model_->embed_tokens->forward(input_ids);
-    // As LlamaRotaryEmbedding: angles in float32, cos/sin cast to the model dtype.
-    const at::Tensor positions = at::arange(T, input_ids.options().dtype(at::kFloat));
-    const at::Tensor freqs = positions.unsqueeze(1) * inv_freq_.to(input_ids.device()).unsqueeze(0);
-    const at::Tensor angles = at::cat({freqs, freqs}, -1);
+    // As LlamaRotaryEmbedding: angles in float32, cos/sin cast to the model dtype. With a layout,
+    // per row ([B, 1, T, D], broadcast over heads).
+    const at::Tensor positions = layout.defined() ? layout.positions.to(input_ids.device(), at::kFloat).unsqueeze(-1)
+                                                  : at::arange(T, input_ids.options().dtype(at::kFloat)).unsqueeze(1);
+    const at::Tensor freqs = positions * inv_freq_.to(input_ids.device());
+    const at::Tensor angles = layout.defined() ? at::cat({freqs, freqs}, -1).unsqueeze(1) : at::cat({freqs, freqs}, -1);
     const at::Tensor cos = angles.cos().to(h.scalar_type());
     const at::Tensor sin = angles.sin().to(h.scalar_type());
+    const at::Tensor layout_mask = layout.defined() ? layout_attention_mask(layout, spec_.num_heads, spec_.num_kv_heads,
+                                                                         scores_dtype(), input_ids.device())
+                                                 : at::Tensor();
     for (const auto& layer : model_->layers) {
-      h = checkpoint_blocks()
-              ? checkpointed([layer, cos, sin](const at::Tensor& x) { return layer->forward(x, cos, sin); }, h)
-              : layer->forward(h, cos, sin);
+      h = checkpoint_blocks() ? checkpointed([layer, cos, sin, layout_mask](
+                                                 const at::Tensor& x) { return layer->forward(x, cos, sin, layout_mask); },
+                                             h)
+                              : layer->forward(h, cos, sin, layout_mask);
     }
     return model_->norm->forward(h);
   }

@@ -249,7 +249,7 @@ class Precompute {
     PairLogps ref;
     {
       c10::InferenceMode no_grad;
-      ref = pair_logps(*model_, collate_pairs(datasets_[s], indices), ResponseScoring{config_.loss.ld_alpha});
+      ref = pair_logps(*model_, collate_pairs(datasets_[s], indices, pair_layout_of(config_.train)), ResponseScoring{config_.loss.ld_alpha});
     }
     at::Tensor more, more_tokens;  // [b, batch's M]
     if (ref.more.defined()) {

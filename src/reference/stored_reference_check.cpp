@@ -28,10 +28,11 @@ bool policy_is_stored_reference(const Config& config, const ReferenceStore& stor
 
 // The largest relative difference between the policy's log-probs of `micro_batch` and the stored ones.
 double largest_relative_difference(const ReferenceStore& store, CausalLMImpl& policy, const PreferenceDataset& train,
-                                   const std::vector<int64_t>& micro_batch, const ResponseScoring& scoring) {
+                                   const std::vector<int64_t>& micro_batch, const ResponseScoring& scoring,
+                                   PairLayout layout) {
   policy.eval();
   c10::InferenceMode no_grad;
-  const PairBatch batch = collate_pairs(train, micro_batch);
+  const PairBatch batch = collate_pairs(train, micro_batch, layout);
   const PairLogps pol = pair_logps(policy, batch, scoring);
   const PairLogps ref = store.logps(Split::Train, batch.example_indices, policy.device(), batch.more_columns());
   const auto relative = [](const at::Tensor& a, const at::Tensor& b) {
@@ -50,7 +51,8 @@ void warn_if_stored_reference_differs(const Config& config, const ReferenceStore
                                       Communicator& communicator) {
   if (!policy_is_stored_reference(config, store, communicator)) return;
   double worst = micro_batch.empty() ? 0.0 : largest_relative_difference(store, policy, train, micro_batch,
-                                                                      ResponseScoring{config.loss.ld_alpha});
+                                                                      ResponseScoring{config.loss.ld_alpha},
+                                                                      pair_layout_of(config.train));
   worst = communicator.all_reduce_max(worst);
   const double tolerance = logp_relative_tolerance(precision_of(config));
   const ReferenceProvenance& made = store.file().provenance;

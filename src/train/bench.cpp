@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <memory>
+#include <numeric>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -19,24 +20,37 @@
 #include "dpo/model/model.h"
 #include "dpo/model/precision.h"
 #include "dpo/train/optimization.h"
+#include "dpo/train/step_profile.h"
 #include "dpo/train/throughput.h"
 
 namespace dpo {
 namespace {
 
-// `pairs` pairs whose rows are all `seq_len` tokens: a shared prompt of the first half, then a
-// chosen (rows 0..B-1) or rejected (rows B..2B-1) response filling the rest. Ids in [1, vocab).
-PairBatch synthetic_pair_batch(int64_t pairs, int64_t seq_len, int64_t vocab, uint64_t seed) {
+// `pairs` synthetic pairs, ids in [1, vocab): prompts of `prompt_len` tokens and responses of
+// `seq_len - prompt_len`, each length drawn uniformly from [(1 - spread) x, x] when spread > 0 (real
+// data's lengths vary, which is what padding costs).
+PreferenceDataset synthetic_pairs(int64_t pairs, int64_t seq_len, int64_t prompt_len, double spread, int64_t vocab,
+                                  uint64_t seed) {
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
-  const int64_t prompt_len = seq_len / 2;
-  PairBatch batch;
-  batch.num_pairs = pairs;
-  batch.input_ids = at::randint(1, vocab, {2 * pairs, seq_len}, generator, at::kLong);
-  batch.input_ids.narrow(0, pairs, pairs).narrow(1, 0, prompt_len)
-      .copy_(batch.input_ids.narrow(0, 0, pairs).narrow(1, 0, prompt_len));
-  batch.response_mask = at::arange(seq_len).ge(prompt_len).unsqueeze(0).expand({2 * pairs, seq_len}).contiguous();
-  for (int64_t i = 0; i < pairs; ++i) batch.example_indices.push_back(i);
-  return batch;
+  const auto length = [&](int64_t most) {
+    const auto least = std::max<int64_t>(1, static_cast<int64_t>(std::ceil((1.0 - spread) * static_cast<double>(most))));
+    return least >= most ? most : at::randint(least, most + 1, {1}, generator, at::kLong).item<int64_t>();
+  };
+  const auto tokens = [&](int64_t count) {
+    const at::Tensor ids = at::randint(1, vocab, {count}, generator, at::kLong).contiguous();
+    return TokenIds(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + count);
+  };
+  std::vector<RawPreferencePair> raw;
+  for (int64_t i = 0; i < pairs; ++i) {
+    RawPreferencePair pair;
+    pair.prompt = tokens(length(prompt_len));
+    pair.chosen = tokens(length(seq_len - prompt_len));
+    pair.rejected = tokens(length(seq_len - prompt_len));
+    raw.push_back(std::move(pair));
+  }
+  TruncationRule keep_all;
+  keep_all.max_length = keep_all.max_prompt_length = seq_len;
+  return PreferenceDataset::from_pairs("bench", std::move(raw), keep_all, "synthetic", {});
 }
 
 std::string architecture_name(const ModelSpec& spec) {
@@ -51,6 +65,10 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   const TrainOptions& train = config.train;
   const int64_t seq_len = options.seq_len > 0 ? options.seq_len : config.data.max_length;
   if (seq_len < 2) fail("bench: sequence length must be at least 2 (a prompt and a response token), got {}", seq_len);
+  const int64_t prompt_len = options.prompt_len > 0 ? options.prompt_len : seq_len / 2;
+  if (prompt_len >= seq_len) fail("bench: --prompt-len {} leaves no response in rows of {} tokens", prompt_len, seq_len);
+  if (options.length_spread < 0 || options.length_spread >= 1)
+    fail("bench: --length-spread must be in [0, 1), got {}", options.length_spread);
   if (options.warmup_steps < 0) fail("bench: warm-up steps must be >= 0, got {}", options.warmup_steps);
   if (options.timed_steps < 1) fail("bench: timed steps must be >= 1, got {}", options.timed_steps);
   if (train.micro_batch_size <= 0 || train.global_batch_size % train.micro_batch_size != 0)
@@ -71,8 +89,11 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   const std::vector<at::Tensor> parameters = model->parameters();
   std::unique_ptr<torch::optim::Optimizer> optimizer = make_optimizer(train, parameters);
   const int64_t accumulation = train.global_batch_size / train.micro_batch_size;
-  const PairBatch batch =
-      synthetic_pair_batch(train.micro_batch_size, seq_len, spec.vocab_size, static_cast<uint64_t>(config.run.seed));
+  const PreferenceDataset pairs = synthetic_pairs(train.micro_batch_size, seq_len, prompt_len, options.length_spread,
+                                                  spec.vocab_size, static_cast<uint64_t>(config.run.seed));
+  std::vector<int64_t> indices(static_cast<size_t>(train.micro_batch_size));
+  std::iota(indices.begin(), indices.end(), int64_t{0});
+  const PairBatch batch = collate_pairs(pairs, indices, pair_layout_of(train));
   // The policy step only, as in training with precomputed reference log-probs: the reference is
   // a constant (zeros here), so no reference forward is timed.
   const at::Tensor reference = at::zeros({train.micro_batch_size}, at::kFloat);
@@ -99,6 +120,10 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   synchronize(device);
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double peak_memory = peak_memory_mib(device);  // before the matmul gauge below allocates
+  // One more step under the profiler: the time in matrix products (CPU only: on CUDA the CPU
+  // sees launches).
+  StepProfile profile;
+  if (device != "cuda") profile = profile_step(step);
 
   BenchResult result;
   result.device = device;
@@ -113,17 +138,43 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   result.warmup_steps = options.warmup_steps;
   result.timed_steps = options.timed_steps;
 
-  result.tokens_per_step = 2 * train.global_batch_size * seq_len;  // chosen and rejected rows
+  // As peers count them: prompt + chosen and prompt + rejected, no padding (the same micro-batch
+  // `accumulation` times).
+  int64_t pair_tokens = 0;
+  for (size_t i = 0; i < pairs.size(); ++i)
+    pair_tokens += static_cast<int64_t>(2 * pairs[i].prompt.size() + pairs[i].chosen.size() + pairs[i].rejected.size());
+  result.tokens_per_step = accumulation * pair_tokens;
+  result.prompt_len = prompt_len;
+  result.length_spread = options.length_spread;
+  result.prefix_sharing = train.prefix_sharing;
+  result.row_slots = batch.input_ids.numel();
+  result.padded_slots = batch.padded_tokens;
   result.step_seconds = elapsed / static_cast<double>(options.timed_steps);
   result.tokens_per_s = static_cast<double>(result.tokens_per_step) / result.step_seconds;
   // Forward + backward ≈ 3x the forward FLOPs (the backward computes gradients with respect to
   // both activations and weights, each as costly as the forward).
-  result.achieved_flops = 3.0 * model->forward_flops_per_token(seq_len) * result.tokens_per_s;
+  const double mean_sequence = static_cast<double>(pair_tokens) / (2.0 * static_cast<double>(pairs.size()));
+  result.achieved_flops = 3.0 * model->forward_flops_per_token(std::lround(mean_sequence)) * result.tokens_per_s;
   // Measured after the steps, in the dtype of the model's matrix products, so that the fraction
   // compares like with like; on CUDA against the bf16 tensor-core peak (an 8192^3 product), as GPU
   // MFU is quoted.
   result.peak_flops = measure_matmul_peak_flops(device, device == "cuda" ? at::kBFloat16 : precision.matmul);
   result.mfu = result.achieved_flops / result.peak_flops;
+  // FLOPs the step executes: every row slot (padding included) through the blocks, attention over
+  // whole rows (the scores' full square), the head on scored tokens only, and its recomputation in
+  // backward (plus the blocks' with activation checkpointing).
+  const double head = 2.0 * static_cast<double>(spec.hidden_size) * static_cast<double>(spec.vocab_size);
+  const double blocks = model->forward_flops_per_token(0) - head;
+  const auto width = batch.input_ids.size(1);
+  const double attention = model->forward_flops_per_token(width) - model->forward_flops_per_token(0);
+  const auto slots = static_cast<double>(batch.input_ids.numel());
+  const auto scored = static_cast<double>(batch.scored_source.numel());
+  const double block_pass = slots * (blocks + attention);
+  const double executed = 3.0 * (block_pass + scored * head) + scored * head +
+                          (train.gradient_checkpointing ? block_pass : 0.0);
+  result.executed_flops = static_cast<double>(accumulation) * executed / result.step_seconds;
+  result.executed_mfu = result.executed_flops / result.peak_flops;
+  if (profile.seconds > 0) result.outside_matmul_share = 1.0 - profile.matmul_seconds / profile.seconds;
   result.peak_memory_mib = peak_memory;
   result.gradient_checkpointing = train.gradient_checkpointing;
   return result;
@@ -136,16 +187,17 @@ std::string format_bench_comparison(const std::string& key, const std::vector<st
   for (const std::string& value : values) width = std::max(width, key.size() + value.size() + 1);
   std::string out = fmt::format("comparison on the same shapes, in this run (speed-up and memory against {}={})\n",
                                 key, values.front());
-  out += fmt::format("{:<{}}  {:>12}  {:>10}  {:>8}  {:>7}  {:>12}  {:>8}\n", "variant", width, "tokens/s", "step s",
-                     "speed-up", "MFU", "peak MiB", "memory");
+  out += fmt::format("{:<{}}  {:>12}  {:>10}  {:>8}  {:>7}  {:>8}  {:>8}  {:>12}  {:>8}\n", "variant", width, "tokens/s",
+                     "step s", "speed-up", "MFU", "exec MFU", "outside", "peak MiB", "memory");
   const BenchResult& first = results.front();
   for (size_t i = 0; i < results.size(); ++i) {
     const BenchResult& r = results[i];
     const std::string memory =
         r.peak_memory_mib > 0 && first.peak_memory_mib > 0 ? fmt::format("{:.2f}x", r.peak_memory_mib / first.peak_memory_mib) : "-";
-    out += fmt::format("{:<{}}  {:>12.1f}  {:>10.4f}  {:>7.2f}x  {:>7.3f}  {:>12.1f}  {:>8}\n", key + "=" + values[i], width,
-                       r.tokens_per_s, r.step_seconds, r.tokens_per_s / first.tokens_per_s, r.mfu, r.peak_memory_mib,
-                       memory);
+    const std::string outside = r.outside_matmul_share >= 0 ? fmt::format("{:.1f}%", 100 * r.outside_matmul_share) : "-";
+    out += fmt::format("{:<{}}  {:>12.1f}  {:>10.4f}  {:>7.2f}x  {:>7.3f}  {:>8.3f}  {:>8}  {:>12.1f}  {:>8}\n",
+                       key + "=" + values[i], width, r.tokens_per_s, r.step_seconds, r.tokens_per_s / first.tokens_per_s,
+                       r.mfu, r.executed_mfu, outside, r.peak_memory_mib, memory);
   }
   return out;
 }
@@ -157,14 +209,25 @@ std::string format_bench(const BenchResult& r) {
   out += fmt::format("model        {} ({}), {:.3f} M parameters\n", r.model_path, r.architecture,
                      static_cast<double>(r.parameters) / 1e6);
   out += fmt::format("device       {}, {}, {} intra-op threads\n", r.device, r.dtype, r.threads);
-  out += fmt::format("batch        {} pairs x {} micro-steps = {} pairs, rows of {} tokens: {} tokens/step\n",
-                     r.micro_batch_size, r.accumulation_steps, r.micro_batch_size * r.accumulation_steps, r.seq_len,
+  out += fmt::format("batch        {} pairs x {} micro-steps = {} pairs, prompt {} + response {} tokens{}: {} tokens/step\n",
+                     r.micro_batch_size, r.accumulation_steps, r.micro_batch_size * r.accumulation_steps, r.prompt_len,
+                     r.seq_len - r.prompt_len,
+                     r.length_spread > 0 ? fmt::format(" (each length drawn from [{:.0f}%, 100%] of that)", 100 * (1 - r.length_spread)) : "",
                      r.tokens_per_step);
+  out += fmt::format("rows         {}, {} slots of which {:.1f}% padding\n",
+                     r.prefix_sharing ? "prompt once, responses after it, pairs packed (train.prefix_sharing)"
+                                      : "one right-padded row per response",
+                     r.row_slots, r.row_slots > 0 ? 100.0 * static_cast<double>(r.padded_slots) / static_cast<double>(r.row_slots) : 0.0);
   out += fmt::format("step time    {:.4f} s (mean of {} steps after {} warm-up)\n", r.step_seconds, r.timed_steps,
                      r.warmup_steps);
   out += fmt::format("throughput   {:.1f} tokens/s\n", r.tokens_per_s);
-  out += fmt::format("compute      {:.2f} GFLOP/s achieved (3 x forward) of {:.2f} GFLOP/s matmul peak: MFU {:.3f}\n",
+  out += fmt::format("compute      {:.2f} GFLOP/s achieved (model FLOPs: 3 x forward of the counted tokens) of {:.2f} GFLOP/s matmul peak: MFU {:.3f}\n",
                      r.achieved_flops / 1e9, r.peak_flops / 1e9, r.mfu);
+  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, whole-row attention, head on scored tokens and its recomputation): {:.3f} of the peak\n",
+                     r.executed_flops / 1e9, r.executed_mfu);
+  if (r.outside_matmul_share >= 0)
+    out += fmt::format("outside      {:.1f}% of a profiled step is outside matrix products (aten mm/addmm/bmm/baddbmm)\n",
+                       100.0 * r.outside_matmul_share);
   if (r.peak_memory_mib >= 0)
     out += fmt::format("peak memory  {:.1f} MiB ({})\n", r.peak_memory_mib,
                        r.device == "cuda" ? "allocated on the device" : "resident set of the process, timed steps");

@@ -21,6 +21,19 @@
 namespace dpo {
 namespace {
 
+// The row slots and padded slots of the step's forwards, summed like the metrics, for the
+// padding_share metric.
+const char* const kRowSlots = "rows/slots";
+const char* const kPaddedSlots = "rows/padded";
+std::vector<std::string> with_padding_sums(std::vector<std::string> names) {
+  names.insert(names.end(), {kRowSlots, kPaddedSlots});
+  return names;
+}
+void add_padding(MetricSums& sums, const PairBatch& batch) {
+  sums.add(kRowSlots, static_cast<double>(batch.input_ids.numel()));
+  sums.add(kPaddedSlots, static_cast<double>(batch.padded_tokens));
+}
+
 class DpoObjective final : public TrainingObjective {
  public:
   DpoObjective(const Config& config, Communicator& communicator);
@@ -48,7 +61,7 @@ class DpoObjective final : public TrainingObjective {
   }
   MetricSums micro_step(const std::vector<int64_t>& indices, double scale) override;
   const std::vector<std::string>& metric_names() const override { return metric_names_; }
-  std::map<std::string, double> step_means(const MetricSums& sums) const override { return sums.means(); }
+  std::map<std::string, double> step_means(const MetricSums& sums) const override;
   ForwardWork forward_work(const std::vector<int64_t>& global) const override;
 
   std::map<std::string, double> evaluate() override;
@@ -76,6 +89,7 @@ class DpoObjective final : public TrainingObjective {
   const PreferenceDataset* eval_ = nullptr;
   const bool with_reference_;
   const ResponseScoring scoring_;
+  const PairLayout layout_;  // train.prefix_sharing
   const std::vector<std::string> metric_names_;
   BatchTotals totals_;  // of the current global batch (the sft term's token mean)
   CoupledStep coupled_;
@@ -86,7 +100,8 @@ DpoObjective::DpoObjective(const Config& config, Communicator& communicator)
       comm_(communicator),
       with_reference_(uses_reference(config.loss)),
       scoring_(response_scoring(config.loss)),
-      metric_names_(MetricSums::metric_names(config.loss)) {
+      layout_(pair_layout_of(config.train)),
+      metric_names_(with_padding_sums(MetricSums::metric_names(config.loss))) {
   const std::string unread = unread_loss_options(config.loss);
   if (!unread.empty() && comm_.rank() == 0) fmt::print(stderr, "dpo: warning: {}\n", unread);
   if (config.reference.logps_path.empty() || !with_reference_) return;
@@ -139,7 +154,7 @@ void DpoObjective::prepare_coupled_step(const std::vector<int64_t>& global,
     at::NoGradGuard no_grad;
     for (const auto& indices : micro_batches) {
       if (indices.empty()) continue;
-      const PairBatch batch = collate_pairs(*train_, indices);
+      const PairBatch batch = collate_pairs(*train_, indices, layout_);
       const PairLogps ref = reference_logps(batch);
       coupled_.gathered->add(indices, pair_logps(*policy_, batch, scoring_), &ref);
     }
@@ -180,11 +195,12 @@ MetricSums DpoObjective::coupled_micro_step(const PairBatch& batch, double scale
     *out = all->index_select(0, where);
   MetricSums sums;
   sums.add(pair_metrics(mine, coupled_.losses.index_select(0, where), config_.loss));
+  add_padding(sums, batch);
   return sums;
 }
 
 MetricSums DpoObjective::micro_step(const std::vector<int64_t>& indices, double scale) {
-  const PairBatch batch = collate_pairs(*train_, indices);
+  const PairBatch batch = collate_pairs(*train_, indices, layout_);
   if (coupled_.gathered) return coupled_micro_step(batch, scale);
   const PairLogps pol = pair_logps(*policy_, batch, scoring_);
   std::optional<PairLogps> ref;
@@ -194,7 +210,17 @@ MetricSums DpoObjective::micro_step(const std::vector<int64_t>& indices, double 
   (losses.sum() * scale).backward();
   MetricSums sums;
   sums.add(pair_metrics(logps, losses, config_.loss));
+  add_padding(sums, batch);
   return sums;
+}
+
+std::map<std::string, double> DpoObjective::step_means(const MetricSums& sums) const {
+  std::map<std::string, double> means = sums.means();
+  means.erase(kRowSlots);
+  means.erase(kPaddedSlots);
+  const double slots = sums.sum(kRowSlots);
+  means["padding_share"] = slots > 0 ? sums.sum(kPaddedSlots) / slots : 0.0;
+  return means;
 }
 
 PairLogps DpoObjective::reference_logps(const PairBatch& batch) {
@@ -219,7 +245,7 @@ ForwardWork DpoObjective::forward_work(const std::vector<int64_t>& global) const
 }
 
 std::map<std::string, double> DpoObjective::evaluate() {
-  const int64_t batch = config_.train.micro_batch_size;
+  const EvalBatching batch(config_.train.micro_batch_size, layout_);
   if (!with_reference_)
     return evaluate_pairs(*policy_, *policy_, *eval_, config_.loss, batch, comm_).means();  // the reference is unread
   const MetricSums sums = store_ ? evaluate_pairs(*policy_, *store_, Split::Eval, *eval_, config_.loss, batch, comm_)

@@ -32,7 +32,7 @@ namespace {
 // pair (aot's sorts, the sft term's token mean) do not depend on the batch size or the ranks.
 template <typename ReferenceLogps>
 MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset, const LossOptions& loss,
-                         int64_t batch_size, Communicator& communicator, EvalPairValues* per_pair,
+                         EvalBatching batching, Communicator& communicator, EvalPairValues* per_pair,
                          ReferenceLogps&& reference_logps) {
   c10::InferenceMode no_grad;
   const bool with_reference = uses_reference(loss);
@@ -40,9 +40,9 @@ MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset,
   std::vector<int64_t> order(dataset.size());
   std::iota(order.begin(), order.end(), int64_t{0});
   GatheredLogps gathered(order, dataset.max_more_rejected());
-  for (const auto& indices : rank_eval_batches(static_cast<int64_t>(dataset.size()), batch_size, communicator.rank(),
+  for (const auto& indices : rank_eval_batches(static_cast<int64_t>(dataset.size()), batching.pairs, communicator.rank(),
                                                communicator.world_size())) {
-    const PairBatch batch = collate_pairs(dataset, indices);
+    const PairBatch batch = collate_pairs(dataset, indices, batching.layout);
     const PairLogps pol = pair_logps(policy, batch, scoring);
     if (!with_reference) {
       gathered.add(indices, pol, nullptr);
@@ -63,19 +63,19 @@ MetricSums evaluate_with(CausalLMImpl& policy, const PreferenceDataset& dataset,
 }  // namespace
 
 MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
-                          const LossOptions& loss, int64_t batch_size, Communicator& communicator,
+                          const LossOptions& loss, EvalBatching batching, Communicator& communicator,
                           EvalPairValues* per_pair) {
   const bool same_model = &policy == &reference;
-  return evaluate_with(policy, dataset, loss, batch_size, communicator, per_pair, [&](const PairBatch& batch, const PairLogps& pol) {
+  return evaluate_with(policy, dataset, loss, batching, communicator, per_pair, [&](const PairBatch& batch, const PairLogps& pol) {
     // One model serving as both: its log-probs are the reference's exactly, so skip the second pass.
     return same_model ? pol : pair_logps(reference, batch, ResponseScoring{loss.ld_alpha});
   });
 }
 
 MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference, Split split,
-                          const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
+                          const PreferenceDataset& dataset, const LossOptions& loss, EvalBatching batching,
                           Communicator& communicator, EvalPairValues* per_pair) {
-  return evaluate_with(policy, dataset, loss, batch_size, communicator, per_pair, [&](const PairBatch& batch, const PairLogps&) {
+  return evaluate_with(policy, dataset, loss, batching, communicator, per_pair, [&](const PairBatch& batch, const PairLogps&) {
     return reference.logps(split, batch.example_indices, policy.device(), batch.more_columns());
   });
 }

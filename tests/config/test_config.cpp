@@ -35,7 +35,7 @@ TEST_CASE("the option table holds exactly the SPEC keys", "[config]") {
       "loss.type", "loss.beta", "loss.label_smoothing", "loss.discopop_tau",
       "loss.weights", "loss.rpo_alpha", "loss.f_divergence", "loss.f_alpha", "loss.use_weighting", "loss.ld_alpha",
       "loss.simpo_gamma", "loss.cpo_alpha", "reference.logps_path", "reference.batch_size",
-      "train.global_batch_size", "train.gradient_checkpointing",
+      "train.global_batch_size", "train.gradient_checkpointing", "train.prefix_sharing",
       "train.micro_batch_size", "train.epochs", "train.max_steps", "train.optimizer", "train.lr",
       "train.warmup_steps", "train.weight_decay", "train.warmup_ratio", "train.min_lr_rate", "train.adam_beta1",
       "train.adam_beta2", "train.adam_epsilon", "train.max_grad_norm", "train.shuffle", "train.save_every",

@@ -140,3 +140,13 @@ TEST_CASE("evaluation batches score every example once across ranks, rank r taki
   CHECK(dpo::rank_eval_batches(1, 4, 1, 2).empty());  // a rank past the data scores nothing
   CHECK_THROWS_WITH(dpo::rank_eval_batches(4, 0, 0, 1), Catch::Contains("batch size"));
 }
+
+TEST_CASE("group_by_length regroups a rank's share longest first into micro-batches of the same sizes", "[batch_plan]") {
+  const std::vector<int64_t> lengths = {5, 50, 7, 40, 6, 7};
+  const auto length_of = [&](int64_t i) { return lengths[static_cast<size_t>(i)]; };
+  const std::vector<std::vector<int64_t>> micro = {{0, 1}, {}, {2, 3}, {4, 5}};
+  const auto grouped = dpo::group_by_length(micro, length_of);
+  // Ties keep their order (2 before 5, both of length 7); the empty micro-batch stays empty.
+  CHECK(grouped == std::vector<std::vector<int64_t>>{{1, 3}, {}, {2, 5}, {4, 0}});
+  CHECK(dpo::group_by_length({}, length_of).empty());
+}

@@ -136,7 +136,7 @@ class FixedLogitsModel : public dpo::CausalLMImpl {
  public:
   explicit FixedLogitsModel(at::Tensor logits)
       : dpo::CausalLMImpl(dpo::ModelSpec{}), logits_(std::move(logits)), identity_(at::eye(logits_.size(2), logits_.options())) {}
-  at::Tensor hidden_states(const at::Tensor& input_ids) override {
+  at::Tensor hidden_states(const at::Tensor& input_ids, const dpo::TokenLayout& = {}) override {
     REQUIRE(input_ids.size(0) == logits_.size(0));
     return logits_;
   }

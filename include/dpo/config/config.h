@@ -79,6 +79,7 @@ struct TrainOptions {
   std::string precision = "auto";
   std::string save_dtype = "auto";  // dtype of the final model's weights (auto: the weights' own)
   bool gradient_checkpointing = false;    // recompute each decoder block's activations in backward
+  bool prefix_sharing = true;             // a pair's prompt once, its responses after it (data/collate.h)
 };
 
 struct DistOptions {

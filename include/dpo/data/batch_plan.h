@@ -3,6 +3,7 @@
 // number of ranks all see the same global batches.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace dpo {
@@ -11,6 +12,12 @@ namespace dpo {
 // evaluation: it takes examples rank, rank+W, rank+2W, ..., cut into batches of `batch_size`.
 std::vector<std::vector<int64_t>> rank_eval_batches(int64_t num_examples, int64_t batch_size, int64_t rank,
                                                     int64_t world_size);
+
+// The same examples in micro-batches of the same sizes, regrouped longest first (ties in order), so
+// that each micro-batch holds examples of similar length and pads (or packs) little. The gradient
+// of a step is a sum over its examples, so regrouping changes it only by float rounding.
+std::vector<std::vector<int64_t>> group_by_length(const std::vector<std::vector<int64_t>>& micro_batches,
+                                                  const std::function<int64_t(int64_t)>& length_of);
 
 class BatchPlan {
  public:

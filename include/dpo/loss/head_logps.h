@@ -8,10 +8,11 @@ namespace dpo {
 // log softmax(hidden @ weight^T)[n, targets[n]] for each row n: hidden [N, d], weight [V, d] (the
 // head, no bias), targets [N] int64 in [0, V). The head's product runs in `matmul_dtype`
 // (Undefined: the weight's dtype); the log-softmax and the result are float32 (float64 for
-// float64 inputs). Differentiable in hidden and weight: with gradients on, the logits are kept in
-// the matmul dtype (no float32 copy of [N, V] is ever held whole) and backward turns them, chunk
-// by chunk in cache-sized blocks, into the gradient of the logits in place. Without gradients the
-// logits are never held whole either.
+// float64 inputs). Differentiable in hidden and weight. The logits are computed chunk by chunk of
+// rows and never held whole: forward keeps only each row's log-sum-exp, and backward recomputes
+// each chunk's logits from it (one more product for the head) to form the chunk's gradient, so no
+// [N, V] tensor lives from forward to backward. The gradients come back in hidden's and weight's
+// own dtypes (float32 master weights under mixed precision), the weight's summed over chunks.
 // The dtype log-probs are computed and returned in: float64 stays float64, anything else float32.
 inline at::ScalarType float_type_of(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 

@@ -119,11 +119,31 @@ struct RMSNormImpl : torch::nn::Module {
   double eps;
 };
 
+// What attention reads of a TokenLayout, made once per forward and shared by every layer: with
+// libtorch 2.x, scaled_dot_product_attention's boolean mask [B, 1, T, T]; before, an additive bias
+// (0 or -inf) laid out as the grouped scores of causal_attention, [B * KV, rep * T, T] in
+// `scores_dtype`, so that each layer adds it in its scores product at no extra cost.
+inline at::Tensor layout_attention_mask(const TokenLayout& layout, int64_t heads, int64_t kv_heads,
+                                        at::ScalarType scores_dtype, const at::Device& device) {
+  const at::Tensor allowed = attention_allowed(layout).to(device);  // [B, T, T]
+#if TORCH_VERSION_MAJOR >= 2
+  (void)heads, (void)kv_heads, (void)scores_dtype;
+  return allowed.unsqueeze(1);
+#else
+  const int64_t B = allowed.size(0), T = allowed.size(1), rep = heads / kv_heads;
+  const at::Tensor bias = at::zeros({}, allowed.options().dtype(scores_dtype))
+                              .masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  return bias.view({B, 1, 1, T, T}).expand({B, kv_heads, rep, T, T}).reshape({B * kv_heads, rep * T, T});
+#endif
+}
+
 // Causal self-attention of q [B, H, T, D] over k, v [B, KV, T, D] (grouped-query when KV < H:
 // query head h reads key/value head h / (H / KV), as transformers' repeat_kv), scale 1/sqrt(D).
-// The products run in v's dtype (a projection's output: the matmul dtype under mixed precision),
-// to which q and k (which rotary positions may have promoted to float32) are cast.
-inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v) {
+// `layout_mask`, when defined, is layout_attention_mask()'s and replaces the causal mask (shared
+// prefixes, packed rows). The products run in v's dtype (a projection's output: the matmul dtype
+// under mixed precision), to which q and k (which rotary positions may have promoted to float32)
+// are cast.
+inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tensor& layout_mask = {}) {
   q = for_matmul(q, v.scalar_type());
   k = for_matmul(k, v.scalar_type());
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KV = k.size(1), rep = H / KV;
@@ -132,16 +152,19 @@ inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v) {
     k = k.unsqueeze(2).expand({B, KV, rep, T, D}).reshape({B, H, T, D});
     v = v.unsqueeze(2).expand({B, KV, rep, T, D}).reshape({B, H, T, D});
   }
+  if (layout_mask.defined())
+    return at::scaled_dot_product_attention(q, k, v, layout_mask, /*dropout_p=*/0.0, /*is_causal=*/false);
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true);
 #else
-  // As transformers' eager attention: scores q k^T / sqrt(D) plus the causal mask (-inf above the
-  // diagonal) in one product, the softmax in float32 (libtorch's bfloat16 softmax rounds its
+  // As transformers' eager attention: scores q k^T / sqrt(D) plus the mask (-inf where a token
+  // may not look) in one product, the softmax in float32 (libtorch's bfloat16 softmax rounds its
   // intermediates), rounded to the values' dtype for their product. The query heads of one
   // key/value head are stacked along time, so a shared key/value head is never copied.
-  const at::Tensor future = at::full({T, T}, -std::numeric_limits<double>::infinity(), q.options()).triu(1);
-  const at::Tensor scores = at::baddbmm(future.repeat({rep, 1}), q.reshape({B * KV, rep * T, D}),
-                                        k.reshape({B * KV, T, D}).transpose(1, 2), /*beta=*/1.0,
-                                        /*alpha=*/1.0 / std::sqrt(static_cast<double>(D)));
+  const at::Tensor bias = layout_mask.defined()
+                              ? layout_mask
+                              : at::full({T, T}, -std::numeric_limits<double>::infinity(), q.options()).triu(1).repeat({rep, 1});
+  const at::Tensor scores = at::baddbmm(bias, q.reshape({B * KV, rep * T, D}), k.reshape({B * KV, T, D}).transpose(1, 2),
+                                        /*beta=*/1.0, /*alpha=*/1.0 / std::sqrt(static_cast<double>(D)));
   const at::Tensor probs = at::softmax(at_least_float32(scores), -1).to(v.scalar_type());
   return at::bmm(probs, v.reshape({B * KV, T, D})).view({B, H, T, D});
 #endif

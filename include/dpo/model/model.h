@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 
+#include "dpo/data/token_layout.h"
 #include "dpo/model/safetensors.h"
 #include "dpo/model/serving_files.h"
 
@@ -51,8 +52,10 @@ class CausalLMImpl : public torch::nn::Module {
  public:
   explicit CausalLMImpl(ModelSpec spec) : spec_(std::move(spec)) {}
   at::Tensor forward(const at::Tensor& input_ids);
-  // The last hidden states [B, T, d], after the final norm: what the LM head multiplies.
-  virtual at::Tensor hidden_states(const at::Tensor& input_ids) = 0;
+  // The last hidden states [B, T, d], after the final norm: what the LM head multiplies. A defined
+  // `layout` gives each token's position and what it attends to (shared prefixes, packed rows);
+  // otherwise each row is one causal sequence at positions 0..T-1.
+  virtual at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout = {}) = 0;
   // The LM head's weight [V, d] (no bias); a tied model's is the token embedding.
   virtual const at::Tensor& head_weight() const = 0;
   const ModelSpec& spec() const { return spec_; }
@@ -76,6 +79,10 @@ class CausalLMImpl : public torch::nn::Module {
   at::ScalarType matmul_dtype() const { return matmul_dtype_; }
 
  protected:
+  // The dtype of attention scores: that of the projections' products (matmul dtype, else the weights').
+  at::ScalarType scores_dtype() const {
+    return matmul_dtype_ != at::ScalarType::Undefined ? matmul_dtype_ : head_weight().scalar_type();
+  }
   // Whether this forward's blocks go through checkpointed(): only training forwards pay for it.
   bool checkpoint_blocks() const { return gradient_checkpointing_ && is_training(); }
   ModelSpec spec_;

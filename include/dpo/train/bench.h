@@ -15,11 +15,15 @@ namespace dpo {
 struct BenchOptions {
   int64_t warmup_steps = 2;
   int64_t timed_steps = 5;
-  int64_t seq_len = 0;  // 0: data.max_length
+  int64_t seq_len = 0;          // 0: data.max_length
+  int64_t prompt_len = 0;       // 0: half of seq_len
+  double length_spread = 0.0;   // each length drawn from [(1 - spread) x, x] of its maximum
 };
 
 struct BenchResult {
   double tokens_per_s = 0, step_seconds = 0, achieved_flops = 0, peak_flops = 0, mfu = 0;
+  double executed_flops = 0, executed_mfu = 0;  // FLOPs actually run per second, and over the peak
+  double outside_matmul_share = -1;             // of a profiled step (-1: not measured, e.g. on CUDA)
   int64_t tokens_per_step = 0;
   double peak_memory_mib = 0;  // -1: not known on this device
   std::string device, dtype;
@@ -28,7 +32,11 @@ struct BenchResult {
   int64_t parameters = 0;
   int threads = 0;  // intra-op
   int64_t micro_batch_size = 0, accumulation_steps = 0, seq_len = 0, warmup_steps = 0, timed_steps = 0;
-  bool gradient_checkpointing = false;  // achieved FLOPs do not count its recomputation (MFU, not HFU)
+  bool gradient_checkpointing = false;
+  int64_t prompt_len = 0;
+  double length_spread = 0;
+  bool prefix_sharing = false;
+  int64_t row_slots = 0, padded_slots = 0;  // of the micro-batch's collated rows  // achieved FLOPs do not count its recomputation (MFU, not HFU)
 };
 
 // Model from model.policy (a Hugging Face directory); micro-batches of train.micro_batch_size

@@ -5,6 +5,7 @@
 
 #include "dpo/config/config.h"
 #include "dpo/loss/loss.h"
+#include "dpo/data/collate.h"
 #include "dpo/data/preference_data.h"
 #include "dpo/model/model.h"
 #include "dpo/train/metrics.h"
@@ -22,17 +23,24 @@ struct EvalPairValues {
   at::Tensor losses;
 };
 
+// How evaluation batches pairs: this many per forward, collated in this layout.
+struct EvalBatching {
+  EvalBatching(int64_t pairs, PairLayout layout = PairLayout::Padded) : pairs(pairs), layout(layout) {}  // NOLINT: an int is a batch size
+  int64_t pairs;
+  PairLayout layout;
+};
+
 // Metric sums of `policy` vs `reference` over every pair of `dataset`, in batches of
-// `batch_size` pairs, under inference mode: each rank scores pairs rank, rank+W, ... and the sums
-// are reduced across ranks, so every rank returns the totals.
+// `batching.pairs` pairs, under inference mode: each rank scores pairs rank, rank+W, ... and the
+// sums are reduced across ranks, so every rank returns the totals.
 MetricSums evaluate_pairs(CausalLMImpl& policy, CausalLMImpl& reference, const PreferenceDataset& dataset,
-                          const LossOptions& loss, int64_t batch_size, Communicator& communicator,
+                          const LossOptions& loss, EvalBatching batching, Communicator& communicator,
                           EvalPairValues* per_pair = nullptr);
 
 // The same with the reference log-probs taken from `reference` (split `split`, indexed like
 // `dataset`) instead of a reference model.
 MetricSums evaluate_pairs(CausalLMImpl& policy, const ReferenceStore& reference, Split split,
-                          const PreferenceDataset& dataset, const LossOptions& loss, int64_t batch_size,
+                          const PreferenceDataset& dataset, const LossOptions& loss, EvalBatching batching,
                           Communicator& communicator, EvalPairValues* per_pair = nullptr);
 
 // Refuses ranked examples (more than two responses) unless the loss ranks responses (plackett_luce),

@@ -1,0 +1,192 @@
+// Prefix sharing and packed rows (PairLayout::SharedPrefix): the collated layout itself, and
+// log-probs, token counts and parameter gradients equal to the right-padded rows' (one row per
+// response, plain causal attention) to float rounding, for GPT-2 (learned positions) and Llama
+// (RoPE, grouped-query attention), in float64, float32 and bf16-mixed.
+#include <array>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include "catch2_api.h"
+
+#include "dpo/data/collate.h"
+#include "dpo/data/token_layout.h"
+#include "dpo/loss/logps.h"
+#include "float_rounding.h"
+#include "tiny_llama.h"
+
+namespace {
+
+using dpo::TokenIds;
+
+dpo::PreferenceDataset dataset_of(std::vector<dpo::RawPreferencePair> pairs) {
+  dpo::TruncationRule keep_all;
+  keep_all.max_length = keep_all.max_prompt_length = 64;
+  return dpo::PreferenceDataset::from_pairs("pairs.jsonl", std::move(pairs), keep_all, "", {});
+}
+
+std::vector<int64_t> row_of(const at::Tensor& t, int64_t r) {
+  const at::Tensor row = t[r].contiguous();
+  return {row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel()};
+}
+
+std::vector<int64_t> values(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+}  // namespace
+
+TEST_CASE("shared-prefix collation packs each pair's prompt once, then its responses as branches", "[logps][prefix]") {
+  // Lengths 2+3+1 = 6 and 1+1+2 = 4 (+2 more_rejected tokens = 6): one row of 6 each, longest first.
+  const dpo::PreferenceDataset data =
+      dataset_of({{{1, 2}, {3, 4, 5}, {6}, {}}, {{7}, {8}, {9, 10}, {TokenIds{11, 12}}}, {{13, 14, 15}, {16}, {17}, {}}});
+  const dpo::PairBatch b = dpo::collate_pairs(data, {0, 1}, dpo::PairLayout::SharedPrefix);
+  REQUIRE(b.input_ids.sizes() == at::IntArrayRef({2, 6}));
+  CHECK(b.sequences() == 5);
+  CHECK(b.padded_tokens == 0);
+  CHECK(row_of(b.input_ids, 0) == std::vector<int64_t>{1, 2, 3, 4, 5, 6});
+  CHECK(row_of(b.layout.positions, 0) == std::vector<int64_t>{0, 1, 2, 3, 4, 2});
+  CHECK(row_of(b.layout.branches, 0) == std::vector<int64_t>{0, 0, 1, 1, 1, 2});
+  CHECK(row_of(b.input_ids, 1) == std::vector<int64_t>{7, 8, 9, 10, 11, 12});
+  CHECK(row_of(b.layout.positions, 1) == std::vector<int64_t>{0, 1, 1, 2, 1, 2});
+  CHECK(row_of(b.layout.branches, 1) == std::vector<int64_t>{0, 1, 2, 2, 3, 3});
+  CHECK(row_of(b.layout.documents, 1) == std::vector<int64_t>{1, 1, 1, 1, 1, 1});
+  // Sequences: chosen 0, 1; rejected 2, 3; pair 1's more_rejected 4. Each response's first token is
+  // predicted at its prompt's last position (flat index row * 6 + t).
+  CHECK(values(b.scored_sequence) == std::vector<int64_t>{0, 0, 0, 1, 2, 3, 3, 4, 4});
+  CHECK(values(b.scored_target) == std::vector<int64_t>{3, 4, 5, 8, 6, 9, 10, 11, 12});
+  CHECK(values(b.scored_source) == std::vector<int64_t>{1, 2, 3, 6, 1, 6, 8, 6, 10});
+  CHECK(values(b.more_rows) == std::vector<int64_t>{-1, 4});
+  // The rejected response sees the prompt and itself, never the chosen one.
+  const at::Tensor allowed = dpo::attention_allowed(b.layout);
+  CHECK(values(allowed[0][5].to(at::kLong)) == std::vector<int64_t>{1, 1, 0, 0, 0, 1});
+  CHECK(values(allowed[1][5].to(at::kLong)) == std::vector<int64_t>{1, 0, 0, 0, 1, 1});
+
+  // Two short pairs share a row as two documents; the padding after them is a document of its own.
+  const dpo::PairBatch packed = dpo::collate_pairs(data, {2, 0, 1}, dpo::PairLayout::SharedPrefix);
+  REQUIRE(packed.input_ids.sizes() == at::IntArrayRef({3, 6}));
+  CHECK(row_of(packed.layout.documents, 2) == std::vector<int64_t>{0, 0, 0, 0, 0, -1});
+  CHECK(packed.padded_tokens == 1);
+  const at::Tensor seen = dpo::attention_allowed(packed.layout);
+  CHECK(values(seen[2][5].to(at::kLong)) == std::vector<int64_t>{0, 0, 0, 0, 0, 1});
+}
+
+namespace {
+
+// Pairs of varied lengths: an empty prompt (its responses' first tokens are not scored), a
+// one-token response, a ranked example, long and short ones, so rows pack unevenly.
+dpo::PreferenceDataset varied_pairs(bool ranked) {
+  at::manual_seed(11);
+  const auto tokens = [](int64_t n) {
+    const at::Tensor t = at::randint(0, 32, {n}, at::kLong);
+    return TokenIds(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + n);
+  };
+  std::vector<dpo::RawPreferencePair> pairs;
+  const std::vector<std::array<int64_t, 3>> lengths = {{5, 7, 3}, {0, 4, 6}, {9, 1, 2}, {3, 3, 3}, {12, 8, 11}, {1, 2, 9}};
+  for (const auto& [p, c, r] : lengths) pairs.push_back({tokens(p), tokens(c), tokens(r), {}});
+  if (ranked) pairs[3].more_rejected = {tokens(4), tokens(2)};
+  return dataset_of(std::move(pairs));
+}
+
+std::map<std::string, at::Tensor> grads_of(dpo::CausalLMImpl& model, const dpo::PairLogps& l) {
+  model.zero_grad();
+  at::Tensor total = (l.chosen * at::linspace(0.5, 1.5, l.chosen.size(0), l.chosen.options())).sum() - 0.7 * l.rejected.sum();
+  if (l.more.defined()) total = total + 0.3 * l.more.sum();
+  if (l.rejected_unlikelihood.defined()) total = total + 0.1 * l.rejected_unlikelihood.sum();
+  total.backward();
+  std::map<std::string, at::Tensor> grads;
+  for (const auto& p : model.named_parameters()) grads[p.key()] = p.value().grad().clone();
+  return grads;
+}
+
+void check_shared_equals_padded(dpo::CausalLMImpl& model, at::ScalarType matmul, double tolerance, bool ranked,
+                                const dpo::ResponseScoring& scoring = {}) {
+  model.set_matmul_dtype(matmul);
+  const dpo::PreferenceDataset data = varied_pairs(ranked);
+  const std::vector<int64_t> indices = {4, 1, 0, 3, 5, 2};
+  const dpo::PairBatch padded = dpo::collate_pairs(data, indices, dpo::PairLayout::Padded);
+  const dpo::PairBatch shared = dpo::collate_pairs(data, indices, dpo::PairLayout::SharedPrefix);
+  CHECK(shared.input_ids.numel() < padded.input_ids.numel());
+  const dpo::PairLogps want = dpo::pair_logps(model, padded, scoring);
+  const auto want_grads = grads_of(model, want);
+  const dpo::PairLogps got = dpo::pair_logps(model, shared, scoring);
+  const auto got_grads = grads_of(model, got);
+  CHECK(at::equal(got.chosen_tokens, want.chosen_tokens));
+  CHECK(at::equal(got.rejected_tokens, want.rejected_tokens));
+  CHECK(got.chosen_tokens[1].item<int64_t>() == 3);  // the empty prompt's first token is not scored
+  const auto close = [&](const at::Tensor& a, const at::Tensor& b) {
+    INFO(a << "\nagainst\n" << b);
+    CHECK(at::allclose(a.to(at::kDouble), b.to(at::kDouble), tolerance, tolerance));
+  };
+  close(got.chosen, want.chosen);
+  close(got.rejected, want.rejected);
+  if (ranked) {
+    CHECK(at::equal(got.more_tokens, want.more_tokens));
+    close(got.more, want.more);
+  }
+  if (scoring.unlikelihood) close(got.rejected_unlikelihood, want.rejected_unlikelihood);
+  if (scoring.wpo_weights) close(got.chosen_weight_logps, want.chosen_weight_logps);
+  for (const auto& [name, grad] : want_grads) {
+    INFO(name);
+    CHECK(float_rounding::normwise_relative_difference(got_grads.at(name), grad) < 10 * tolerance);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("shared prefixes and packed rows give the padded rows' log-probs and gradients", "[logps][prefix]") {
+  SECTION("llama float64, ranked") {
+    auto model = tiny_llama(3);
+    model->to(at::kDouble);
+    // RMSNorm normalises in float32 whatever the dtype (as transformers' LlamaRMSNorm), so the
+    // gradients carry float32 roundings (~3e-8 relative here); GPT-2 is float64 throughout.
+    check_shared_equals_padded(*model, at::ScalarType::Undefined, 1e-8, true);
+  }
+  SECTION("gpt2 float64, ranked") {
+    auto model = tiny_gpt2(3);
+    model->to(at::kDouble);
+    check_shared_equals_padded(*model, at::ScalarType::Undefined, 1e-10, true);
+  }
+  SECTION("llama fp32, LD-DPO weighting, unlikelihood and WPO weights") {
+    auto model = tiny_llama(4);
+    dpo::ResponseScoring scoring;
+    scoring.ld_alpha = 0.5;
+    scoring.unlikelihood = true;
+    scoring.wpo_weights = true;
+    check_shared_equals_padded(*model, at::ScalarType::Undefined, float_rounding::kForwardRelative, false, scoring);
+  }
+  SECTION("gpt2 fp32") {
+    auto model = tiny_gpt2(4);
+    check_shared_equals_padded(*model, at::ScalarType::Undefined, float_rounding::kForwardRelative, false);
+  }
+  SECTION("llama bf16-mixed") {
+    auto model = tiny_llama(5);
+    check_shared_equals_padded(*model, at::kBFloat16, 2e-2, false);
+  }
+  SECTION("gpt2 bf16-mixed, activation checkpointing") {
+    auto model = tiny_gpt2(5);
+    model->set_gradient_checkpointing(true);
+    check_shared_equals_padded(*model, at::kBFloat16, 2e-2, false);
+  }
+}
+
+TEST_CASE("a packed row longer than n_positions is accepted when its sequences fit", "[logps][prefix]") {
+  // A pair of 20 + 20 + 20 tokens packs into a row of 60, more than this GPT-2's 48 positions, while
+  // each of its sequences (prompt + one response) is 40 tokens long.
+  nlohmann::json config = dpo::default_hf_config(dpo::Architecture::GPT2);
+  config["vocab_size"] = 32;
+  config["n_embd"] = 16;
+  config["n_layer"] = 1;
+  config["n_head"] = 2;
+  config["n_positions"] = 48;
+  auto model = dpo::build_model(dpo::model_spec_from_hf_config(config, "gpt2 48"), 1);
+  const TokenIds twenty(20, 3);
+  const dpo::PreferenceDataset data = dataset_of({{twenty, twenty, twenty, {}}});
+  const dpo::PairBatch shared = dpo::collate_pairs(data, {0}, dpo::PairLayout::SharedPrefix);
+  REQUIRE(shared.input_ids.size(1) == 60);
+  const dpo::PairLogps got = dpo::pair_logps(*model, shared);
+  const dpo::PairLogps want = dpo::pair_logps(*model, dpo::collate_pairs(data, {0}));
+  CHECK(at::allclose(got.chosen, want.chosen, 1e-5, 1e-5));
+}
