@@ -173,19 +173,13 @@ TEST_CASE("shared prefixes and packed rows give the padded rows' log-probs and g
 }
 
 TEST_CASE("a packed row longer than n_positions is accepted when its sequences fit", "[logps][prefix]") {
-  // A pair of 20 + 20 + 20 tokens packs into a row of 60, more than this GPT-2's 48 positions, while
-  // each of its sequences (prompt + one response) is 40 tokens long.
-  nlohmann::json config = dpo::default_hf_config(dpo::Architecture::GPT2);
-  config["vocab_size"] = 32;
-  config["n_embd"] = 16;
-  config["n_layer"] = 1;
-  config["n_head"] = 2;
-  config["n_positions"] = 48;
-  auto model = dpo::build_model(dpo::model_spec_from_hf_config(config, "gpt2 48"), 1);
-  const TokenIds twenty(20, 3);
-  const dpo::PreferenceDataset data = dataset_of({{twenty, twenty, twenty, {}}});
+  // A pair of 30 + 30 + 30 tokens packs into a row of 90, more than the tiny GPT-2's 64 positions,
+  // while each of its sequences (prompt + one response) is 60 tokens long.
+  auto model = tiny_gpt2(1);
+  const TokenIds thirty(30, 3);
+  const dpo::PreferenceDataset data = dataset_of({{thirty, thirty, thirty, {}}});
   const dpo::PairBatch shared = dpo::collate_pairs(data, {0}, dpo::PairLayout::SharedPrefix);
-  REQUIRE(shared.input_ids.size(1) == 60);
+  REQUIRE(shared.input_ids.size(1) == 90);
   const dpo::PairLogps got = dpo::pair_logps(*model, shared);
   const dpo::PairLogps want = dpo::pair_logps(*model, dpo::collate_pairs(data, {0}));
   CHECK(at::allclose(got.chosen, want.chosen, 1e-5, 1e-5));
