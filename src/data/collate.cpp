@@ -108,11 +108,8 @@ PairBatch padded_batch(const BatchSequences& seqs, const std::vector<int64_t>& i
 
 PairBatch shared_prefix_batch(const BatchSequences& seqs, const std::vector<int64_t>& indices) {
   const auto pairs = static_cast<int64_t>(indices.size());
-  // Each pair's packed length: its prompt once, then every response.
-  std::vector<int64_t> length(static_cast<size_t>(pairs), 0);
-  for (int64_t b = 0; b < pairs; ++b) length[static_cast<size_t>(b)] = static_cast<int64_t>(seqs.pairs[static_cast<size_t>(b)]->prompt.size());
-  for (size_t s = 0; s < seqs.spans.size(); ++s)
-    length[static_cast<size_t>(seqs.pair_of[s])] += static_cast<int64_t>(seqs.spans[s].second->size());
+  std::vector<int64_t> length;
+  for (const RawPreferencePair* pair : seqs.pairs) length.push_back(pair->shared_prefix_length());
   const int64_t width = pairs == 0 ? 0 : *std::max_element(length.begin(), length.end());
   // First fit, longest first: a pair goes into the first row with room for it.
   std::vector<int64_t> order(static_cast<size_t>(pairs));

@@ -24,6 +24,21 @@ at::Tensor chunk_logits(const at::Tensor& h, const at::Tensor& w, int64_t r, int
   return at::mm(h.narrow(0, r, n), w.t()).to(out);
 }
 
+// log softmax(h @ w^T)[n, targets[n]] into out [n], chunk by chunk of rows, and each row's
+// log-sum-exp into log_norm when it is defined (what backward recomputes the softmax from).
+void chunked_logps(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets, at::Tensor out,
+                   at::Tensor log_norm) {
+  const int64_t rows = h.size(0);
+  const int64_t step = chunk_rows(kProductChunk, w.size(0), rows);
+  for (int64_t r = 0; r < rows; r += step) {
+    const int64_t n = std::min(step, rows - r);
+    const at::Tensor logits = chunk_logits(h, w, r, n, out.scalar_type());
+    const at::Tensor lse = at::logsumexp(logits, -1);
+    if (log_norm.defined()) log_norm.narrow(0, r, n).copy_(lse);
+    out.narrow(0, r, n).copy_(logits.gather(1, targets.narrow(0, r, n).unsqueeze(1)).squeeze(1) - lse);
+  }
+}
+
 // log softmax(hidden @ weight^T)[n, targets[n]], chunk by chunk of rows: only one chunk of logits
 // ever exists, in forward and in backward, which recomputes each chunk's product from the kept
 // log-sum-exp instead of keeping [N, V] logits (one more product for the head, about a third more
@@ -35,18 +50,9 @@ struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
                             const at::Tensor& targets, int64_t matmul_dtype) {
     const auto dtype = static_cast<at::ScalarType>(matmul_dtype);
     const at::Tensor h = hidden.to(dtype), w = weight.to(dtype);
-    const at::ScalarType out_dtype = float_type_of(dtype);
-    const int64_t rows = h.size(0);
-    at::Tensor out = at::empty({rows}, h.options().dtype(out_dtype));
-    at::Tensor log_norm = at::empty({rows}, h.options().dtype(out_dtype));
-    const int64_t step = chunk_rows(kProductChunk, w.size(0), rows);
-    for (int64_t r = 0; r < rows; r += step) {
-      const int64_t n = std::min(step, rows - r);
-      const at::Tensor logits = chunk_logits(h, w, r, n, out_dtype);
-      const at::Tensor lse = at::logsumexp(logits, -1);
-      log_norm.narrow(0, r, n).copy_(lse);
-      out.narrow(0, r, n).copy_(logits.gather(1, targets.narrow(0, r, n).unsqueeze(1)).squeeze(1) - lse);
-    }
+    const auto options = h.options().dtype(float_type_of(dtype));
+    at::Tensor out = at::empty({h.size(0)}, options), log_norm = at::empty({h.size(0)}, options);
+    chunked_logps(h, w, targets, out, log_norm);
     ctx->save_for_backward({h, w, targets, log_norm});
     ctx->saved_data["hidden_dtype"] = static_cast<int64_t>(hidden.scalar_type());
     ctx->saved_data["weight_dtype"] = static_cast<int64_t>(weight.scalar_type());
@@ -97,15 +103,8 @@ at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, 
   if (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad()))
     return HeadTokenLogps::apply(hidden, weight, t, static_cast<int64_t>(dtype));
   // No gradients: the same chunks, nothing kept.
-  const at::Tensor h = hidden.to(dtype), w = weight.to(dtype);
-  const int64_t rows = h.size(0);
-  at::Tensor out = at::empty({rows}, h.options().dtype(float_type_of(dtype)));
-  const int64_t step = chunk_rows(kProductChunk, w.size(0), rows);
-  for (int64_t r = 0; r < rows; r += step) {
-    const int64_t n = std::min(step, rows - r);
-    const at::Tensor logits = chunk_logits(h, w, r, n, out.scalar_type());
-    out.narrow(0, r, n).copy_(logits.gather(1, t.narrow(0, r, n).unsqueeze(1)).squeeze(1) - at::logsumexp(logits, -1));
-  }
+  at::Tensor out = at::empty({hidden.size(0)}, hidden.options().dtype(float_type_of(dtype)));
+  chunked_logps(hidden.to(dtype), weight.to(dtype), t, out, at::Tensor());
   return out;
 }
 

@@ -103,8 +103,7 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
     const int64_t T = input_ids.size(1);
     const at::Tensor positions =
         layout.defined() ? layout.positions.to(input_ids.device()) : at::arange(T, input_ids.options().dtype(at::kLong));
-    // A packed row is longer than its sequences: the positions are what must fit.
-    const int64_t length = layout.defined() && T > 0 ? layout.positions.max().item<int64_t>() + 1 : T;
+    const int64_t length = longest_sequence(input_ids, layout);
     if (length > spec_.max_position_embeddings) {
       fail("gpt2 forward: sequence length {} exceeds n_positions {}", length, spec_.max_position_embeddings);
     }

@@ -128,8 +128,7 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
   at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout) override {
     if (input_ids.dim() != 2) fail("llama forward: input_ids must be [batch, time]");
     const int64_t T = input_ids.size(1);
-    // A packed row is longer than its sequences: what attention spans is a sequence.
-    const int64_t length = layout.defined() && T > 0 ? layout.positions.max().item<int64_t>() + 1 : T;
+    const int64_t length = longest_sequence(input_ids, layout);
     if (sliding_window_ > 0 && length > sliding_window_) {
       fail(
           "llama forward: sequence length {} exceeds sliding_window {} (sliding-window attention "

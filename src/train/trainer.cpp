@@ -244,12 +244,8 @@ std::optional<MetricSums> Trainer::micro_steps(const std::vector<int64_t>& globa
   const double scale = loss_scaler_.scale() / objective_->loss_denominator(global);
   // Examples of similar length share a micro-batch: less padding, the same gradient.
   const auto micro_batches = group_by_length(
-      plan_->rank_micro_batches(state_.epoch, state_.step_in_epoch, comm_.rank()), [&](int64_t i) {
-        const RawPreferencePair& p = (*train_data_)[static_cast<size_t>(i)];
-        int64_t length = static_cast<int64_t>(p.prompt.size() + p.chosen.size() + p.rejected.size());
-        for (const TokenIds& more : p.more_rejected) length += static_cast<int64_t>(more.size());
-        return length;
-      });
+      plan_->rank_micro_batches(state_.epoch, state_.step_in_epoch, comm_.rank()),
+      [&](int64_t i) { return (*train_data_)[static_cast<size_t>(i)].shared_prefix_length(); });
   objective_->begin_step(global, micro_batches);
   size_t last = micro_batches.size();
   for (size_t i = 0; i < micro_batches.size(); ++i)

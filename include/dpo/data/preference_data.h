@@ -20,6 +20,12 @@ struct RawPreferencePair {
   std::vector<TokenIds> more_rejected;
   // The number of ranked responses: 2 for a pair.
   size_t responses() const { return 2 + more_rejected.size(); }
+  // Tokens of the pair packed with its prompt once: prompt + every response (data/collate.h).
+  int64_t shared_prefix_length() const {
+    size_t length = prompt.size() + chosen.size() + rejected.size();
+    for (const TokenIds& more : more_rejected) length += more.size();
+    return static_cast<int64_t>(length);
+  }
 };
 
 enum class TruncationMode { KeepEnd, KeepStart };

@@ -119,6 +119,13 @@ struct RMSNormImpl : torch::nn::Module {
   double eps;
 };
 
+// The longest sequence of a forward over input_ids [B, T]: T, or with a layout (a packed row is
+// longer than its sequences) the largest position + 1. What n_positions and sliding windows bound.
+inline int64_t longest_sequence(const at::Tensor& input_ids, const TokenLayout& layout) {
+  const int64_t T = input_ids.size(1);
+  return layout.defined() && T > 0 ? layout.positions.max().item<int64_t>() + 1 : T;
+}
+
 // What attention reads of a TokenLayout, made once per forward and shared by every layer: with
 // libtorch 2.x, scaled_dot_product_attention's boolean mask [B, 1, T, T]; before, an additive bias
 // (0 or -inf) laid out as the grouped scores of causal_attention, [B * KV, rep * T, T] in
