@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import time
 
 import torch
@@ -248,6 +249,8 @@ def main():
         "step_s": round(step_s, 4), "tokens_per_step": tokens,
         "params": sum(p.numel() for p in model.parameters()), "threads": a.threads,
         "torch": torch.__version__, "attention": "sdpa" if USE_SDPA else "eager",
+        # Peak resident set of the process (Linux reports KiB), as dpo bench's "peak memory".
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))
 
 

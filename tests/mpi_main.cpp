@@ -7,10 +7,12 @@
 #include <cstdlib>
 
 #include "dpo/dist/dist.h"
+#include "dpo/runtime/float_matmul.h"
 
 dpo::MpiRuntime* g_mpi_runtime = nullptr;
 
 int main(int argc, char** argv) {
+  dpo::route_float_matmuls();  // as in the dpo binary
   dpo::MpiRuntime runtime;
   g_mpi_runtime = &runtime;
   if (const char* mode = std::getenv("DPO_TEST_ABORT"); mode && std::string(mode) == "1") {

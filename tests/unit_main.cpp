@@ -2,4 +2,10 @@
 #define CATCH_CONFIG_RUNNER
 #include "catch2_api.h"
 
-int main(int argc, char** argv) { return Catch::Session().run(argc, argv); }
+#include "dpo/runtime/float_matmul.h"
+
+// The products run as in the dpo binary (float32 on oneDNN where libtorch links it).
+int main(int argc, char** argv) {
+  dpo::route_float_matmuls();
+  return Catch::Session().run(argc, argv);
+}

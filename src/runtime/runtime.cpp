@@ -6,11 +6,24 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include <ATen/Parallel.h>
 
 namespace dpo {
+
+namespace {
+
+// Transparent huge pages where the kernel grants them on request ("madvise") or always.
+bool transparent_huge_pages_available() {
+  std::ifstream mode("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string line;
+  return std::getline(mode, line) && (line.find("[madvise]") != std::string::npos || line.find("[always]") != std::string::npos);
+}
+
+}  // namespace
 
 void ensure_thread_environment(int argc, char** argv) {
   (void)argc;
@@ -20,6 +33,12 @@ void ensure_thread_environment(int argc, char** argv) {
   bool changed = false;
   if (!std::getenv("OMP_WAIT_POLICY")) changed |= setenv("OMP_WAIT_POLICY", "PASSIVE", 1) == 0;
   if (!std::getenv("OPENBLAS_THREAD_TIMEOUT")) changed |= setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1) == 0;
+  // glibc backs the heap with huge pages when asked (a tunable, read at start-up): the heap of a
+  // step is hundreds of MiB of tensors, and each 4 KiB page faulted in on first touch cost ~5 us
+  // on the virtual machines measured here (420 K faults in a 13-step bench of a 5 M Llama; 24 K
+  // with huge pages, and 1.3x the tokens/s). A user's own GLIBC_TUNABLES is kept as it is.
+  if (!std::getenv("GLIBC_TUNABLES") && transparent_huge_pages_available())
+    changed |= setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", 1) == 0;
   if (!changed || std::getenv("DPO_THREAD_ENV_SET")) return;  // already right, or re-exec did not help
   setenv("DPO_THREAD_ENV_SET", "1", 1);
   execv("/proc/self/exe", argv);

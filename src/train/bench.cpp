@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 
@@ -19,8 +20,8 @@
 #include "dpo/loss/loss.h"
 #include "dpo/model/model.h"
 #include "dpo/model/precision.h"
+#include "dpo/runtime/float_matmul.h"
 #include "dpo/train/optimization.h"
-#include "dpo/train/step_profile.h"
 #include "dpo/train/throughput.h"
 
 namespace dpo {
@@ -120,14 +121,20 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   synchronize(device);
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double peak_memory = peak_memory_mib(device);  // before the matmul gauge below allocates
-  // One more step under the profiler: the time in matrix products (CPU only: on CUDA the CPU
-  // sees launches).
-  StepProfile profile;
-  if (device != "cuda") profile = profile_step(step);
+  // One more step with the matmul clock running (CPU only: on CUDA the CPU sees launches).
+  double step_seconds = 0, matmul_seconds = -1;
+  if (device != "cuda") {
+    start_matmul_clock();
+    const auto clocked_start = std::chrono::steady_clock::now();
+    step();
+    step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - clocked_start).count();
+    matmul_seconds = matmul_clock_seconds();
+  }
 
   BenchResult result;
   result.device = device;
   result.dtype = precision.describe();
+  result.float_matmuls = route_float_matmuls();
   result.model_path = config.model.policy;
   result.architecture = architecture_name(spec);
   for (const at::Tensor& p : parameters) result.parameters += p.numel();
@@ -174,7 +181,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
                           (train.gradient_checkpointing ? block_pass : 0.0);
   result.executed_flops = static_cast<double>(accumulation) * executed / result.step_seconds;
   result.executed_mfu = result.executed_flops / result.peak_flops;
-  if (profile.seconds > 0) result.outside_matmul_share = 1.0 - profile.matmul_seconds / profile.seconds;
+  if (matmul_seconds >= 0 && step_seconds > 0) result.outside_matmul_share = 1.0 - matmul_seconds / step_seconds;
   result.peak_memory_mib = peak_memory;
   result.gradient_checkpointing = train.gradient_checkpointing;
   return result;
@@ -208,7 +215,8 @@ std::string format_bench(const BenchResult& r) {
          "       so no reference forward is timed)\n";
   out += fmt::format("model        {} ({}), {:.3f} M parameters\n", r.model_path, r.architecture,
                      static_cast<double>(r.parameters) / 1e6);
-  out += fmt::format("device       {}, {}, {} intra-op threads\n", r.device, r.dtype, r.threads);
+  out += fmt::format("device       {}, {}, {} intra-op threads{}\n", r.device, r.dtype, r.threads,
+                     r.device == "cuda" ? "" : fmt::format(", float32 products on {}", r.float_matmuls));
   out += fmt::format("batch        {} pairs x {} micro-steps = {} pairs, prompt {} + response {} tokens{}: {} tokens/step\n",
                      r.micro_batch_size, r.accumulation_steps, r.micro_batch_size * r.accumulation_steps, r.prompt_len,
                      r.seq_len - r.prompt_len,
@@ -226,8 +234,15 @@ std::string format_bench(const BenchResult& r) {
   out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, whole-row attention, head on scored tokens and its recomputation): {:.3f} of the peak\n",
                      r.executed_flops / 1e9, r.executed_mfu);
   if (r.outside_matmul_share >= 0)
-    out += fmt::format("outside      {:.1f}% of a profiled step is outside matrix products (aten mm/addmm/bmm/baddbmm)\n",
+    out += fmt::format("outside      {:.1f}% of one more step is outside matrix products (aten mm/addmm/bmm/baddbmm, timed in their kernels)\n",
                        100.0 * r.outside_matmul_share);
+  if (r.device != "cuda") {
+    const char* tunables = std::getenv("GLIBC_TUNABLES");
+    out += fmt::format("heap         freed tensors kept in the process{}\n",
+                       tunables && std::string(tunables).find("glibc.malloc.hugetlb=1") != std::string::npos
+                           ? ", on transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
+                           : "; 4 KiB pages (no transparent huge pages asked for)");
+  }
   if (r.peak_memory_mib >= 0)
     out += fmt::format("peak memory  {:.1f} MiB ({})\n", r.peak_memory_mib,
                        r.device == "cuda" ? "allocated on the device" : "resident set of the process, timed steps");

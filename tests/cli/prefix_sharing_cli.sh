@@ -77,6 +77,20 @@ if "$dpo" bench --config "$work/run.yaml" --set run.output_dir="$work/bench" --s
 else
   bad "dpo bench: $(tail -20 "$work/bench.txt")"
 fi
+# What the process set up for itself: float32 products on oneDNN (Debian's libtorch links it), and
+# the heap on transparent huge pages where the kernel offers them (GLIBC_TUNABLES unset here).
+if grep -q "float32 products on oneDNN" "$work/bench.txt"; then
+  pass "dpo bench: float32 products run on oneDNN"
+else
+  bad "dpo bench: float32 products not on oneDNN: $(grep '^device' "$work/bench.txt")"
+fi
+if grep -qE '\[(madvise|always)\]' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null && [ -z "${GLIBC_TUNABLES:-}" ]; then
+  if grep -q "^heap .*transparent huge pages" "$work/bench.txt"; then
+    pass "dpo bench: the heap asks for transparent huge pages"
+  else
+    bad "dpo bench: no huge pages asked for: $(grep '^heap' "$work/bench.txt")"
+  fi
+fi
 if "$dpo" bench --config "$work/run.yaml" --set run.output_dir="$work/bench" --seq-len 24 --prompt-len 24 \
   >"$work/bad.txt" 2>&1; then
   bad "bench accepted a prompt as long as the row"

@@ -8,8 +8,9 @@
 namespace dpo {
 
 // If OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT are unset, sets them (PASSIVE / 4: the two pools
-// otherwise spin and steal each other's cores) and re-executes the current binary with the same
-// arguments. Returns normally when the environment is already right. Call first thing in main.
+// otherwise spin and steal each other's cores), and GLIBC_TUNABLES to glibc.malloc.hugetlb=1
+// where the kernel offers transparent huge pages (the heap then faults in 2 MiB at a time), and
+// re-executes the current binary with the same arguments. Returns normally when the environment is already right. Call first thing in main.
 void ensure_thread_environment(int argc, char** argv);
 
 // The CPUs this process may run on (its affinity mask), as a 0/1 entry per CPU number.

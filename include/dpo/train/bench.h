@@ -23,10 +23,11 @@ struct BenchOptions {
 struct BenchResult {
   double tokens_per_s = 0, step_seconds = 0, achieved_flops = 0, peak_flops = 0, mfu = 0;
   double executed_flops = 0, executed_mfu = 0;  // FLOPs actually run per second, and over the peak
-  double outside_matmul_share = -1;             // of a profiled step (-1: not measured, e.g. on CUDA)
+  double outside_matmul_share = -1;             // of one timed step (-1: not measured, e.g. on CUDA)
   int64_t tokens_per_step = 0;
   double peak_memory_mib = 0;  // -1: not known on this device
   std::string device, dtype;
+  std::string float_matmuls;  // what float32 products run on (runtime/float_matmul.h)
   // What was measured, for the report.
   std::string model_path, architecture;
   int64_t parameters = 0;

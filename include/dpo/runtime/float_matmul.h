@@ -1,0 +1,32 @@
+// Float32 matrix products on CPUs through oneDNN's GEMM instead of the BLAS libtorch was built on.
+//
+// Debian's libtorch runs float32 products through OpenBLAS, whose kernel is chosen once per
+// process from the CPU (or from OPENBLAS_CORETYPE, which machine images set): on an AVX-512 CPU
+// told "Haswell", or with an OpenBLAS older than the CPU, every product runs at half width. The
+// same libtorch also links oneDNN, whose GEMM picks its kernel from the CPU's own flags at run
+// time (measured here, 2 cores of an AMD Zen 5 with OPENBLAS_CORETYPE=Haswell: ~180 GFLOP/s
+// against ~80-100 GFLOP/s). Libtorch's bfloat16 products already go through oneDNN.
+//
+// The products are re-routed where every caller (layers, autograd's backward formulas, the head's
+// chunks, the MFU gauge) reaches them: libtorch's CPU kernels of aten::mm, mm.out, addmm, addmm_,
+// bmm and baddbmm are replaced, and pass float32 operands to oneDNN; every other dtype, layout or
+// empty shape goes on to libtorch's own kernel. Owning these kernels also lets `dpo bench` time
+// the products of a step without a profiler (which slowed a step by 40-80% here).
+#pragma once
+
+#include <string>
+
+namespace dpo {
+
+// Installs the kernels once per process (later calls only report). Returns what float32 products
+// run on: "oneDNN x.y.z" or, where the loaded libraries export no oneDNN GEMM or
+// DPO_FLOAT_MATMUL=blas asks for it (for comparisons), "libtorch's BLAS".
+std::string route_float_matmuls();
+
+// Time spent in the CPU matrix products above (any dtype; on the calling thread, outermost
+// products only) is summed from start_matmul_clock() until matmul_clock_seconds(), which stops
+// the clock and returns the sum; -1 when the kernels could not be installed.
+void start_matmul_clock();
+double matmul_clock_seconds();
+
+}  // namespace dpo

@@ -1,0 +1,214 @@
+#include "dpo/runtime/float_matmul.h"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include <ATen/ATen.h>
+#include <ATen/CPUFunctions.h>
+#include <c10/util/Exception.h>
+#include <fmt/format.h>
+#include <torch/library.h>
+#include <torch/version.h>
+
+namespace dpo {
+namespace {
+
+// oneDNN's C API (dnnl.h), looked up in the libraries already loaded (libtorch links oneDNN), so
+// that the build needs no oneDNN headers and a libtorch without it simply keeps its own kernels.
+// Row-major: C = alpha op(A) op(B) + beta C with op(A) M x K, op(B) K x N.
+using SgemmFn = int (*)(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                        int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+struct DnnlVersion {
+  int major, minor, patch;
+  const char* hash;
+  unsigned cpu_runtime, gpu_runtime;
+};
+using VersionFn = const DnnlVersion* (*)();
+SgemmFn sgemm = nullptr;  // null: float32 products stay on libtorch's kernels too
+bool installed = false;
+
+// The matmul clock: nanoseconds in outermost products while it runs.
+std::atomic<bool> clock_running{false};
+std::atomic<int64_t> clock_nanoseconds{0};
+thread_local int product_depth = 0;
+struct ProductTimer {
+  std::chrono::steady_clock::time_point start;
+  bool timed;
+  ProductTimer() : timed(clock_running.load(std::memory_order_relaxed) && product_depth == 0) {
+    ++product_depth;
+    if (timed) start = std::chrono::steady_clock::now();
+  }
+  ~ProductTimer() {
+    --product_depth;
+    if (timed)
+      clock_nanoseconds += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
+  }
+  ProductTimer(const ProductTimer&) = delete;
+  ProductTimer& operator=(const ProductTimer&) = delete;
+};
+
+// A 2-D float32 operand as GEMM reads it: row-major ('N', leading dimension = row stride) or its
+// transpose ('T'); anything else is copied to row-major first.
+struct Operand {
+  at::Tensor tensor;
+  char trans;
+  int64_t ld;
+};
+Operand operand(const at::Tensor& t) {
+  const int64_t rows = t.size(0), cols = t.size(1);
+  if (t.stride(1) == 1 && (rows == 1 || t.stride(0) >= std::max<int64_t>(cols, 1)))
+    return {t, 'N', rows == 1 ? std::max<int64_t>(cols, 1) : t.stride(0)};
+  if (t.stride(0) == 1 && (cols == 1 || t.stride(1) >= std::max<int64_t>(rows, 1)))
+    return {t, 'T', cols == 1 ? std::max<int64_t>(rows, 1) : t.stride(1)};
+  const at::Tensor copy = t.contiguous();
+  return {copy, 'N', std::max<int64_t>(cols, 1)};
+}
+
+// out [M, N] (row-major, row stride ldc) = alpha a b + beta out, a [M, K], b [K, N].
+void gemm_into(const at::Tensor& a, const at::Tensor& b, float beta, float alpha, float* out, int64_t ldc) {
+  const Operand A = operand(a), B = operand(b);
+  const int status = sgemm(A.trans, B.trans, a.size(0), b.size(1), a.size(1), alpha, A.tensor.data_ptr<float>(), A.ld,
+                           B.tensor.data_ptr<float>(), B.ld, beta, out, ldc);
+  TORCH_CHECK(status == 0, "oneDNN sgemm failed with status ", status, " on [", a.size(0), ", ", a.size(1), "] x [",
+              b.size(0), ", ", b.size(1), "]");
+}
+
+bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.layout() == at::kStrided && !t.is_neg(); }
+// Matrices oneDNN takes: float32, 2-D and of equal inner size, no empty dimension (libtorch's own
+// kernel defines those edge cases).
+bool takes(const at::Tensor& a, const at::Tensor& b) {
+  return sgemm && is_float(a) && is_float(b) && a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.numel() > 0 &&
+         b.numel() > 0;
+}
+bool row_major(const at::Tensor& c) { return c.dim() == 2 && c.stride(1) == 1 && (c.size(0) == 1 || c.stride(0) >= c.size(1)); }
+int64_t row_stride(const at::Tensor& c) { return c.size(0) == 1 ? c.size(1) : c.stride(0); }
+
+at::Tensor mm(const at::Tensor& a, const at::Tensor& b) {
+  const ProductTimer timer;
+  if (!takes(a, b)) return at::cpu::mm(a, b);
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  gemm_into(a, b, 0.0F, 1.0F, out.data_ptr<float>(), b.size(1));
+  return out;
+}
+
+at::Tensor& mm_out(const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+  const ProductTimer timer;
+  if (!takes(a, b) || !is_float(out)) return at::cpu::mm_out(out, a, b);
+  if (out.sizes() != at::IntArrayRef{a.size(0), b.size(1)}) out.resize_({a.size(0), b.size(1)});
+  if (!row_major(out) || out.is_same(a) || out.is_same(b)) return at::cpu::mm_out(out, a, b);
+  gemm_into(a, b, 0.0F, 1.0F, out.data_ptr<float>(), row_stride(out));
+  return out;
+}
+
+at::Tensor addmm(const at::Tensor& self, const at::Tensor& a, const at::Tensor& b, const at::Scalar& beta,
+                 const at::Scalar& alpha) {
+  const ProductTimer timer;
+  if (!takes(a, b) || !is_float(self)) return at::cpu::addmm(self, a, b, beta, alpha);
+  const float beta_f = beta.to<float>();
+  // beta 0 ignores self (NaN included), as libtorch does.
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  if (beta_f != 0.0F) out.copy_(self.expand({a.size(0), b.size(1)}));
+  gemm_into(a, b, beta_f, alpha.to<float>(), out.data_ptr<float>(), b.size(1));
+  return out;
+}
+
+at::Tensor& addmm_(at::Tensor& self, const at::Tensor& a, const at::Tensor& b, const at::Scalar& beta,
+                   const at::Scalar& alpha) {
+  const ProductTimer timer;
+  if (!takes(a, b) || !is_float(self) || self.sizes() != at::IntArrayRef{a.size(0), b.size(1)} || !row_major(self) ||
+      self.is_same(a) || self.is_same(b))
+    return at::cpu::addmm_(self, a, b, beta, alpha);
+  gemm_into(a, b, beta.to<float>(), alpha.to<float>(), self.data_ptr<float>(), row_stride(self));
+  return self;
+}
+
+// Batched: one GEMM per batch entry, in turn (each uses every thread), as libtorch's own kernel.
+bool takes_batched(const at::Tensor& a, const at::Tensor& b) {
+  return sgemm && is_float(a) && is_float(b) && a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0) && a.size(2) == b.size(1) &&
+         a.numel() > 0 && b.numel() > 0;
+}
+
+at::Tensor bmm(const at::Tensor& a, const at::Tensor& b) {
+  const ProductTimer timer;
+  if (!takes_batched(a, b)) return at::cpu::bmm(a, b);
+  const int64_t M = a.size(1), N = b.size(2);
+  at::Tensor out = at::empty({a.size(0), M, N}, a.options());
+  for (int64_t i = 0; i < a.size(0); ++i) gemm_into(a[i], b[i], 0.0F, 1.0F, out[i].data_ptr<float>(), N);
+  return out;
+}
+
+at::Tensor baddbmm(const at::Tensor& self, const at::Tensor& a, const at::Tensor& b, const at::Scalar& beta,
+                   const at::Scalar& alpha) {
+  const ProductTimer timer;
+  if (!takes_batched(a, b) || !is_float(self)) return at::cpu::baddbmm(self, a, b, beta, alpha);
+  const int64_t M = a.size(1), N = b.size(2);
+  const float beta_f = beta.to<float>(), alpha_f = alpha.to<float>();
+  at::Tensor out = at::empty({a.size(0), M, N}, a.options());
+  if (beta_f != 0.0F) out.copy_(self.expand({a.size(0), M, N}));
+  for (int64_t i = 0; i < a.size(0); ++i) gemm_into(a[i], b[i], beta_f, alpha_f, out[i].data_ptr<float>(), N);
+  return out;
+}
+
+// The replacement is registered once; libtorch warns that each replaces a kernel, which is the
+// point here, so its warnings are swallowed while registering. (The handler's interface changed
+// in libtorch 2.)
+#if TORCH_VERSION_MAJOR >= 2
+struct QuietWarnings : c10::WarningHandler {
+  void process(const c10::Warning&) override {}
+};
+using WarningHandlerGuard = c10::WarningUtils::WarningHandlerGuard;
+#else
+struct QuietWarnings : c10::WarningHandler {
+  void process(const c10::SourceLocation&, const std::string&, const bool) override {}
+};
+using WarningHandlerGuard = c10::Warning::WarningHandlerGuard;
+#endif
+
+std::string install() {
+  const char* choice = std::getenv("DPO_FLOAT_MATMUL");
+  const bool blas = choice && std::strcmp(choice, "blas") == 0;
+  const auto version = reinterpret_cast<VersionFn>(dlsym(RTLD_DEFAULT, "dnnl_version"));
+  if (!blas && version) sgemm = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "dnnl_sgemm"));
+  QuietWarnings quiet;
+  const WarningHandlerGuard guard(&quiet);
+  static torch::Library library(torch::Library::IMPL, "aten", c10::DispatchKey::CPU, __FILE__, __LINE__);
+  library.impl("mm", TORCH_FN(mm));
+  library.impl("mm.out", TORCH_FN(mm_out));
+  library.impl("addmm", TORCH_FN(addmm));
+  library.impl("addmm_", TORCH_FN(addmm_));
+  library.impl("bmm", TORCH_FN(bmm));
+  library.impl("baddbmm", TORCH_FN(baddbmm));
+  installed = true;
+  if (blas) return "libtorch's BLAS (DPO_FLOAT_MATMUL=blas)";
+  if (!sgemm) return "libtorch's BLAS (no oneDNN GEMM in the loaded libraries)";
+  const DnnlVersion* v = version();
+  return fmt::format("oneDNN {}.{}.{}", v->major, v->minor, v->patch);
+}
+
+}  // namespace
+
+std::string route_float_matmuls() {
+  static std::once_flag once;
+  static std::string route;
+  std::call_once(once, [] { route = install(); });
+  return route;
+}
+
+void start_matmul_clock() {
+  clock_nanoseconds = 0;
+  clock_running = true;
+}
+
+double matmul_clock_seconds() {
+  clock_running = false;
+  return installed ? static_cast<double>(clock_nanoseconds.load()) * 1e-9 : -1.0;
+}
+
+}  // namespace dpo

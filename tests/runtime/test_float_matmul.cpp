@@ -1,0 +1,100 @@
+// Float32 products re-routed to oneDNN (runtime/float_matmul.h): every replaced kernel against a
+// float64 product of the same operands, over the layouts callers hand it (transposed views,
+// row strides, broadcast biases, batch slices), and the edge cases left to libtorch.
+#include <dlfcn.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <tuple>
+
+#include <ATen/ATen.h>
+#include <torch/autograd.h>
+
+#include "catch2_api.h"
+
+#include "dpo/runtime/float_matmul.h"
+
+namespace {
+
+// Largest |x - y| relative to the largest |y| (float32 products of K terms: ~K * 2^-24).
+double relative_error(const at::Tensor& x, const at::Tensor& y) {
+  const double scale = y.abs().max().item<double>();
+  return (x.to(at::kDouble) - y).abs().max().item<double>() / (scale > 0 ? scale : 1.0);
+}
+
+at::Tensor randn(at::IntArrayRef sizes) { return at::randn(sizes, at::kFloat); }
+
+}  // namespace
+
+TEST_CASE("float32 products: each replaced kernel equals a float64 product", "[runtime]") {
+  const std::string route = dpo::route_float_matmuls();
+  INFO(route);
+  at::manual_seed(7);
+  const double tol = 1e-5;
+  for (const auto& [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 5, 7}, {64, 33, 17}, {257, 130, 65}}) {
+    const at::Tensor a = randn({M, K}), b = randn({K, N}), bias = randn({N}), c = randn({M, N});
+    const at::Tensor a64 = a.to(at::kDouble), b64 = b.to(at::kDouble);
+    const at::Tensor ab = at::mm(a64, b64);
+    CHECK(relative_error(at::mm(a, b), ab) < tol);
+    // Transposed views and a row stride larger than the row.
+    const at::Tensor at_view = randn({K, M}).t(), wide = randn({M, K + 9}).narrow(1, 3, K);
+    CHECK(relative_error(at::mm(at_view, b), at::mm(at_view.to(at::kDouble), b64)) < tol);
+    CHECK(relative_error(at::mm(wide, b.t().contiguous().t()), at::mm(wide.to(at::kDouble), b64)) < tol);
+    // A layout GEMM cannot read (every second column) is copied first.
+    const at::Tensor strided = randn({M, 2 * K}).slice(1, 0, 2 * K, 2);
+    CHECK(relative_error(at::mm(strided, b), at::mm(strided.to(at::kDouble), b64)) < tol);
+    // addmm: broadcast bias, beta and alpha; beta 0 ignores a NaN input.
+    CHECK(relative_error(at::addmm(bias, a, b), ab + bias.to(at::kDouble)) < tol);
+    CHECK(relative_error(at::addmm(c, a, b, 0.5, -2.0), 0.5 * c.to(at::kDouble) - 2.0 * ab) < tol);
+    const at::Tensor nan = at::full({M, N}, std::numeric_limits<float>::quiet_NaN());
+    CHECK(relative_error(at::addmm(nan, a, b, 0.0, 1.0), ab) < tol);
+    // addmm_ in place (the head's gradient accumulation) and mm's out= form (the MFU gauge).
+    at::Tensor acc = c.clone();
+    acc.addmm_(a, b, 1.0, 3.0);
+    CHECK(relative_error(acc, c.to(at::kDouble) + 3.0 * ab) < tol);
+    at::Tensor out = at::empty({0}, at::kFloat);
+    at::mm_out(out, a, b);
+    CHECK(out.sizes() == at::IntArrayRef{M, N});
+    CHECK(relative_error(out, ab) < tol);
+    // Batched, with batch slices that are transposed views.
+    const at::Tensor x = randn({4, M, K}), y = randn({4, N, K}).transpose(1, 2), z = randn({4, M, N});
+    const at::Tensor xy = at::bmm(x.to(at::kDouble), y.to(at::kDouble));
+    CHECK(relative_error(at::bmm(x, y), xy) < tol);
+    CHECK(relative_error(at::baddbmm(z, x, y, 1.0, 0.25), z.to(at::kDouble) + 0.25 * xy) < tol);
+    CHECK(relative_error(at::baddbmm(randn({M, N}), x, y, 0.0, 1.0), xy) < tol);  // broadcast self, beta 0
+  }
+}
+
+TEST_CASE("float32 products: gradients, empty shapes and other dtypes behave as libtorch's", "[runtime]") {
+  dpo::route_float_matmuls();
+  at::manual_seed(8);
+  // Autograd's backward formulas reach the same kernels: gradients against float64.
+  const at::Tensor a = randn({6, 5}).requires_grad_(), b = randn({5, 4}).requires_grad_();
+  const at::Tensor a64 = a.detach().to(at::kDouble).requires_grad_(), b64 = b.detach().to(at::kDouble).requires_grad_();
+  at::mm(a, b).pow(2).sum().backward();
+  at::mm(a64, b64).pow(2).sum().backward();
+  CHECK(relative_error(a.grad(), a64.grad()) < 1e-5);
+  CHECK(relative_error(b.grad(), b64.grad()) < 1e-5);
+  // An empty inner dimension: zeros (mm) or beta * self (addmm), as libtorch defines them.
+  CHECK(at::mm(randn({3, 0}), randn({0, 2})).equal(at::zeros({3, 2})));
+  const at::Tensor c = randn({3, 2});
+  CHECK(at::allclose(at::addmm(c, randn({3, 0}), randn({0, 2}), 2.0, 1.0), 2.0 * c));
+  CHECK(at::mm(randn({0, 4}), randn({4, 2})).sizes() == at::IntArrayRef{0, 2});
+  // Other dtypes keep libtorch's kernels and their own dtype.
+  const at::Tensor d = at::randn({5, 3}, at::kDouble);
+  CHECK(at::mm(d, d.t()).scalar_type() == at::kDouble);
+  const at::Tensor h = randn({8, 8}).to(at::kBFloat16);
+  CHECK(at::mm(h, h).scalar_type() == at::kBFloat16);
+  // Mismatched shapes still get libtorch's error.
+  CHECK_THROWS(at::mm(randn({2, 3}), randn({4, 2})));
+}
+
+TEST_CASE("float32 products run on oneDNN where libtorch links it", "[runtime]") {
+  const std::string route = dpo::route_float_matmuls();
+  // Debian's libtorch links oneDNN (libdnnl): where its GEMM is loaded, the route must be taken.
+  const bool loaded = dlsym(RTLD_DEFAULT, "dnnl_sgemm") != nullptr;
+  if (loaded && std::getenv("DPO_FLOAT_MATMUL") == nullptr) CHECK_THAT(route, Catch::StartsWith("oneDNN"));
+  if (!loaded) CHECK_THAT(route, Catch::StartsWith("libtorch's BLAS"));
+  CHECK(dpo::route_float_matmuls() == route);  // installed once
+}
