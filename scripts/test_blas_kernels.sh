@@ -6,7 +6,7 @@
 # The first kernel is OPENBLAS_CORETYPE when set, else what OpenBLAS picks for this CPU. The
 # second is the first of SkylakeX, Haswell, Sandybridge, Nehalem that this CPU supports (flags in
 # /proc/cpuinfo: forcing an unsupported kernel dies with SIGILL) and whose SIMD width differs from
-# the first's; oneDNN, which runs dpo's float32 products, is capped one width below the CPU's. A
+# the first's; dpo's float32 products, on oneDNN in the first pass, run on OpenBLAS in this one. A
 # tiny probe asks OpenBLAS itself (openblas_get_corename, through libblas.so.3 as
 # libtorch loads it) which kernel runs, alone and under mpirun, so a misspelt or ignored choice
 # cannot pass silently. Extra arguments go to ctest.
@@ -65,21 +65,17 @@ fi
 
 export OPENBLAS_CORETYPE=$second
 # dpo runs its float32 products on oneDNN (src/runtime/float_matmul.cpp), whose kernel follows the
-# CPU, not OPENBLAS_CORETYPE, and was the widest this CPU has in the first pass: one width lower here.
-if has avx512f avx512bw avx512vl avx512dq; then
-  export ONEDNN_MAX_CPU_ISA=AVX2
-elif has avx2 fma; then
-  export ONEDNN_MAX_CPU_ISA=AVX
-else
-  export ONEDNN_MAX_CPU_ISA=SSE41
-fi
+# CPU, not OPENBLAS_CORETYPE: this pass puts them back on OpenBLAS (DPO_FLOAT_MATMUL=blas), another
+# implementation. (Capping oneDNN's instruction set instead would also take the AVX-512 bfloat16
+# products away from libtorch, which still picks them by the CPU's flags, and fail them.)
+export DPO_FLOAT_MATMUL=blas
 alone=$(corename)
 under_mpi=$(mpirun -np 2 --oversubscribe "$probe_dir/corename" | sort -u | tr '\n' ' ')
 if [ "$alone" != "$second" ] || [ "$under_mpi" != "$second " ]; then
   echo "test_blas_kernels: asked OpenBLAS for $second but it runs '$alone' (under mpirun: '$under_mpi')" >&2
   exit 1
 fi
-echo "test_blas_kernels: first kernel $first; now the unit and mpi tests under OpenBLAS $second (checked alone and under mpirun), oneDNN capped at $ONEDNN_MAX_CPU_ISA"
+echo "test_blas_kernels: first kernel $first; now the unit and mpi tests under OpenBLAS $second (checked alone and under mpirun), float32 products on OpenBLAS too (DPO_FLOAT_MATMUL=blas)"
 start=$SECONDS
 cd build
 status=0
