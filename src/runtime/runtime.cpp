@@ -16,6 +16,8 @@ namespace dpo {
 
 namespace {
 
+constexpr const char* kHugePageHeap = "glibc.malloc.hugetlb=1";
+
 // Transparent huge pages where the kernel grants them on request ("madvise") or always.
 bool transparent_huge_pages_available() {
   std::ifstream mode("/sys/kernel/mm/transparent_hugepage/enabled");
@@ -38,11 +40,16 @@ void ensure_thread_environment(int argc, char** argv) {
   // on the virtual machines measured here (420 K faults in a 13-step bench of a 5 M Llama; 24 K
   // with huge pages, and 1.3x the tokens/s). A user's own GLIBC_TUNABLES is kept as it is.
   if (!std::getenv("GLIBC_TUNABLES") && transparent_huge_pages_available())
-    changed |= setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1", 1) == 0;
+    changed |= setenv("GLIBC_TUNABLES", kHugePageHeap, 1) == 0;
   if (!changed || std::getenv("DPO_THREAD_ENV_SET")) return;  // already right, or re-exec did not help
   setenv("DPO_THREAD_ENV_SET", "1", 1);
   execv("/proc/self/exe", argv);
   std::fprintf(stderr, "dpo: warning: could not re-execute to set the thread environment; continuing\n");
+}
+
+bool heap_on_huge_pages() {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  return tunables && std::string(tunables).find(kHugePageHeap) != std::string::npos;
 }
 
 std::vector<int> affinity_cpus() {

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <memory>
 #include <numeric>
 
@@ -21,6 +20,7 @@
 #include "dpo/model/model.h"
 #include "dpo/model/precision.h"
 #include "dpo/runtime/float_matmul.h"
+#include "dpo/runtime/runtime.h"
 #include "dpo/train/optimization.h"
 #include "dpo/train/throughput.h"
 
@@ -135,6 +135,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   result.device = device;
   result.dtype = precision.describe();
   result.float_matmuls = route_float_matmuls();
+  result.huge_page_heap = heap_on_huge_pages();
   result.model_path = config.model.policy;
   result.architecture = architecture_name(spec);
   for (const at::Tensor& p : parameters) result.parameters += p.numel();
@@ -236,13 +237,10 @@ std::string format_bench(const BenchResult& r) {
   if (r.outside_matmul_share >= 0)
     out += fmt::format("outside      {:.1f}% of one more step is outside matrix products (aten mm/addmm/bmm/baddbmm, timed in their kernels)\n",
                        100.0 * r.outside_matmul_share);
-  if (r.device != "cuda") {
-    const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (r.device != "cuda")
     out += fmt::format("heap         freed tensors kept in the process{}\n",
-                       tunables && std::string(tunables).find("glibc.malloc.hugetlb=1") != std::string::npos
-                           ? ", on transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
-                           : "; 4 KiB pages (no transparent huge pages asked for)");
-  }
+                       r.huge_page_heap ? ", on transparent huge pages (GLIBC_TUNABLES glibc.malloc.hugetlb=1)"
+                                        : "; 4 KiB pages (no transparent huge pages asked for)");
   if (r.peak_memory_mib >= 0)
     out += fmt::format("peak memory  {:.1f} MiB ({})\n", r.peak_memory_mib,
                        r.device == "cuda" ? "allocated on the device" : "resident set of the process, timed steps");

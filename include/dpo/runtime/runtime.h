@@ -13,6 +13,9 @@ namespace dpo {
 // re-executes the current binary with the same arguments. Returns normally when the environment is already right. Call first thing in main.
 void ensure_thread_environment(int argc, char** argv);
 
+// Whether this process's heap is on transparent huge pages (GLIBC_TUNABLES asks glibc for them).
+bool heap_on_huge_pages();
+
 // The CPUs this process may run on (its affinity mask), as a 0/1 entry per CPU number.
 std::vector<int> affinity_cpus();
 

@@ -28,6 +28,7 @@ struct BenchResult {
   double peak_memory_mib = 0;  // -1: not known on this device
   std::string device, dtype;
   std::string float_matmuls;  // what float32 products run on (runtime/float_matmul.h)
+  bool huge_page_heap = false;  // the heap on transparent huge pages (runtime/runtime.h)
   // What was measured, for the report.
   std::string model_path, architecture;
   int64_t parameters = 0;
