@@ -2,6 +2,7 @@
 # Builds dpo against a CUDA libtorch into build-gpu/ (DPO_GPU_BUILD_DIR overrides), with NCCL, for
 # Ampere, Ada and Hopper (TORCH_CUDA_ARCH_LIST overrides 8.0;8.6;8.9;9.0; dpo compiles no CUDA
 # kernels of its own, the list is PyTorch's CMake's). Usage: scripts/build_gpu.sh [cmake args]
+# DPO_GPU_TARGETS: the targets to build (space-separated; default all, the CPU unit tests too).
 #
 # libtorch: Torch_DIR when set, else python3's PyTorch (torch.utils.cmake_prefix_path). NCCL:
 # NCCL_ROOT, CUDA_HOME, or the nvidia-nccl wheel that CUDA PyTorch installs. The other
@@ -57,14 +58,20 @@ say "NCCL at $nccl_root"
 args=(-DCMAKE_BUILD_TYPE=Release -DDPO_WITH_NCCL=ON -DNCCL_ROOT="$nccl_root"
   -DTORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-8.0;8.6;8.9;9.0}")
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-8.0;8.6;8.9;9.0}
+# CMake 4 (pip's, as on PyTorch machines) refuses package files that ask for policies older than
+# 3.5; this lets an older dependency's CMake config through (CMake 3 ignores the variable).
+export CMAKE_POLICY_VERSION_MINIMUM=${CMAKE_POLICY_VERSION_MINIMUM:-3.5}
 
 # CMake arguments that take every dependency from the extracted bundle. Debian 12's Open MPI and
-# HDF5 wrappers (mpicxx, h5pcc) are not relocatable, so MPI and HDF5 are named by path.
+# HDF5 wrappers (mpicxx, h5pcc) are not relocatable, so MPI and HDF5 are named by path. For MPI,
+# library names with include paths are what makes FindMPI skip its search (no wrapper, no
+# pkg-config file of another MPI on the system), and no MPI_<lang>_COMPILER may be named: one
+# equal to CMake's own compiler makes FindMPI drop the include paths.
 bundle_args() {
   local usr=$prefix/usr ompi=$prefix/usr/lib/x86_64-linux-gnu/openmpi
   printf '%s\n' "-DCMAKE_PREFIX_PATH=$torch_prefix;$usr" \
-    "-DMPI_C_COMPILER=$(command -v "${CC:-gcc}")" "-DMPI_CXX_COMPILER=$(command -v "${CXX:-g++}")" \
-    -DMPI_ASSUME_NO_BUILTIN_MPI=ON -DMPI_CXX_SKIP_MPICXX=ON \
+    -DMPI_ASSUME_NO_BUILTIN_MPI=ON -DMPI_SKIP_COMPILER_WRAPPER=ON -DMPI_CXX_SKIP_MPICXX=ON \
+    "-DMPI_C_INCLUDE_PATH=$ompi/include" "-DMPI_CXX_INCLUDE_PATH=$ompi/include" \
     "-DMPI_C_HEADER_DIR=$ompi/include" "-DMPI_CXX_HEADER_DIR=$ompi/include" \
     -DMPI_C_LIB_NAMES=mpi -DMPI_CXX_LIB_NAMES=mpi "-DMPI_mpi_LIBRARY=$ompi/lib/libmpi.so" \
     -DHDF5_C_COMPILER_EXECUTABLE=HDF5_C_COMPILER_EXECUTABLE-NOTFOUND "-DHDF5_ROOT=$usr" \
@@ -88,6 +95,9 @@ extract_bundle() {
     grep -qxF "$name" <<<"$known" || ln -sf "$lib" "$prefix/missing-libs/$name"
   done
   say "bundle extracted into $prefix ($(ls "$prefix/missing-libs" | wc -l) libraries the system lacks)"
+  local unresolved
+  unresolved=$(LD_LIBRARY_PATH=$prefix/missing-libs ldd "$prefix"/missing-libs/* 2>/dev/null | awk '/not found/{print $1}' | sort -u)
+  [ -z "$unresolved" ] || say "warning: needed by the bundle, found neither here nor in it: $(echo $unresolved)"
 }
 
 mkdir -p "$build"
@@ -102,11 +112,14 @@ else
   fi
   [ "${DPO_GPU_USE_BUNDLE:-0}" = 1 ] || say "the system lacks some dependencies ($(grep -m1 -o 'Could NOT find [A-Za-z0-9_-]*\|Could not find a package configuration file provided by "[^"]*"' "$build/configure.log" || echo 'see configure.log')): using the bundle"
   extract_bundle
+  library_path=$prefix/missing-libs
+  # The bundle's libraries find their own dependencies (libmpi's libopen-pal, ...) only through
+  # LD_LIBRARY_PATH, the linker too: CMake's checks already link against them (FindMPI's test).
+  export LD_LIBRARY_PATH=$library_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   mapfile -t extra < <(bundle_args)
   rm -f "$build/CMakeCache.txt"
   cmake -S . -B "$build" "${args[@]}" "${extra[@]}" "$@" >"$build/configure.log" 2>&1 ||
     { tail -n 30 "$build/configure.log" >&2; die "configure failed with the bundle too (log: $build/configure.log)"; }
-  library_path=$prefix/missing-libs
   # Open MPI finds its plugins and help files under OPAL_PREFIX (only used when run under mpirun).
   echo "export OPAL_PREFIX='$prefix/usr'" >"$build/env.sh"
 fi
@@ -119,7 +132,9 @@ grep -q 'dpo: libtorch with CUDA: ON' "$build/configure.log" || die "this libtor
 # the bundle's libraries find their own dependencies only through LD_LIBRARY_PATH.
 # shellcheck disable=SC1091
 . "$build/env.sh"
-cmake --build "$build" -j"$(nproc)"
+targets=()
+for target in ${DPO_GPU_TARGETS:-}; do targets+=(--target "$target"); done
+cmake --build "$build" -j"$(nproc)" "${targets[@]}"
 if ldd "$build/dpo" | grep -q 'not found'; then
   ldd "$build/dpo" | grep 'not found' >&2
   die "$build/dpo has unresolved libraries (add their packages to scripts/gpu_bundle.sh)"
