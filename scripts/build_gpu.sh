@@ -102,7 +102,7 @@ extract_bundle() {
 
 mkdir -p "$build"
 : >"$build/env.sh"
-library_path=""
+: >"$build/configure.log"  # no verdict below may come from an earlier run
 if [ "${DPO_GPU_USE_BUNDLE:-0}" != 1 ] &&
    cmake -S . -B "$build" "${args[@]}" -DCMAKE_PREFIX_PATH="$torch_prefix" "$@" >"$build/configure.log" 2>&1; then
   say "configured with the system's dependencies"
@@ -112,26 +112,21 @@ else
   fi
   [ "${DPO_GPU_USE_BUNDLE:-0}" = 1 ] || say "the system lacks some dependencies ($(grep -m1 -o 'Could NOT find [A-Za-z0-9_-]*\|Could not find a package configuration file provided by "[^"]*"' "$build/configure.log" || echo 'see configure.log')): using the bundle"
   extract_bundle
-  library_path=$prefix/missing-libs
   # The bundle's libraries find their own dependencies (libmpi's libopen-pal, ...) only through
-  # LD_LIBRARY_PATH, the linker too: CMake's checks already link against them (FindMPI's test).
-  export LD_LIBRARY_PATH=$library_path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  # LD_LIBRARY_PATH: sourced here already, because CMake's checks link against them (FindMPI's
+  # test) and catch_discover_tests runs the test binaries after linking them. Open MPI finds its
+  # plugins and help files under OPAL_PREFIX (only used when run under mpirun).
+  printf '%s\n' "export OPAL_PREFIX='$prefix/usr'" \
+    "export LD_LIBRARY_PATH='$prefix/missing-libs'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" >"$build/env.sh"
+  # shellcheck disable=SC1091
+  . "$build/env.sh"
   mapfile -t extra < <(bundle_args)
   rm -f "$build/CMakeCache.txt"
   cmake -S . -B "$build" "${args[@]}" "${extra[@]}" "$@" >"$build/configure.log" 2>&1 ||
     { tail -n 30 "$build/configure.log" >&2; die "configure failed with the bundle too (log: $build/configure.log)"; }
-  # Open MPI finds its plugins and help files under OPAL_PREFIX (only used when run under mpirun).
-  echo "export OPAL_PREFIX='$prefix/usr'" >"$build/env.sh"
 fi
 grep -q 'dpo: NCCL .* enabled' "$build/configure.log" || die "configured without NCCL (see $build/configure.log)"
 grep -q 'dpo: libtorch with CUDA: ON' "$build/configure.log" || die "this libtorch has no CUDA (see $build/configure.log)"
-[ -z "$library_path" ] ||
-  echo "export LD_LIBRARY_PATH='${library_path}'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" >>"$build/env.sh"
-
-# Sourced before building too: catch_discover_tests runs the test binaries after linking them, and
-# the bundle's libraries find their own dependencies only through LD_LIBRARY_PATH.
-# shellcheck disable=SC1091
-. "$build/env.sh"
 targets=()
 for target in ${DPO_GPU_TARGETS:-}; do targets+=(--target "$target"); done
 cmake --build "$build" -j"$(nproc)" "${targets[@]}"
