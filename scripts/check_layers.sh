@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Bottom layer first; the same order as the table of docs/architecture.md.
-layers=(io config text data model loss runtime dist reference watch train cli)
+layers=(io config text data kernels model loss runtime dist reference watch train cli)
 declare -A rank=()
 for i in "${!layers[@]}"; do rank[${layers[$i]}]=$i; done
 

@@ -64,7 +64,7 @@ if [ -z "$second" ]; then
 fi
 
 export OPENBLAS_CORETYPE=$second
-# dpo runs its float32 products on oneDNN (src/runtime/float_matmul.cpp), whose kernel follows the
+# dpo runs its float32 products on oneDNN (src/kernels/float_matmul.cpp), whose kernel follows the
 # CPU, not OPENBLAS_CORETYPE: this pass puts them back on OpenBLAS (DPO_FLOAT_MATMUL=blas), another
 # implementation. (Capping oneDNN's instruction set instead would also take the AVX-512 bfloat16
 # products away from libtorch, which still picks them by the CPU's flags, and fail them.)

@@ -9,7 +9,7 @@
 
 #include "crash_backtrace.h"
 #include "dpo/dist/dist.h"
-#include "dpo/runtime/float_matmul.h"
+#include "dpo/kernels/float_matmul.h"
 
 dpo::MpiRuntime* g_mpi_runtime = nullptr;
 

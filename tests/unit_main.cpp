@@ -4,7 +4,7 @@
 #include "catch2_api.h"
 
 #include "crash_backtrace.h"
-#include "dpo/runtime/float_matmul.h"
+#include "dpo/kernels/float_matmul.h"
 
 // The products run as in the dpo binary (float32 on oneDNN where libtorch links it).
 int main(int argc, char** argv) {

@@ -1,5 +1,5 @@
 #include "dpo/cli/cli.h"
-#include "dpo/runtime/float_matmul.h"
+#include "dpo/kernels/float_matmul.h"
 #include "dpo/runtime/memory.h"
 #include "dpo/runtime/runtime.h"
 

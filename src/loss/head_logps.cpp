@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "dpo/error.h"
+#include "dpo/kernels/float_matmul.h"
 
 namespace dpo {
 namespace {
@@ -19,8 +20,10 @@ int64_t chunk_rows(int64_t elements, int64_t vocab, int64_t rows) {
 }
 
 // The logits of rows [r, r + n) in the log-prob dtype: the head's product in the matmul dtype,
-// then cast (libtorch's log_softmax and exp are slower on bfloat16 than the cast).
+// then cast (libtorch's log_softmax and exp are slower on bfloat16 than the cast); bfloat16
+// products with float32 results where kernels/ has them, no cast needed.
 at::Tensor chunk_logits(const at::Tensor& h, const at::Tensor& w, int64_t r, int64_t n, at::ScalarType out) {
+  if (out == at::kFloat) return product_in_float32(h.narrow(0, r, n), w.t());
   return at::mm(h.narrow(0, r, n), w.t()).to(out);
 }
 
@@ -79,10 +82,16 @@ struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
       d_logits.sub_(log_norm.narrow(0, r, n).unsqueeze(1)).exp_().mul_(g.neg());
       d_logits.scatter_add_(1, targets.narrow(0, r, n).unsqueeze(1), g);
       const at::Tensor d = d_logits.to(w.scalar_type());
-      grad_hidden.narrow(0, r, n).copy_(at::mm(d, w));
       const at::Tensor h_chunk = h.narrow(0, r, n);
+      at::Tensor grad_rows = grad_hidden.narrow(0, r, n);
+      if (hidden_dtype == at::kFloat)
+        add_product_in_float32(grad_rows, d, w, 0.0F);
+      else
+        grad_rows.copy_(at::mm(d, w));
       if (weight_dtype == w.scalar_type())
         grad_weight.addmm_(d.t(), h_chunk);
+      else if (weight_dtype == at::kFloat)  // mixed precision: summed over chunks in float32
+        add_product_in_float32(grad_weight, d.t(), h_chunk, 1.0F);
       else
         grad_weight.add_(at::mm(d.t(), h_chunk));
     }

@@ -25,7 +25,8 @@ struct GPT2AttentionImpl : torch::nn::Module {
       return t.view({B, T, heads, d / heads}).transpose(1, 2);
     };
     const at::Tensor y =
-        causal_attention(heads_first(qkv[0]), heads_first(qkv[1]), heads_first(qkv[2]), layout_mask);
+        causal_attention(heads_first(qkv[0]), heads_first(qkv[1]), heads_first(qkv[2]),
+                         c_attn->product_dtype(c_attn->weight), layout_mask);
     return c_proj->forward(y.transpose(1, 2).reshape({B, T, d}));
   }
   int64_t heads;

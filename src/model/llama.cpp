@@ -51,7 +51,7 @@ struct LlamaAttentionImpl : torch::nn::Module {
     k = at_least_float32(k);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
-    const at::Tensor y = causal_attention(q, k, v, layout_mask);
+    const at::Tensor y = causal_attention(q, k, v, q_proj->product_dtype(q_proj->weight), layout_mask);
     return o_proj->forward(y.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
   int64_t heads, kv_heads, head_dim;

@@ -19,7 +19,7 @@
 #include "dpo/loss/loss.h"
 #include "dpo/model/model.h"
 #include "dpo/model/precision.h"
-#include "dpo/runtime/float_matmul.h"
+#include "dpo/kernels/float_matmul.h"
 #include "dpo/runtime/runtime.h"
 #include "dpo/train/optimization.h"
 #include "dpo/train/throughput.h"

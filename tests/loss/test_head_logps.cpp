@@ -9,6 +9,7 @@
 #include "catch2_api.h"
 
 #include "dpo/error.h"
+#include "dpo/kernels/float_matmul.h"
 #include "dpo/loss/head_logps.h"
 #include "dpo/loss/logps.h"
 #include "float_rounding.h"
@@ -63,17 +64,23 @@ TEST_CASE("head log-probs in a bfloat16 matmul are float32 and keep float32 grad
   const Grads mine = value_and_grads(
       [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& t) { return dpo::head_token_logps(a, b, t, at::kBFloat16); },
       h, w, targets, upstream);
-  // The same bfloat16 logits through plain autograd.
+  // The same logits through plain autograd: the product of the bfloat16 operands, in float32 where
+  // kernels/ has bfloat16 products with float32 results, else rounded to bfloat16 as libtorch's.
+  const bool float32_logits = dpo::bfloat16_products_in_float32();
+  INFO("bfloat16 products with float32 results: " << float32_logits);
   const Grads plain = value_and_grads(
-      [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& t) {
-        return at::log_softmax(at::mm(a.to(at::kBFloat16), b.to(at::kBFloat16).t()), -1, at::kFloat).gather(1, t.unsqueeze(1)).squeeze(1);
+      [float32_logits](const at::Tensor& a, const at::Tensor& b, const at::Tensor& t) {
+        const at::Tensor a16 = a.to(at::kBFloat16), b16 = b.to(at::kBFloat16);
+        const at::Tensor logits =
+            float32_logits ? at::mm(a16.to(at::kFloat), b16.to(at::kFloat).t()) : at::mm(a16, b16.t()).to(at::kFloat);
+        return at::log_softmax(logits, -1).gather(1, t.unsqueeze(1)).squeeze(1);
       },
       h, w, targets, upstream);
   CHECK(mine.value.scalar_type() == at::kFloat);
   CHECK(mine.hidden.scalar_type() == at::kFloat);
   CHECK(mine.weight.scalar_type() == at::kFloat);
   CHECK(at::allclose(mine.value, plain.value, 1e-5, 1e-5));
-  // Both round the logits' gradient to bfloat16 before the two products (8 bits: ~4e-3).
+  // Mine rounds the logits' gradient to bfloat16 before the two products (8 bits: ~4e-3).
   CHECK(float_rounding::normwise_relative_difference(mine.hidden, plain.hidden) < 1e-2);
   CHECK(float_rounding::normwise_relative_difference(mine.weight, plain.weight) < 1e-2);
 }

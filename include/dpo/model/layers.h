@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dpo/model/model.h"
+#include "dpo/kernels/float_matmul.h"
 
 namespace dpo {
 
@@ -29,8 +30,21 @@ inline at::Tensor at_least_float32(const at::Tensor& t) {
   return t.scalar_type() == at::kBFloat16 || t.scalar_type() == at::kHalf ? t.to(at::kFloat) : t;
 }
 
+// x [..., K] times a float32 weight with both products of forward and backward in bfloat16 and
+// float32 results (runtime's product_in_float32): y = x W^T + b for nn.Linear's weight [N, K], or
+// y = x W + b for Conv1D's [K, N] (`in_out`). y and the gradients of weight and bias are float32,
+// x's comes in x's dtype. Mixed precision on CPUs (src/model/linear_in_float32.cpp says why).
+at::Tensor linear_in_float32(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool in_out);
+// Whether a product of `dtype` on `weight` runs as linear_in_float32: bfloat16 on a float32 CPU
+// weight, where oneDNN's bfloat16 GEMM is loaded.
+inline bool takes_linear_in_float32(at::ScalarType dtype, const at::Tensor& weight) {
+  return dtype == at::kBFloat16 && weight.scalar_type() == at::kFloat && weight.device().is_cpu() &&
+         bfloat16_products_in_float32();
+}
+
 // A layer whose matrix product may run in another dtype than its weights (mixed precision);
-// CausalLMImpl::set_matmul_dtype sets it on every such layer. The output is in that dtype.
+// CausalLMImpl::set_matmul_dtype sets it on every such layer. The output is in that dtype, or in
+// float32 where the product takes linear_in_float32.
 struct MatmulLayer : torch::nn::Module {
   at::ScalarType matmul_dtype = at::ScalarType::Undefined;
   // The dtype the product runs in: the matmul dtype, else the weight's own (an input that
@@ -48,6 +62,7 @@ struct LinearImpl : MatmulLayer {
   }
   at::Tensor forward(const at::Tensor& x) const {
     const at::ScalarType dtype = product_dtype(weight);
+    if (takes_linear_in_float32(dtype, weight)) return linear_in_float32(x, weight, bias, /*in_out=*/false);
     return at::linear(for_matmul(x, dtype), for_matmul(weight, dtype), for_matmul(bias, dtype));
   }
   at::Tensor weight, bias;
@@ -59,9 +74,16 @@ struct LinearImpl : MatmulLayer {
 // of one product instead of a low-precision sum of several. The layers share a matmul dtype and
 // either all have a bias or none has.
 inline at::Tensor stacked_linear(const at::Tensor& x, std::initializer_list<const LinearImpl*> layers) {
-  // Each weight is cast before the concatenation, which then copies 16-bit values.
   const at::ScalarType dtype = (*layers.begin())->product_dtype((*layers.begin())->weight);
   std::vector<at::Tensor> weights, biases;
+  if (takes_linear_in_float32(dtype, (*layers.begin())->weight)) {
+    for (const LinearImpl* layer : layers) {
+      weights.push_back(layer->weight);
+      if (layer->bias.defined()) biases.push_back(layer->bias);
+    }
+    return linear_in_float32(x, at::cat(weights), biases.empty() ? at::Tensor() : at::cat(biases), /*in_out=*/false);
+  }
+  // Each weight is cast before the concatenation, which then copies 16-bit values.
   for (const LinearImpl* layer : layers) {
     weights.push_back(for_matmul(layer->weight, dtype));
     if (layer->bias.defined()) biases.push_back(for_matmul(layer->bias, dtype));
@@ -76,9 +98,10 @@ struct Conv1DImpl : MatmulLayer {
     bias = register_parameter("bias", at::empty({out}, options));
   }
   at::Tensor forward(const at::Tensor& x) const {
+    const at::ScalarType dtype = product_dtype(weight);
+    if (takes_linear_in_float32(dtype, weight)) return linear_in_float32(x, weight, bias, /*in_out=*/true);
     auto out_shape = x.sizes().vec();
     out_shape.back() = weight.size(1);
-    const at::ScalarType dtype = product_dtype(weight);
     return at::addmm(for_matmul(bias, dtype), for_matmul(x.reshape({-1, x.size(-1)}), dtype), for_matmul(weight, dtype))
         .view(out_shape);
   }
@@ -147,12 +170,14 @@ inline at::Tensor layout_attention_mask(const TokenLayout& layout, int64_t heads
 // Causal self-attention of q [B, H, T, D] over k, v [B, KV, T, D] (grouped-query when KV < H:
 // query head h reads key/value head h / (H / KV), as transformers' repeat_kv), scale 1/sqrt(D).
 // `layout_mask`, when defined, is layout_attention_mask()'s and replaces the causal mask (shared
-// prefixes, packed rows). The products run in v's dtype (a projection's output: the matmul dtype
-// under mixed precision), to which q and k (which rotary positions may have promoted to float32)
-// are cast.
-inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v, const at::Tensor& layout_mask = {}) {
-  q = for_matmul(q, v.scalar_type());
-  k = for_matmul(k, v.scalar_type());
+// prefixes, packed rows). The products run in `dtype` (the projections' product dtype: the matmul
+// dtype under mixed precision), to which q, k and v (which rotary positions or float32 products
+// may have left in float32) are cast.
+inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v, at::ScalarType dtype,
+                                   const at::Tensor& layout_mask = {}) {
+  q = for_matmul(q, dtype);
+  k = for_matmul(k, dtype);
+  v = for_matmul(v, dtype);
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KV = k.size(1), rep = H / KV;
 #if TORCH_VERSION_MAJOR >= 2
   if (rep > 1) {

@@ -27,7 +27,7 @@ struct BenchResult {
   int64_t tokens_per_step = 0;
   double peak_memory_mib = 0;  // -1: not known on this device
   std::string device, dtype;
-  std::string float_matmuls;  // what float32 products run on (runtime/float_matmul.h)
+  std::string float_matmuls;  // what float32 products run on (kernels/float_matmul.h)
   bool huge_page_heap = false;  // the heap on transparent huge pages (runtime/runtime.h)
   // What was measured, for the report.
   std::string model_path, architecture;

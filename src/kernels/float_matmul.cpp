@@ -1,4 +1,4 @@
-#include "dpo/runtime/float_matmul.h"
+#include "dpo/kernels/float_matmul.h"
 
 #include <dlfcn.h>
 
@@ -32,6 +32,11 @@ struct DnnlVersion {
 };
 using VersionFn = const DnnlVersion* (*)();
 SgemmFn sgemm = nullptr;  // null: float32 products stay on libtorch's kernels too
+// The same with bfloat16 operands and float32 results (oneDNN's dnnl_gemm_bf16bf16f32).
+using BFloat16GemmFn = int (*)(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
+                               const at::BFloat16* A, int64_t lda, const at::BFloat16* B, int64_t ldb, float beta,
+                               float* C, int64_t ldc);
+BFloat16GemmFn bfloat16_gemm = nullptr;
 bool installed = false;
 
 // The matmul clock: nanoseconds in outermost products while it runs.
@@ -78,6 +83,16 @@ void gemm_into(const at::Tensor& a, const at::Tensor& b, float beta, float alpha
                            B.tensor.data_ptr<float>(), B.ld, beta, out, ldc);
   TORCH_CHECK(status == 0, "oneDNN sgemm failed with status ", status, " on [", a.size(0), ", ", a.size(1), "] x [",
               b.size(0), ", ", b.size(1), "]");
+}
+
+// out [M, N] (row-major, row stride ldc) = a b + beta out, a [M, K] and b [K, N] in bfloat16.
+void bfloat16_gemm_into(const at::Tensor& a, const at::Tensor& b, float beta, float* out, int64_t ldc) {
+  const Operand A = operand(a), B = operand(b);
+  const int status = bfloat16_gemm(A.trans, B.trans, a.size(0), b.size(1), a.size(1), 1.0F,
+                                   A.tensor.data_ptr<at::BFloat16>(), A.ld, B.tensor.data_ptr<at::BFloat16>(), B.ld,
+                                   beta, out, ldc);
+  TORCH_CHECK(status == 0, "oneDNN bfloat16 gemm failed with status ", status, " on [", a.size(0), ", ", a.size(1),
+              "] x [", b.size(0), ", ", b.size(1), "]");
 }
 
 bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.layout() == at::kStrided && !t.is_neg(); }
@@ -176,6 +191,7 @@ std::string install() {
   const bool blas = choice && std::strcmp(choice, "blas") == 0;
   const auto version = reinterpret_cast<VersionFn>(dlsym(RTLD_DEFAULT, "dnnl_version"));
   if (!blas && version) sgemm = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "dnnl_sgemm"));
+  if (version) bfloat16_gemm = reinterpret_cast<BFloat16GemmFn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
   QuietWarnings quiet;
   const WarningHandlerGuard guard(&quiet);
   static torch::Library library(torch::Library::IMPL, "aten", c10::DispatchKey::CPU, __FILE__, __LINE__);
@@ -199,6 +215,44 @@ std::string route_float_matmuls() {
   static std::string route;
   std::call_once(once, [] { route = install(); });
   return route;
+}
+
+bool bfloat16_products_in_float32() {
+  route_float_matmuls();
+  return bfloat16_gemm != nullptr;
+}
+
+namespace {
+bool takes_bfloat16(const at::Tensor& a, const at::Tensor& b) {
+  const auto bf16 = [](const at::Tensor& t) {
+    return t.scalar_type() == at::kBFloat16 && t.layout() == at::kStrided && t.device().is_cpu() && !t.is_neg();
+  };
+  return bfloat16_gemm && bf16(a) && bf16(b) && a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) &&
+         a.numel() > 0 && b.numel() > 0;
+}
+}  // namespace
+
+at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b) {
+  if (!takes_bfloat16(a, b)) return at::mm(a, b).to(at::kFloat);
+  const ProductTimer timer;
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().dtype(at::kFloat));
+  bfloat16_gemm_into(a, b, 0.0F, out.data_ptr<float>(), b.size(1));
+  return out;
+}
+
+void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta) {
+  TORCH_CHECK(out.scalar_type() == at::kFloat && out.dim() == 2 && out.size(0) == a.size(0) && out.size(1) == b.size(1),
+              "add_product_in_float32: out must be float32 [", a.size(0), ", ", b.size(1), "]");
+  if (!takes_bfloat16(a, b) || !row_major(out)) {
+    at::Tensor product = at::mm(a, b).to(at::kFloat);
+    if (beta == 0.0F)
+      out.copy_(product);
+    else
+      out.mul_(beta).add_(product);
+    return;
+  }
+  const ProductTimer timer;
+  bfloat16_gemm_into(a, b, beta, out.data_ptr<float>(), row_stride(out));
 }
 
 void start_matmul_clock() {

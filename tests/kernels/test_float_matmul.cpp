@@ -1,4 +1,4 @@
-// Float32 products re-routed to oneDNN (runtime/float_matmul.h): every replaced kernel against a
+// Float32 products re-routed to oneDNN (kernels/float_matmul.h): every replaced kernel against a
 // float64 product of the same operands, over the layouts callers hand it (transposed views,
 // row strides, broadcast biases, batch slices), and the edge cases left to libtorch.
 #include <dlfcn.h>
@@ -13,7 +13,7 @@
 
 #include "catch2_api.h"
 
-#include "dpo/runtime/float_matmul.h"
+#include "dpo/kernels/float_matmul.h"
 
 namespace {
 
@@ -97,4 +97,34 @@ TEST_CASE("float32 products run on oneDNN where libtorch links it", "[runtime]")
   if (loaded && std::getenv("DPO_FLOAT_MATMUL") == nullptr) CHECK_THAT(route, Catch::StartsWith("oneDNN"));
   if (!loaded) CHECK_THAT(route, Catch::StartsWith("libtorch's BLAS"));
   CHECK(dpo::route_float_matmuls() == route);  // installed once
+}
+
+TEST_CASE("bfloat16 products with float32 results equal a float64 product of the same bfloat16 values", "[runtime]") {
+  INFO("oneDNN's bfloat16 GEMM loaded: " << dpo::bfloat16_products_in_float32());
+  at::manual_seed(9);
+  const double tol = 1e-5;
+  for (const auto& [M, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {3, 5, 7}, {64, 256, 17}, {257, 130, 65}}) {
+    INFO(M << " x " << K << " x " << N);
+    const at::Tensor a = randn({M, K}).to(at::kBFloat16), b = randn({K, N}).to(at::kBFloat16);
+    const at::Tensor ab = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+    const at::Tensor product = dpo::product_in_float32(a, b);
+    CHECK(product.scalar_type() == at::kFloat);
+    CHECK(relative_error(product, ab) < tol);
+    // Transposed views, as the layers' backward hands them.
+    const at::Tensor at_ = a.t().contiguous().t(), bt = b.t().contiguous().t();
+    CHECK(relative_error(dpo::product_in_float32(at_, bt), ab) < tol);
+    // Accumulated into rows of a wider float32 tensor (beta 1), and overwritten (beta 0).
+    at::Tensor wide = randn({M, N + 3});
+    at::Tensor out = wide.narrow(1, 1, N);
+    const at::Tensor before = out.to(at::kDouble);
+    dpo::add_product_in_float32(out, a, b, 1.0F);
+    CHECK(relative_error(out, ab + before) < tol);
+    dpo::add_product_in_float32(out, a, bt, 0.0F);
+    CHECK(relative_error(out, ab) < tol);
+  }
+  // Other dtypes take libtorch's product, cast to float32.
+  const at::Tensor a = randn({4, 3}), b = randn({3, 2});
+  CHECK(at::allclose(dpo::product_in_float32(a, b), at::mm(a, b)));
+  at::Tensor wrong = at::zeros({4, 3});
+  CHECK_THROWS(dpo::add_product_in_float32(wrong, a, b, 0.0F));
 }

@@ -16,12 +16,26 @@
 
 #include <string>
 
+#include <ATen/ATen.h>
+
 namespace dpo {
 
 // Installs the kernels once per process (later calls only report). Returns what float32 products
 // run on: "oneDNN x.y.z" or, where the loaded libraries export no oneDNN GEMM or
 // DPO_FLOAT_MATMUL=blas asks for it (for comparisons), "libtorch's BLAS".
 std::string route_float_matmuls();
+
+// Products of bfloat16 matrices with float32 results, on CPUs through oneDNN's
+// dnnl_gemm_bf16bf16f32 where the loaded libraries export it (bfloat16_products_in_float32()).
+// Mixed precision takes its products' results in float32 from there: on 2 Zen 5 cores they ran at
+// 600-780 GFLOP/s where libtorch's bfloat16 mm (bfloat16 results) ran at 290-690, slowest on the
+// narrow models' inner size of 256, and the float32 result needs no cast back for the float32
+// work that follows. Elsewhere (CUDA, no oneDNN, other dtypes) both take libtorch's mm and a cast.
+bool bfloat16_products_in_float32();
+// a [M, K] @ b [K, N] (any strides) as a new float32 [M, N] tensor.
+at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b);
+// out = a @ b + beta out, out float32 [M, N] (row-major rows are written in place).
+void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta);
 
 // Time spent in the CPU matrix products above (any dtype; on the calling thread, outermost
 // products only) is summed from start_matmul_clock() until matmul_clock_seconds(), which stops
