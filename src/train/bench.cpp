@@ -135,6 +135,8 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   result.device = device;
   result.dtype = precision.describe();
   result.float_matmuls = route_float_matmuls();
+  result.bfloat16_into_float32 = device != "cuda" && precision.matmul == at::kBFloat16 &&
+                                 precision.weights == at::kFloat && bfloat16_products_in_float32();
   result.huge_page_heap = heap_on_huge_pages();
   result.model_path = config.model.policy;
   result.architecture = architecture_name(spec);
@@ -216,8 +218,9 @@ std::string format_bench(const BenchResult& r) {
          "       so no reference forward is timed)\n";
   out += fmt::format("model        {} ({}), {:.3f} M parameters\n", r.model_path, r.architecture,
                      static_cast<double>(r.parameters) / 1e6);
-  out += fmt::format("device       {}, {}, {} intra-op threads{}\n", r.device, r.dtype, r.threads,
-                     r.device == "cuda" ? "" : fmt::format(", float32 products on {}", r.float_matmuls));
+  out += fmt::format("device       {}, {}, {} intra-op threads{}{}\n", r.device, r.dtype, r.threads,
+                     r.device == "cuda" ? "" : fmt::format(", float32 products on {}", r.float_matmuls),
+                     r.bfloat16_into_float32 ? ", bfloat16 products with float32 results on oneDNN" : "");
   out += fmt::format("batch        {} pairs x {} micro-steps = {} pairs, prompt {} + response {} tokens{}: {} tokens/step\n",
                      r.micro_batch_size, r.accumulation_steps, r.micro_batch_size * r.accumulation_steps, r.prompt_len,
                      r.seq_len - r.prompt_len,

@@ -28,6 +28,7 @@ struct BenchResult {
   double peak_memory_mib = 0;  // -1: not known on this device
   std::string device, dtype;
   std::string float_matmuls;  // what float32 products run on (kernels/float_matmul.h)
+  bool bfloat16_into_float32 = false;  // bf16-mixed's layers on oneDNN's float32-result GEMM
   bool huge_page_heap = false;  // the heap on transparent huge pages (runtime/runtime.h)
   // What was measured, for the report.
   std::string model_path, architecture;
