@@ -68,14 +68,16 @@ export OPENBLAS_CORETYPE=$second
 # CPU, not OPENBLAS_CORETYPE: this pass puts them back on OpenBLAS (DPO_FLOAT_MATMUL=blas), another
 # implementation. (Capping oneDNN's instruction set instead would also take the AVX-512 bfloat16
 # products away from libtorch, which still picks them by the CPU's flags, and fail them.)
-export DPO_FLOAT_MATMUL=blas
+# bf16-mixed's products go back to libtorch's bfloat16 kernels too (DPO_BF16_MATMUL=libtorch): the
+# path of every machine without oneDNN's bfloat16 GEMM, CUDA's included, tested on this one.
+export DPO_FLOAT_MATMUL=blas DPO_BF16_MATMUL=libtorch
 alone=$(corename)
 under_mpi=$(mpirun -np 2 --oversubscribe "$probe_dir/corename" | sort -u | tr '\n' ' ')
 if [ "$alone" != "$second" ] || [ "$under_mpi" != "$second " ]; then
   echo "test_blas_kernels: asked OpenBLAS for $second but it runs '$alone' (under mpirun: '$under_mpi')" >&2
   exit 1
 fi
-echo "test_blas_kernels: first kernel $first; now the unit and mpi tests under OpenBLAS $second (checked alone and under mpirun), float32 products on OpenBLAS too (DPO_FLOAT_MATMUL=blas)"
+echo "test_blas_kernels: first kernel $first; now the unit and mpi tests under OpenBLAS $second (checked alone and under mpirun), float32 products on OpenBLAS too (DPO_FLOAT_MATMUL=blas), bfloat16 products on libtorch's kernels (DPO_BF16_MATMUL=libtorch)"
 start=$SECONDS
 cd build
 status=0

@@ -191,7 +191,10 @@ std::string install() {
   const bool blas = choice && std::strcmp(choice, "blas") == 0;
   const auto version = reinterpret_cast<VersionFn>(dlsym(RTLD_DEFAULT, "dnnl_version"));
   if (!blas && version) sgemm = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "dnnl_sgemm"));
-  if (version) bfloat16_gemm = reinterpret_cast<BFloat16GemmFn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+  const char* bf16_choice = std::getenv("DPO_BF16_MATMUL");
+  const bool bf16_libtorch = bf16_choice && std::strcmp(bf16_choice, "libtorch") == 0;
+  if (version && !bf16_libtorch)
+    bfloat16_gemm = reinterpret_cast<BFloat16GemmFn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
   QuietWarnings quiet;
   const WarningHandlerGuard guard(&quiet);
   static torch::Library library(torch::Library::IMPL, "aten", c10::DispatchKey::CPU, __FILE__, __LINE__);

@@ -30,7 +30,8 @@ std::string route_float_matmuls();
 // Mixed precision takes its products' results in float32 from there: on 2 Zen 5 cores they ran at
 // 600-780 GFLOP/s where libtorch's bfloat16 mm (bfloat16 results) ran at 290-690, slowest on the
 // narrow models' inner size of 256, and the float32 result needs no cast back for the float32
-// work that follows. Elsewhere (CUDA, no oneDNN, other dtypes) both take libtorch's mm and a cast.
+// work that follows. Elsewhere (CUDA, no oneDNN, other dtypes, or DPO_BF16_MATMUL=libtorch, for
+// comparisons and for the second-kernel test pass) both take libtorch's mm and a cast.
 bool bfloat16_products_in_float32();
 // a [M, K] @ b [K, N] (any strides) as a new float32 [M, N] tensor.
 at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b);
