@@ -1,5 +1,5 @@
 // Mixed precision's linear layers on CPUs: both products of forward and backward in bfloat16,
-// their results in float32 (runtime's product_in_float32), as one autograd node.
+// their results in float32 (kernels' product_in_float32), as one autograd node.
 //
 // Through libtorch (a cast weight, at::linear in bfloat16, a cast of the output back to float32
 // for the elementwise work after it) the same layer costs the bfloat16 rounding of its output and
@@ -7,8 +7,8 @@
 // narrow models' inner size of 256 ran at half the speed of oneDNN's float32-result GEMM here.
 #include <torch/csrc/autograd/custom_function.h>
 
-#include "dpo/model/layers.h"
 #include "dpo/kernels/float_matmul.h"
+#include "dpo/model/layers.h"
 
 namespace dpo {
 namespace {

@@ -12,8 +12,8 @@
 #include <limits>
 #include <vector>
 
-#include "dpo/model/model.h"
 #include "dpo/kernels/float_matmul.h"
+#include "dpo/model/model.h"
 
 namespace dpo {
 
@@ -31,7 +31,7 @@ inline at::Tensor at_least_float32(const at::Tensor& t) {
 }
 
 // x [..., K] times a float32 weight with both products of forward and backward in bfloat16 and
-// float32 results (runtime's product_in_float32): y = x W^T + b for nn.Linear's weight [N, K], or
+// float32 results (kernels' product_in_float32): y = x W^T + b for nn.Linear's weight [N, K], or
 // y = x W + b for Conv1D's [K, N] (`in_out`). y and the gradients of weight and bias are float32,
 // x's comes in x's dtype. Mixed precision on CPUs (src/model/linear_in_float32.cpp says why).
 at::Tensor linear_in_float32(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, bool in_out);
