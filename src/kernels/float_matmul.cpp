@@ -76,32 +76,32 @@ Operand operand(const at::Tensor& t) {
   return {copy, 'N', std::max<int64_t>(cols, 1)};
 }
 
-// out [M, N] (row-major, row stride ldc) = alpha a b + beta out, a [M, K], b [K, N].
+// out [M, N] (row-major, row stride ldc) = alpha a b + beta out, a [M, K], b [K, N], through one
+// of oneDNN's row-major GEMMs: T is the operands' element type (float: dnnl_sgemm, BFloat16:
+// dnnl_gemm_bf16bf16f32); the result is float32 either way.
+template <typename T, typename Gemm>
+void gemm_into(Gemm gemm, const at::Tensor& a, const at::Tensor& b, float beta, float alpha, float* out, int64_t ldc) {
+  const Operand A = operand(a), B = operand(b);
+  const int status = gemm(A.trans, B.trans, a.size(0), b.size(1), a.size(1), alpha, A.tensor.data_ptr<T>(), A.ld,
+                          B.tensor.data_ptr<T>(), B.ld, beta, out, ldc);
+  TORCH_CHECK(status == 0, "oneDNN GEMM (", a.scalar_type(), ") failed with status ", status, " on [", a.size(0), ", ",
+              a.size(1), "] x [", b.size(0), ", ", b.size(1), "]");
+}
 void gemm_into(const at::Tensor& a, const at::Tensor& b, float beta, float alpha, float* out, int64_t ldc) {
-  const Operand A = operand(a), B = operand(b);
-  const int status = sgemm(A.trans, B.trans, a.size(0), b.size(1), a.size(1), alpha, A.tensor.data_ptr<float>(), A.ld,
-                           B.tensor.data_ptr<float>(), B.ld, beta, out, ldc);
-  TORCH_CHECK(status == 0, "oneDNN sgemm failed with status ", status, " on [", a.size(0), ", ", a.size(1), "] x [",
-              b.size(0), ", ", b.size(1), "]");
+  gemm_into<float>(sgemm, a, b, beta, alpha, out, ldc);
 }
 
-// out [M, N] (row-major, row stride ldc) = a b + beta out, a [M, K] and b [K, N] in bfloat16.
-void bfloat16_gemm_into(const at::Tensor& a, const at::Tensor& b, float beta, float* out, int64_t ldc) {
-  const Operand A = operand(a), B = operand(b);
-  const int status = bfloat16_gemm(A.trans, B.trans, a.size(0), b.size(1), a.size(1), 1.0F,
-                                   A.tensor.data_ptr<at::BFloat16>(), A.ld, B.tensor.data_ptr<at::BFloat16>(), B.ld,
-                                   beta, out, ldc);
-  TORCH_CHECK(status == 0, "oneDNN bfloat16 gemm failed with status ", status, " on [", a.size(0), ", ", a.size(1),
-              "] x [", b.size(0), ", ", b.size(1), "]");
+bool is_strided(const at::Tensor& t, at::ScalarType dtype) {
+  return t.scalar_type() == dtype && t.layout() == at::kStrided && !t.is_neg();
 }
-
-bool is_float(const at::Tensor& t) { return t.scalar_type() == at::kFloat && t.layout() == at::kStrided && !t.is_neg(); }
-// Matrices oneDNN takes: float32, 2-D and of equal inner size, no empty dimension (libtorch's own
-// kernel defines those edge cases).
-bool takes(const at::Tensor& a, const at::Tensor& b) {
-  return sgemm && is_float(a) && is_float(b) && a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.numel() > 0 &&
-         b.numel() > 0;
+bool is_float(const at::Tensor& t) { return is_strided(t, at::kFloat); }
+// Matrices oneDNN takes: of `dtype`, 2-D and of equal inner size, no empty dimension (libtorch's
+// own kernel defines those edge cases).
+bool multipliable(const at::Tensor& a, const at::Tensor& b, at::ScalarType dtype) {
+  return is_strided(a, dtype) && is_strided(b, dtype) && a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) &&
+         a.numel() > 0 && b.numel() > 0;
 }
+bool takes(const at::Tensor& a, const at::Tensor& b) { return sgemm && multipliable(a, b, at::kFloat); }
 bool row_major(const at::Tensor& c) { return c.dim() == 2 && c.stride(1) == 1 && (c.size(0) == 1 || c.stride(0) >= c.size(1)); }
 int64_t row_stride(const at::Tensor& c) { return c.size(0) == 1 ? c.size(1) : c.stride(0); }
 
@@ -193,8 +193,15 @@ std::string install() {
   if (!blas && version) sgemm = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "dnnl_sgemm"));
   const char* bf16_choice = std::getenv("DPO_BF16_MATMUL");
   const bool bf16_libtorch = bf16_choice && std::strcmp(bf16_choice, "libtorch") == 0;
-  if (version && !bf16_libtorch)
+  if (version && !bf16_libtorch) {
     bfloat16_gemm = reinterpret_cast<BFloat16GemmFn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+    // oneDNN answers "unimplemented" on CPUs its bfloat16 GEMM does not cover (it needs AVX-512):
+    // one 1 x 1 product tells, and those keep libtorch's bfloat16 products.
+    const at::BFloat16 one(1.0F);
+    float product = 0;
+    if (bfloat16_gemm && bfloat16_gemm('N', 'N', 1, 1, 1, 1.0F, &one, 1, &one, 1, 0.0F, &product, 1) != 0)
+      bfloat16_gemm = nullptr;
+  }
   QuietWarnings quiet;
   const WarningHandlerGuard guard(&quiet);
   static torch::Library library(torch::Library::IMPL, "aten", c10::DispatchKey::CPU, __FILE__, __LINE__);
@@ -211,35 +218,32 @@ std::string install() {
   return fmt::format("oneDNN {}.{}.{}", v->major, v->minor, v->patch);
 }
 
+// What install() returned, installing once; a reference, as layers ask on every forward.
+const std::string& route() {
+  static std::once_flag once;
+  static std::string installed_route;
+  std::call_once(once, [] { installed_route = install(); });
+  return installed_route;
+}
+
+bool takes_bfloat16(const at::Tensor& a, const at::Tensor& b) {
+  return bfloat16_gemm && multipliable(a, b, at::kBFloat16) && a.device().is_cpu() && b.device().is_cpu();
+}
+
 }  // namespace
 
-std::string route_float_matmuls() {
-  static std::once_flag once;
-  static std::string route;
-  std::call_once(once, [] { route = install(); });
-  return route;
-}
+std::string route_float_matmuls() { return route(); }
 
 bool bfloat16_products_in_float32() {
-  route_float_matmuls();
+  route();
   return bfloat16_gemm != nullptr;
 }
-
-namespace {
-bool takes_bfloat16(const at::Tensor& a, const at::Tensor& b) {
-  const auto bf16 = [](const at::Tensor& t) {
-    return t.scalar_type() == at::kBFloat16 && t.layout() == at::kStrided && t.device().is_cpu() && !t.is_neg();
-  };
-  return bfloat16_gemm && bf16(a) && bf16(b) && a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) &&
-         a.numel() > 0 && b.numel() > 0;
-}
-}  // namespace
 
 at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b) {
   if (!takes_bfloat16(a, b)) return at::mm(a, b).to(at::kFloat);
   const ProductTimer timer;
   at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().dtype(at::kFloat));
-  bfloat16_gemm_into(a, b, 0.0F, out.data_ptr<float>(), b.size(1));
+  gemm_into<at::BFloat16>(bfloat16_gemm, a, b, 0.0F, 1.0F, out.data_ptr<float>(), b.size(1));
   return out;
 }
 
@@ -255,7 +259,7 @@ void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tens
     return;
   }
   const ProductTimer timer;
-  bfloat16_gemm_into(a, b, beta, out.data_ptr<float>(), row_stride(out));
+  gemm_into<at::BFloat16>(bfloat16_gemm, a, b, beta, 1.0F, out.data_ptr<float>(), row_stride(out));
 }
 
 void start_matmul_clock() {
