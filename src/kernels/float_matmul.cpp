@@ -262,6 +262,29 @@ void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tens
   gemm_into<at::BFloat16>(bfloat16_gemm, a, b, beta, 1.0F, out.data_ptr<float>(), row_stride(out));
 }
 
+void add_batched_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta,
+                                    float alpha) {
+  TORCH_CHECK(out.scalar_type() == at::kFloat && out.dim() == 3 && a.dim() == 3 && b.dim() == 3 &&
+                  a.size(0) == out.size(0) && b.size(0) == out.size(0) && out.size(1) == a.size(1) &&
+                  out.size(2) == b.size(2),
+              "add_batched_product_in_float32: out must be float32 [", a.size(0), ", ", a.size(1), ", ", b.size(-1),
+              "]");
+  const bool takes_all = out.size(0) > 0 && takes_bfloat16(a[0], b[0]) && row_major(out[0]);
+  if (!takes_all) {
+    const at::Tensor product = at::bmm(a, b).to(at::kFloat);
+    if (beta == 0.0F)
+      out.copy_(product).mul_(alpha);
+    else
+      out.mul_(beta).add_(product, alpha);
+    return;
+  }
+  const ProductTimer timer;
+  for (int64_t i = 0; i < out.size(0); ++i) {
+    at::Tensor entry = out[i];
+    gemm_into<at::BFloat16>(bfloat16_gemm, a[i], b[i], beta, alpha, entry.data_ptr<float>(), row_stride(entry));
+  }
+}
+
 void start_matmul_clock() {
   clock_nanoseconds = 0;
   clock_running = true;

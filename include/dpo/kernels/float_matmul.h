@@ -37,6 +37,9 @@ bool bfloat16_products_in_float32();
 at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b);
 // out = a @ b + beta out, out float32 [M, N] (row-major rows are written in place).
 void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta);
+// Batched: out [n, M, N] = alpha a [n, M, K] @ b [n, K, N] + beta out, one product per entry in
+// turn (each on every thread); out float32 with row-major entries, a and b of any strides.
+void add_batched_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta, float alpha);
 
 // Time spent in the CPU matrix products above (any dtype; on the calling thread, outermost
 // products only) is summed from start_matmul_clock() until matmul_clock_seconds(), which stops

@@ -167,6 +167,12 @@ inline at::Tensor layout_attention_mask(const TokenLayout& layout, int64_t heads
 #endif
 }
 
+// Causal attention for mixed precision on CPUs, where oneDNN's bfloat16 GEMM is loaded: q [B, H, T, D], k and v [B, KV, T, D] of any float dtype,
+// `bias` (0 or -inf) laid out as causal_attention's grouped scores. The four products of forward
+// and backward run in bfloat16 with float32 results; the scores, softmax and its gradient stay in
+// float32 with no cast between them. The output is float32, the gradients in the inputs' dtypes.
+at::Tensor attention_in_float32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias);
+
 // Causal self-attention of q [B, H, T, D] over k, v [B, KV, T, D] (grouped-query when KV < H:
 // query head h reads key/value head h / (H / KV), as transformers' repeat_kv), scale 1/sqrt(D).
 // `layout_mask`, when defined, is layout_attention_mask()'s and replaces the causal mask (shared
@@ -175,11 +181,11 @@ inline at::Tensor layout_attention_mask(const TokenLayout& layout, int64_t heads
 // may have left in float32) are cast.
 inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v, at::ScalarType dtype,
                                    const at::Tensor& layout_mask = {}) {
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KV = k.size(1), rep = H / KV;
+#if TORCH_VERSION_MAJOR >= 2
   q = for_matmul(q, dtype);
   k = for_matmul(k, dtype);
   v = for_matmul(v, dtype);
-  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KV = k.size(1), rep = H / KV;
-#if TORCH_VERSION_MAJOR >= 2
   if (rep > 1) {
     k = k.unsqueeze(2).expand({B, KV, rep, T, D}).reshape({B, H, T, D});
     v = v.unsqueeze(2).expand({B, KV, rep, T, D}).reshape({B, H, T, D});
@@ -192,9 +198,18 @@ inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v, at:
   // may not look) in one product, the softmax in float32 (libtorch's bfloat16 softmax rounds its
   // intermediates), rounded to the values' dtype for their product. The query heads of one
   // key/value head are stacked along time, so a shared key/value head is never copied.
-  const at::Tensor bias = layout_mask.defined()
-                              ? layout_mask
-                              : at::full({T, T}, -std::numeric_limits<double>::infinity(), q.options()).triu(1).repeat({rep, 1});
+  // Under mixed precision the projections left q in float32 (pure bfloat16 weights: bfloat16).
+  const bool in_float32 = dtype == at::kBFloat16 && q.scalar_type() == at::kFloat && q.device().is_cpu() &&
+                          bfloat16_products_in_float32();
+  const at::ScalarType scores_dtype = in_float32 ? at::kFloat : dtype;
+  const at::Tensor bias =
+      layout_mask.defined()
+          ? layout_mask
+          : at::full({T, T}, -std::numeric_limits<double>::infinity(), q.options().dtype(scores_dtype)).triu(1).repeat({rep, 1});
+  if (in_float32) return attention_in_float32(q, k, v, bias);
+  q = for_matmul(q, dtype);
+  k = for_matmul(k, dtype);
+  v = for_matmul(v, dtype);
   const at::Tensor scores = at::baddbmm(bias, q.reshape({B * KV, rep * T, D}), k.reshape({B * KV, T, D}).transpose(1, 2),
                                         /*beta=*/1.0, /*alpha=*/1.0 / std::sqrt(static_cast<double>(D)));
   const at::Tensor probs = at::softmax(at_least_float32(scores), -1).to(v.scalar_type());
