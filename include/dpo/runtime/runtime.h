@@ -8,7 +8,8 @@
 namespace dpo {
 
 // If OMP_WAIT_POLICY / OPENBLAS_THREAD_TIMEOUT are unset, sets them (PASSIVE / 4: the two pools
-// otherwise spin and steal each other's cores), and GLIBC_TUNABLES to glibc.malloc.hugetlb=1
+// otherwise spin and steal each other's cores) and, with the policy, GOMP_SPINCOUNT=30000 (libgomp's
+// workers spin ~0.3 ms for the next parallel region before they sleep), and GLIBC_TUNABLES to glibc.malloc.hugetlb=1
 // where the kernel offers transparent huge pages (the heap then faults in 2 MiB at a time), and
 // re-executes the current binary with the same arguments. Returns normally when the environment is already right. Call first thing in main.
 void ensure_thread_environment(int argc, char** argv);
