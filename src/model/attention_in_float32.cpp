@@ -19,7 +19,10 @@ namespace {
 // `t` [B, heads, T, D] as bfloat16 [B * KV, heads / KV * T, D]: the query heads of one key/value
 // head stacked along time (causal_attention's grouped layout).
 at::Tensor grouped_bfloat16(const at::Tensor& t, int64_t kv_heads) {
-  const at::Tensor b = t.to(at::kBFloat16, /*non_blocking=*/false, /*copy=*/false, at::MemoryFormat::Contiguous);
+  // One pass when a cast is needed; a bfloat16 view (libtorch's `to` then aliases it, strides and
+  // all) is made contiguous instead.
+  const at::Tensor b =
+      t.to(at::kBFloat16, /*non_blocking=*/false, /*copy=*/false, at::MemoryFormat::Contiguous).contiguous();
   return b.view({t.size(0) * kv_heads, -1, t.size(3)});
 }
 

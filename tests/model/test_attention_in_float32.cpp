@@ -1,6 +1,8 @@
 // Mixed precision's attention on CPUs (model/attention_in_float32.cpp): output and the gradients
 // of q, k and v against float64 attention of the same bfloat16-rounded inputs, with grouped
-// key/value heads, under the causal mask and under a layout's mask; and which attention takes it.
+// key/value heads, under the causal mask and under a layout's mask; and which attention takes it
+// (any float32 q under a bfloat16 product dtype, also Llama's pure bfloat16, whose rotary
+// positions run in float32).
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
 
@@ -79,7 +81,15 @@ TEST_CASE("causal_attention takes attention_in_float32 under mixed precision whe
   // Float32 output where the node runs, bfloat16 (libtorch's products) elsewhere.
   CHECK(y.scalar_type() == (dpo::bfloat16_products_in_float32() ? at::kFloat : at::kBFloat16));
 #endif
-  // Pure bfloat16 weights leave q in bfloat16: libtorch's products, a bfloat16 output.
+  // Llama's pure bfloat16 weights: rotary positions leave q and k in float32 and v a bfloat16
+  // heads-first view; v's gradient comes back in bfloat16.
+  const at::Tensor vb = at::randn({1, 5, 1, 4}).to(at::kBFloat16).transpose(1, 2).requires_grad_(true);
+  const at::Tensor mixed = dpo::causal_attention(q, k, vb, at::kBFloat16);
+  CHECK(relative_error(mixed, reference_attention(rounded(q), rounded(k), rounded(vb), at::ones({1, 5, 5}, at::kBool).tril())) <
+        1e-2);
+  mixed.sum().backward();
+  CHECK(vb.grad().scalar_type() == at::kBFloat16);
+  // Pure bfloat16 q (GPT-2's pure bfloat16 weights): libtorch's products, a bfloat16 output.
   CHECK(dpo::causal_attention(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), at::kBFloat16).scalar_type() ==
         at::kBFloat16);
 }
