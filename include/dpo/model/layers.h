@@ -198,7 +198,8 @@ inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v, at:
   // may not look) in one product, the softmax in float32 (libtorch's bfloat16 softmax rounds its
   // intermediates), rounded to the values' dtype for their product. The query heads of one
   // key/value head are stacked along time, so a shared key/value head is never copied.
-  // Under mixed precision the projections left q in float32 (pure bfloat16 weights: bfloat16).
+  // A float32 q: mixed precision's projections left it so, or Llama's rotary positions (which run in
+  // float32 also under pure bfloat16 weights; GPT-2's pure bfloat16 q stays on libtorch's path).
   const bool in_float32 = dtype == at::kBFloat16 && q.scalar_type() == at::kFloat && q.device().is_cpu() &&
                           bfloat16_products_in_float32();
   const at::ScalarType scores_dtype = in_float32 ? at::kFloat : dtype;
