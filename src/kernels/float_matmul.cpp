@@ -230,6 +230,14 @@ bool takes_bfloat16(const at::Tensor& a, const at::Tensor& b) {
   return bfloat16_gemm && multipliable(a, b, at::kBFloat16) && a.device().is_cpu() && b.device().is_cpu();
 }
 
+// The fallbacks' out = alpha product + beta out; beta 0 ignores what out held (NaN included).
+void add_scaled(at::Tensor& out, const at::Tensor& product, float beta, float alpha) {
+  if (beta == 0.0F)
+    out.copy_(product).mul_(alpha);
+  else
+    out.mul_(beta).add_(product, alpha);
+}
+
 }  // namespace
 
 std::string route_float_matmuls() { return route(); }
@@ -250,14 +258,7 @@ at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b) {
 void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta) {
   TORCH_CHECK(out.scalar_type() == at::kFloat && out.dim() == 2 && out.size(0) == a.size(0) && out.size(1) == b.size(1),
               "add_product_in_float32: out must be float32 [", a.size(0), ", ", b.size(1), "]");
-  if (!takes_bfloat16(a, b) || !row_major(out)) {
-    at::Tensor product = at::mm(a, b).to(at::kFloat);
-    if (beta == 0.0F)
-      out.copy_(product);
-    else
-      out.mul_(beta).add_(product);
-    return;
-  }
+  if (!takes_bfloat16(a, b) || !row_major(out)) return add_scaled(out, at::mm(a, b).to(at::kFloat), beta, 1.0F);
   const ProductTimer timer;
   gemm_into<at::BFloat16>(bfloat16_gemm, a, b, beta, 1.0F, out.data_ptr<float>(), row_stride(out));
 }
@@ -270,14 +271,7 @@ void add_batched_product_in_float32(at::Tensor& out, const at::Tensor& a, const 
               "add_batched_product_in_float32: out must be float32 [", a.size(0), ", ", a.size(1), ", ", b.size(-1),
               "]");
   const bool takes_all = out.size(0) > 0 && takes_bfloat16(a[0], b[0]) && row_major(out[0]);
-  if (!takes_all) {
-    const at::Tensor product = at::bmm(a, b).to(at::kFloat);
-    if (beta == 0.0F)
-      out.copy_(product).mul_(alpha);
-    else
-      out.mul_(beta).add_(product, alpha);
-    return;
-  }
+  if (!takes_all) return add_scaled(out, at::bmm(a, b).to(at::kFloat), beta, alpha);
   const ProductTimer timer;
   for (int64_t i = 0; i < out.size(0); ++i) {
     at::Tensor entry = out[i];

@@ -26,6 +26,9 @@ at::Tensor grouped_bfloat16(const at::Tensor& t, int64_t kv_heads) {
   return b.view({t.size(0) * kv_heads, -1, t.size(3)});
 }
 
+// The scores' scale 1 / sqrt(head size).
+float scale_of(int64_t head_size) { return 1.0F / std::sqrt(static_cast<float>(head_size)); }
+
 // A new float32 [n, M, N] = alpha a @ b.
 at::Tensor batched_product(const at::Tensor& a, const at::Tensor& b, float alpha = 1.0F) {
   at::Tensor out = at::empty({a.size(0), a.size(1), b.size(2)}, a.options().dtype(at::kFloat));
@@ -40,7 +43,7 @@ struct AttentionInFloat32 : torch::autograd::Function<AttentionInFloat32> {
                             const at::Tensor& v, const at::Tensor& bias) {
     const int64_t KV = k.size(1);
     const at::Tensor qb = grouped_bfloat16(q, KV), kb = grouped_bfloat16(k, KV), vb = grouped_bfloat16(v, KV);
-    const float scale = 1.0F / std::sqrt(static_cast<float>(q.size(3)));
+    const float scale = scale_of(q.size(3));
     at::Tensor scores = at::empty({qb.size(0), qb.size(1), kb.size(1)}, q.options().dtype(at::kFloat));
     scores.copy_(bias.expand_as(scores));
     add_batched_product_in_float32(scores, qb, kb.transpose(1, 2), 1.0F, scale);
@@ -48,7 +51,6 @@ struct AttentionInFloat32 : torch::autograd::Function<AttentionInFloat32> {
     scores.reset();
     const at::Tensor pb = probs.to(at::kBFloat16);
     ctx->save_for_backward({qb, kb, vb, probs, pb});
-    ctx->saved_data["scale"] = static_cast<double>(scale);
     ctx->saved_data["dtypes"] = std::vector<int64_t>{static_cast<int64_t>(q.scalar_type()), static_cast<int64_t>(k.scalar_type()),
                                                      static_cast<int64_t>(v.scalar_type())};
     return batched_product(pb, vb).view(q.sizes());
@@ -58,7 +60,7 @@ struct AttentionInFloat32 : torch::autograd::Function<AttentionInFloat32> {
                                                  torch::autograd::variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &qb = saved[0], &kb = saved[1], &vb = saved[2], &probs = saved[3], &pb = saved[4];
-    const auto scale = static_cast<float>(ctx->saved_data["scale"].toDouble());
+    const float scale = scale_of(qb.size(2));
     const auto dtypes = ctx->saved_data["dtypes"].toIntVector();
     const at::Tensor& grad = grad_outputs.at(0);  // [B, H, T, D]
     const int64_t B = grad.size(0), H = grad.size(1), T = grad.size(2), D = grad.size(3), KV = qb.size(0) / B;
