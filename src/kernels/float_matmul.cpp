@@ -263,20 +263,25 @@ void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tens
   gemm_into<at::BFloat16>(bfloat16_gemm, a, b, beta, 1.0F, out.data_ptr<float>(), row_stride(out));
 }
 
-void add_batched_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta,
-                                    float alpha) {
-  TORCH_CHECK(out.scalar_type() == at::kFloat && out.dim() == 3 && a.dim() == 3 && b.dim() == 3 &&
-                  a.size(0) == out.size(0) && b.size(0) == out.size(0) && out.size(1) == a.size(1) &&
-                  out.size(2) == b.size(2),
-              "add_batched_product_in_float32: out must be float32 [", a.size(0), ", ", a.size(1), ", ", b.size(-1),
-              "]");
-  const bool takes_all = out.size(0) > 0 && takes_bfloat16(a[0], b[0]) && row_major(out[0]);
-  if (!takes_all) return add_scaled(out, at::bmm(a, b).to(at::kFloat), beta, alpha);
-  const ProductTimer timer;
-  for (int64_t i = 0; i < out.size(0); ++i) {
-    at::Tensor entry = out[i];
-    gemm_into<at::BFloat16>(bfloat16_gemm, a[i], b[i], beta, alpha, entry.data_ptr<float>(), row_stride(entry));
-  }
+bool float32_gemm_loaded() {
+  route();
+  return sgemm != nullptr;
+}
+
+void gemm_rows(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int status = sgemm(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  TORCH_CHECK(status == 0, "oneDNN GEMM (Float) failed with status ", status, " on ", M, " x ", K, " x ", N);
+}
+
+void gemm_rows(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const at::BFloat16* A,
+               int64_t lda, const at::BFloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const int status = bfloat16_gemm(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  TORCH_CHECK(status == 0, "oneDNN GEMM (BFloat16) failed with status ", status, " on ", M, " x ", K, " x ", N);
+}
+
+void add_to_matmul_clock(double seconds) {
+  if (clock_running.load(std::memory_order_relaxed)) clock_nanoseconds += static_cast<int64_t>(seconds * 1e9);
 }
 
 void start_matmul_clock() {

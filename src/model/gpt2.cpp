@@ -18,7 +18,7 @@ struct GPT2AttentionImpl : torch::nn::Module {
     c_proj =
         register_module("c_proj", std::make_shared<Conv1DImpl>(s.hidden_size, s.hidden_size, o));
   }
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& layout_mask) const {
+  at::Tensor forward(const at::Tensor& x, const AttentionMask& mask) const {
     const int64_t B = x.size(0), T = x.size(1), d = x.size(2);
     const auto qkv = c_attn->forward(x).split(d, -1);
     auto heads_first = [&](const at::Tensor& t) {
@@ -26,7 +26,7 @@ struct GPT2AttentionImpl : torch::nn::Module {
     };
     const at::Tensor y =
         causal_attention(heads_first(qkv[0]), heads_first(qkv[1]), heads_first(qkv[2]),
-                         c_attn->product_dtype(c_attn->weight), layout_mask);
+                         c_attn->product_dtype(c_attn->weight), mask);
     return c_proj->forward(y.transpose(1, 2).reshape({B, T, d}));
   }
   int64_t heads;
@@ -65,8 +65,8 @@ struct GPT2BlockImpl : torch::nn::Module {
     ln_2 = register_module("ln_2", std::make_shared<LayerNormImpl>(s.hidden_size, s.norm_eps, o));
     mlp = register_module("mlp", std::make_shared<GPT2MLPImpl>(s, o, act));
   }
-  at::Tensor forward(at::Tensor h, const at::Tensor& layout_mask) const {
-    h = h + attn->forward(ln_1->forward(h), layout_mask);
+  at::Tensor forward(at::Tensor h, const AttentionMask& mask) const {
+    h = h + attn->forward(ln_1->forward(h), mask);
     return h + mlp->forward(ln_2->forward(h));
   }
   std::shared_ptr<LayerNormImpl> ln_1, ln_2;
@@ -108,14 +108,12 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
     if (length > spec_.max_position_embeddings) {
       fail("gpt2 forward: sequence length {} exceeds n_positions {}", length, spec_.max_position_embeddings);
     }
-    const at::Tensor layout_mask =
-        layout.defined() ? layout_attention_mask(layout, spec_.num_heads, spec_.num_heads, scores_dtype(), input_ids.device())
-                         : at::Tensor();
+    const AttentionMask mask = attention_mask(layout, spec_.num_heads, spec_.num_heads, scores_dtype(), input_ids.device());
     at::Tensor h = transformer_->wte->forward(input_ids) + transformer_->wpe->forward(positions);
     for (const auto& block : transformer_->blocks) {
       h = checkpoint_blocks()
-              ? checkpointed([block, layout_mask](const at::Tensor& x) { return block->forward(x, layout_mask); }, h)
-              : block->forward(h, layout_mask);
+              ? checkpointed([block, mask](const at::Tensor& x) { return block->forward(x, mask); }, h)
+              : block->forward(h, mask);
     }
     return transformer_->ln_f->forward(h);
   }

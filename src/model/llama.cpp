@@ -32,8 +32,8 @@ struct LlamaAttentionImpl : torch::nn::Module {
                                                                     llama_o_proj_bias(s), o));
   }
   // cos, sin: [T, head_dim] or [B, 1, T, head_dim] (a layout's positions) in the model dtype;
-  // layout_mask: layout_attention_mask()'s, or undefined (causal).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& layout_mask) const {
+  // mask: attention_mask()'s.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask) const {
     const int64_t B = x.size(0), T = x.size(1);
     auto heads_first = [&](const at::Tensor& t, int64_t n) {
       return t.view({B, T, n, head_dim}).transpose(1, 2);
@@ -51,7 +51,7 @@ struct LlamaAttentionImpl : torch::nn::Module {
     k = at_least_float32(k);
     q = q * cos + rotate_half(q) * sin;
     k = k * cos + rotate_half(k) * sin;
-    const at::Tensor y = causal_attention(q, k, v, q_proj->product_dtype(q_proj->weight), layout_mask);
+    const at::Tensor y = causal_attention(q, k, v, q_proj->product_dtype(q_proj->weight), mask);
     return o_proj->forward(y.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
   int64_t heads, kv_heads, head_dim;
@@ -86,8 +86,8 @@ struct LlamaDecoderLayerImpl : torch::nn::Module {
     post_attention_layernorm = register_module(
         "post_attention_layernorm", std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
   }
-  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& layout_mask) const {
-    h = h + self_attn->forward(input_layernorm->forward(h), cos, sin, layout_mask);
+  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask) const {
+    h = h + self_attn->forward(input_layernorm->forward(h), cos, sin, mask);
     return h + mlp->forward(post_attention_layernorm->forward(h));
   }
   std::shared_ptr<LlamaAttentionImpl> self_attn;
@@ -144,14 +144,13 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
     const at::Tensor angles = layout.defined() ? at::cat({freqs, freqs}, -1).unsqueeze(1) : at::cat({freqs, freqs}, -1);
     const at::Tensor cos = angles.cos().to(h.scalar_type());
     const at::Tensor sin = angles.sin().to(h.scalar_type());
-    const at::Tensor layout_mask = layout.defined() ? layout_attention_mask(layout, spec_.num_heads, spec_.num_kv_heads,
-                                                                         scores_dtype(), input_ids.device())
-                                                 : at::Tensor();
+    const AttentionMask mask =
+        attention_mask(layout, spec_.num_heads, spec_.num_kv_heads, scores_dtype(), input_ids.device());
     for (const auto& layer : model_->layers) {
-      h = checkpoint_blocks() ? checkpointed([layer, cos, sin, layout_mask](
-                                                 const at::Tensor& x) { return layer->forward(x, cos, sin, layout_mask); },
+      h = checkpoint_blocks() ? checkpointed([layer, cos, sin, mask](
+                                                 const at::Tensor& x) { return layer->forward(x, cos, sin, mask); },
                                              h)
-                              : layer->forward(h, cos, sin, layout_mask);
+                              : layer->forward(h, cos, sin, mask);
     }
     return model_->norm->forward(h);
   }

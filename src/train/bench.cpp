@@ -19,6 +19,7 @@
 #include "dpo/loss/loss.h"
 #include "dpo/model/model.h"
 #include "dpo/model/precision.h"
+#include "dpo/model/tiled_attention.h"
 #include "dpo/kernels/float_matmul.h"
 #include "dpo/runtime/runtime.h"
 #include "dpo/train/optimization.h"
@@ -171,15 +172,20 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   result.peak_flops = measure_matmul_peak_flops(device, device == "cuda" ? at::kBFloat16 : precision.matmul);
   result.mfu = result.achieved_flops / result.peak_flops;
   // FLOPs the step executes: every row slot (padding included) through the blocks, attention over
-  // whole rows (the scores' full square), the head on scored tokens only, and its recomputation in
-  // backward (plus the blocks' with activation checkpointing).
+  // the scores it computes (tiled attention: the key spans each query tile reads; else whole rows,
+  // the scores' full square), the head on scored tokens only, and its recomputation in backward
+  // (plus the blocks' with activation checkpointing).
   const double head = 2.0 * static_cast<double>(spec.hidden_size) * static_cast<double>(spec.vocab_size);
   const double blocks = model->forward_flops_per_token(0) - head;
-  const auto width = batch.input_ids.size(1);
-  const double attention = model->forward_flops_per_token(width) - model->forward_flops_per_token(0);
+  const auto rows = batch.input_ids.size(0), width = batch.input_ids.size(1);
+  const double scores = takes_tiled_attention(precision.matmul, at::Device(device))
+                            ? static_cast<double>(tiled_attention_scores(batch.layout, rows, width))
+                            : static_cast<double>(rows * width * width);
+  // forward_flops_per_token(n) - forward_flops_per_token(0): one token's attention over n keys.
+  const double attention_per_score = model->forward_flops_per_token(1) - model->forward_flops_per_token(0);
   const auto slots = static_cast<double>(batch.input_ids.numel());
   const auto scored = static_cast<double>(batch.scored_source.numel());
-  const double block_pass = slots * (blocks + attention);
+  const double block_pass = slots * blocks + scores * attention_per_score;
   const double executed = 3.0 * (block_pass + scored * head) + scored * head +
                           (train.gradient_checkpointing ? block_pass : 0.0);
   result.executed_flops = static_cast<double>(accumulation) * executed / result.step_seconds;
@@ -235,7 +241,7 @@ std::string format_bench(const BenchResult& r) {
   out += fmt::format("throughput   {:.1f} tokens/s\n", r.tokens_per_s);
   out += fmt::format("compute      {:.2f} GFLOP/s achieved (model FLOPs: 3 x forward of the counted tokens) of {:.2f} GFLOP/s matmul peak: MFU {:.3f}\n",
                      r.achieved_flops / 1e9, r.peak_flops / 1e9, r.mfu);
-  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, whole-row attention, head on scored tokens and its recomputation): {:.3f} of the peak\n",
+  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, the attention scores computed, head on scored tokens and its recomputation): {:.3f} of the peak\n",
                      r.executed_flops / 1e9, r.executed_mfu);
   if (r.outside_matmul_share >= 0)
     out += fmt::format("outside      {:.1f}% of one more step is outside matrix products (aten mm/addmm/bmm/baddbmm, timed in their kernels)\n",

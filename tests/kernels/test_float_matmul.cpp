@@ -132,24 +132,30 @@ TEST_CASE("bfloat16 products with float32 results equal a float64 product of the
   CHECK_THROWS(dpo::add_product_in_float32(wrong, a, b, 0.0F));
 }
 
-TEST_CASE("batched bfloat16 products with float32 results: alpha, beta and transposed entries", "[runtime]") {
-  const bool loaded = dpo::bfloat16_products_in_float32();
-  INFO("oneDNN's bfloat16 GEMM loaded: " << loaded);
+TEST_CASE("raw-pointer GEMMs (tiled kernels' products): transposes, alpha and beta, in float32 and bfloat16", "[runtime]") {
   at::manual_seed(10);
-  const double tol = loaded ? 1e-5 : 5e-2;
-  const int64_t n = 3, M = 9, K = 40, N = 6;
-  const at::Tensor a = randn({n, M, K}).to(at::kBFloat16);
-  // b as attention hands keys over: the transpose of each entry of [n, N, K].
-  const at::Tensor b = randn({n, N, K}).to(at::kBFloat16).transpose(1, 2);
-  const at::Tensor ab = at::bmm(a.to(at::kDouble), b.to(at::kDouble));
-  at::Tensor out = randn({n, M, N});
-  const at::Tensor before = out.to(at::kDouble);
-  dpo::add_batched_product_in_float32(out, a, b, 1.0F, 0.5F);
-  CHECK(relative_error(out, 0.5 * ab + before) < tol);
-  // beta 0 ignores what out held, NaN included.
-  out.fill_(std::numeric_limits<float>::quiet_NaN());
-  dpo::add_batched_product_in_float32(out, a, b, 0.0F, 2.0F);
-  CHECK(relative_error(out, 2.0 * ab) < tol);
-  at::Tensor wrong = at::zeros({n, M, N + 1});
-  CHECK_THROWS(dpo::add_batched_product_in_float32(wrong, a, b, 0.0F, 1.0F));
+  const int64_t M = 9, K = 40, N = 6;
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const bool loaded = dtype == at::kFloat ? dpo::float32_gemm_loaded() : dpo::bfloat16_products_in_float32();
+    if (!loaded) continue;  // gemm_rows is only called where loaded
+    INFO(dtype);
+    // A stored [K, M] and read transposed; B [N, K] read transposed, as attention reads keys.
+    const at::Tensor a = randn({K, M}).to(dtype), b = randn({N, K}).to(dtype);
+    const at::Tensor ab = at::mm(a.to(at::kDouble).t(), b.to(at::kDouble).t());
+    at::Tensor out = randn({M, N});
+    const at::Tensor before = out.to(at::kDouble);
+    auto product = [&](float alpha, float beta) {
+      if (dtype == at::kFloat)
+        dpo::gemm_rows('T', 'T', M, N, K, alpha, a.data_ptr<float>(), M, b.data_ptr<float>(), K, beta, out.data_ptr<float>(), N);
+      else
+        dpo::gemm_rows('T', 'T', M, N, K, alpha, a.data_ptr<at::BFloat16>(), M, b.data_ptr<at::BFloat16>(), K, beta,
+                       out.data_ptr<float>(), N);
+    };
+    product(0.5F, 1.0F);
+    CHECK(relative_error(out, 0.5 * ab + before) < 1e-5);
+    // beta 0 ignores what out held, NaN included.
+    out.fill_(std::numeric_limits<float>::quiet_NaN());
+    product(2.0F, 0.0F);
+    CHECK(relative_error(out, 2.0 * ab) < 1e-5);
+  }
 }

@@ -37,9 +37,19 @@ bool bfloat16_products_in_float32();
 at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b);
 // out = a @ b + beta out, out float32 [M, N] (row-major rows are written in place).
 void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta);
-// Batched: out [n, M, N] = alpha a [n, M, K] @ b [n, K, N] + beta out, one product per entry in
-// turn (each on every thread); out float32 with row-major entries, a and b of any strides.
-void add_batched_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta, float alpha);
+
+// For kernels that run many small products per tile inside their own parallel region (the tiled
+// attention): row-major C [M, N] (row stride ldc) = alpha op(A) op(B) + beta C on raw pointers,
+// op 'N' or 'T' (A is M x K after op, B K x N), through the oneDNN GEMM of the operands' type,
+// with float32 results, one thread each inside a parallel region, untimed: the caller adds its
+// products' time with add_to_matmul_clock. Loaded where float32_gemm_loaded() (float operands)
+// or bfloat16_products_in_float32() (bfloat16 operands) says so; a failed GEMM throws.
+bool float32_gemm_loaded();
+void gemm_rows(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void gemm_rows(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const at::BFloat16* A,
+               int64_t lda, const at::BFloat16* B, int64_t ldb, float beta, float* C, int64_t ldc);
+void add_to_matmul_clock(double seconds);
 
 // Time spent in the CPU matrix products above (any dtype; on the calling thread, outermost
 // products only) is summed from start_matmul_clock() until matmul_clock_seconds(), which stops

@@ -14,6 +14,7 @@
 
 #include "dpo/kernels/float_matmul.h"
 #include "dpo/model/model.h"
+#include "dpo/model/tiled_attention.h"
 
 namespace dpo {
 
@@ -149,38 +150,40 @@ inline int64_t longest_sequence(const at::Tensor& input_ids, const TokenLayout& 
   return layout.defined() && T > 0 ? layout.positions.max().item<int64_t>() + 1 : T;
 }
 
-// What attention reads of a TokenLayout, made once per forward and shared by every layer: with
-// libtorch 2.x, scaled_dot_product_attention's boolean mask [B, 1, T, T]; before, an additive bias
-// (0 or -inf) laid out as the grouped scores of causal_attention, [B * KV, rep * T, T] in
-// `scores_dtype`, so that each layer adds it in its scores product at no extra cost.
-inline at::Tensor layout_attention_mask(const TokenLayout& layout, int64_t heads, int64_t kv_heads,
-                                        at::ScalarType scores_dtype, const at::Device& device) {
-  const at::Tensor allowed = attention_allowed(layout).to(device);  // [B, T, T]
+// What attention reads of a forward's TokenLayout, made once per forward and shared by every
+// layer: the layout itself for tiled_attention (CPUs), else libtorch's mask: with libtorch 2.x,
+// scaled_dot_product_attention's boolean mask [B, 1, T, T]; before, an additive bias (0 or -inf)
+// laid out as causal_attention's grouped scores, [B * KV, rep * T, T] in the products' dtype, so
+// that each layer adds it in its scores product. Default: plain causal attention.
+struct AttentionMask {
+  TokenLayout layout;
+  at::Tensor tensor;
+};
+inline AttentionMask attention_mask(const TokenLayout& layout, int64_t heads, int64_t kv_heads, at::ScalarType dtype,
+                                    const at::Device& device) {
+  if (!layout.defined() || takes_tiled_attention(dtype, device)) return {layout, {}};
 #if TORCH_VERSION_MAJOR >= 2
-  (void)heads, (void)kv_heads, (void)scores_dtype;
-  return allowed.unsqueeze(1);
+  (void)heads, (void)kv_heads;
+  return {layout, attention_allowed(layout).to(device).unsqueeze(1)};
 #else
+  const at::Tensor allowed = attention_allowed(layout).to(device);  // [B, T, T]
   const int64_t B = allowed.size(0), T = allowed.size(1), rep = heads / kv_heads;
-  const at::Tensor bias = at::zeros({}, allowed.options().dtype(scores_dtype))
+  const at::Tensor bias = at::zeros({}, allowed.options().dtype(dtype))
                               .masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
-  return bias.view({B, 1, 1, T, T}).expand({B, kv_heads, rep, T, T}).reshape({B * kv_heads, rep * T, T});
+  return {layout, bias.view({B, 1, 1, T, T}).expand({B, kv_heads, rep, T, T}).reshape({B * kv_heads, rep * T, T})};
 #endif
 }
 
-// Causal attention for mixed precision on CPUs, where oneDNN's bfloat16 GEMM is loaded: q [B, H, T, D], k and v [B, KV, T, D] of any float dtype,
-// `bias` (0 or -inf) laid out as causal_attention's grouped scores. The four products of forward
-// and backward run in bfloat16 with float32 results; the scores, softmax and its gradient stay in
-// float32 with no cast between them. The output is float32, the gradients in the inputs' dtypes.
-at::Tensor attention_in_float32(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& bias);
-
 // Causal self-attention of q [B, H, T, D] over k, v [B, KV, T, D] (grouped-query when KV < H:
-// query head h reads key/value head h / (H / KV), as transformers' repeat_kv), scale 1/sqrt(D).
-// `layout_mask`, when defined, is layout_attention_mask()'s and replaces the causal mask (shared
-// prefixes, packed rows). The products run in `dtype` (the projections' product dtype: the matmul
-// dtype under mixed precision), to which q, k and v (which rotary positions or float32 products
-// may have left in float32) are cast.
+// query head h reads key/value head h / (H / KV), as transformers' repeat_kv), scale 1/sqrt(D),
+// as `mask` (attention_mask()'s) allows. The products run in `dtype` (the projections' product
+// dtype: the matmul dtype under mixed precision), to which q, k and v (which rotary positions or
+// float32 products may have left in float32) are cast. On CPUs with oneDNN's GEMMs: tiled_attention
+// (with either libtorch); elsewhere libtorch's attention, scaled_dot_product_attention from 2.x on.
 inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v, at::ScalarType dtype,
-                                   const at::Tensor& layout_mask = {}) {
+                                   const AttentionMask& mask = {}) {
+  if (takes_tiled_attention(dtype, q.device())) return tiled_attention(q, k, v, dtype, mask.layout);
+  TORCH_CHECK(!mask.layout.defined() || mask.tensor.defined(), "causal_attention: the mask was made for tiled attention");
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3), KV = k.size(1), rep = H / KV;
 #if TORCH_VERSION_MAJOR >= 2
   q = for_matmul(q, dtype);
@@ -190,27 +193,21 @@ inline at::Tensor causal_attention(at::Tensor q, at::Tensor k, at::Tensor v, at:
     k = k.unsqueeze(2).expand({B, KV, rep, T, D}).reshape({B, H, T, D});
     v = v.unsqueeze(2).expand({B, KV, rep, T, D}).reshape({B, H, T, D});
   }
-  if (layout_mask.defined())
-    return at::scaled_dot_product_attention(q, k, v, layout_mask, /*dropout_p=*/0.0, /*is_causal=*/false);
+  if (mask.tensor.defined())
+    return at::scaled_dot_product_attention(q, k, v, mask.tensor, /*dropout_p=*/0.0, /*is_causal=*/false);
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true);
 #else
   // As transformers' eager attention: scores q k^T / sqrt(D) plus the mask (-inf where a token
   // may not look) in one product, the softmax in float32 (libtorch's bfloat16 softmax rounds its
   // intermediates), rounded to the values' dtype for their product. The query heads of one
   // key/value head are stacked along time, so a shared key/value head is never copied.
-  // A float32 q: mixed precision's projections left it so, or Llama's rotary positions (which run in
-  // float32 also under pure bfloat16 weights; GPT-2's pure bfloat16 q stays on libtorch's path).
-  const bool in_float32 = dtype == at::kBFloat16 && q.scalar_type() == at::kFloat && q.device().is_cpu() &&
-                          bfloat16_products_in_float32();
-  const at::ScalarType scores_dtype = in_float32 ? at::kFloat : dtype;
-  const at::Tensor bias =
-      layout_mask.defined()
-          ? layout_mask
-          : at::full({T, T}, -std::numeric_limits<double>::infinity(), q.options().dtype(scores_dtype)).triu(1).repeat({rep, 1});
-  if (in_float32) return attention_in_float32(q, k, v, bias);
   q = for_matmul(q, dtype);
   k = for_matmul(k, dtype);
   v = for_matmul(v, dtype);
+  const at::Tensor bias =
+      mask.tensor.defined()
+          ? mask.tensor
+          : at::full({T, T}, -std::numeric_limits<double>::infinity(), q.options()).triu(1).repeat({rep, 1});
   const at::Tensor scores = at::baddbmm(bias, q.reshape({B * KV, rep * T, D}), k.reshape({B * KV, T, D}).transpose(1, 2),
                                         /*beta=*/1.0, /*alpha=*/1.0 / std::sqrt(static_cast<double>(D)));
   const at::Tensor probs = at::softmax(at_least_float32(scores), -1).to(v.scalar_type());

@@ -1,0 +1,441 @@
+// Attention as whole [heads, T, T] score tensors (libtorch's way: a batched product, a mask, a
+// softmax, each a pass over memory) spent most of a step outside its products here: on the 5M
+// Llama of `dpo bench` (rows of 384 with prefix sharing) one layer's attention took ~47 ms forward
+// and backward for ~10 ms of products, and under prefix sharing 61% of those scores are masked
+// (a rejected response never looks at the chosen one, no token at a later one).
+//
+// So each row is cut into query tiles of up to kTileRows tokens within one segment (a run of one
+// document and branch), and a tile reads only the key spans TokenLayout's rule lets it see: the
+// earlier segments of its document on its path (whole), and its own segment up to the tile's end
+// (causal). The tile's scores [rows, keys] stay in cache from product to softmax to product, and
+// masked tiles are never computed. Every product is a oneDNN GEMM on raw pointers (one thread
+// each, the (row, head) pairs spread over the threads), in float32 or bfloat16 with float32
+// results; the probabilities are kept in float32 for backward, only where a gradient is wanted.
+#include "dpo/model/tiled_attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "dpo/kernels/float_matmul.h"
+
+namespace dpo {
+namespace {
+
+// Rows of a query tile: its scores (64 x keys floats) stay in a core's cache for rows of a few
+// thousand keys.
+constexpr int64_t kTileRows = 64;
+
+struct Span {
+  int64_t begin, end;
+};
+// Queries [begin, end) of a row read the keys of spans [first_span, last_span) of Plan::spans,
+// `keys` in all; their probabilities sit at `probs` within a head's share.
+struct Tile {
+  int64_t begin, end;
+  size_t first_span, last_span;
+  int64_t keys, probs;
+};
+
+// The tiles of every row: row b's are tiles[row_tiles[b] .. row_tiles[b + 1]), and one head of it
+// keeps row_probs[b + 1] - row_probs[b] probabilities.
+struct Plan {
+  std::vector<size_t> row_tiles{0};
+  std::vector<Tile> tiles;
+  std::vector<Span> spans;
+  std::vector<int64_t> row_probs{0};
+  int64_t widest = 0;  // most keys of a tile
+};
+
+// Adds [begin, end) to the spans of the tile being built (from `first` on), joined to the last one
+// when they touch.
+void add_span(std::vector<Span>& spans, size_t first, Span span) {
+  if (spans.size() > first && spans.back().end == span.begin)
+    spans.back().end = span.end;
+  else
+    spans.push_back(span);
+}
+
+// One row of `length` tokens; document and branch null for a plain causal row.
+void add_row(Plan& plan, const int64_t* document, const int64_t* branch, int64_t length) {
+  struct Segment {
+    int64_t begin, end, document, branch;
+  };
+  std::vector<Segment> segments;
+  for (int64_t t = 0; t < length; ++t) {
+    const int64_t d = document ? document[t] : 0, b = branch ? branch[t] : 0;
+    if (segments.empty() || segments.back().document != d || segments.back().branch != b)
+      segments.push_back({t, t + 1, d, b});
+    else
+      segments.back().end = t + 1;
+  }
+  int64_t probs = 0;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    const Segment& own = segments[s];
+    for (int64_t begin = own.begin; begin < own.end; begin += kTileRows) {
+      Tile tile{begin, std::min(begin + kTileRows, own.end), plan.spans.size(), 0, 0, probs};
+      // TokenLayout's rule: an earlier token of the same document, on the trunk (branch 0) or on
+      // this token's own branch.
+      for (size_t e = 0; e < s; ++e)
+        if (segments[e].document == own.document && (segments[e].branch == 0 || segments[e].branch == own.branch))
+          add_span(plan.spans, tile.first_span, {segments[e].begin, segments[e].end});
+      add_span(plan.spans, tile.first_span, {own.begin, tile.end});
+      tile.last_span = plan.spans.size();
+      for (size_t i = tile.first_span; i < tile.last_span; ++i) tile.keys += plan.spans[i].end - plan.spans[i].begin;
+      probs += (tile.end - tile.begin) * tile.keys;
+      plan.widest = std::max(plan.widest, tile.keys);
+      plan.tiles.push_back(tile);
+    }
+  }
+  plan.row_tiles.push_back(plan.tiles.size());
+  plan.row_probs.push_back(plan.row_probs.back() + probs);
+}
+
+// The plan of [rows, length] tokens laid out by `documents` and `branches` (TokenLayout's; both
+// undefined or empty: plain causal rows).
+Plan make_plan(const at::Tensor& documents, const at::Tensor& branches, int64_t rows, int64_t length) {
+  Plan plan;
+  if (!documents.defined() || documents.numel() == 0) {
+    for (int64_t b = 0; b < rows; ++b) add_row(plan, nullptr, nullptr, length);
+    return plan;
+  }
+  const at::Tensor document = documents.to(at::kCPU, at::kLong).contiguous();
+  const at::Tensor branch = branches.to(at::kCPU, at::kLong).contiguous();
+  TORCH_CHECK(document.dim() == 2 && document.size(0) == rows && document.size(1) == length &&
+                  branch.sizes() == document.sizes(),
+              "tiled_attention: a layout of [", rows, ", ", length, "] tokens was expected");
+  for (int64_t b = 0; b < rows; ++b)
+    add_row(plan, document.data_ptr<int64_t>() + b * length, branch.data_ptr<int64_t>() + b * length, length);
+  return plan;
+}
+
+// The row loops below work on 16 float32 lanes through GCC's vector extension, which compiles to
+// one AVX-512 register, two AVX2 or four SSE ones in the clone the CPU picks (target_clones);
+// left to the auto-vectoriser, these loops ran scalar.
+// (Helpers take and give them by reference: GCC warns about passing them by value, whose ABI
+// differs with and without AVX-512.)
+typedef float Floats __attribute__((vector_size(64)));
+typedef int32_t Ints __attribute__((vector_size(64)));
+typedef uint32_t Words __attribute__((vector_size(64)));
+typedef uint16_t Halves __attribute__((vector_size(32)));
+constexpr int64_t kLanes = 16;
+
+// v = lanes [0, count) from p, the others `fill`.
+inline void load(Floats& v, const float* p, int64_t count, float fill) {
+  if (count >= kLanes)
+    std::memcpy(&v, p, sizeof v);
+  else
+    for (int64_t i = 0; i < kLanes; ++i) v[i] = i < count ? p[i] : fill;
+}
+inline void store(float* p, const Floats& v, int64_t count) {
+  if (count >= kLanes)
+    std::memcpy(p, &v, sizeof v);
+  else
+    for (int64_t i = 0; i < count; ++i) p[i] = v[i];
+}
+
+// x = e^x for x <= 0 (scores less their row's maximum): 2^n e^r with r in [-ln 2 / 2, ln 2 / 2]
+// and e^r by its Taylor series to r^6 (relative error < 2e-7). Below -87 (e^x < 2^-125) it gives
+// e^-87 ~ 1.6e-38.
+inline void exp_nonpositive(Floats& x) {
+  const Floats lowest = Floats{} - 87.0F;
+  x = x < lowest ? lowest : x;
+  const Ints n = __builtin_convertvector(x * 1.44269504F - 0.5F, Ints);  // rounds to nearest for x <= 0
+  const Floats fn = __builtin_convertvector(n, Floats);
+  const Floats r = (x - fn * 0.693145751953125F) - fn * 1.428606765330187e-06F;
+  const Floats p =
+      1.0F + r * (1.0F + r * (0.5F + r * (1.0F / 6 + r * (1.0F / 24 + r * (1.0F / 120 + r * (1.0F / 720))))));
+  x = p * (Floats)((n + 127) << 23);
+}
+
+// The softmax of a tile's scores s [rows, keys] in place, row r (query `first + r`) over its first
+// keys - (last - 1 - query) keys (the rest are its own segment's later tokens) and zero after.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows(float* s, int64_t rows, int64_t keys,
+                                                                                 int64_t first, int64_t last) {
+  constexpr float kInfinity = std::numeric_limits<float>::infinity();
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = s + r * keys;
+    const int64_t seen = keys - (last - 1 - (first + r));
+    Floats tops = Floats{} - kInfinity, v{};
+    for (int64_t j = 0; j < seen; j += kLanes) {
+      load(v, row + j, seen - j, -kInfinity);
+      tops = tops > v ? tops : v;
+    }
+    float top = -kInfinity;
+    for (int64_t i = 0; i < kLanes; ++i) top = std::max(top, tops[i]);
+    Floats sums{};
+    for (int64_t j = 0; j < seen; j += kLanes) {
+      load(v, row + j, seen - j, top);
+      v -= top;
+      exp_nonpositive(v);
+      for (int64_t i = seen - j; i < kLanes; ++i) v[i] = 0;  // lanes past the row
+      sums += v;
+      store(row + j, v, seen - j);
+    }
+    float sum = 0;
+    for (int64_t i = 0; i < kLanes; ++i) sum += sums[i];
+    const float inverse = 1.0F / sum;
+    for (int64_t j = 0; j < seen; j += kLanes) {
+      load(v, row + j, seen - j, 0);
+      store(row + j, v * inverse, seen - j);
+    }
+    std::fill(row + seen, row + keys, 0.0F);
+  }
+}
+
+// The scores' gradient in place of the probabilities' d [rows, keys]: p (d - sum_j p d) row by row.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_gradient_rows(const float* p, float* d,
+                                                                                          int64_t rows, int64_t keys) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* pr = p + r * keys;
+    float* dr = d + r * keys;
+    Floats dots{}, pv{}, dv{};
+    for (int64_t j = 0; j < keys; j += kLanes) {
+      load(pv, pr + j, keys - j, 0);
+      load(dv, dr + j, keys - j, 0);
+      dots += pv * dv;
+    }
+    float dot = 0;
+    for (int64_t i = 0; i < kLanes; ++i) dot += dots[i];
+    for (int64_t j = 0; j < keys; j += kLanes) {
+      load(pv, pr + j, keys - j, 0);
+      load(dv, dr + j, keys - j, 0);
+      store(dr + j, pv * (dv - dot), keys - j);
+    }
+  }
+}
+
+// x [n] rounded to bfloat16 (to nearest even, NaN kept NaN, as c10::BFloat16 rounds).
+__attribute__((target_clones("avx512f", "avx2", "default"))) void round_to_bfloat16(const float* x, int64_t n,
+                                                                                      at::BFloat16* out) {
+  for (int64_t j = 0; j < n; j += kLanes) {
+    Floats v{};
+    load(v, x + j, n - j, 0);
+    const Words bits = (Words)v;
+    const Words rounded = (bits + 0x7FFFU + ((bits >> 16) & 1U)) >> 16;
+    const Words nan = Words{} + 0x7FC0U;
+    const Halves h = __builtin_convertvector(v != v ? nan : rounded, Halves);
+    std::memcpy(out + j, &h, sizeof(uint16_t) * static_cast<size_t>(std::min(kLanes, n - j)));
+  }
+}
+
+// A tile's float32 matrix as the products' operand: itself, or rounded to bfloat16 into `buffer`.
+template <typename Op>
+const Op* as_operand(const float* x, int64_t n, std::vector<Op>& buffer) {
+  if constexpr (std::is_same_v<Op, float>) {
+    (void)n, (void)buffer;
+    return x;
+  } else {
+    round_to_bfloat16(x, n, buffer.data());
+    return buffer.data();
+  }
+}
+
+// Times a thread's products for the matmul clock; the sum over threads is divided by the threads
+// that ran, as they ran side by side.
+struct ProductTime {
+  std::atomic<int64_t> nanoseconds{0};
+  template <typename F>
+  void run(F&& product) {
+    const auto start = std::chrono::steady_clock::now();
+    product();
+    nanoseconds += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count();
+  }
+  void report(int64_t work) const {
+    const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), work));
+    add_to_matmul_clock(static_cast<double>(nanoseconds.load()) * 1e-9 / static_cast<double>(threads));
+  }
+};
+
+// Shapes of one call: q [B, H, T, D], k and v [B, KV, T, D], all contiguous.
+struct Shape {
+  int64_t B, H, KV, T, D;
+  int64_t head(int64_t bh) const { return (bh / H) * KV + (bh % H) / (H / KV); }  // key/value head of (row, head)
+  float scale() const { return 1.0F / std::sqrt(static_cast<float>(D)); }
+};
+
+// out [B, H, T, D] float32; probs (null: not kept) one block per (row, head) as Plan lays them out.
+template <typename Op>
+void forward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const Op* v, float* out, float* probs) {
+  ProductTime time;
+  const int64_t TD = x.T * x.D, work = x.B * x.H;
+  at::parallel_for(0, work, 1, [&](int64_t begin, int64_t end) {
+    const auto scratch_size = static_cast<size_t>(kTileRows * plan.widest);
+    std::vector<float> scratch(probs ? 0 : scratch_size);
+    std::vector<Op> rounded(std::is_same_v<Op, float> ? 0 : scratch_size);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / x.H, h = bh % x.H;
+      const Op *qh = q + bh * TD, *kh = k + x.head(bh) * TD, *vh = v + x.head(bh) * TD;
+      float* head_probs = probs ? probs + x.H * plan.row_probs[b] + h * (plan.row_probs[b + 1] - plan.row_probs[b]) : nullptr;
+      for (size_t t = plan.row_tiles[b]; t < plan.row_tiles[b + 1]; ++t) {
+        const Tile& tile = plan.tiles[t];
+        const int64_t m = tile.end - tile.begin, n = tile.keys;
+        float* s = head_probs ? head_probs + tile.probs : scratch.data();
+        time.run([&] {
+          int64_t column = 0;
+          for (size_t i = tile.first_span; i < tile.last_span; ++i) {
+            const Span& span = plan.spans[i];
+            gemm_rows('N', 'T', m, span.end - span.begin, x.D, x.scale(), qh + tile.begin * x.D, x.D,
+                      kh + span.begin * x.D, x.D, 0.0F, s + column, n);
+            column += span.end - span.begin;
+          }
+        });
+        softmax_rows(s, m, n, tile.begin, tile.end);
+        const Op* p = as_operand(s, m * n, rounded);
+        time.run([&] {
+          int64_t column = 0;
+          for (size_t i = tile.first_span; i < tile.last_span; ++i) {
+            const Span& span = plan.spans[i];
+            gemm_rows('N', 'N', m, x.D, span.end - span.begin, 1.0F, p + column, n, vh + span.begin * x.D, x.D,
+                      i == tile.first_span ? 0.0F : 1.0F, out + bh * TD + tile.begin * x.D, x.D);
+            column += span.end - span.begin;
+          }
+        });
+      }
+    }
+  });
+  time.report(work);
+}
+
+// Gradients: dq [B, H, T, D], and per query head dk, dv [B, H, T, D] (zeroed by the caller), all
+// float32, from the output's gradient g.
+template <typename Op>
+void backward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const Op* v, const float* probs, const Op* g,
+              float* dq, float* dk, float* dv) {
+  ProductTime time;
+  const int64_t TD = x.T * x.D, work = x.B * x.H;
+  at::parallel_for(0, work, 1, [&](int64_t begin, int64_t end) {
+    const auto scratch_size = static_cast<size_t>(kTileRows * plan.widest);
+    std::vector<float> ds(scratch_size);
+    std::vector<Op> rounded_p(std::is_same_v<Op, float> ? 0 : scratch_size), rounded_ds(rounded_p.size());
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / x.H, h = bh % x.H;
+      const Op *qh = q + bh * TD, *kh = k + x.head(bh) * TD, *vh = v + x.head(bh) * TD, *gh = g + bh * TD;
+      const float* head_probs = probs + x.H * plan.row_probs[b] + h * (plan.row_probs[b + 1] - plan.row_probs[b]);
+      for (size_t t = plan.row_tiles[b]; t < plan.row_tiles[b + 1]; ++t) {
+        const Tile& tile = plan.tiles[t];
+        const int64_t m = tile.end - tile.begin, n = tile.keys;
+        const float* p = head_probs + tile.probs;
+        time.run([&] {
+          int64_t column = 0;
+          for (size_t i = tile.first_span; i < tile.last_span; ++i) {
+            const Span& span = plan.spans[i];
+            gemm_rows('N', 'T', m, span.end - span.begin, x.D, 1.0F, gh + tile.begin * x.D, x.D, vh + span.begin * x.D,
+                      x.D, 0.0F, ds.data() + column, n);
+            column += span.end - span.begin;
+          }
+        });
+        softmax_gradient_rows(p, ds.data(), m, n);
+        const Op* p_op = as_operand(p, m * n, rounded_p);
+        const Op* ds_op = as_operand(ds.data(), m * n, rounded_ds);
+        time.run([&] {
+          int64_t column = 0;
+          for (size_t i = tile.first_span; i < tile.last_span; ++i) {
+            const Span& span = plan.spans[i];
+            const int64_t keys = span.end - span.begin;
+            gemm_rows('N', 'N', m, x.D, keys, x.scale(), ds_op + column, n, kh + span.begin * x.D, x.D,
+                      i == tile.first_span ? 0.0F : 1.0F, dq + bh * TD + tile.begin * x.D, x.D);
+            gemm_rows('T', 'N', keys, x.D, m, x.scale(), ds_op + column, n, qh + tile.begin * x.D, x.D, 1.0F,
+                      dk + bh * TD + span.begin * x.D, x.D);
+            gemm_rows('T', 'N', keys, x.D, m, 1.0F, p_op + column, n, gh + tile.begin * x.D, x.D, 1.0F,
+                      dv + bh * TD + span.begin * x.D, x.D);
+            column += keys;
+          }
+        });
+      }
+    }
+  });
+  time.report(work);
+}
+
+template <typename Op>
+const Op* data(const at::Tensor& t) {
+  return t.data_ptr<Op>();
+}
+
+// Per query head [B, H, T, D] summed over the query heads of each key/value head: [B, KV, T, D].
+at::Tensor per_key_value_head(const at::Tensor& per_query_head, int64_t kv_heads) {
+  const auto s = per_query_head.sizes();
+  if (s[1] == kv_heads) return per_query_head;
+  return per_query_head.view({s[0], kv_heads, s[1] / kv_heads, s[2], s[3]}).sum(2);
+}
+
+struct TiledAttention : torch::autograd::Function<TiledAttention> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, at::ScalarType dtype, const at::Tensor& documents,
+                            const at::Tensor& branches) {
+    const Shape x{q.size(0), q.size(1), k.size(1), q.size(2), q.size(3)};
+    TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == x.B && k.size(2) == x.T && k.size(3) == x.D && x.KV > 0 &&
+                    x.H % x.KV == 0,
+                "tiled_attention: q [B, H, T, D] and k, v [B, KV, T, D] with H a multiple of KV were expected");
+    const at::Tensor qc = q.to(dtype).contiguous(), kc = k.to(dtype).contiguous(), vc = v.to(dtype).contiguous();
+    const Plan plan = make_plan(documents, branches, x.B, x.T);
+    const bool keep = q.requires_grad() || k.requires_grad() || v.requires_grad();
+    at::Tensor probs = at::empty({keep ? x.H * plan.row_probs.back() : 0}, q.options().dtype(at::kFloat));
+    at::Tensor out = at::empty({x.B, x.H, x.T, x.D}, q.options().dtype(at::kFloat));
+    float* kept = keep ? probs.data_ptr<float>() : nullptr;
+    if (dtype == at::kFloat)
+      dpo::forward(plan, x, data<float>(qc), data<float>(kc), data<float>(vc), out.data_ptr<float>(), kept);
+    else
+      dpo::forward(plan, x, data<at::BFloat16>(qc), data<at::BFloat16>(kc), data<at::BFloat16>(vc),
+                   out.data_ptr<float>(), kept);
+    ctx->save_for_backward({qc, kc, vc, probs, documents, branches});
+    ctx->saved_data["dtypes"] = std::vector<int64_t>{static_cast<int64_t>(q.scalar_type()), static_cast<int64_t>(k.scalar_type()),
+                                                     static_cast<int64_t>(v.scalar_type())};
+    return out.to(q.scalar_type());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &qc = saved[0], &kc = saved[1], &vc = saved[2], &probs = saved[3];
+    const Shape x{qc.size(0), qc.size(1), kc.size(1), qc.size(2), qc.size(3)};
+    const Plan plan = make_plan(saved[4], saved[5], x.B, x.T);
+    const auto dtypes = ctx->saved_data["dtypes"].toIntVector();
+    const at::Tensor g = grad_outputs.at(0).to(qc.scalar_type()).contiguous();
+    const auto f32 = qc.options().dtype(at::kFloat);
+    at::Tensor dq = at::empty(qc.sizes(), f32), dk = at::zeros(qc.sizes(), f32), dv = at::zeros(qc.sizes(), f32);
+    if (qc.scalar_type() == at::kFloat)
+      dpo::backward(plan, x, data<float>(qc), data<float>(kc), data<float>(vc), probs.data_ptr<float>(), data<float>(g),
+                    dq.data_ptr<float>(), dk.data_ptr<float>(), dv.data_ptr<float>());
+    else
+      dpo::backward(plan, x, data<at::BFloat16>(qc), data<at::BFloat16>(kc), data<at::BFloat16>(vc),
+                    probs.data_ptr<float>(), data<at::BFloat16>(g), dq.data_ptr<float>(), dk.data_ptr<float>(),
+                    dv.data_ptr<float>());
+    auto as = [&](const at::Tensor& t, int64_t which) { return t.to(static_cast<at::ScalarType>(dtypes[which])); };
+    return {as(dq, 0), as(per_key_value_head(dk, x.KV), 1), as(per_key_value_head(dv, x.KV), 2), at::Tensor(),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+bool takes_tiled_attention(at::ScalarType dtype, const at::Device& device) {
+  return device.is_cpu() && ((dtype == at::kFloat && float32_gemm_loaded()) ||
+                             (dtype == at::kBFloat16 && bfloat16_products_in_float32()));
+}
+
+at::Tensor tiled_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::ScalarType dtype,
+                           const TokenLayout& layout) {
+  TORCH_CHECK(takes_tiled_attention(dtype, q.device()), "tiled_attention: no CPU GEMM for ", dtype, " products");
+  // Autograd takes no undefined input: an empty layout stands for plain causal rows.
+  const at::Tensor none = at::empty({0}, at::kLong);
+  return layout.defined() ? TiledAttention::apply(q, k, v, dtype, layout.documents, layout.branches)
+                          : TiledAttention::apply(q, k, v, dtype, none, none);
+}
+
+int64_t tiled_attention_scores(const TokenLayout& layout, int64_t rows, int64_t length) {
+  return (layout.defined() ? make_plan(layout.documents, layout.branches, rows, length)
+                            : make_plan({}, {}, rows, length))
+      .row_probs.back();
+}
+
+}  // namespace dpo
