@@ -121,7 +121,17 @@ bash "$repo/scripts/fetch_tokenizers.sh"
 
 mount_into_root proc -t proc proc
 mount_into_root sys -t sysfs -o ro sysfs
-mount_into_root dev --bind /dev
+# A private /dev with the few nodes a build and its tests open, not a bind of the host's: a
+# checkout deleted while a killed run's mounts were left (`rm -rf` descends into mounts) would
+# otherwise delete the host's /dev with it.
+mount_into_root dev -t tmpfs -o mode=755 tmpfs
+for node in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
+  read -r name major minor <<<"$node"
+  mknod -m 666 "$root/dev/$name" c "$major" "$minor"
+done
+for fd in 0:stdin 1:stdout 2:stderr; do ln -s "/proc/self/fd/${fd%%:*}" "$root/dev/${fd#*:}"; done
+ln -s /proc/self/fd "$root/dev/fd"
+mkdir "$root/dev/shm"
 mount_into_root dev/shm -t tmpfs tmpfs
 mount_into_root src --bind "$repo"
 mount -o remount,bind,ro "$root/src"
