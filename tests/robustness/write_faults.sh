@@ -238,7 +238,9 @@ while mountpoint -q "$mnt"; do umount "$mnt"; done
 # --- HDF5 files locked by another process ---------------------------------------------------------
 if command -v flock >/dev/null; then
   cp "$work/reference.h5" "$work/locked.h5"
-  flock -x "$work/locked.h5" sleep 300 &
+  # The shell takes the lock on fd 9 and becomes the sleep, so that killing $! ends the holder
+  # (`flock FILE sleep 300` would leave its sleep child holding the test's output open for 300 s).
+  (exec 9<"$work/locked.h5" && flock -x 9 && exec sleep 300) &
   lock_holder=$!
   for _ in $(seq 50); do grep -q FLOCK /proc/locks && break; sleep 0.1; done
   "$dpo" inspect "$work/locked.h5" >/dev/null 2>"$work/err.txt" && pass "a locked HDF5 file is read without locking by default" \
