@@ -65,6 +65,18 @@ void add_span(std::vector<Span>& spans, size_t first, Span span) {
     spans.push_back(span);
 }
 
+// Calls f(span begin, keys, column, first) for each key span of `tile`: `column` is where its
+// keys start among the tile's, `first` whether it is the tile's first span.
+template <typename F>
+void for_each_span(const Plan& plan, const Tile& tile, F&& f) {
+  int64_t column = 0;
+  for (size_t i = tile.first_span; i < tile.last_span; ++i) {
+    const Span& span = plan.spans[i];
+    f(span.begin, span.end - span.begin, column, i == tile.first_span);
+    column += span.end - span.begin;
+  }
+}
+
 // One row of `length` tokens; document and branch null for a plain causal row.
 void add_row(Plan& plan, const int64_t* document, const int64_t* branch, int64_t length) {
   struct Segment {
@@ -281,24 +293,18 @@ void forward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const O
         const int64_t m = tile.end - tile.begin, n = tile.keys;
         float* s = head_probs ? head_probs + tile.probs : scratch.data();
         time.run([&] {
-          int64_t column = 0;
-          for (size_t i = tile.first_span; i < tile.last_span; ++i) {
-            const Span& span = plan.spans[i];
-            gemm_rows('N', 'T', m, span.end - span.begin, x.D, x.scale(), qh + tile.begin * x.D, x.D,
-                      kh + span.begin * x.D, x.D, 0.0F, s + column, n);
-            column += span.end - span.begin;
-          }
+          for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool) {
+            gemm_rows('N', 'T', m, keys, x.D, x.scale(), qh + tile.begin * x.D, x.D, kh + begin * x.D, x.D, 0.0F,
+                      s + column, n);
+          });
         });
         softmax_rows(s, m, n, tile.begin, tile.end);
         const Op* p = as_operand(s, m * n, rounded);
         time.run([&] {
-          int64_t column = 0;
-          for (size_t i = tile.first_span; i < tile.last_span; ++i) {
-            const Span& span = plan.spans[i];
-            gemm_rows('N', 'N', m, x.D, span.end - span.begin, 1.0F, p + column, n, vh + span.begin * x.D, x.D,
-                      i == tile.first_span ? 0.0F : 1.0F, out + bh * TD + tile.begin * x.D, x.D);
-            column += span.end - span.begin;
-          }
+          for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool first) {
+            gemm_rows('N', 'N', m, x.D, keys, 1.0F, p + column, n, vh + begin * x.D, x.D, first ? 0.0F : 1.0F,
+                      out + bh * TD + tile.begin * x.D, x.D);
+          });
         });
       }
     }
@@ -326,30 +332,23 @@ void backward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const 
         const int64_t m = tile.end - tile.begin, n = tile.keys;
         const float* p = head_probs + tile.probs;
         time.run([&] {
-          int64_t column = 0;
-          for (size_t i = tile.first_span; i < tile.last_span; ++i) {
-            const Span& span = plan.spans[i];
-            gemm_rows('N', 'T', m, span.end - span.begin, x.D, 1.0F, gh + tile.begin * x.D, x.D, vh + span.begin * x.D,
-                      x.D, 0.0F, ds.data() + column, n);
-            column += span.end - span.begin;
-          }
+          for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool) {
+            gemm_rows('N', 'T', m, keys, x.D, 1.0F, gh + tile.begin * x.D, x.D, vh + begin * x.D, x.D, 0.0F,
+                      ds.data() + column, n);
+          });
         });
         softmax_gradient_rows(p, ds.data(), m, n);
         const Op* p_op = as_operand(p, m * n, rounded_p);
         const Op* ds_op = as_operand(ds.data(), m * n, rounded_ds);
         time.run([&] {
-          int64_t column = 0;
-          for (size_t i = tile.first_span; i < tile.last_span; ++i) {
-            const Span& span = plan.spans[i];
-            const int64_t keys = span.end - span.begin;
-            gemm_rows('N', 'N', m, x.D, keys, x.scale(), ds_op + column, n, kh + span.begin * x.D, x.D,
-                      i == tile.first_span ? 0.0F : 1.0F, dq + bh * TD + tile.begin * x.D, x.D);
+          for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool first) {
+            gemm_rows('N', 'N', m, x.D, keys, x.scale(), ds_op + column, n, kh + begin * x.D, x.D, first ? 0.0F : 1.0F,
+                      dq + bh * TD + tile.begin * x.D, x.D);
             gemm_rows('T', 'N', keys, x.D, m, x.scale(), ds_op + column, n, qh + tile.begin * x.D, x.D, 1.0F,
-                      dk + bh * TD + span.begin * x.D, x.D);
+                      dk + bh * TD + begin * x.D, x.D);
             gemm_rows('T', 'N', keys, x.D, m, 1.0F, p_op + column, n, gh + tile.begin * x.D, x.D, 1.0F,
-                      dv + bh * TD + span.begin * x.D, x.D);
-            column += keys;
-          }
+                      dv + bh * TD + begin * x.D, x.D);
+          });
         });
       }
     }
