@@ -6,17 +6,23 @@
 
 #include "dpo/error.h"
 #include "dpo/kernels/float_matmul.h"
+#include "dpo/kernels/logit_rows.h"
 
 namespace dpo {
 namespace {
 
-// Rows per chunk of `elements` logits. Softmax chunks (WPO's normaliser) hold about 2^20 (4 MiB in
-// float32), so that a chunk stays in cache between the passes over it; product chunks about 2^22
-// (16 MiB in float32): large enough for an efficient matrix product, small next to [N, V].
+// Rows per chunk of at most `elements` logits, split evenly over the fewest chunks. Softmax chunks
+// (WPO's normaliser) hold about 2^20 (4 MiB in float32), so that a chunk stays in cache between
+// the passes over it. Product chunks hold about 2^24 (64 MiB in float32), still small next to
+// [N, V]: the head's product ran at 60-75% of oneDNN's float32 peak on chunks of 83 rows of GPT-2's
+// vocabulary (2^22 logits) and at 85-95% on 256-512 rows, and a small remainder chunk ran slower
+// still (measured on 2 Zen 5 cores).
 constexpr int64_t kSoftmaxChunk = int64_t{1} << 20;
-constexpr int64_t kProductChunk = int64_t{1} << 22;
+constexpr int64_t kProductChunk = int64_t{1} << 24;
 int64_t chunk_rows(int64_t elements, int64_t vocab, int64_t rows) {
-  return std::clamp<int64_t>(elements / std::max<int64_t>(vocab, 1), 1, std::max<int64_t>(rows, 1));
+  const int64_t most = std::clamp<int64_t>(elements / std::max<int64_t>(vocab, 1), 1, std::max<int64_t>(rows, 1));
+  const int64_t chunks = std::max<int64_t>((rows + most - 1) / most, 1);
+  return std::max<int64_t>((rows + chunks - 1) / chunks, 1);
 }
 
 // The logits of rows [r, r + n) in the log-prob dtype: the head's product in the matmul dtype,
@@ -36,6 +42,11 @@ void chunked_logps(const at::Tensor& h, const at::Tensor& w, const at::Tensor& t
   for (int64_t r = 0; r < rows; r += step) {
     const int64_t n = std::min(step, rows - r);
     const at::Tensor logits = chunk_logits(h, w, r, n, out.scalar_type());
+    if (takes_logit_rows(logits)) {
+      const at::Tensor lse = log_norm.defined() ? log_norm.narrow(0, r, n) : at::empty({n}, out.options());
+      log_softmax_at_targets(logits, targets.narrow(0, r, n), lse, out.narrow(0, r, n));
+      continue;
+    }
     const at::Tensor lse = at::logsumexp(logits, -1);
     if (log_norm.defined()) log_norm.narrow(0, r, n).copy_(lse);
     out.narrow(0, r, n).copy_(logits.gather(1, targets.narrow(0, r, n).unsqueeze(1)).squeeze(1) - lse);
@@ -70,18 +81,22 @@ struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
     const at::Tensor &h = saved[0], &w = saved[1], &targets = saved[2], &log_norm = saved[3];
     const auto hidden_dtype = static_cast<at::ScalarType>(ctx->saved_data["hidden_dtype"].toInt());
     const auto weight_dtype = static_cast<at::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
-    const at::Tensor grad = grad_outputs.at(0).to(log_norm.scalar_type());
+    const at::Tensor grad = grad_outputs.at(0).to(log_norm.scalar_type()).contiguous();
     const int64_t rows = h.size(0);
     at::Tensor grad_hidden = at::empty(h.sizes(), h.options().dtype(hidden_dtype));
     at::Tensor grad_weight = at::zeros(w.sizes(), w.options().dtype(weight_dtype));
     const int64_t step = chunk_rows(kProductChunk, w.size(0), rows);
     for (int64_t r = 0; r < rows; r += step) {
       const int64_t n = std::min(step, rows - r);
-      const at::Tensor g = grad.narrow(0, r, n).unsqueeze(1);
-      at::Tensor d_logits = chunk_logits(h, w, r, n, log_norm.scalar_type());
-      d_logits.sub_(log_norm.narrow(0, r, n).unsqueeze(1)).exp_().mul_(g.neg());
-      d_logits.scatter_add_(1, targets.narrow(0, r, n).unsqueeze(1), g);
-      const at::Tensor d = d_logits.to(w.scalar_type());
+      at::Tensor d = chunk_logits(h, w, r, n, log_norm.scalar_type());
+      if (takes_logit_rows(d)) {
+        d = logp_gradient(d, targets.narrow(0, r, n), log_norm.narrow(0, r, n), grad.narrow(0, r, n), w.scalar_type());
+      } else {
+        const at::Tensor g = grad.narrow(0, r, n).unsqueeze(1);
+        d.sub_(log_norm.narrow(0, r, n).unsqueeze(1)).exp_().mul_(g.neg());
+        d.scatter_add_(1, targets.narrow(0, r, n).unsqueeze(1), g);
+        d = d.to(w.scalar_type());
+      }
       const at::Tensor h_chunk = h.narrow(0, r, n);
       at::Tensor grad_rows = grad_hidden.narrow(0, r, n);
       if (hidden_dtype == at::kFloat)
@@ -108,7 +123,14 @@ at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, 
   if (targets.dim() != 1 || targets.size(0) != hidden.size(0))
     fail("head log-probs: targets {} for {} rows", shape_text(targets.sizes()), hidden.size(0));
   const at::ScalarType dtype = matmul_dtype == at::ScalarType::Undefined ? weight.scalar_type() : matmul_dtype;
-  const at::Tensor t = targets.to(at::kLong);
+  const at::Tensor t = targets.to(at::kLong).contiguous();
+  // Checked here, where it costs two reductions, rather than per logit row (the CPU kernels read
+  // row[target] unchecked); on CUDA the gather's own device-side check stays.
+  if (t.is_cpu() && t.numel() > 0) {
+    const int64_t low = t.min().item<int64_t>(), high = t.max().item<int64_t>();
+    if (low < 0 || high >= weight.size(0))
+      fail("head log-probs: target token {} is outside the head's vocabulary of {}", low < 0 ? low : high, weight.size(0));
+  }
   if (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad()))
     return HeadTokenLogps::apply(hidden, weight, t, static_cast<int64_t>(dtype));
   // No gradients: the same chunks, nothing kept.

@@ -25,6 +25,7 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "dpo/kernels/float_lanes.h"
 #include "dpo/kernels/float_matmul.h"
 
 namespace dpo {
@@ -130,44 +131,8 @@ Plan make_plan(const at::Tensor& documents, const at::Tensor& branches, int64_t 
   return plan;
 }
 
-// The row loops below work on 16 float32 lanes through GCC's vector extension, which compiles to
-// one AVX-512 register, two AVX2 or four SSE ones in the clone the CPU picks (target_clones);
-// left to the auto-vectoriser, these loops ran scalar.
-// (Helpers take and give them by reference: GCC warns about passing them by value, whose ABI
-// differs with and without AVX-512.)
-typedef float Floats __attribute__((vector_size(64)));
-typedef int32_t Ints __attribute__((vector_size(64)));
-typedef uint32_t Words __attribute__((vector_size(64)));
-typedef uint16_t Halves __attribute__((vector_size(32)));
-constexpr int64_t kLanes = 16;
-
-// v = lanes [0, count) from p, the others `fill`.
-inline void load(Floats& v, const float* p, int64_t count, float fill) {
-  if (count >= kLanes)
-    std::memcpy(&v, p, sizeof v);
-  else
-    for (int64_t i = 0; i < kLanes; ++i) v[i] = i < count ? p[i] : fill;
-}
-inline void store(float* p, const Floats& v, int64_t count) {
-  if (count >= kLanes)
-    std::memcpy(p, &v, sizeof v);
-  else
-    for (int64_t i = 0; i < count; ++i) p[i] = v[i];
-}
-
-// x = e^x for x <= 0 (scores less their row's maximum): 2^n e^r with r in [-ln 2 / 2, ln 2 / 2]
-// and e^r by its Taylor series to r^6 (relative error < 2e-7). Below -87 (e^x < 2^-125) it gives
-// e^-87 ~ 1.6e-38.
-inline void exp_nonpositive(Floats& x) {
-  const Floats lowest = Floats{} - 87.0F;
-  x = x < lowest ? lowest : x;
-  const Ints n = __builtin_convertvector(x * 1.44269504F - 0.5F, Ints);  // rounds to nearest for x <= 0
-  const Floats fn = __builtin_convertvector(n, Floats);
-  const Floats r = (x - fn * 0.693145751953125F) - fn * 1.428606765330187e-06F;
-  const Floats p =
-      1.0F + r * (1.0F + r * (0.5F + r * (1.0F / 6 + r * (1.0F / 24 + r * (1.0F / 120 + r * (1.0F / 720))))));
-  x = p * (Floats)((n + 127) << 23);
-}
+// The row loops below work on 16 float32 lanes (kernels/float_lanes.h).
+using namespace lanes;
 
 // The softmax of a tile's scores s [rows, keys] in place, row r (query `first + r`) over its first
 // keys - (last - 1 - query) keys (the rest are its own segment's later tokens) and zero after.
@@ -193,9 +158,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows(f
       sums += v;
       store(row + j, v, seen - j);
     }
-    float sum = 0;
-    for (int64_t i = 0; i < kLanes; ++i) sum += sums[i];
-    const float inverse = 1.0F / sum;
+    const float inverse = 1.0F / sum(sums);
     for (int64_t j = 0; j < seen; j += kLanes) {
       load(v, row + j, seen - j, 0);
       store(row + j, v * inverse, seen - j);
@@ -216,8 +179,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_gradie
       load(dv, dr + j, keys - j, 0);
       dots += pv * dv;
     }
-    float dot = 0;
-    for (int64_t i = 0; i < kLanes; ++i) dot += dots[i];
+    const float dot = sum(dots);
     for (int64_t j = 0; j < keys; j += kLanes) {
       load(pv, pr + j, keys - j, 0);
       load(dv, dr + j, keys - j, 0);
@@ -232,11 +194,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void round_to_bfloa
   for (int64_t j = 0; j < n; j += kLanes) {
     Floats v{};
     load(v, x + j, n - j, 0);
-    const Words bits = (Words)v;
-    const Words rounded = (bits + 0x7FFFU + ((bits >> 16) & 1U)) >> 16;
-    const Words nan = Words{} + 0x7FC0U;
-    const Halves h = __builtin_convertvector(v != v ? nan : rounded, Halves);
-    std::memcpy(out + j, &h, sizeof(uint16_t) * static_cast<size_t>(std::min(kLanes, n - j)));
+    store(out + j, v, n - j);
   }
 }
 

@@ -37,23 +37,39 @@ Grads value_and_grads(F logps, const at::Tensor& h0, const at::Tensor& w0, const
 
 }  // namespace
 
-TEST_CASE("head log-probs and their gradients equal plain autograd over the full logits, in float64", "[logps]") {
-  at::manual_seed(3);
-  // 70000 classes: several softmax chunks of a few rows each, so the chunk edges are on the path.
-  const at::Tensor h = at::randn({37, 4}, at::kDouble), w = at::randn({70000, 4}, at::kDouble);
-  const at::Tensor targets = at::randint(0, 70000, {37}, at::kLong);
-  const at::Tensor upstream = at::randn({37}, at::kDouble);
+namespace {
+
+// head_token_logps of h, w (in their dtype) against plain autograd over the full float64 logits of
+// the same values, to `tolerance` (values absolute, gradients normwise relative).
+void check_head_against_float64(const at::Tensor& h, const at::Tensor& w, double tolerance) {
+  const int64_t rows = h.size(0), vocab = w.size(0);
+  const at::Tensor targets = at::randint(0, vocab, {rows}, at::kLong);
+  const at::Tensor upstream = at::randn({rows}, h.options());
   const Grads mine = value_and_grads(
       [](const at::Tensor& a, const at::Tensor& b, const at::Tensor& t) { return dpo::head_token_logps(a, b, t, at::ScalarType::Undefined); },
       h, w, targets, upstream);
-  const Grads plain = value_and_grads(plain_logps, h, w, targets, upstream);
-  CHECK(mine.value.scalar_type() == at::kDouble);
-  CHECK(at::allclose(mine.value, plain.value, 1e-12, 1e-12));
-  CHECK(float_rounding::normwise_relative_difference(mine.hidden, plain.hidden) < 1e-12);
-  CHECK(float_rounding::normwise_relative_difference(mine.weight, plain.weight) < 1e-12);
+  const Grads plain = value_and_grads(plain_logps, h.to(at::kDouble), w.to(at::kDouble), targets, upstream.to(at::kDouble));
+  CHECK(mine.value.scalar_type() == h.scalar_type());
+  CHECK((mine.value.to(at::kDouble) - plain.value).abs().max().item<double>() < tolerance);
+  CHECK(float_rounding::normwise_relative_difference(mine.hidden.to(at::kDouble), plain.hidden) < tolerance);
+  CHECK(float_rounding::normwise_relative_difference(mine.weight.to(at::kDouble), plain.weight) < tolerance);
   // Without gradients the product is chunked too; the values are the same.
   at::NoGradGuard no_grad;
-  CHECK(at::allclose(dpo::head_token_logps(h, w, targets, at::ScalarType::Undefined), plain.value, 1e-12, 1e-12));
+  CHECK(at::equal(dpo::head_token_logps(h, w, targets, at::ScalarType::Undefined), mine.value));
+}
+
+}  // namespace
+
+TEST_CASE("head log-probs and their gradients equal plain autograd over the full logits, in float64 and float32",
+          "[logps]") {
+  at::manual_seed(3);
+  // 400000 classes: two product chunks (of 23 and 22 rows) and many softmax chunks, so that chunk
+  // edges are on the path.
+  const at::Tensor h = at::randn({45, 4}, at::kDouble), w = at::randn({400000, 4}, at::kDouble);
+  SECTION("float64") { check_head_against_float64(h, w, 1e-12); }
+  // float32: on CPUs the log-softmax and its gradient are kernels/logit_rows' (float32 rounding of
+  // log-probs up to ~15 in magnitude).
+  SECTION("float32") { check_head_against_float64(h.to(at::kFloat), w.to(at::kFloat), 1e-5); }
 }
 
 TEST_CASE("head log-probs in a bfloat16 matmul are float32 and keep float32 gradients of float32 inputs", "[logps]") {
@@ -91,6 +107,10 @@ TEST_CASE("head log-probs refuse mismatched shapes, naming them", "[logps]") {
                     Catch::Contains("[3, 5]"));
   CHECK_THROWS_WITH(dpo::head_token_logps(at::randn({3, 4}), w, at::zeros({2}, at::kLong), at::ScalarType::Undefined),
                     Catch::Contains("targets"));
+  CHECK_THROWS_WITH(dpo::head_token_logps(at::randn({3, 4}), w, at::full({3}, 10, at::kLong), at::ScalarType::Undefined),
+                    Catch::Contains("target token 10 is outside the head's vocabulary of 10"));
+  CHECK_THROWS_WITH(dpo::head_token_logps(at::randn({3, 4}), w, at::full({3}, -1, at::kLong), at::ScalarType::Undefined),
+                    Catch::Contains("target token -1"));
 }
 
 namespace {

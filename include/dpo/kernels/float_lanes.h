@@ -1,0 +1,68 @@
+// Sixteen float32 lanes through GCC's vector extension, for the row loops of CPU kernels (the
+// tiled attention's softmax, the head's log-softmax): they compile to one AVX-512 register, two
+// AVX2 or four SSE ones in whichever clone of the calling function the CPU picks
+// (`target_clones("avx512f", "avx2", "default")` on the caller). Left to the auto-vectoriser,
+// such loops ran scalar (vmovss/vfmadd213ss in perf).
+// Helpers take and give vectors by reference: GCC warns about passing them by value, whose ABI
+// differs with and without AVX-512.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include <c10/util/BFloat16.h>
+
+namespace dpo::lanes {
+
+typedef float Floats __attribute__((vector_size(64)));
+typedef int32_t Ints __attribute__((vector_size(64)));
+typedef uint32_t Words __attribute__((vector_size(64)));
+typedef uint16_t Halves __attribute__((vector_size(32)));
+constexpr int64_t kLanes = 16;
+
+// v = lanes [0, count) from p, the others `fill`.
+inline void load(Floats& v, const float* p, int64_t count, float fill) {
+  if (count >= kLanes)
+    std::memcpy(&v, p, sizeof v);
+  else
+    for (int64_t i = 0; i < kLanes; ++i) v[i] = i < count ? p[i] : fill;
+}
+// Lanes [0, count) of v to p.
+inline void store(float* p, const Floats& v, int64_t count) {
+  if (count >= kLanes)
+    std::memcpy(p, &v, sizeof v);
+  else
+    for (int64_t i = 0; i < count; ++i) p[i] = v[i];
+}
+// Lanes [0, count) of v to p, rounded to bfloat16 (to nearest even, NaN kept NaN, as c10::BFloat16
+// rounds).
+inline void store(at::BFloat16* p, const Floats& v, int64_t count) {
+  const Words bits = (Words)v;
+  const Words rounded = (bits + 0x7FFFU + ((bits >> 16) & 1U)) >> 16;
+  const Words nan = Words{} + 0x7FC0U;
+  const Halves h = __builtin_convertvector(v != v ? nan : rounded, Halves);
+  std::memcpy(p, &h, sizeof(uint16_t) * static_cast<size_t>(std::min(kLanes, count)));
+}
+// The sum of the lanes.
+inline float sum(const Floats& v) {
+  float s = 0;
+  for (int64_t i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+// x = e^x for x <= 0 (values less their row's maximum): 2^n e^r with r in [-ln 2 / 2, ln 2 / 2]
+// and e^r by its Taylor series to r^6 (relative error < 2e-7). Below -87 (e^x < 2^-125) it gives
+// e^-87 ~ 1.6e-38; NaN stays NaN.
+inline void exp_nonpositive(Floats& x) {
+  const Floats lowest = Floats{} - 87.0F;
+  x = x < lowest ? lowest : x;
+  const Ints n = __builtin_convertvector(x * 1.44269504F - 0.5F, Ints);  // rounds to nearest for x <= 0
+  const Floats fn = __builtin_convertvector(n, Floats);
+  const Floats r = (x - fn * 0.693145751953125F) - fn * 1.428606765330187e-06F;
+  const Floats p =
+      1.0F + r * (1.0F + r * (0.5F + r * (1.0F / 6 + r * (1.0F / 24 + r * (1.0F / 120 + r * (1.0F / 720))))));
+  x = p * (Floats)((n + 127) << 23);
+}
+
+}  // namespace dpo::lanes
