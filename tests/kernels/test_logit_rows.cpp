@@ -70,7 +70,7 @@ TEST_CASE("logit rows: a NaN logit makes its own row NaN and no other", "[kernel
   CHECK(at::isfinite(grad.index_select(0, at::tensor({0, 1, 3}, at::kLong))).all().item<bool>());
 }
 
-TEST_CASE("logit rows: taken for contiguous float32 CPU rows only; bad companions are named", "[kernels]") {
+TEST_CASE("logit rows: taken for contiguous float32 CPU rows only, and bad companions are named", "[kernels]") {
   CHECK(dpo::takes_logit_rows(at::zeros({3, 5})));
   CHECK_FALSE(dpo::takes_logit_rows(at::zeros({3, 5}, at::kDouble)));
   CHECK_FALSE(dpo::takes_logit_rows(at::zeros({5, 3}).t()));
