@@ -1,7 +1,10 @@
 #include "dpo/train/optimization.h"
 
 #include <cmath>
+#include <sstream>
+#include <string>
 #include <tuple>
+#include <type_traits>
 
 #include <torch/optim/adamw.h>
 #include <torch/optim/rmsprop.h>
@@ -9,6 +12,7 @@
 #include <torch/version.h>
 
 #include "dpo/error.h"
+#include "dpo/kernels/rmsprop_update.h"
 
 namespace dpo {
 
@@ -36,6 +40,73 @@ std::vector<torch::optim::OptimizerParamGroup> decay_groups(const std::vector<at
   return groups;
 }
 
+// The key of a parameter's entry in libtorch's optimizer state: its TensorImpl's address, as a
+// string in libtorch 1.x (c10::guts::to_string's ostream form) and as the pointer in 2.x.
+template <typename Key>
+Key state_key(c10::TensorImpl* impl) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream text;
+    text << impl;
+    return text.str();
+  } else {
+    return impl;
+  }
+}
+
+// libtorch's RMSprop with each float32 CPU tensor updated in one pass (kernels/rmsprop_update)
+// instead of five. The state is libtorch's own (square averages and step counts under libtorch's
+// keys, made as libtorch makes them), so checkpoints save and load as before; anything the pass
+// does not take (momentum, centered, other dtypes or devices, a closure) is libtorch's step.
+class RMSpropInOnePass : public torch::optim::RMSprop {
+ public:
+  using torch::optim::RMSprop::RMSprop;
+
+  torch::Tensor step(LossClosure closure = nullptr) override {
+    if (closure != nullptr || !takes_every_update()) return torch::optim::RMSprop::step(std::move(closure));
+    at::NoGradGuard no_grad;
+    for (torch::optim::OptimizerParamGroup& group : param_groups()) {
+      const auto& options = static_cast<const torch::optim::RMSpropOptions&>(group.options());
+      for (const at::Tensor& p : group.params()) {
+        if (!p.grad().defined()) continue;
+        auto& state = state_of(p);
+        state.step(state.step() + 1);
+        rmsprop_update(p, p.grad(), state.square_avg(), options.lr(), options.alpha(), options.eps(),
+                       options.weight_decay());
+      }
+    }
+    return {};
+  }
+
+ private:
+  using Key = typename std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
+
+  torch::optim::RMSpropParamState& state_of(const at::Tensor& p) {
+    std::unique_ptr<torch::optim::OptimizerParamState>& entry = state_[state_key<Key>(p.unsafeGetTensorImpl())];
+    if (entry == nullptr) {  // as libtorch's first step makes it
+      auto state = std::make_unique<torch::optim::RMSpropParamState>();
+      state->step(0);
+      state->square_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+      entry = std::move(state);
+    }
+    return static_cast<torch::optim::RMSpropParamState&>(*entry);
+  }
+
+  bool takes_every_update() {
+    for (torch::optim::OptimizerParamGroup& group : param_groups()) {
+      const auto& options = static_cast<const torch::optim::RMSpropOptions&>(group.options());
+      if (options.momentum() != 0.0 || options.centered()) return false;
+      for (const at::Tensor& p : group.params()) {
+        if (!p.grad().defined()) continue;
+        const auto found = state_.find(state_key<Key>(p.unsafeGetTensorImpl()));
+        const at::Tensor square_avg =
+            found == state_.end() ? p : static_cast<torch::optim::RMSpropParamState&>(*found->second).square_avg();
+        if (!takes_rmsprop_update(p, p.grad(), square_avg)) return false;
+      }
+    }
+    return true;
+  }
+};
+
 template <typename Optimizer, typename Options>
 std::unique_ptr<torch::optim::Optimizer> grouped(const std::vector<at::Tensor>& parameters, Options options,
                                                  double weight_decay) {
@@ -50,7 +121,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainOptions& opti
   const double lr = options.lr;
   const double weight_decay = options.weight_decay;
   if (options.optimizer == "rmsprop") {
-    return grouped<torch::optim::RMSprop>(
+    return grouped<RMSpropInOnePass>(
         parameters, torch::optim::RMSpropOptions(lr).alpha(0.99).eps(1e-8).momentum(0).centered(false), weight_decay);
   }
   if (options.optimizer == "adamw") {

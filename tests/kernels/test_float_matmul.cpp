@@ -157,5 +157,30 @@ TEST_CASE("raw-pointer GEMMs (tiled kernels' products): transposes, alpha and be
     out.fill_(std::numeric_limits<float>::quiet_NaN());
     product(2.0F, 0.0F);
     CHECK(relative_error(out, 2.0 * ab) < 1e-5);
+    // Every pairing of alpha (1, a power of two, any other) with beta (0, 1, any other): the
+    // bfloat16 GEMM applies those other than 1 and 0/1 itself, around oneDNN's product.
+    for (const float alpha : {1.0F, 0.125F, -3.0F, 0.3F}) {
+      for (const float beta : {0.0F, 1.0F, 0.5F, 2.0F}) {
+        INFO("alpha " << alpha << ", beta " << beta);
+        out = randn({M, N});
+        const at::Tensor held = out.to(at::kDouble);
+        product(alpha, beta);
+        CHECK(relative_error(out, alpha * ab + beta * held) < 1e-5);
+      }
+    }
   }
+}
+
+TEST_CASE("raw-pointer bfloat16 GEMMs with alpha and beta leave columns past N alone", "[runtime]") {
+  if (!dpo::bfloat16_products_in_float32()) return;
+  at::manual_seed(12);
+  const int64_t M = 5, K = 16, N = 7, ldc = 11;
+  const at::Tensor a = randn({M, K}).to(at::kBFloat16), b = randn({K, N}).to(at::kBFloat16);
+  const at::Tensor ab = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+  at::Tensor wide = randn({M, ldc});
+  const at::Tensor before = wide.clone();
+  dpo::gemm_rows('N', 'N', M, N, K, 0.25F, a.data_ptr<at::BFloat16>(), K, b.data_ptr<at::BFloat16>(), N, 3.0F,
+                 wide.data_ptr<float>(), ldc);
+  CHECK(relative_error(wide.narrow(1, 0, N), 0.25 * ab + 3.0 * before.narrow(1, 0, N).to(at::kDouble)) < 1e-5);
+  CHECK(at::equal(wide.narrow(1, N, ldc - N), before.narrow(1, N, ldc - N)));
 }

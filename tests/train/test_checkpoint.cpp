@@ -14,6 +14,7 @@
 #include <ATen/ATen.h>
 #include "catch2_api.h"
 #include <torch/optim/adamw.h>
+#include <torch/optim/rmsprop.h>
 #include <fmt/format.h>
 
 #include "dpo/config/config.h"
@@ -203,6 +204,41 @@ TEST_CASE("rmsprop updates as p -= lr g / (sqrt(v) + eps) with v = alpha v + (1 
     const std::vector<double> got = run_optimizer(train_options("rmsprop", lr, wd), 3);
     CHECK(got[0] == Approx(p[0]).epsilon(1e-12));
     CHECK(got[1] == Approx(p[1]).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("rmsprop on float32 tensors matches libtorch's RMSprop and keeps libtorch's state entries", "[optimization]") {
+  // make_optimizer's RMSprop updates float32 CPU tensors in one pass (kernels/rmsprop_update);
+  // libtorch's own RMSprop on copies of the same tensors is the reference.
+  for (const double wd : {0.0, 0.1}) {
+    INFO("weight decay " << wd);
+    at::manual_seed(29);
+    std::vector<at::Tensor> ours{at::randn({64, 33}).requires_grad_(true), at::randn({33}).requires_grad_(true)};
+    std::vector<at::Tensor> theirs;
+    for (const at::Tensor& p : ours) theirs.push_back(p.detach().clone().requires_grad_(true));
+    auto optimizer = dpo::make_optimizer(train_options("rmsprop", 1e-3, wd), ours);
+    torch::optim::RMSpropOptions options(1e-3);
+    options.alpha(0.99).eps(1e-8).weight_decay(0.0);
+    torch::optim::RMSprop reference({theirs[1]}, options);  // the 1-D parameter: no weight decay
+    torch::optim::RMSprop decayed({theirs[0]}, torch::optim::RMSpropOptions(options).weight_decay(wd));
+    for (int step = 0; step < 3; ++step) {
+      for (size_t i = 0; i < ours.size(); ++i) {
+        const at::Tensor g = at::randn(ours[i].sizes());
+        ours[i].mutable_grad() = g.clone();
+        theirs[i].mutable_grad() = g.clone();
+      }
+      optimizer->step();
+      reference.step();
+      decayed.step();
+    }
+    for (size_t i = 0; i < ours.size(); ++i)
+      CHECK(at::allclose(ours[i].detach(), theirs[i].detach(), /*rtol=*/1e-6, /*atol=*/1e-8));
+    // libtorch's own step (taken with a closure) finds the entries the one-pass steps made: one per
+    // parameter, at step 4, not a fresh state at step 1.
+    optimizer->step([] { return at::Tensor(); });
+    CHECK(optimizer->state().size() == ours.size());
+    for (const auto& entry : optimizer->state())
+      CHECK(static_cast<const torch::optim::RMSpropParamState&>(*entry.second).step() == 4);
   }
 }
 
