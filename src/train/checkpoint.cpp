@@ -143,7 +143,8 @@ nlohmann::json to_json(const TrainerState& state) {
                               {"config_hash", state.config_hash},
                               {"extra", state.extra}};
   // Hugging Face TrainerState's defaults for what dpo does not track (no best-model tracking, no
-  // hyper-parameter search, token and FLOP counts 0), then the run's own values.
+  // hyper-parameter search), then the run's own values (the trainer's token and FLOP counts among
+  // them).
   nlohmann::json j = {{"global_step", state.step},
                       {"epoch", 0.0},
                       {"max_steps", 0},
@@ -309,6 +310,9 @@ TrainerState starting_state(const std::optional<std::string>& checkpoint, const 
   state.step_in_epoch = saved.step_in_epoch;
   state.extra["skipped_steps"] = saved.extra.value("skipped_steps", 0);
   if (saved.extra.contains("loss_scaler")) state.extra["loss_scaler"] = saved.extra["loss_scaler"];
+  // Checkpoints of earlier versions did not count: their runs count from the resume on.
+  for (const char* total : {"num_input_tokens_seen", "total_flos"})
+    if (saved.extra.contains(total)) state.extra[total] = saved.extra[total];
   return state;
 }
 

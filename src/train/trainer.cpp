@@ -69,8 +69,9 @@ class Trainer {
   size_t stop_points_before_last_backward(size_t global_pairs) const;
   bool optimizer_step(int64_t step, double loss, double grad_norm);
   void advance_to(int64_t step);
-  void add_throughput(std::map<std::string, double>& metrics, const std::vector<int64_t>& global, double seconds,
+  void add_throughput(std::map<std::string, double>& metrics, const ForwardWork& work, double seconds,
                       double sync_seconds) const;
+  void count_work(const ForwardWork& work);
   void log_step(const std::map<std::string, double>& metrics, bool skipped) const;
   double epoch_progress() const;
   void evaluate();
@@ -137,7 +138,9 @@ TrainSummary Trainer::run() {
     metrics["grad_norm"] = grad_norm;
     metrics["lr"] = lr;
     if (loss_scaler_.enabled()) metrics["loss_scale"] = loss_scale;
-    add_throughput(metrics, global, seconds_since(step_start), sync_seconds);
+    const ForwardWork work = objective_->forward_work(global);
+    count_work(work);
+    add_throughput(metrics, work, seconds_since(step_start), sync_seconds);
     summary_.last_metrics = metrics;
     if (step % config_.run.log_every == 0 || step == total_steps_ || !updated) log_step(metrics, !updated);
     if (eval_data_ && c.eval_every > 0 && step % c.eval_every == 0) evaluate();
@@ -312,9 +315,16 @@ void Trainer::advance_to(int64_t step) {
   }
 }
 
-void Trainer::add_throughput(std::map<std::string, double>& metrics, const std::vector<int64_t>& global,
-                             double seconds, double sync_seconds) const {
-  const ForwardWork work = objective_->forward_work(global);
+// Hugging Face's running totals of the run (trainer_state.json's num_input_tokens_seen and
+// total_flos): every step's tokens and FLOPs as the throughput metrics count them, over all ranks;
+// kept in the resume state, so that a resumed run goes on counting.
+void Trainer::count_work(const ForwardWork& work) {
+  state_.extra["num_input_tokens_seen"] = state_.extra.value("num_input_tokens_seen", int64_t{0}) + work.tokens;
+  state_.extra["total_flos"] = state_.extra.value("total_flos", 0.0) + work.flops;
+}
+
+void Trainer::add_throughput(std::map<std::string, double>& metrics, const ForwardWork& work, double seconds,
+                             double sync_seconds) const {
   metrics["tokens_per_s"] = static_cast<double>(work.tokens) / seconds;
   metrics["mfu"] = work.flops / seconds / peak_flops_;
   metrics["peak_memory_mib"] = peak_memory_mib(config_.model.device);
@@ -356,6 +366,8 @@ void Trainer::save() {
                 {"eval_steps", t.eval_every},
                 {"save_steps", t.save_every},
                 {"train_batch_size", t.micro_batch_size},
+                {"num_input_tokens_seen", state_.extra.value("num_input_tokens_seen", int64_t{0})},
+                {"total_flos", state_.extra.value("total_flos", 0.0)},
                 {"log_history", metrics_log_->log_history(state_.step)}};
     save_checkpoint(config_.run.output_dir, *policy_, *optimizer_, saved, t.keep_checkpoints, serving_sources(config_));
   }

@@ -82,6 +82,16 @@ TEST_CASE("trainer_state.json has Hugging Face Trainer's fields, and the optimiz
   REQUIRE(history.size() == 4);
   CHECK(history[0].contains("learning_rate"));
   CHECK(history[3].contains("eval_loss"));
+  // Hugging Face's running totals: the tokens each step's metrics count (tokens_per_s x
+  // step_time_s), summed; the FLOPs likewise, and more by step 6.
+  double tokens = 0;
+  for (const nlohmann::json& line : history)
+    if (line.contains("tokens_per_s")) tokens += line["tokens_per_s"].get<double>() * line["step_time_s"].get<double>();
+  CHECK(state.at("num_input_tokens_seen").get<double>() == Approx(tokens).epsilon(1e-9));
+  const nlohmann::json step6 = dpo::read_json_file((toy.output("out") / "checkpoints" / "step-6" / "trainer_state.json").string());
+  CHECK(state.at("total_flos").get<double>() > 0);
+  CHECK(step6.at("total_flos").get<double>() > state.at("total_flos").get<double>());
+  CHECK(step6.at("num_input_tokens_seen").get<int64_t>() > state.at("num_input_tokens_seen").get<int64_t>());
   // What resume needs, where Hugging Face keeps callbacks' state.
   const nlohmann::json& own = state.at("stateful_callbacks").at("dpo").at("attributes");
   CHECK(own.at("step") == 3);

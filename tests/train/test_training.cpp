@@ -26,6 +26,7 @@
 #include "dpo/config/config.h"
 #include "dpo/data/preference_data.h"
 #include "dpo/data/synthetic_task.h"
+#include "dpo/io/json_input.h"
 #include "dpo/dist/dist.h"
 #include "dpo/model/model.h"
 #include "dpo/runtime/preemption.h"
@@ -209,6 +210,16 @@ TEST_CASE("resuming equals an uninterrupted run (bit-identical on CPU)", "[train
       }
     }
   }
+  // Hugging Face's running totals (trainer_state.json) go on counting across a resume.
+  auto totals = [&](const char* run) {
+    const nlohmann::json state =
+        dpo::read_json_file((toy.output(run) / "checkpoints" / "step-4" / "trainer_state.json").string());
+    return std::make_pair(state.at("num_input_tokens_seen").get<int64_t>(), state.at("total_flos").get<double>());
+  };
+  CHECK(totals("a").first > 0);
+  CHECK(totals("a").second > 0);
+  CHECK(totals("b") == totals("a"));
+  CHECK(totals("c") == totals("a"));
 }
 
 TEST_CASE("a checkpoint reloads to identical parameters", "[training]") {
