@@ -89,8 +89,7 @@ struct GeluTanh : torch::autograd::Function<GeluTanh> {
 }  // namespace
 
 at::Tensor gelu_tanh(const at::Tensor& x) {
-  if (x.is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() && x.layout() == at::kStrided)
-    return GeluTanh::apply(x);
+  if (flat_float32_cpu(x)) return GeluTanh::apply(x);
   return at::gelu(x, "tanh");
 }
 

@@ -4,6 +4,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "dpo/kernels/float_lanes.h"
+
 namespace dpo {
 namespace {
 
@@ -34,14 +36,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void update_range_w
   }
 }
 
-bool float_cpu_contiguous(const at::Tensor& t) {
-  return t.defined() && t.is_cpu() && t.scalar_type() == at::kFloat && t.layout() == at::kStrided && t.is_contiguous();
-}
-
 }  // namespace
 
 bool takes_rmsprop_update(const at::Tensor& param, const at::Tensor& grad, const at::Tensor& square_avg) {
-  return float_cpu_contiguous(param) && float_cpu_contiguous(grad) && float_cpu_contiguous(square_avg) &&
+  return lanes::flat_float32_cpu(param) && lanes::flat_float32_cpu(grad) && lanes::flat_float32_cpu(square_avg) &&
          grad.sizes() == param.sizes() && square_avg.sizes() == param.sizes();
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include <torch/optim/adamw.h>
 #include <torch/optim/rmsprop.h>
@@ -62,17 +63,25 @@ class RMSpropInOnePass : public torch::optim::RMSprop {
   using torch::optim::RMSprop::RMSprop;
 
   torch::Tensor step(LossClosure closure = nullptr) override {
-    if (closure != nullptr || !takes_every_update()) return torch::optim::RMSprop::step(std::move(closure));
-    at::NoGradGuard no_grad;
+    if (closure != nullptr) return torch::optim::RMSprop::step(std::move(closure));
+    // Each parameter's state is looked up once (made, where missing, as libtorch's first step
+    // makes it, so that libtorch's step finds it the same if it takes over).
+    std::vector<std::tuple<at::Tensor, torch::optim::RMSpropParamState*, const torch::optim::RMSpropOptions*>> updates;
     for (torch::optim::OptimizerParamGroup& group : param_groups()) {
       const auto& options = static_cast<const torch::optim::RMSpropOptions&>(group.options());
+      if (options.momentum() != 0.0 || options.centered()) return torch::optim::RMSprop::step();
       for (const at::Tensor& p : group.params()) {
         if (!p.grad().defined()) continue;
-        auto& state = state_of(p);
-        state.step(state.step() + 1);
-        rmsprop_update(p, p.grad(), state.square_avg(), options.lr(), options.alpha(), options.eps(),
-                       options.weight_decay());
+        torch::optim::RMSpropParamState& state = state_of(p);
+        if (!takes_rmsprop_update(p, p.grad(), state.square_avg())) return torch::optim::RMSprop::step();
+        updates.emplace_back(p, &state, &options);
       }
+    }
+    at::NoGradGuard no_grad;
+    for (const auto& [p, state, options] : updates) {
+      state->step(state->step() + 1);
+      rmsprop_update(p, p.grad(), state->square_avg(), options->lr(), options->alpha(), options->eps(),
+                     options->weight_decay());
     }
     return {};
   }
@@ -82,28 +91,13 @@ class RMSpropInOnePass : public torch::optim::RMSprop {
 
   torch::optim::RMSpropParamState& state_of(const at::Tensor& p) {
     std::unique_ptr<torch::optim::OptimizerParamState>& entry = state_[state_key<Key>(p.unsafeGetTensorImpl())];
-    if (entry == nullptr) {  // as libtorch's first step makes it
+    if (entry == nullptr) {
       auto state = std::make_unique<torch::optim::RMSpropParamState>();
       state->step(0);
       state->square_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
       entry = std::move(state);
     }
     return static_cast<torch::optim::RMSpropParamState&>(*entry);
-  }
-
-  bool takes_every_update() {
-    for (torch::optim::OptimizerParamGroup& group : param_groups()) {
-      const auto& options = static_cast<const torch::optim::RMSpropOptions&>(group.options());
-      if (options.momentum() != 0.0 || options.centered()) return false;
-      for (const at::Tensor& p : group.params()) {
-        if (!p.grad().defined()) continue;
-        const auto found = state_.find(state_key<Key>(p.unsafeGetTensorImpl()));
-        const at::Tensor square_avg =
-            found == state_.end() ? p : static_cast<torch::optim::RMSpropParamState&>(*found->second).square_avg();
-        if (!takes_rmsprop_update(p, p.grad(), square_avg)) return false;
-      }
-    }
-    return true;
   }
 };
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include <ATen/core/Tensor.h>
 #include <c10/util/BFloat16.h>
 
 namespace dpo::lanes {
@@ -20,6 +21,12 @@ typedef int32_t Ints __attribute__((vector_size(64)));
 typedef uint32_t Words __attribute__((vector_size(64)));
 typedef uint16_t Halves __attribute__((vector_size(32)));
 constexpr int64_t kLanes = 16;
+
+// Whether t is what the elementwise lane kernels read as one flat array: float32, on the CPU,
+// strided and contiguous.
+inline bool flat_float32_cpu(const at::Tensor& t) {
+  return t.defined() && t.is_cpu() && t.scalar_type() == at::kFloat && t.layout() == at::kStrided && t.is_contiguous();
+}
 
 // v = lanes [0, count) from p, the others `fill`.
 inline void load(Floats& v, const float* p, int64_t count, float fill) {
