@@ -11,18 +11,51 @@
 namespace dpo {
 namespace {
 
-// Rows per chunk of at most `elements` logits, split evenly over the fewest chunks. Softmax chunks
-// (WPO's normaliser) hold about 2^20 (4 MiB in float32), so that a chunk stays in cache between
-// the passes over it. Product chunks hold about 2^24 (64 MiB in float32), still small next to
-// [N, V]: the head's product ran at 60-75% of oneDNN's float32 peak on chunks of 83 rows of GPT-2's
-// vocabulary (2^22 logits) and at 85-95% on 256-512 rows, and a small remainder chunk ran slower
-// still (measured on 2 Zen 5 cores).
+// Pieces of `count` items `width` wide, at most `elements` in all, split evenly over the fewest
+// pieces: the rows (or vocabulary columns) per chunk of logits. Softmax chunks (WPO's normaliser)
+// hold about 2^20 (4 MiB in float32), so that a chunk stays in cache between the passes over it.
+// Product chunks hold about 2^24 (64 MiB in float32), still small next to [N, V]: the head's
+// product ran at 60-75% of oneDNN's float32 peak on chunks of 83 rows of GPT-2's vocabulary (2^22
+// logits) and at 85-95% on 256-512 rows, and a small remainder chunk ran slower still (measured on
+// 2 Zen 5 cores).
 constexpr int64_t kSoftmaxChunk = int64_t{1} << 20;
 constexpr int64_t kProductChunk = int64_t{1} << 24;
-int64_t chunk_rows(int64_t elements, int64_t vocab, int64_t rows) {
-  const int64_t most = std::clamp<int64_t>(elements / std::max<int64_t>(vocab, 1), 1, std::max<int64_t>(rows, 1));
-  const int64_t chunks = std::max<int64_t>((rows + most - 1) / most, 1);
-  return std::max<int64_t>((rows + chunks - 1) / chunks, 1);
+int64_t even_split(int64_t elements, int64_t width, int64_t count) {
+  const int64_t most = std::clamp<int64_t>(elements / std::max<int64_t>(width, 1), 1, std::max<int64_t>(count, 1));
+  const int64_t chunks = std::max<int64_t>((count + most - 1) / most, 1);
+  return std::max<int64_t>((count + chunks - 1) / chunks, 1);
+}
+
+// Backward's tiles: as many rows as keep a vocabulary block of a product chunk at least
+// kMinColumns wide (all of them, at the batches a step scores), then blocks of vocabulary columns.
+// The weight's gradient [V, d] is then written once per row tile, each block by one product over
+// all those rows, where chunks of rows each added their product into the whole [V, d] (GPT-2's
+// head: 154 MiB in float32 read and written per chunk, from a zeroed start), and each product had
+// the chunk's few hundred rows as its inner size.
+constexpr int64_t kMinColumns = 1024;
+struct Tiles {
+  int64_t rows, columns;
+};
+Tiles backward_tiles(int64_t rows, int64_t vocab) {
+  const int64_t tile_rows = even_split(kProductChunk, kMinColumns, rows);
+  return {tile_rows, even_split(kProductChunk, tile_rows, vocab)};
+}
+
+// out = a @ b + beta out in out's dtype; beta 0 ignores what out held. Float32 results of
+// bfloat16 operands come from kernels/ (mixed precision); other mixed dtypes through a cast.
+void add_product(at::Tensor out, const at::Tensor& a, const at::Tensor& b, float beta) {
+  if (a.scalar_type() == out.scalar_type()) {
+    if (beta == 0.0F)
+      at::mm_out(out, a, b);
+    else
+      out.addmm_(a, b, beta);
+  } else if (out.scalar_type() == at::kFloat) {
+    add_product_in_float32(out, a, b, beta);
+  } else if (beta == 0.0F) {
+    out.copy_(at::mm(a, b));
+  } else {
+    out.mul_(beta).add_(at::mm(a, b).to(out.scalar_type()));
+  }
 }
 
 // The logits of rows [r, r + n) in the log-prob dtype: the head's product in the matmul dtype,
@@ -38,7 +71,7 @@ at::Tensor chunk_logits(const at::Tensor& h, const at::Tensor& w, int64_t r, int
 void chunked_logps(const at::Tensor& h, const at::Tensor& w, const at::Tensor& targets, at::Tensor out,
                    at::Tensor log_norm) {
   const int64_t rows = h.size(0);
-  const int64_t step = chunk_rows(kProductChunk, w.size(0), rows);
+  const int64_t step = even_split(kProductChunk, w.size(0), rows);
   for (int64_t r = 0; r < rows; r += step) {
     const int64_t n = std::min(step, rows - r);
     const at::Tensor logits = chunk_logits(h, w, r, n, out.scalar_type());
@@ -73,8 +106,9 @@ struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
     return out;
   }
 
-  // d logp[n] / d logits[n, v] = 1{v = target} - softmax[n, v], chunk by chunk; then the head's
-  // two products of the chunk, the weight's summed over chunks in its own dtype.
+  // d logp[n] / d logits[n, v] = 1{v = target} - softmax[n, v], tile by tile (backward_tiles);
+  // then the head's two products of the tile. The hidden gradient is summed over vocabulary blocks
+  // in float32 at least (float64 for float64), the weight's over row tiles in its own dtype.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
@@ -82,35 +116,34 @@ struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
     const auto hidden_dtype = static_cast<at::ScalarType>(ctx->saved_data["hidden_dtype"].toInt());
     const auto weight_dtype = static_cast<at::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
     const at::Tensor grad = grad_outputs.at(0).to(log_norm.scalar_type()).contiguous();
-    const int64_t rows = h.size(0);
-    at::Tensor grad_hidden = at::empty(h.sizes(), h.options().dtype(hidden_dtype));
-    at::Tensor grad_weight = at::zeros(w.sizes(), w.options().dtype(weight_dtype));
-    const int64_t step = chunk_rows(kProductChunk, w.size(0), rows);
-    for (int64_t r = 0; r < rows; r += step) {
-      const int64_t n = std::min(step, rows - r);
-      at::Tensor d = chunk_logits(h, w, r, n, log_norm.scalar_type());
-      if (takes_logit_rows(d)) {
-        d = logp_gradient(d, targets.narrow(0, r, n), log_norm.narrow(0, r, n), grad.narrow(0, r, n), w.scalar_type());
-      } else {
-        const at::Tensor g = grad.narrow(0, r, n).unsqueeze(1);
-        d.sub_(log_norm.narrow(0, r, n).unsqueeze(1)).exp_().mul_(g.neg());
-        d.scatter_add_(1, targets.narrow(0, r, n).unsqueeze(1), g);
-        d = d.to(w.scalar_type());
+    const int64_t rows = h.size(0), vocab = w.size(0);
+    const auto sum_dtype = hidden_dtype == at::kDouble ? at::kDouble : at::kFloat;
+    at::Tensor grad_hidden = at::empty(h.sizes(), h.options().dtype(sum_dtype));
+    at::Tensor grad_weight = at::empty(w.sizes(), w.options().dtype(weight_dtype));
+    const Tiles tiles = backward_tiles(rows, vocab);
+    for (int64_t r = 0; r < rows; r += tiles.rows) {
+      const int64_t n = std::min(tiles.rows, rows - r);
+      const at::Tensor h_rows = h.narrow(0, r, n), targets_rows = targets.narrow(0, r, n);
+      const at::Tensor lse = log_norm.narrow(0, r, n), g = grad.narrow(0, r, n);
+      for (int64_t v = 0; v < vocab; v += tiles.columns) {
+        const int64_t m = std::min(tiles.columns, vocab - v);
+        const at::Tensor w_block = w.narrow(0, v, m);
+        // The block's own column of each target; outside [0, m) where the target is elsewhere.
+        const at::Tensor local_targets = v == 0 ? targets_rows : targets_rows - v;
+        at::Tensor d = chunk_logits(h_rows, w_block, 0, n, log_norm.scalar_type());
+        if (takes_logit_rows(d)) {
+          d = logp_gradient(d, local_targets, lse, g, w.scalar_type());
+        } else {
+          d.sub_(lse.unsqueeze(1)).exp_().mul_(g.neg().unsqueeze(1));
+          const at::Tensor inside = local_targets.ge(0).logical_and(local_targets.lt(m));
+          d.scatter_add_(1, local_targets.clamp(0, m - 1).unsqueeze(1), (g * inside).unsqueeze(1));
+          d = d.to(w.scalar_type());
+        }
+        add_product(grad_hidden.narrow(0, r, n), d, w_block, v == 0 ? 0.0F : 1.0F);
+        add_product(grad_weight.narrow(0, v, m), d.t(), h_rows, r == 0 ? 0.0F : 1.0F);
       }
-      const at::Tensor h_chunk = h.narrow(0, r, n);
-      at::Tensor grad_rows = grad_hidden.narrow(0, r, n);
-      if (hidden_dtype == at::kFloat)
-        add_product_in_float32(grad_rows, d, w, 0.0F);
-      else
-        grad_rows.copy_(at::mm(d, w));
-      if (weight_dtype == w.scalar_type())
-        grad_weight.addmm_(d.t(), h_chunk);
-      else if (weight_dtype == at::kFloat)  // mixed precision: summed over chunks in float32
-        add_product_in_float32(grad_weight, d.t(), h_chunk, 1.0F);
-      else
-        grad_weight.add_(at::mm(d.t(), h_chunk));
     }
-    return {grad_hidden, grad_weight, at::Tensor(), at::Tensor()};
+    return {grad_hidden.to(hidden_dtype), grad_weight, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -145,7 +178,7 @@ at::Tensor head_log_sum_squared_probs(const at::Tensor& hidden, const at::Tensor
   const at::Tensor h = hidden.to(dtype), w = weight.to(dtype);
   const int64_t rows = h.size(0);
   at::Tensor out = at::empty({rows}, h.options().dtype(float_type_of(dtype)));
-  const int64_t step = chunk_rows(kSoftmaxChunk, w.size(0), rows);
+  const int64_t step = even_split(kSoftmaxChunk, w.size(0), rows);
   for (int64_t r = 0; r < rows; r += step) {
     const int64_t n = std::min(step, rows - r);
     const at::Tensor logits = at::mm(h.narrow(0, r, n), w.t()).to(out.scalar_type());
