@@ -18,17 +18,14 @@ constexpr float kClamp = 10.0F;
 constexpr int64_t kGrain = int64_t{1} << 15;
 
 // For 16 lanes of x: s = sigmoid(2u) and, where `gradient` is given, s + 2 x s (1 - s) u' (the
-// derivative of x s), both from e = e^-|2u| and q = 1 / (1 + e): s = q (u >= 0) or e q (u < 0),
-// and s (1 - s) = e q^2 in either case, without the cancellation of 1 - s near 1.
+// derivative of x s), with s (1 - s) = e q^2 from lanes::sigmoid.
 __attribute__((always_inline)) inline void gelu_lanes(const Floats& x, Floats& y, Floats* gradient) {
   const Floats low = Floats{} - kClamp, high = Floats{} + kClamp;
   Floats c = x < low ? low : x;  // a NaN passes both comparisons and stays
   c = c > high ? high : c;
   const Floats z = 2.0F * kSqrt2OverPi * (c + kCubic * c * c * c);
-  Floats e = z < 0.0F ? z : -z;
-  exp_nonpositive(e);
-  const Floats q = 1.0F / (1.0F + e);
-  const Floats s = z >= 0.0F ? q : e * q;
+  Floats s, e, q;
+  sigmoid(z, s, e, q);
   y = x * s;
   if (gradient != nullptr) *gradient = s + 2.0F * c * e * q * q * (kSqrt2OverPi * (1.0F + 3.0F * kCubic * c * c));
 }

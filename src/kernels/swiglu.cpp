@@ -12,15 +12,6 @@ using namespace lanes;
 // Elements of a row's half per task of at::parallel_for (rows are handed out whole).
 constexpr int64_t kGrain = int64_t{1} << 15;
 
-// For 16 lanes of the gate a: s = sigmoid(a) from e = e^-|a| and q = 1 / (1 + e): s = q (a >= 0)
-// or e q (a < 0), and s (1 - s) = e q^2 either way, without the cancellation of 1 - s near 1.
-__attribute__((always_inline)) inline void sigmoid_lanes(const Floats& a, Floats& s, Floats& e, Floats& q) {
-  e = a < 0.0F ? a : -a;  // -|a|; a NaN stays NaN
-  exp_nonpositive(e);
-  q = 1.0F / (1.0F + e);
-  s = a >= 0.0F ? q : e * q;
-}
-
 // y[r, j] = silu(x[r, j]) x[r, I + j] for rows [begin, end) of x [rows, 2I].
 __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_rows(const float* x, float* y, int64_t width,
                                                                                 int64_t begin, int64_t end) {
@@ -31,13 +22,14 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_rows(co
     for (int64_t j = 0; j < width; j += kLanes) {
       load(a, gate + j, width - j, 0.0F);
       load(b, up + j, width - j, 0.0F);
-      sigmoid_lanes(a, s, e, q);
+      sigmoid(a, s, e, q);
       store(out + j, a * s * b, width - j);
     }
   }
 }
 
-// From the upstream g [rows, I]: d gate = g up (s + a e q^2) and d up = g a s, into dx [rows, 2I].
+// From the upstream g [rows, I]: d gate = g up (s + a s (1 - s)) with s (1 - s) = e q^2
+// (lanes::sigmoid), and d up = g a s, into dx [rows, 2I].
 __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_gradient_rows(const float* x, const float* g,
                                                                                          float* dx, int64_t width,
                                                                                          int64_t begin, int64_t end) {
@@ -49,27 +41,29 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_gradien
       load(a, gate + j, width - j, 0.0F);
       load(b, up + j, width - j, 0.0F);
       load(grad, upstream + j, width - j, 0.0F);
-      sigmoid_lanes(a, s, e, q);
+      sigmoid(a, s, e, q);
       store(d_gate + j, grad * b * (s + a * e * q * q), width - j);
       store(d_up + j, grad * a * s, width - j);
     }
   }
 }
 
+// Calls body(begin, end) over the rows of x [..., 2I] in parallel tasks, with I.
 template <typename Body>
-void over_rows(int64_t rows, int64_t width, const Body& body) {
-  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(width, 1)), body);
+void over_rows(const at::Tensor& x, const Body& body) {
+  const int64_t width = x.size(-1) / 2, rows = width == 0 ? 0 : x.numel() / (2 * width);
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(width, 1)),
+                   [&](int64_t begin, int64_t end) { body(width, begin, end); });
 }
 
 struct SwiGLU : torch::autograd::Function<SwiGLU> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
-    const int64_t width = x.size(-1) / 2, rows = width == 0 ? 0 : x.numel() / (2 * width);
     auto shape = x.sizes().vec();
-    shape.back() = width;
+    shape.back() /= 2;
     at::Tensor y = at::empty(shape, x.options());
     const float* in = x.data_ptr<float>();
     float* out = y.data_ptr<float>();
-    over_rows(rows, width, [&](int64_t begin, int64_t end) { swiglu_rows(in, out, width, begin, end); });
+    over_rows(x, [&](int64_t width, int64_t begin, int64_t end) { swiglu_rows(in, out, width, begin, end); });
     ctx->save_for_backward({x});
     return y;
   }
@@ -77,11 +71,10 @@ struct SwiGLU : torch::autograd::Function<SwiGLU> {
                                                  torch::autograd::variable_list grad_outputs) {
     const at::Tensor x = ctx->get_saved_variables()[0];
     const at::Tensor g = grad_outputs.at(0).to(at::kFloat).contiguous();
-    const int64_t width = x.size(-1) / 2, rows = width == 0 ? 0 : x.numel() / (2 * width);
     at::Tensor dx = at::empty_like(x);
     const float *in = x.data_ptr<float>(), *upstream = g.data_ptr<float>();
     float* out = dx.data_ptr<float>();
-    over_rows(rows, width, [&](int64_t begin, int64_t end) {
+    over_rows(x, [&](int64_t width, int64_t begin, int64_t end) {
       swiglu_gradient_rows(in, upstream, out, width, begin, end);
     });
     return {dx};

@@ -58,12 +58,12 @@ void add_product(at::Tensor out, const at::Tensor& a, const at::Tensor& b, float
   }
 }
 
-// The logits of rows [r, r + n) in the log-prob dtype: the head's product in the matmul dtype,
+// The logits h @ w^T of a chunk in the log-prob dtype: the head's product in the matmul dtype,
 // then cast (libtorch's log_softmax and exp are slower on bfloat16 than the cast); bfloat16
 // products with float32 results where kernels/ has them, no cast needed.
-at::Tensor chunk_logits(const at::Tensor& h, const at::Tensor& w, int64_t r, int64_t n, at::ScalarType out) {
-  if (out == at::kFloat) return product_in_float32(h.narrow(0, r, n), w.t());
-  return at::mm(h.narrow(0, r, n), w.t()).to(out);
+at::Tensor chunk_logits(const at::Tensor& h, const at::Tensor& w, at::ScalarType out) {
+  if (out == at::kFloat) return product_in_float32(h, w.t());
+  return at::mm(h, w.t()).to(out);
 }
 
 // log softmax(h @ w^T)[n, targets[n]] into out [n], chunk by chunk of rows, and each row's
@@ -74,7 +74,7 @@ void chunked_logps(const at::Tensor& h, const at::Tensor& w, const at::Tensor& t
   const int64_t step = even_split(kProductChunk, w.size(0), rows);
   for (int64_t r = 0; r < rows; r += step) {
     const int64_t n = std::min(step, rows - r);
-    const at::Tensor logits = chunk_logits(h, w, r, n, out.scalar_type());
+    const at::Tensor logits = chunk_logits(h.narrow(0, r, n), w, out.scalar_type());
     if (takes_logit_rows(logits)) {
       const at::Tensor lse = log_norm.defined() ? log_norm.narrow(0, r, n) : at::empty({n}, out.options());
       log_softmax_at_targets(logits, targets.narrow(0, r, n), lse, out.narrow(0, r, n));
@@ -130,7 +130,7 @@ struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
         const at::Tensor w_block = w.narrow(0, v, m);
         // The block's own column of each target; outside [0, m) where the target is elsewhere.
         const at::Tensor local_targets = v == 0 ? targets_rows : targets_rows - v;
-        at::Tensor d = chunk_logits(h_rows, w_block, 0, n, log_norm.scalar_type());
+        at::Tensor d = chunk_logits(h_rows, w_block, log_norm.scalar_type());
         if (takes_logit_rows(d)) {
           d = logp_gradient(d, local_targets, lse, g, w.scalar_type());
         } else {

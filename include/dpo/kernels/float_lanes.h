@@ -72,4 +72,14 @@ inline void exp_nonpositive(Floats& x) {
   x = p * (Floats)((n + 127) << 23);
 }
 
+// s = sigmoid(z) for 16 lanes, from e = e^-|z| and q = 1 / (1 + e), which are returned too:
+// s = q (z >= 0) or e q (z < 0), and s (1 - s) = e q^2 either way, for derivatives without the
+// cancellation of 1 - s near 1. A NaN stays NaN.
+inline void sigmoid(const Floats& z, Floats& s, Floats& e, Floats& q) {
+  e = z < 0.0F ? z : -z;
+  exp_nonpositive(e);
+  q = 1.0F / (1.0F + e);
+  s = z >= 0.0F ? q : e * q;
+}
+
 }  // namespace dpo::lanes

@@ -25,8 +25,9 @@ void log_softmax_at_targets(const at::Tensor& logits, const at::Tensor& targets,
 
 // The gradient of sum_r g[r] logps[r] with respect to the logits, from the forward's lse:
 // g[r] (1{v = targets[r]} - e^(logits[r, v] - lse[r])); a target outside [0, V) adds no 1 (the
-// logits are a block of the vocabulary's columns that does not hold it). As `dtype`: float32 overwrites `logits`
-// and returns it; bfloat16 is rounded once into a new tensor; other dtypes are cast from float32.
+// logits are a block of the vocabulary's columns that does not hold it). As `dtype`: float32
+// overwrites `logits` and returns it; bfloat16 is rounded once into a new tensor; other dtypes are
+// cast from float32.
 at::Tensor logp_gradient(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
                          const at::Tensor& g, at::ScalarType dtype);
 
