@@ -7,17 +7,13 @@
 #include <vector>
 
 #include "dpo/error.h"
+#include "dpo/kernels/rotary.h"
 #include "dpo/kernels/swiglu.h"
 #include "dpo/model/activation_checkpoint.h"
 #include "dpo/model/layers.h"
 
 namespace dpo {
 namespace {
-
-at::Tensor rotate_half(const at::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-}
 
 struct LlamaAttentionImpl : torch::nn::Module {
   LlamaAttentionImpl(const ModelSpec& s, const at::TensorOptions& o)
@@ -32,26 +28,22 @@ struct LlamaAttentionImpl : torch::nn::Module {
     o_proj = register_module("o_proj", std::make_shared<LinearImpl>(heads * head_dim, s.hidden_size,
                                                                     llama_o_proj_bias(s), o));
   }
-  // cos, sin: [T, head_dim] or [B, 1, T, head_dim] (a layout's positions) in the model dtype;
+  // cos, sin: [1, T, head_dim] or [B, T, head_dim] (a layout's positions) in the model dtype;
   // mask: attention_mask()'s.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask) const {
     const int64_t B = x.size(0), T = x.size(1);
     auto heads_first = [&](const at::Tensor& t, int64_t n) {
       return t.view({B, T, n, head_dim}).transpose(1, 2);
     };
-    // split, not narrow: its backward concatenates the three gradients instead of zero-filling
-    // and copying into a full-sized gradient once per part.
-    const auto qkv = stacked_linear(x, {q_proj.get(), k_proj.get(), v_proj.get()})
-                         .split_with_sizes({heads * head_dim, kv_heads * head_dim, kv_heads * head_dim}, -1);
-    at::Tensor q = heads_first(qkv[0], heads);
-    at::Tensor k = heads_first(qkv[1], kv_heads);
-    at::Tensor v = heads_first(qkv[2], kv_heads);
-    // Rotary positions in float32 (at least), as transformers does under autocast (its cos and sin
-    // are float32, which promotes q and k); one explicit cast each instead of one per product.
-    q = at_least_float32(q);
-    k = at_least_float32(k);
-    q = q * cos + rotate_half(q) * sin;
-    k = k * cos + rotate_half(k) * sin;
+    // split, not narrow: its backward concatenates the gradients instead of zero-filling and
+    // copying into a full-sized gradient once per part.
+    const auto qk_v = stacked_linear(x, {q_proj.get(), k_proj.get(), v_proj.get()})
+                          .split_with_sizes({(heads + kv_heads) * head_dim, kv_heads * head_dim}, -1);
+    // Rotary positions on queries and keys together, in float32 (at least), as transformers does
+    // under autocast (its cos and sin are float32, which promotes q and k).
+    const auto qk = rotary(at_least_float32(qk_v[0]), cos, sin).split_with_sizes({heads * head_dim, kv_heads * head_dim}, -1);
+    const at::Tensor q = heads_first(qk[0], heads), k = heads_first(qk[1], kv_heads);
+    const at::Tensor v = heads_first(qk_v[1], kv_heads);
     const at::Tensor y = causal_attention(q, k, v, q_proj->product_dtype(q_proj->weight), mask);
     return o_proj->forward(y.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
@@ -136,12 +128,12 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
           length, sliding_window_);
     }
     at::Tensor h = model_->embed_tokens->forward(input_ids);
-    // As LlamaRotaryEmbedding: angles in float32, cos/sin cast to the model dtype. With a layout,
-    // per row ([B, 1, T, D], broadcast over heads).
-    const at::Tensor positions = layout.defined() ? layout.positions.to(input_ids.device(), at::kFloat).unsqueeze(-1)
-                                                  : at::arange(T, input_ids.options().dtype(at::kFloat)).unsqueeze(1);
-    const at::Tensor freqs = positions * inv_freq_.to(input_ids.device());
-    const at::Tensor angles = layout.defined() ? at::cat({freqs, freqs}, -1).unsqueeze(1) : at::cat({freqs, freqs}, -1);
+    // As LlamaRotaryEmbedding: angles in float32, cos/sin cast to the model dtype, [1, T, D]; with
+    // a layout, per row: [B, T, D].
+    const at::Tensor positions = layout.defined() ? layout.positions.to(input_ids.device(), at::kFloat)
+                                                  : at::arange(T, input_ids.options().dtype(at::kFloat)).unsqueeze(0);
+    const at::Tensor freqs = positions.unsqueeze(-1) * inv_freq_.to(input_ids.device());
+    const at::Tensor angles = at::cat({freqs, freqs}, -1);
     const at::Tensor cos = angles.cos().to(h.scalar_type());
     const at::Tensor sin = angles.sin().to(h.scalar_type());
     const AttentionMask mask =

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "dpo/kernels/float_matmul.h"
+#include "dpo/kernels/rms_norm.h"
 #include "dpo/model/model.h"
 #include "dpo/model/tiled_attention.h"
 
@@ -134,11 +135,7 @@ struct RMSNormImpl : torch::nn::Module {
   RMSNormImpl(int64_t dim, double eps, const at::TensorOptions& options) : eps(eps) {
     weight = register_parameter("weight", at::empty({dim}, options));
   }
-  at::Tensor forward(const at::Tensor& x) const {
-    const at::Tensor x32 = x.to(at::kFloat);
-    const at::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);
-    return weight * (x32 * at::rsqrt(variance + eps)).to(x.scalar_type());
-  }
+  at::Tensor forward(const at::Tensor& x) const { return rms_norm(x, weight, eps); }
   at::Tensor weight;
   double eps;
 };
