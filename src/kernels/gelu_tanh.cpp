@@ -14,8 +14,6 @@ constexpr float kCubic = 0.044715F;
 // Past |x| = 10, GELU is x or 0 in float32; the clamp keeps x^3 (in u and its derivative) finite
 // for huge x, where inf times a vanishing e^-|2u| would give NaN.
 constexpr float kClamp = 10.0F;
-// Elements per task of at::parallel_for.
-constexpr int64_t kGrain = int64_t{1} << 15;
 
 // For 16 lanes of x: s = sigmoid(2u) and, where `gradient` is given, s + 2 x s (1 - s) u' (the
 // derivative of x s), with s (1 - s) = e q^2 from lanes::sigmoid.
@@ -57,7 +55,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void gelu_gradient(
 // Tasks start on a multiple of the lane count, so that only the last one has a partial vector.
 template <typename Body>
 void over_elements(int64_t n, const Body& body) {
-  at::parallel_for(0, (n + kLanes - 1) / kLanes, kGrain / kLanes, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, (n + kLanes - 1) / kLanes, kTaskElements / kLanes, [&](int64_t begin, int64_t end) {
     body(begin * kLanes, std::min(n, end * kLanes));
   });
 }

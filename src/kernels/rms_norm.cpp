@@ -11,8 +11,6 @@ namespace dpo {
 namespace {
 using namespace lanes;
 
-// Elements per task of at::parallel_for (rows are handed out whole).
-constexpr int64_t kGrain = int64_t{1} << 15;
 // Rows whose weight gradients one partial sum holds: the partials are [blocks, n], summed after.
 constexpr int64_t kBlockRows = 64;
 
@@ -74,13 +72,13 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void rms_norm_gradi
   }
 }
 
-// Calls body(n, begin, end) over blocks of kBlockRows rows of x [..., n] in parallel tasks, rows
-// [begin, end) of one block at a time.
+// Calls body(block, begin, end) over the blocks of kBlockRows rows of x [..., n] in parallel tasks:
+// rows [begin, end) of block `block`, one block at a time.
 template <typename Body>
 void over_blocks(const at::Tensor& x, const Body& body) {
   const int64_t n = x.size(-1), rows = n == 0 ? 0 : x.numel() / n;
   const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
-  at::parallel_for(0, blocks, std::max<int64_t>(1, kGrain / std::max<int64_t>(n * kBlockRows, 1)),
+  at::parallel_for(0, blocks, rows_per_task(n * kBlockRows),
                    [&](int64_t first, int64_t last) {
                      for (int64_t b = first; b < last; ++b)
                        body(b, b * kBlockRows, std::min(rows, (b + 1) * kBlockRows));
@@ -93,7 +91,7 @@ at::Tensor sum_of_blocks(const at::Tensor& partials) {
   at::Tensor total = at::zeros({n}, partials.options());
   const float* in = partials.data_ptr<float>();
   float* out = total.data_ptr<float>();
-  at::parallel_for(0, n, std::max<int64_t>(1, kGrain / std::max<int64_t>(blocks, 1)), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n, rows_per_task(blocks), [&](int64_t begin, int64_t end) {
     for (int64_t b = 0; b < blocks; ++b)
       for (int64_t j = begin; j < end; ++j) out[j] += in[b * n + j];
   });

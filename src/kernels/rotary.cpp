@@ -9,9 +9,6 @@ namespace dpo {
 namespace {
 using namespace lanes;
 
-// Elements per task of at::parallel_for (rows are handed out whole).
-constexpr int64_t kGrain = int64_t{1} << 15;
-
 // Where a [B, T, width] operand's rows are: element (b, t, j) at b * batch + t * time + j. A batch
 // stride of 0 shares one [T, width] among all rows of the batch (cos and sin without a layout).
 struct Rows {
@@ -54,11 +51,11 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void rotate_rows(
 // out [B, T, width] = the rotation (or its transpose) of x's heads.
 at::Tensor rotate(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, bool transpose) {
   const int64_t B = x.size(0), T = x.size(1), D = cos.size(2), heads = x.size(2) / D;
-  at::Tensor out = at::empty({B, T, x.size(2)}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor out = at::empty({B, T, x.size(2)}, x.options());
   const float *in = x.data_ptr<float>(), *c = cos.data_ptr<float>(), *s = sin.data_ptr<float>();
   float* o = out.data_ptr<float>();
   const Rows x_rows = rows_of(x), angle_rows = rows_of(cos);
-  at::parallel_for(0, B * T, std::max<int64_t>(1, kGrain / std::max<int64_t>(x.size(2), 1)), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * T, rows_per_task(x.size(2)), [&](int64_t begin, int64_t end) {
     rotate_rows(in, x_rows, c, s, angle_rows, o, T, heads, D, transpose, begin, end);
   });
   return out;

@@ -9,9 +9,6 @@ namespace dpo {
 namespace {
 using namespace lanes;
 
-// Elements of a row's half per task of at::parallel_for (rows are handed out whole).
-constexpr int64_t kGrain = int64_t{1} << 15;
-
 // y[r, j] = silu(x[r, j]) x[r, I + j] for rows [begin, end) of x [rows, 2I].
 __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_rows(const float* x, float* y, int64_t width,
                                                                                 int64_t begin, int64_t end) {
@@ -52,7 +49,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void swiglu_gradien
 template <typename Body>
 void over_rows(const at::Tensor& x, const Body& body) {
   const int64_t width = x.size(-1) / 2, rows = width == 0 ? 0 : x.numel() / (2 * width);
-  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(width, 1)),
+  at::parallel_for(0, rows, rows_per_task(width),
                    [&](int64_t begin, int64_t end) { body(width, begin, end); });
 }
 

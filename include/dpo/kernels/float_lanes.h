@@ -21,6 +21,13 @@ typedef int32_t Ints __attribute__((vector_size(64)));
 typedef uint32_t Words __attribute__((vector_size(64)));
 typedef uint16_t Halves __attribute__((vector_size(32)));
 constexpr int64_t kLanes = 16;
+// Elements per task of at::parallel_for in the lane kernels.
+constexpr int64_t kTaskElements = int64_t{1} << 15;
+// The at::parallel_for grain of a kernel that hands out whole rows (or blocks of rows) of
+// `row_elements` each: as many as make kTaskElements, at least one.
+inline int64_t rows_per_task(int64_t row_elements) {
+  return std::max<int64_t>(1, kTaskElements / std::max<int64_t>(row_elements, 1));
+}
 
 // Whether t is what the elementwise lane kernels read as one flat array: float32, on the CPU,
 // strided and contiguous.
