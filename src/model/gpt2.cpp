@@ -79,7 +79,8 @@ struct GPT2BlockImpl : torch::nn::Module {
 struct GPT2ModelImpl : torch::nn::Module {
   GPT2ModelImpl(const ModelSpec& s, const at::TensorOptions& o) {
     const Gpt2Activation act = gpt2_activation(s, "config");
-    wte = register_module("wte", std::make_shared<EmbeddingImpl>(s.vocab_size, s.hidden_size, o));
+    wte = register_module("wte",
+                          std::make_shared<EmbeddingImpl>(s.vocab_size, s.hidden_size, o, /*tied_to_head=*/true));
     wpe = register_module(
         "wpe", std::make_shared<EmbeddingImpl>(s.max_position_embeddings, s.hidden_size, o));
     torch::nn::ModuleList list;

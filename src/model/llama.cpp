@@ -90,8 +90,8 @@ struct LlamaDecoderLayerImpl : torch::nn::Module {
 // transformers' LlamaModel: the parameters live under "model.".
 struct LlamaModelImpl : torch::nn::Module {
   LlamaModelImpl(const ModelSpec& s, const at::TensorOptions& o) {
-    embed_tokens = register_module("embed_tokens",
-                                   std::make_shared<EmbeddingImpl>(s.vocab_size, s.hidden_size, o));
+    embed_tokens = register_module(
+        "embed_tokens", std::make_shared<EmbeddingImpl>(s.vocab_size, s.hidden_size, o, s.tie_word_embeddings));
     torch::nn::ModuleList list;
     for (int64_t i = 0; i < s.num_layers; ++i) {
       layers.push_back(std::make_shared<LlamaDecoderLayerImpl>(s, o));

@@ -20,6 +20,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -134,10 +135,16 @@ Plan make_plan(const at::Tensor& documents, const at::Tensor& branches, int64_t 
 // The row loops below work on 16 float32 lanes (kernels/float_lanes.h).
 using namespace lanes;
 
-// The softmax of a tile's scores s [rows, keys] in place, row r (query `first + r`) over its first
-// keys - (last - 1 - query) keys (the rest are its own segment's later tokens) and zero after.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows(float* s, int64_t rows, int64_t keys,
-                                                                                 int64_t first, int64_t last) {
+// The softmax of a tile's scaled scores `scale` s, s [rows, keys] in place, row r (query
+// `first + r`) over its first keys - (last - 1 - query) keys (the rest are its own segment's later
+// tokens) and zero after; also rounded to bfloat16 into `rounded` (the product's operand) when Op
+// is bfloat16, in the same pass (separate rounding passes over the tiles, here and in backward,
+// took ~3% of a bf16-mixed step of `dpo bench`'s shape d). The scale is applied here rather than
+// as the product's alpha: oneDNN's bfloat16 GEMM takes an alpha other than 1 on a slow path
+// (kernels/float_matmul.cpp), and the scaling passes around it cost another ~1% of that step.
+template <typename Op>
+__attribute__((always_inline)) inline void softmax_rows(float* s, int64_t rows, int64_t keys, int64_t first,
+                                                        int64_t last, float scale, Op* rounded) {
   constexpr float kInfinity = std::numeric_limits<float>::infinity();
   for (int64_t r = 0; r < rows; ++r) {
     float* row = s + r * keys;
@@ -152,7 +159,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows(f
     Floats sums{};
     for (int64_t j = 0; j < seen; j += kLanes) {
       load(v, row + j, seen - j, top);
-      v -= top;
+      v = (v - top) * scale;
       exp_nonpositive(v);
       for (int64_t i = seen - j; i < kLanes; ++i) v[i] = 0;  // lanes past the row
       sums += v;
@@ -161,15 +168,33 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows(f
     const float inverse = 1.0F / sum(sums);
     for (int64_t j = 0; j < seen; j += kLanes) {
       load(v, row + j, seen - j, 0);
-      store(row + j, v * inverse, seen - j);
+      v *= inverse;
+      store(row + j, v, seen - j);
+      if constexpr (!std::is_same_v<Op, float>) store(rounded + r * keys + j, v, seen - j);
     }
     std::fill(row + seen, row + keys, 0.0F);
+    if constexpr (!std::is_same_v<Op, float>) std::fill(rounded + r * keys + seen, rounded + (r + 1) * keys, Op(0.0F));
   }
 }
+__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows_float(float* s, int64_t rows,
+                                                                                       int64_t keys, int64_t first,
+                                                                                       int64_t last, float scale) {
+  softmax_rows<float>(s, rows, keys, first, last, scale, nullptr);
+}
+__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows_bfloat16(float* s, int64_t rows,
+                                                                                          int64_t keys, int64_t first,
+                                                                                          int64_t last, float scale,
+                                                                                          at::BFloat16* rounded) {
+  softmax_rows<at::BFloat16>(s, rows, keys, first, last, scale, rounded);
+}
 
-// The scores' gradient in place of the probabilities' d [rows, keys]: p (d - sum_j p d) row by row.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_gradient_rows(const float* p, float* d,
-                                                                                          int64_t rows, int64_t keys) {
+// The unscaled scores' gradient from the probabilities p and their gradient d [rows, keys]:
+// `scale` p (d - sum_j p d) row by row, in place of d (Op float32), or rounded to bfloat16 into ds
+// together with p into p_out (Op bfloat16: the two operands of the tile's products, in the same
+// pass).
+template <typename Op>
+__attribute__((always_inline)) inline void softmax_gradient_rows(const float* p, float* d, int64_t rows, int64_t keys,
+                                                                 float scale, Op* p_out, Op* ds) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* pr = p + r * keys;
     float* dr = d + r * keys;
@@ -183,30 +208,55 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_gradie
     for (int64_t j = 0; j < keys; j += kLanes) {
       load(pv, pr + j, keys - j, 0);
       load(dv, dr + j, keys - j, 0);
-      store(dr + j, pv * (dv - dot), keys - j);
+      const Floats gradient = pv * (dv - dot) * scale;
+      if constexpr (std::is_same_v<Op, float>) {
+        store(dr + j, gradient, keys - j);
+      } else {
+        store(ds + r * keys + j, gradient, keys - j);
+        store(p_out + r * keys + j, pv, keys - j);
+      }
     }
   }
 }
+__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_gradient_rows_float(const float* p, float* d,
+                                                                                                int64_t rows,
+                                                                                                int64_t keys,
+                                                                                                float scale) {
+  softmax_gradient_rows<float>(p, d, rows, keys, scale, nullptr, nullptr);
+}
+__attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_gradient_rows_bfloat16(
+    const float* p, float* d, int64_t rows, int64_t keys, float scale, at::BFloat16* p_out, at::BFloat16* ds) {
+  softmax_gradient_rows<at::BFloat16>(p, d, rows, keys, scale, p_out, ds);
+}
 
-// x [n] rounded to bfloat16 (to nearest even, NaN kept NaN, as c10::BFloat16 rounds).
-__attribute__((target_clones("avx512f", "avx2", "default"))) void round_to_bfloat16(const float* x, int64_t n,
-                                                                                      at::BFloat16* out) {
-  for (int64_t j = 0; j < n; j += kLanes) {
-    Floats v{};
-    load(v, x + j, n - j, 0);
-    store(out + j, v, n - j);
+// The tile's softmax with its bfloat16 operand (Op bfloat16) written in the same pass; returns the
+// product's operand: s itself in float32, else `rounded`.
+template <typename Op>
+const Op* softmax_operand(float* s, int64_t rows, int64_t keys, int64_t first, int64_t last, float scale,
+                          std::vector<Op>& rounded) {
+  if constexpr (std::is_same_v<Op, float>) {
+    (void)rounded;
+    softmax_rows_float(s, rows, keys, first, last, scale);
+    return s;
+  } else {
+    softmax_rows_bfloat16(s, rows, keys, first, last, scale, rounded.data());
+    return rounded.data();
   }
 }
 
-// A tile's float32 matrix as the products' operand: itself, or rounded to bfloat16 into `buffer`.
+// The scores' gradient of a tile and the operands of its products: (p, ds) as float32, or both
+// rounded to bfloat16 in the same pass.
 template <typename Op>
-const Op* as_operand(const float* x, int64_t n, std::vector<Op>& buffer) {
+std::pair<const Op*, const Op*> softmax_gradient_operands(const float* p, float* ds, int64_t rows, int64_t keys,
+                                                          float scale, std::vector<Op>& rounded_p,
+                                                          std::vector<Op>& rounded_ds) {
   if constexpr (std::is_same_v<Op, float>) {
-    (void)n, (void)buffer;
-    return x;
+    (void)rounded_p, (void)rounded_ds;
+    softmax_gradient_rows_float(p, ds, rows, keys, scale);
+    return {p, ds};
   } else {
-    round_to_bfloat16(x, n, buffer.data());
-    return buffer.data();
+    softmax_gradient_rows_bfloat16(p, ds, rows, keys, scale, rounded_p.data(), rounded_ds.data());
+    return {rounded_p.data(), rounded_ds.data()};
   }
 }
 
@@ -252,12 +302,11 @@ void forward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const O
         float* s = head_probs ? head_probs + tile.probs : scratch.data();
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool) {
-            gemm_rows('N', 'T', m, keys, x.D, x.scale(), qh + tile.begin * x.D, x.D, kh + begin * x.D, x.D, 0.0F,
+            gemm_rows('N', 'T', m, keys, x.D, 1.0F, qh + tile.begin * x.D, x.D, kh + begin * x.D, x.D, 0.0F,
                       s + column, n);
           });
         });
-        softmax_rows(s, m, n, tile.begin, tile.end);
-        const Op* p = as_operand(s, m * n, rounded);
+        const Op* p = softmax_operand(s, m, n, tile.begin, tile.end, x.scale(), rounded);
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool first) {
             gemm_rows('N', 'N', m, x.D, keys, 1.0F, p + column, n, vh + begin * x.D, x.D, first ? 0.0F : 1.0F,
@@ -295,14 +344,15 @@ void backward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const 
                       ds.data() + column, n);
           });
         });
-        softmax_gradient_rows(p, ds.data(), m, n);
-        const Op* p_op = as_operand(p, m * n, rounded_p);
-        const Op* ds_op = as_operand(ds.data(), m * n, rounded_ds);
+        // (Not a structured binding: C++17 lambdas cannot capture those.)
+        const std::pair<const Op*, const Op*> operands =
+            softmax_gradient_operands(p, ds.data(), m, n, x.scale(), rounded_p, rounded_ds);
+        const Op *p_op = operands.first, *ds_op = operands.second;
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool first) {
-            gemm_rows('N', 'N', m, x.D, keys, x.scale(), ds_op + column, n, kh + begin * x.D, x.D, first ? 0.0F : 1.0F,
+            gemm_rows('N', 'N', m, x.D, keys, 1.0F, ds_op + column, n, kh + begin * x.D, x.D, first ? 0.0F : 1.0F,
                       dq + bh * TD + tile.begin * x.D, x.D);
-            gemm_rows('T', 'N', keys, x.D, m, x.scale(), ds_op + column, n, qh + tile.begin * x.D, x.D, 1.0F,
+            gemm_rows('T', 'N', keys, x.D, m, 1.0F, ds_op + column, n, qh + tile.begin * x.D, x.D, 1.0F,
                       dk + bh * TD + begin * x.D, x.D);
             gemm_rows('T', 'N', keys, x.D, m, 1.0F, p_op + column, n, gh + tile.begin * x.D, x.D, 1.0F,
                       dv + bh * TD + begin * x.D, x.D);

@@ -14,6 +14,8 @@
 #include <torch/optim/sgd.h>
 
 #include "dpo/data/collate.h"
+#include "dpo/dist/dist.h"
+#include "dpo/dist/grad_buckets.h"
 #include "dpo/error.h"
 #include "dpo/loss/logps.h"
 #include "dpo/loss/loss.h"
@@ -97,10 +99,14 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   std::iota(indices.begin(), indices.end(), int64_t{0});
   const PairBatch batch = collate_pairs(pairs, indices, pair_layout_of(train));
   // The policy step only, as in training with precomputed reference log-probs: the reference is
-  // a constant (zeros here), so no reference forward is timed.
+  // a constant (zeros here), so no reference forward is timed. The gradients are handled as the
+  // trainer handles them on one rank.
   const at::Tensor reference = at::zeros({train.micro_batch_size}, at::kFloat);
+  const std::unique_ptr<Communicator> single = make_single_process_communicator();
+  GradientBuckets buckets(parameters, BucketLimits{int64_t{1} << 20, config.dist.bucket_mb << 20});
 
   auto step = [&] {
+    buckets.start_step(*single);
     for (int64_t micro = 0; micro < accumulation; ++micro) {
       const PairLogps policy = pair_logps(*model, batch);
       const PreferenceLogps logps{policy.chosen,        policy.rejected,       reference,
@@ -109,9 +115,9 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
       const at::Tensor loss = preference_losses(logps, config.loss).sum() / static_cast<double>(train.global_batch_size);
       loss.backward();
     }
+    buckets.all_reduce_sum(*single);
     clip_grad_norm(parameters, train.max_grad_norm);
     optimizer->step();
-    zero_grad_in_place(*optimizer);
   };
 
   for (int64_t i = 0; i < options.warmup_steps; ++i) step();

@@ -543,6 +543,33 @@ TEST_CASE("a sharded checkpoint with model.safetensors.index.json loads", "[mode
   CHECK_THAT(dpo::describe_model_dir(dir), Contains("model-00002-of-00002.safetensors"));
 }
 
+TEST_CASE("a tied embedding's gradient joins the head's as one dense gradient with every looked-up row", "[models]") {
+  at::manual_seed(3);
+  // Row 1 is looked up three times, row 0 once at the end, rows 2, 4 and 5 never.
+  const at::Tensor ids = at::tensor(std::vector<int64_t>{1, 3, 1, 6, 1, 0}).view({2, 3});
+  const at::Tensor r = at::randn({2, 3, 4}, at::kDouble), s = at::randn({7, 4}, at::kDouble);
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (const bool tied : {true, false}) {
+      INFO(dtype << (tied ? ", tied to the head" : ", untied"));
+      dpo::EmbeddingImpl embedding(7, 4, at::TensorOptions().dtype(dtype), tied);
+      {
+        const at::NoGradGuard no_grad;
+        embedding.weight.copy_(at::randn({7, 4}));
+      }
+      at::Tensor loss = (embedding.forward(ids) * r.to(dtype)).sum();
+      if (tied) loss = loss + (embedding.weight * s.to(dtype)).sum();  // the head's use of the weight
+      loss.backward();
+      const at::Tensor grad = embedding.weight.grad();
+      REQUIRE(grad.layout() == at::kStrided);
+      // float64: the head's part, plus r's row for every lookup of a row.
+      at::Tensor expected = tied ? s.to(dtype).to(at::kDouble) : at::zeros({7, 4}, at::kDouble);
+      const at::Tensor rows = r.to(dtype).to(at::kDouble).view({6, 4});
+      for (int64_t i = 0; i < 6; ++i) expected[ids.view({6})[i].item<int64_t>()] += rows[i];
+      CHECK(at::allclose(grad.to(at::kDouble), expected, dtype == at::kFloat ? 1e-6 : 2e-2, 1e-6));
+    }
+  }
+}
+
 TEST_CASE("a model loaded as bfloat16 gives logits close to float32", "[models]") {
   for (auto arch : {dpo::Architecture::GPT2, dpo::Architecture::Llama}) {
     auto model = random_model(tiny_config(arch), 9);
