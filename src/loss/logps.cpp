@@ -108,23 +108,22 @@ ScoredLists scored_lists_of_mask(const at::Tensor& input_ids, const at::Tensor& 
 SequenceLogps scored_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const TokenLayout& layout,
                                     const ScoredLists& lists, int64_t sequences, const ResponseScoring& scoring,
                                     const at::Tensor& full_weight_tokens) {
-  const int64_t rows = input_ids.size(0), steps = input_ids.size(1);
-  const at::Tensor hidden = model.hidden_states(input_ids, layout);  // [R, T, d]
-  const auto float_options = hidden.options().dtype(float_type_of(hidden.scalar_type()));
+  // The scored positions' states only, [S, d] in the lists' order.
+  const at::Tensor selected = model.hidden_states(input_ids, layout, lists.source);
+  const auto float_options = selected.options().dtype(float_type_of(selected.scalar_type()));
   const at::Tensor sequences_zero = at::zeros({sequences}, float_options);
   const at::Tensor& sequence = lists.sequence;
   const at::Tensor token_counts = at::bincount(sequence, {}, sequences);
   const int64_t vocab = model.head_weight().size(0);
   if (lists.target.numel() > 0 && (lists.target.lt(0) | lists.target.ge(vocab)).any().item<bool>())
     fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
-  const at::Tensor selected = hidden.reshape({rows * steps, -1}).index_select(0, lists.source);
   const at::Tensor token_logps = head_token_logps(selected, model.head_weight(), lists.target, model.matmul_dtype());
   at::Tensor weighted = token_logps;
   if (scoring.ld_alpha != 1.0 && full_weight_tokens.defined()) {
     // k: the token's 0-based rank among its sequence's scored tokens (the lists are grouped).
     const at::Tensor first = token_counts.cumsum(0) - token_counts;
     const at::Tensor k = at::arange(sequence.numel(), sequence.options()) - first.index_select(0, sequence);
-    const at::Tensor full = k.lt(full_weight_tokens.to(hidden.device(), at::kLong).index_select(0, sequence));
+    const at::Tensor full = k.lt(full_weight_tokens.to(selected.device(), at::kLong).index_select(0, sequence));
     weighted = at::where(full, token_logps, token_logps * scoring.ld_alpha);
   }
   SequenceLogps out{sequences_zero.index_add(0, sequence, weighted), token_counts, {}, {}};

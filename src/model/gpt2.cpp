@@ -66,8 +66,9 @@ struct GPT2BlockImpl : torch::nn::Module {
     ln_2 = register_module("ln_2", std::make_shared<LayerNormImpl>(s.hidden_size, s.norm_eps, o));
     mlp = register_module("mlp", std::make_shared<GPT2MLPImpl>(s, o, act));
   }
-  at::Tensor forward(at::Tensor h, const AttentionMask& mask) const {
+  at::Tensor forward(at::Tensor h, const AttentionMask& mask, const at::Tensor& keep = {}) const {
     h = h + attn->forward(ln_1->forward(h), mask);
+    if (keep.defined()) h = h.reshape({-1, h.size(-1)}).index_select(0, keep);  // CausalLMImpl::hidden_states
     return h + mlp->forward(ln_2->forward(h));
   }
   std::shared_ptr<LayerNormImpl> ln_1, ln_2;
@@ -101,7 +102,7 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
   GPT2LMHeadModelImpl(const ModelSpec& s, const at::TensorOptions& o) : CausalLMImpl(s) {
     transformer_ = register_module("transformer", std::make_shared<GPT2ModelImpl>(s, o));
   }
-  at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout) override {
+  at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout, const at::Tensor& keep) override {
     if (input_ids.dim() != 2) fail("gpt2 forward: input_ids must be [batch, time]");
     const int64_t T = input_ids.size(1);
     const at::Tensor positions =
@@ -113,9 +114,10 @@ class GPT2LMHeadModelImpl : public CausalLMImpl {
     const AttentionMask mask = attention_mask(layout, spec_.num_heads, spec_.num_heads, scores_dtype(), input_ids.device());
     at::Tensor h = transformer_->wte->forward(input_ids) + transformer_->wpe->forward(positions);
     for (const auto& block : transformer_->blocks) {
+      const at::Tensor rows = block == transformer_->blocks.back() ? keep : at::Tensor();
       h = checkpoint_blocks()
-              ? checkpointed([block, mask](const at::Tensor& x) { return block->forward(x, mask); }, h)
-              : block->forward(h, mask);
+              ? checkpointed([block, mask, rows](const at::Tensor& x) { return block->forward(x, mask, rows); }, h)
+              : block->forward(h, mask, rows);
     }
     return transformer_->ln_f->forward(h);
   }

@@ -78,8 +78,10 @@ struct LlamaDecoderLayerImpl : torch::nn::Module {
     post_attention_layernorm = register_module(
         "post_attention_layernorm", std::make_shared<RMSNormImpl>(s.hidden_size, s.norm_eps, o));
   }
-  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask) const {
+  at::Tensor forward(at::Tensor h, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask,
+                     const at::Tensor& keep = {}) const {
     h = h + self_attn->forward(input_layernorm->forward(h), cos, sin, mask);
+    if (keep.defined()) h = h.reshape({-1, h.size(-1)}).index_select(0, keep);  // CausalLMImpl::hidden_states
     return h + mlp->forward(post_attention_layernorm->forward(h));
   }
   std::shared_ptr<LlamaAttentionImpl> self_attn;
@@ -117,7 +119,7 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
           "lm_head", std::make_shared<LinearImpl>(s.hidden_size, s.vocab_size, false, o));
     }
   }
-  at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout) override {
+  at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout, const at::Tensor& keep) override {
     if (input_ids.dim() != 2) fail("llama forward: input_ids must be [batch, time]");
     const int64_t T = input_ids.size(1);
     const int64_t length = longest_sequence(input_ids, layout);
@@ -139,10 +141,11 @@ class LlamaForCausalLMImpl : public CausalLMImpl {
     const AttentionMask mask =
         attention_mask(layout, spec_.num_heads, spec_.num_kv_heads, scores_dtype(), input_ids.device());
     for (const auto& layer : model_->layers) {
-      h = checkpoint_blocks() ? checkpointed([layer, cos, sin, mask](
-                                                 const at::Tensor& x) { return layer->forward(x, cos, sin, mask); },
+      const at::Tensor rows = layer == model_->layers.back() ? keep : at::Tensor();
+      h = checkpoint_blocks() ? checkpointed([layer, cos, sin, mask, rows](
+                                                 const at::Tensor& x) { return layer->forward(x, cos, sin, mask, rows); },
                                              h)
-                              : layer->forward(h, cos, sin, mask);
+                              : layer->forward(h, cos, sin, mask, rows);
     }
     return model_->norm->forward(h);
   }

@@ -177,10 +177,11 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   // MFU is quoted.
   result.peak_flops = measure_matmul_peak_flops(device, device == "cuda" ? at::kBFloat16 : precision.matmul);
   result.mfu = result.achieved_flops / result.peak_flops;
-  // FLOPs the step executes: every row slot (padding included) through the blocks, attention over
-  // the scores it computes (tiled attention: the key spans each query tile reads; else whole rows,
-  // the scores' full square), the head on scored tokens only, and its recomputation in backward
-  // (plus the blocks' with activation checkpointing).
+  // FLOPs the step executes: every row slot (padding included) through the blocks (the last
+  // block's MLP on scored tokens only), attention over the scores it computes (tiled attention:
+  // the key spans each query tile reads; else whole rows, the scores' full square), the head on
+  // scored tokens only, and its recomputation in backward (plus the blocks' with activation
+  // checkpointing).
   const double head = 2.0 * static_cast<double>(spec.hidden_size) * static_cast<double>(spec.vocab_size);
   const double blocks = model->forward_flops_per_token(0) - head;
   const auto rows = batch.input_ids.size(0), width = batch.input_ids.size(1);
@@ -191,7 +192,11 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   const double attention_per_score = model->forward_flops_per_token(1) - model->forward_flops_per_token(0);
   const auto slots = static_cast<double>(batch.input_ids.numel());
   const auto scored = static_cast<double>(batch.scored_source.numel());
-  const double block_pass = slots * blocks + scores * attention_per_score;
+  // The last block's MLP runs on the scored positions only (CausalLMImpl::hidden_states' keep).
+  const double mlp_matrices = spec.arch == Architecture::GPT2 ? 2.0 : 3.0;
+  const double last_mlp = 2.0 * mlp_matrices * static_cast<double>(spec.hidden_size) *
+                          static_cast<double>(spec.intermediate_size);
+  const double block_pass = slots * blocks - (slots - scored) * last_mlp + scores * attention_per_score;
   const double executed = 3.0 * (block_pass + scored * head) + scored * head +
                           (train.gradient_checkpointing ? block_pass : 0.0);
   result.executed_flops = static_cast<double>(accumulation) * executed / result.step_seconds;
@@ -247,7 +252,7 @@ std::string format_bench(const BenchResult& r) {
   out += fmt::format("throughput   {:.1f} tokens/s\n", r.tokens_per_s);
   out += fmt::format("compute      {:.2f} GFLOP/s achieved (model FLOPs: 3 x forward of the counted tokens) of {:.2f} GFLOP/s matmul peak: MFU {:.3f}\n",
                      r.achieved_flops / 1e9, r.peak_flops / 1e9, r.mfu);
-  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, the attention scores computed, head on scored tokens and its recomputation): {:.3f} of the peak\n",
+  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, the attention scores computed, last MLP and head on scored tokens, the head's recomputation): {:.3f} of the peak\n",
                      r.executed_flops / 1e9, r.executed_mfu);
   if (r.outside_matmul_share >= 0)
     out += fmt::format("outside      {:.1f}% of one more step is outside matrix products (aten mm/addmm/bmm/baddbmm, timed in their kernels)\n",

@@ -174,3 +174,55 @@ TEST_CASE("log-probs with the head on scored positions only equal the full-logit
     check_model_path_equals_full_logits(*model, at::kBFloat16, 2e-3);
   }
 }
+
+namespace {
+
+// Parameter gradients of sum(states * weights): random weights per state, as a head gives (a plain
+// sum of LayerNorm outputs has a gradient of rounding noise only: its features sum to a constant).
+std::map<std::string, at::Tensor> state_grads(dpo::CausalLMImpl& model, const at::Tensor& states, const at::Tensor& weights) {
+  model.zero_grad();
+  (states * weights.to(states.scalar_type())).sum().backward();
+  std::map<std::string, at::Tensor> grads;
+  for (const auto& p : model.named_parameters())
+    if (p.value().grad().defined()) grads[p.key()] = p.value().grad().to_dense().clone();
+  return grads;
+}
+
+}  // namespace
+
+TEST_CASE("hidden states of kept positions equal the full forward's, with the last block's MLP on those rows only",
+          "[logps]") {
+  at::manual_seed(6);
+  const at::Tensor ids = at::randint(0, 32, {3, 10}, at::kLong);
+  // Repeats (a prompt's last token predicts every response's first token) and any order.
+  const at::Tensor keep = at::tensor(std::vector<int64_t>{29, 4, 4, 13, 0, 21});
+  const at::Tensor weights = at::randn({6, 16});
+  for (const bool checkpointing : {false, true}) {
+    for (auto model : {tiny_gpt2(8), tiny_llama(8)}) {
+      INFO((model->spec().arch == dpo::Architecture::GPT2 ? "gpt2" : "llama") << (checkpointing ? ", checkpointed" : ""));
+      model->train();
+      model->set_gradient_checkpointing(checkpointing);
+      const at::Tensor full = model->hidden_states(ids).reshape({30, -1}).index_select(0, keep);
+      const auto full_grads = state_grads(*model, full, weights);
+      const at::Tensor kept = model->hidden_states(ids, {}, keep);
+      REQUIRE(kept.sizes() == full.sizes());
+      CHECK(at::allclose(kept, full, 1e-5, 1e-6));
+      const auto kept_grads = state_grads(*model, kept, weights);
+      REQUIRE(kept_grads.size() == full_grads.size());
+      for (const auto& [name, grad] : full_grads) {
+        INFO(name);
+        CHECK(float_rounding::normwise_relative_difference(kept_grads.at(name), grad) < 1e-5);
+      }
+    }
+  }
+}
+
+TEST_CASE("a batch with nothing scored gives zero log-probs, and backward runs", "[logps]") {
+  for (auto model : {tiny_gpt2(9), tiny_llama(9)}) {
+    const at::Tensor ids = at::randint(0, 32, {2, 6}, at::kLong);
+    const dpo::SequenceLogps none = dpo::model_sequence_logps(*model, ids, at::zeros({2, 6}, at::kBool));
+    CHECK(at::equal(none.logps, at::zeros({2})));
+    CHECK(at::equal(none.token_counts, at::zeros({2}, at::kLong)));
+    if (none.logps.requires_grad()) REQUIRE_NOTHROW(none.logps.sum().backward());
+  }
+}

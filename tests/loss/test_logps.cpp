@@ -136,9 +136,9 @@ class FixedLogitsModel : public dpo::CausalLMImpl {
  public:
   explicit FixedLogitsModel(at::Tensor logits)
       : dpo::CausalLMImpl(dpo::ModelSpec{}), logits_(std::move(logits)), identity_(at::eye(logits_.size(2), logits_.options())) {}
-  at::Tensor hidden_states(const at::Tensor& input_ids, const dpo::TokenLayout& = {}) override {
+  at::Tensor hidden_states(const at::Tensor& input_ids, const dpo::TokenLayout& = {}, const at::Tensor& keep = {}) override {
     REQUIRE(input_ids.size(0) == logits_.size(0));
-    return logits_;
+    return keep.defined() ? logits_.reshape({-1, logits_.size(2)}).index_select(0, keep) : logits_;
   }
   const at::Tensor& head_weight() const override { return identity_; }
 

@@ -54,8 +54,13 @@ class CausalLMImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& input_ids);
   // The last hidden states [B, T, d], after the final norm: what the LM head multiplies. A defined
   // `layout` gives each token's position and what it attends to (shared prefixes, packed rows);
-  // otherwise each row is one causal sequence at positions 0..T-1.
-  virtual at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout = {}) = 0;
+  // otherwise each row is one causal sequence at positions 0..T-1. A defined `keep` (int64 [N],
+  // flat row-major positions of [B, T], repeats allowed) asks for those positions' states only,
+  // [N, d] in its order: the last block's MLP and the final norm then run on those rows alone (its
+  // attention still reads every position's keys and values). A training step scores about two
+  // thirds of the positions under prefix sharing (none of the prompt's but its last).
+  virtual at::Tensor hidden_states(const at::Tensor& input_ids, const TokenLayout& layout = {},
+                                   const at::Tensor& keep = {}) = 0;
   // The LM head's weight [V, d] (no bias); a tied model's is the token embedding.
   virtual const at::Tensor& head_weight() const = 0;
   const ModelSpec& spec() const { return spec_; }
