@@ -112,9 +112,10 @@ struct Conv1DImpl : MatmulLayer {
 
 // `tied_to_head`: the weight is also the LM head's, whose dense [V, d] gradient arrives in the same
 // backward. The lookup's gradient is then sparse (the rows of the ids), and autograd adds it into
-// the head's in place, where a dense one cost a zeroed [V, d] tensor, and a sum of two: ~2.5% of
-// a bf16-mixed step of GPT-2 small (`dpo bench` shape c). Untied, it stays dense: a sparse gradient
-// would reach the parameter's .grad.
+// the head's (in place where that one is not shared, as libtorch 1.13 does; one sum otherwise),
+// where a dense one cost a zeroed [V, d] tensor, an index_add into it and a sum of two: ~2.5% of a
+// bf16-mixed step of GPT-2 small (`dpo bench` shape c) in a profile. Untied, it stays dense: a
+// sparse gradient would reach the parameter's .grad.
 struct EmbeddingImpl : torch::nn::Module {
   EmbeddingImpl(int64_t count, int64_t dim, const at::TensorOptions& options, bool tied_to_head = false)
       : tied_to_head(tied_to_head) {
