@@ -414,14 +414,15 @@ double CausalLMImpl::forward_flops_per_token(int64_t seq_len) const {
   const double d = static_cast<double>(spec_.hidden_size);
   const double q_width = static_cast<double>(spec_.num_heads * spec_.head_dim);
   const double kv_width = static_cast<double>(spec_.num_kv_heads * spec_.head_dim);
-  const double inner = static_cast<double>(spec_.intermediate_size);
-  const double mlp_matrices = spec_.arch == Architecture::GPT2 ? 2.0 : 3.0;
-  const double per_layer = d * (2 * q_width + 2 * kv_width) + mlp_matrices * d * inner;
-  const double matmul_params =
-      static_cast<double>(spec_.num_layers) * per_layer + d * static_cast<double>(spec_.vocab_size);
-  const double attention =
-      4.0 * static_cast<double>(spec_.num_layers) * q_width * static_cast<double>(seq_len);
-  return 2.0 * matmul_params + attention;
+  const double layers = static_cast<double>(spec_.num_layers);
+  const double projections = layers * d * (2 * q_width + 2 * kv_width) + d * static_cast<double>(spec_.vocab_size);
+  const double attention = 4.0 * layers * q_width * static_cast<double>(seq_len);
+  return 2.0 * projections + layers * mlp_flops_per_token() + attention;
+}
+
+double CausalLMImpl::mlp_flops_per_token() const {
+  const double mlp_matrices = spec_.arch == Architecture::GPT2 ? 2.0 : 3.0;  // fc, proj; or gate, up, down
+  return 2.0 * mlp_matrices * static_cast<double>(spec_.hidden_size) * static_cast<double>(spec_.intermediate_size);
 }
 
 }  // namespace dpo

@@ -193,9 +193,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   const auto slots = static_cast<double>(batch.input_ids.numel());
   const auto scored = static_cast<double>(batch.scored_source.numel());
   // The last block's MLP runs on the scored positions only (CausalLMImpl::hidden_states' keep).
-  const double mlp_matrices = spec.arch == Architecture::GPT2 ? 2.0 : 3.0;
-  const double last_mlp = 2.0 * mlp_matrices * static_cast<double>(spec.hidden_size) *
-                          static_cast<double>(spec.intermediate_size);
+  const double last_mlp = model->mlp_flops_per_token();
   const double block_pass = slots * blocks - (slots - scored) * last_mlp + scores * attention_per_score;
   const double executed = 3.0 * (block_pass + scored * head) + scored * head +
                           (train.gradient_checkpointing ? block_pass : 0.0);

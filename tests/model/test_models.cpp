@@ -701,4 +701,9 @@ TEST_CASE("forward FLOPs per token count matmuls and full-length attention", "[m
   // per layer: q 16x16, k,v 16x8, o 16x16, mlp 3 x 16x24; head 16x40; attention 4 * 16 * T.
   const double matmul = 2 * (16 * 16 + 2 * 16 * 8 + 16 * 16 + 3 * 16 * 24) + 16 * 40;
   CHECK(model->forward_flops_per_token(10) == Approx(2 * matmul + 4 * 2 * 16 * 10));
+  // One block's MLP: gate, up and down for Llama; fc and proj for GPT-2.
+  CHECK(model->mlp_flops_per_token() == Approx(2 * 3 * 16 * 24));
+  const auto gpt2 = dpo::build_model(dpo::model_spec_from_hf_config(tiny_config(dpo::Architecture::GPT2), "t"), 0);
+  const auto& s = gpt2->spec();
+  CHECK(gpt2->mlp_flops_per_token() == Approx(2.0 * 2 * static_cast<double>(s.hidden_size * s.intermediate_size)));
 }

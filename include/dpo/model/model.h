@@ -71,6 +71,8 @@ class CausalLMImpl : public torch::nn::Module {
   }
   // Forward FLOPs per token at sequence length T (matmuls + attention), for throughput reports.
   double forward_flops_per_token(int64_t seq_len) const;
+  // Of those, one decoder block's MLP (what a block skips on a position it does not keep).
+  double mlp_flops_per_token() const;
   // Activation checkpointing (train.gradient_checkpointing): a training forward with gradients
   // on keeps only each decoder block's input and recomputes the block's activations in backward
   // (model/activation_checkpoint.h). Eval-mode and no-grad forwards are unaffected.
