@@ -276,25 +276,42 @@ struct ProductTime {
   }
 };
 
-// Shapes of one call: q [B, H, T, D], k and v [B, KV, T, D], all contiguous.
+// Shapes of one call: q [B, H, T, D], k and v [B, KV, T, D].
 struct Shape {
   int64_t B, H, KV, T, D;
-  int64_t head(int64_t bh) const { return (bh / H) * KV + (bh % H) / (H / KV); }  // key/value head of (row, head)
+  int64_t kv_head(int64_t h) const { return h / (H / KV); }  // the key/value head query head h reads
   float scale() const { return 1.0F / std::sqrt(static_cast<float>(D)); }
 };
 
+// Where an operand's element (b, h, t, d) lives: data + b * batch + h * head + t * row + d. So q, k
+// and v are read where the projections wrote them ([B, T, heads, D] within a wider row: `row` is
+// the row's width) and the output and the gradients are written as [B, T, heads, D], which the
+// projections after them read as [B, T, heads * D] without a copy.
+template <typename T>
+struct Heads {
+  T* data;
+  int64_t batch, head, row;
+  T* at(int64_t b, int64_t h) const { return data + b * batch + h * head; }
+};
+template <typename T>
+Heads<T> heads_of(const at::Tensor& t) {
+  return {t.data_ptr<std::remove_const_t<T>>(), t.stride(0), t.stride(1), t.stride(2)};
+}
+
 // out [B, H, T, D] float32; probs (null: not kept) one block per (row, head) as Plan lays them out.
 template <typename Op>
-void forward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const Op* v, float* out, float* probs) {
+void forward(const Plan& plan, const Shape& x, Heads<const Op> q, Heads<const Op> k, Heads<const Op> v, Heads<float> out,
+             float* probs) {
   ProductTime time;
-  const int64_t TD = x.T * x.D, work = x.B * x.H;
+  const int64_t work = x.B * x.H;
   at::parallel_for(0, work, 1, [&](int64_t begin, int64_t end) {
     const auto scratch_size = static_cast<size_t>(kTileRows * plan.widest);
     std::vector<float> scratch(probs ? 0 : scratch_size);
     std::vector<Op> rounded(std::is_same_v<Op, float> ? 0 : scratch_size);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / x.H, h = bh % x.H;
-      const Op *qh = q + bh * TD, *kh = k + x.head(bh) * TD, *vh = v + x.head(bh) * TD;
+      const Op *qh = q.at(b, h), *kh = k.at(b, x.kv_head(h)), *vh = v.at(b, x.kv_head(h));
+      float* oh = out.at(b, h);
       float* head_probs = probs ? probs + x.H * plan.row_probs[b] + h * (plan.row_probs[b + 1] - plan.row_probs[b]) : nullptr;
       for (size_t t = plan.row_tiles[b]; t < plan.row_tiles[b + 1]; ++t) {
         const Tile& tile = plan.tiles[t];
@@ -302,15 +319,15 @@ void forward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const O
         float* s = head_probs ? head_probs + tile.probs : scratch.data();
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool) {
-            gemm_rows('N', 'T', m, keys, x.D, 1.0F, qh + tile.begin * x.D, x.D, kh + begin * x.D, x.D, 0.0F,
+            gemm_rows('N', 'T', m, keys, x.D, 1.0F, qh + tile.begin * q.row, q.row, kh + begin * k.row, k.row, 0.0F,
                       s + column, n);
           });
         });
         const Op* p = softmax_operand(s, m, n, tile.begin, tile.end, x.scale(), rounded);
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool first) {
-            gemm_rows('N', 'N', m, x.D, keys, 1.0F, p + column, n, vh + begin * x.D, x.D, first ? 0.0F : 1.0F,
-                      out + bh * TD + tile.begin * x.D, x.D);
+            gemm_rows('N', 'N', m, x.D, keys, 1.0F, p + column, n, vh + begin * v.row, v.row, first ? 0.0F : 1.0F,
+                      oh + tile.begin * out.row, out.row);
           });
         });
       }
@@ -322,17 +339,18 @@ void forward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const O
 // Gradients: dq [B, H, T, D], and per query head dk, dv [B, H, T, D] (zeroed by the caller), all
 // float32, from the output's gradient g.
 template <typename Op>
-void backward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const Op* v, const float* probs, const Op* g,
-              float* dq, float* dk, float* dv) {
+void backward(const Plan& plan, const Shape& x, Heads<const Op> q, Heads<const Op> k, Heads<const Op> v,
+              const float* probs, Heads<const Op> g, Heads<float> dq, Heads<float> dk, Heads<float> dv) {
   ProductTime time;
-  const int64_t TD = x.T * x.D, work = x.B * x.H;
+  const int64_t work = x.B * x.H;
   at::parallel_for(0, work, 1, [&](int64_t begin, int64_t end) {
     const auto scratch_size = static_cast<size_t>(kTileRows * plan.widest);
     std::vector<float> ds(scratch_size);
     std::vector<Op> rounded_p(std::is_same_v<Op, float> ? 0 : scratch_size), rounded_ds(rounded_p.size());
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / x.H, h = bh % x.H;
-      const Op *qh = q + bh * TD, *kh = k + x.head(bh) * TD, *vh = v + x.head(bh) * TD, *gh = g + bh * TD;
+      const Op *qh = q.at(b, h), *kh = k.at(b, x.kv_head(h)), *vh = v.at(b, x.kv_head(h)), *gh = g.at(b, h);
+      float *dqh = dq.at(b, h), *dkh = dk.at(b, h), *dvh = dv.at(b, h);
       const float* head_probs = probs + x.H * plan.row_probs[b] + h * (plan.row_probs[b + 1] - plan.row_probs[b]);
       for (size_t t = plan.row_tiles[b]; t < plan.row_tiles[b + 1]; ++t) {
         const Tile& tile = plan.tiles[t];
@@ -340,7 +358,7 @@ void backward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const 
         const float* p = head_probs + tile.probs;
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool) {
-            gemm_rows('N', 'T', m, keys, x.D, 1.0F, gh + tile.begin * x.D, x.D, vh + begin * x.D, x.D, 0.0F,
+            gemm_rows('N', 'T', m, keys, x.D, 1.0F, gh + tile.begin * g.row, g.row, vh + begin * v.row, v.row, 0.0F,
                       ds.data() + column, n);
           });
         });
@@ -350,12 +368,12 @@ void backward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const 
         const Op *p_op = operands.first, *ds_op = operands.second;
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool first) {
-            gemm_rows('N', 'N', m, x.D, keys, 1.0F, ds_op + column, n, kh + begin * x.D, x.D, first ? 0.0F : 1.0F,
-                      dq + bh * TD + tile.begin * x.D, x.D);
-            gemm_rows('T', 'N', keys, x.D, m, 1.0F, ds_op + column, n, qh + tile.begin * x.D, x.D, 1.0F,
-                      dk + bh * TD + begin * x.D, x.D);
-            gemm_rows('T', 'N', keys, x.D, m, 1.0F, p_op + column, n, gh + tile.begin * x.D, x.D, 1.0F,
-                      dv + bh * TD + begin * x.D, x.D);
+            gemm_rows('N', 'N', m, x.D, keys, 1.0F, ds_op + column, n, kh + begin * k.row, k.row, first ? 0.0F : 1.0F,
+                      dqh + tile.begin * dq.row, dq.row);
+            gemm_rows('T', 'N', keys, x.D, m, 1.0F, ds_op + column, n, qh + tile.begin * q.row, q.row, 1.0F,
+                      dkh + begin * dk.row, dk.row);
+            gemm_rows('T', 'N', keys, x.D, m, 1.0F, p_op + column, n, gh + tile.begin * g.row, g.row, 1.0F,
+                      dvh + begin * dv.row, dv.row);
           });
         });
       }
@@ -364,16 +382,25 @@ void backward(const Plan& plan, const Shape& x, const Op* q, const Op* k, const 
   time.report(work);
 }
 
-template <typename Op>
-const Op* data(const at::Tensor& t) {
-  return t.data_ptr<Op>();
+// An operand as the products read it: in `dtype`, with unit stride along D and rows at least D
+// apart. A view of a projection's output in the products' dtype is read where it is; a cast (or an
+// unreadable layout) is one copy.
+at::Tensor operand(const at::Tensor& t, at::ScalarType dtype) {
+  const at::Tensor c = t.scalar_type() == dtype ? t : t.to(dtype);
+  return c.stride(3) == 1 && c.stride(2) >= c.size(3) ? c : c.contiguous();
 }
 
-// Per query head [B, H, T, D] summed over the query heads of each key/value head: [B, KV, T, D].
-at::Tensor per_key_value_head(const at::Tensor& per_query_head, int64_t kv_heads) {
-  const auto s = per_query_head.sizes();
-  if (s[1] == kv_heads) return per_query_head;
-  return per_query_head.view({s[0], kv_heads, s[1] / kv_heads, s[2], s[3]}).sum(2);
+// A float32 [B, heads, T, D] tensor laid out as [B, T, heads, D] (see Heads).
+at::Tensor time_major(const Shape& x, int64_t heads, const at::TensorOptions& options, bool zeroed) {
+  const std::vector<int64_t> sizes{x.B, x.T, heads, x.D};
+  return (zeroed ? at::zeros(sizes, options) : at::empty(sizes, options)).permute({0, 2, 1, 3});
+}
+
+// Per query head [B, H, T, D] (time_major's) summed over the query heads of each key/value head:
+// [B, KV, T, D], laid out the same way.
+at::Tensor per_key_value_head(const at::Tensor& per_query_head, const Shape& x) {
+  if (x.H == x.KV) return per_query_head;
+  return per_query_head.permute({0, 2, 1, 3}).view({x.B, x.T, x.KV, x.H / x.KV, x.D}).sum(3).permute({0, 2, 1, 3});
 }
 
 struct TiledAttention : torch::autograd::Function<TiledAttention> {
@@ -384,17 +411,18 @@ struct TiledAttention : torch::autograd::Function<TiledAttention> {
     TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == x.B && k.size(2) == x.T && k.size(3) == x.D && x.KV > 0 &&
                     x.H % x.KV == 0,
                 "tiled_attention: q [B, H, T, D] and k, v [B, KV, T, D] with H a multiple of KV were expected");
-    const at::Tensor qc = q.to(dtype).contiguous(), kc = k.to(dtype).contiguous(), vc = v.to(dtype).contiguous();
+    const at::Tensor qc = operand(q, dtype), kc = operand(k, dtype), vc = operand(v, dtype);
     const Plan plan = make_plan(documents, branches, x.B, x.T);
     const bool keep = q.requires_grad() || k.requires_grad() || v.requires_grad();
     at::Tensor probs = at::empty({keep ? x.H * plan.row_probs.back() : 0}, q.options().dtype(at::kFloat));
-    at::Tensor out = at::empty({x.B, x.H, x.T, x.D}, q.options().dtype(at::kFloat));
+    const at::Tensor out = time_major(x, x.H, q.options().dtype(at::kFloat), false);
     float* kept = keep ? probs.data_ptr<float>() : nullptr;
     if (dtype == at::kFloat)
-      dpo::forward(plan, x, data<float>(qc), data<float>(kc), data<float>(vc), out.data_ptr<float>(), kept);
+      dpo::forward(plan, x, heads_of<const float>(qc), heads_of<const float>(kc), heads_of<const float>(vc),
+                   heads_of<float>(out), kept);
     else
-      dpo::forward(plan, x, data<at::BFloat16>(qc), data<at::BFloat16>(kc), data<at::BFloat16>(vc),
-                   out.data_ptr<float>(), kept);
+      dpo::forward(plan, x, heads_of<const at::BFloat16>(qc), heads_of<const at::BFloat16>(kc),
+                   heads_of<const at::BFloat16>(vc), heads_of<float>(out), kept);
     ctx->save_for_backward({qc, kc, vc, probs, documents, branches});
     ctx->saved_data["dtypes"] = std::vector<int64_t>{static_cast<int64_t>(q.scalar_type()), static_cast<int64_t>(k.scalar_type()),
                                                      static_cast<int64_t>(v.scalar_type())};
@@ -408,18 +436,20 @@ struct TiledAttention : torch::autograd::Function<TiledAttention> {
     const Shape x{qc.size(0), qc.size(1), kc.size(1), qc.size(2), qc.size(3)};
     const Plan plan = make_plan(saved[4], saved[5], x.B, x.T);
     const auto dtypes = ctx->saved_data["dtypes"].toIntVector();
-    const at::Tensor g = grad_outputs.at(0).to(qc.scalar_type()).contiguous();
+    const at::Tensor g = operand(grad_outputs.at(0), qc.scalar_type());
     const auto f32 = qc.options().dtype(at::kFloat);
-    at::Tensor dq = at::empty(qc.sizes(), f32), dk = at::zeros(qc.sizes(), f32), dv = at::zeros(qc.sizes(), f32);
+    const at::Tensor dq = time_major(x, x.H, f32, false), dk = time_major(x, x.H, f32, true),
+                     dv = time_major(x, x.H, f32, true);
     if (qc.scalar_type() == at::kFloat)
-      dpo::backward(plan, x, data<float>(qc), data<float>(kc), data<float>(vc), probs.data_ptr<float>(), data<float>(g),
-                    dq.data_ptr<float>(), dk.data_ptr<float>(), dv.data_ptr<float>());
+      dpo::backward(plan, x, heads_of<const float>(qc), heads_of<const float>(kc), heads_of<const float>(vc),
+                    probs.data_ptr<float>(), heads_of<const float>(g), heads_of<float>(dq), heads_of<float>(dk),
+                    heads_of<float>(dv));
     else
-      dpo::backward(plan, x, data<at::BFloat16>(qc), data<at::BFloat16>(kc), data<at::BFloat16>(vc),
-                    probs.data_ptr<float>(), data<at::BFloat16>(g), dq.data_ptr<float>(), dk.data_ptr<float>(),
-                    dv.data_ptr<float>());
+      dpo::backward(plan, x, heads_of<const at::BFloat16>(qc), heads_of<const at::BFloat16>(kc),
+                    heads_of<const at::BFloat16>(vc), probs.data_ptr<float>(), heads_of<const at::BFloat16>(g),
+                    heads_of<float>(dq), heads_of<float>(dk), heads_of<float>(dv));
     auto as = [&](const at::Tensor& t, int64_t which) { return t.to(static_cast<at::ScalarType>(dtypes[which])); };
-    return {as(dq, 0), as(per_key_value_head(dk, x.KV), 1), as(per_key_value_head(dv, x.KV), 2), at::Tensor(),
+    return {as(dq, 0), as(per_key_value_head(dk, x), 1), as(per_key_value_head(dv, x), 2), at::Tensor(),
             at::Tensor(), at::Tensor()};
   }
 };

@@ -121,6 +121,37 @@ TEST_CASE("tiled attention: bfloat16 inputs get a bfloat16 output and gradients"
   for (const at::Tensor& input : {q, k, v}) CHECK(input.grad().scalar_type() == at::kBFloat16);
 }
 
+TEST_CASE("tiled attention reads q, k and v where the projection wrote them and writes [B, T, H, D]", "[precision]") {
+  at::manual_seed(11);
+  const int64_t B = 2, H = 4, KV = 2, T = 70, D = 8;
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    if (!dpo::takes_tiled_attention(dtype, at::kCPU)) continue;
+    INFO(dtype);
+    // As a fused projection leaves them: one [B, T, (H + 2 KV) D] tensor, each part viewed heads-first.
+    const at::Tensor qkv = at::randn({B, T, (H + 2 * KV) * D}).requires_grad_(true);
+    const auto parts = qkv.split_with_sizes({H * D, KV * D, KV * D}, -1);
+    const auto heads_first = [&](const at::Tensor& t, int64_t n) { return t.view({B, T, n, D}).transpose(1, 2); };
+    const at::Tensor y = dpo::tiled_attention(heads_first(parts[0], H), heads_first(parts[1], KV),
+                                              heads_first(parts[2], KV), dtype, {});
+    // The output is [B, T, H, D] in memory: the projection after it reads [B, T, H D] as it is.
+    CHECK(y.transpose(1, 2).is_contiguous());
+    const at::Tensor grad_y = at::randn({B, H, T, D});
+    y.backward(grad_y);
+    // The same values as contiguous head-major copies.
+    std::vector<at::Tensor> copies;
+    for (const auto& [part, n] : {std::pair{parts[0], H}, std::pair{parts[1], KV}, std::pair{parts[2], KV}})
+      copies.push_back(heads_first(part, n).detach().contiguous().requires_grad_(true));
+    const at::Tensor want = dpo::tiled_attention(copies[0], copies[1], copies[2], dtype, {});
+    want.backward(grad_y);
+    CHECK(relative_error(y, want.to(at::kDouble)) < 1e-6);
+    const auto grads = qkv.grad().split_with_sizes({H * D, KV * D, KV * D}, -1);
+    for (int i = 0; i < 3; ++i) {
+      const at::Tensor expected = copies[static_cast<size_t>(i)].grad().transpose(1, 2).reshape(grads[static_cast<size_t>(i)].sizes());
+      CHECK(relative_error(grads[static_cast<size_t>(i)], expected.to(at::kDouble)) < 1e-6);
+    }
+  }
+}
+
 TEST_CASE("tiled attention computes only the scores a layout lets be seen", "[precision]") {
   // Plain causal rows of 128: query tiles of 64 read 64 and 128 keys.
   CHECK(dpo::tiled_attention_scores({}, 3, 128) == 3 * (64 * 64 + 64 * 128));
