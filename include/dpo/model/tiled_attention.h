@@ -19,7 +19,9 @@ bool takes_tiled_attention(at::ScalarType dtype, const at::Device& device);
 // reads key/value head h / (H / KV)), scale 1/sqrt(D), as TokenLayout's rule allows (an undefined
 // layout: plain causal). The products run in `dtype` (float32 or bfloat16) with float32 results;
 // scores, softmax and its gradient stay in float32. The output comes in q's dtype, the gradients
-// in the inputs' dtypes.
+// in the inputs' dtypes; q, k and v are read with their own strides where their last dimension is
+// dense (a projection's heads-first view is not copied), and the output and the gradients of q,
+// k and v are [B, heads, T, D] views of [B, T, heads, D] memory.
 at::Tensor tiled_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::ScalarType dtype,
                            const TokenLayout& layout);
 
