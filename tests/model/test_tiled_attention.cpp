@@ -145,9 +145,9 @@ TEST_CASE("tiled attention reads q, k and v where the projection wrote them and 
     want.backward(grad_y);
     CHECK(relative_error(y, want.to(at::kDouble)) < 1e-6);
     const auto grads = qkv.grad().split_with_sizes({H * D, KV * D, KV * D}, -1);
-    for (int i = 0; i < 3; ++i) {
-      const at::Tensor expected = copies[static_cast<size_t>(i)].grad().transpose(1, 2).reshape(grads[static_cast<size_t>(i)].sizes());
-      CHECK(relative_error(grads[static_cast<size_t>(i)], expected.to(at::kDouble)) < 1e-6);
+    for (size_t i = 0; i < copies.size(); ++i) {
+      const at::Tensor expected = copies[i].grad().transpose(1, 2).reshape(grads[i].sizes());
+      CHECK(relative_error(grads[i], expected.to(at::kDouble)) < 1e-6);
     }
   }
 }
