@@ -16,6 +16,34 @@
 # are passed on to every rank.
 set -euo pipefail
 
+# Stopping: mpirun answers SIGINT/SIGTERM by killing the ranks after a moment, before they can save,
+# and exits 1; it forwards SIGUSR1 to every rank, on which dpo saves a checkpoint and exits 75, and
+# mpirun then exits 75. So mpirun runs in its own session (a terminal's Ctrl-C reaches only this
+# script) and the first Ctrl-C, SIGTERM or SIGUSR1 here becomes SIGUSR1 for it; a second, SIGTERM.
+# The trap is set first: a signal while this script looks for GPUs (bash lets a running child
+# outlive an untrapped SIGINT and carries on) or before mpirun starts must not be lost.
+stops=0
+stop_job() {
+  stops=$((stops + 1))
+  [ -n "${job:-}" ] || return 0  # mpirun has not started: the lines around its start look at $stops
+  if [ "$stops" -eq 1 ]; then
+    echo "launch/mpirun.sh: stopping: every rank saves a checkpoint and exits 75 (again: kill the job)" >&2
+    kill -USR1 "$job" 2>/dev/null || true
+    # mpirun drops a signal that comes before it has started the ranks (seconds on many nodes), so
+    # it is sent again while the job runs; dpo takes a repeat as the same request.
+    (
+      trap 'kill "$pause_pid" 2>/dev/null; exit 0' TERM
+      for pause in 1 2 4 8 16 32; do
+        sleep "$pause" & pause_pid=$!
+        wait "$pause_pid" && kill -USR1 "$job" 2>/dev/null || exit 0
+      done
+    ) &
+    resender=$!
+  else
+    kill -TERM "$job" 2>/dev/null || true
+  fi
+}
+trap stop_job INT TERM USR1
 usage() { sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 hostfile="" per_node=""
 while [ $# -gt 0 ]; do
@@ -64,35 +92,32 @@ for name in PATH LD_LIBRARY_PATH $(compgen -e | grep -E '^(NCCL_|UCX_|CUDA_|OMP_
   if [ -n "${!name+set}" ]; then args+=(-x "$name"); fi
 done
 
+if [ "$stops" -gt 0 ]; then
+  echo "launch/mpirun.sh: stopped before mpirun started: nothing ran (exit 75; rerun to start)" >&2
+  exit 75
+fi
 # shellcheck disable=SC2086  # DPO_MPIRUN_ARGS is a list of words
 set -- mpirun "${args[@]}" ${DPO_MPIRUN_ARGS:-} "$dpo" "$@"
 echo "+ $*"
 
-# Stopping: mpirun answers SIGINT/SIGTERM by killing the ranks after a moment, before they can save,
-# and exits 1; it forwards SIGUSR1 to every rank, on which dpo saves a checkpoint and exits 75, and
-# mpirun then exits 75. So mpirun runs in its own session (a terminal's Ctrl-C reaches only this
-# script) and the first Ctrl-C, SIGTERM or SIGUSR1 here becomes SIGUSR1 for it; a second, SIGTERM.
 setsid "$@" &
 job=$!
-stops=0
-stop_job() {
-  stops=$((stops + 1))
-  if [ "$stops" -eq 1 ]; then
-    echo "launch/mpirun.sh: stopping: every rank saves a checkpoint and exits 75 (again: kill the job)" >&2
-    kill -USR1 "$job" 2>/dev/null || true
-  else
-    kill -TERM "$job" 2>/dev/null || true
-  fi
-}
-trap stop_job INT TERM USR1
+if [ "$stops" -gt 0 ]; then stops=0 && stop_job; fi  # a stop between the check and the start
 set +e
 while :; do
   wait "$job"
   rc=$?
   kill -0 "$job" 2>/dev/null || break  # a trapped signal ends `wait` early while the job runs on
 done
+[ -z "${resender:-}" ] || kill "$resender" 2>/dev/null
 # When a signal ended the last `wait`, the job's own status is still to be collected.
 wait "$job" 2>/dev/null
 last=$?
 [ "$last" -ne 127 ] && rc=$last
+# A rank that had not reached dpo's own code yet (its first fifth of a second: loading libtorch)
+# dies of the SIGUSR1 it was sent; it had done nothing, so this is a stop like any other.
+if [ "$stops" -gt 0 ] && [ "$rc" -eq $((128 + 10)) ]; then
+  echo "launch/mpirun.sh: the ranks were still starting when stopped: nothing ran (exit 75; rerun to start)" >&2
+  rc=75
+fi
 exit "$rc"

@@ -274,6 +274,7 @@ int run_cli(int argc, char** argv) {
   // preemption while MPI starts or the model loads must not end them before the handler exists.
   for (const Command& c : cmds)
     if (!args.empty() && c.name == args[0] && c.saves_progress_on_stop) install_stop_signal_handlers();
+  release_deferred_stop_signals();
   // Under mpirun/srun every rank runs this; MPI is initialised only when a launcher started us.
   Session session;
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {

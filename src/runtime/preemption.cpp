@@ -28,7 +28,26 @@ extern "C" void on_stop_signal(int signal) {
   _exit(128 + SIGINT);
 }
 
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGUSR1);
+  sigaddset(&set, SIGINT);
+  return set;
+}
+
 }  // namespace
+
+void defer_stop_signals() {
+  const sigset_t set = stop_signals();
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+}
+
+void release_deferred_stop_signals() {
+  const sigset_t set = stop_signals();
+  sigprocmask(SIG_UNBLOCK, &set, nullptr);
+}
 
 void install_stop_signal_handlers() {
   struct sigaction action {};

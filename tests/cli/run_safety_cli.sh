@@ -36,6 +36,19 @@ if [ "$rc" -eq 75 ] && [ -f "run/checkpoints/step-$stopped/DONE" ] && grep -q "i
    && [ ! -e run/dpo.lock ]; then pass "Ctrl-C: a checkpoint at step $stopped, exit code 75, the lock released"
 else bad "Ctrl-C: rc=$rc step='$stopped' lock=$(ls run/dpo.lock 2>&1): $(tail -3 first.txt)"; fi
 
+# A SIGTERM while libtorch's initialisers run (before main; most of dpo's first second) waits for
+# the handler instead of killing the process: no step done, nothing saved, exit 75. It is sent once
+# /proc shows SIGTERM blocked, which only dpo's .preinit_array does that early.
+"$dpo" train --config run.yaml --set run.output_dir="$work/early" >early.txt 2>&1 &
+pid=$!
+for _ in $(seq 1000); do (( 0x$(sed -n 's/^SigBlk:\s*//p' "/proc/$pid/status" 2>/dev/null || echo 0) & 0x4000 )) && break; sleep 0.002; done
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+if [ "$rc" -eq 75 ] && grep -q "no step completed, nothing to save" early.txt && [ ! -e early/final ]; then
+  pass "SIGTERM before main: kept for the handler, exit 75, nothing saved"
+else bad "SIGTERM before main: rc=$rc: $(tail -3 early.txt)"; fi
+
 # A changed learning rate and clipping are refused, naming each; --allow-changed accepts them.
 if "$dpo" train --config run.yaml --set train.lr=2.0e-3 --set train.max_grad_norm=1 --set train.max_steps=1 >changed.txt 2>&1; then
   bad "a changed lr was accepted on resume"

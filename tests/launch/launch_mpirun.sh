@@ -39,13 +39,17 @@ fi
   || { grep -q "positive integer" zero.txt && pass "0 ranks per node refused" || bad "message: $(cat zero.txt)"; }
 
 # stop_with SIGNAL AFTER_STEPS LOG: starts the launcher (with SIGINT at its default, as a terminal
-# leaves it; a shell's background job would ignore it), signals it once AFTER_STEPS metrics lines
-# are written, and checks that every rank stopped with a checkpoint and exit code 75.
+# leaves it; a shell's background job would ignore it), signals it once this run has written
+# AFTER_STEPS new metrics lines, and checks that every rank stopped with a checkpoint and exit code 75.
+# Counting new lines matters on a resumed run: the lines of the run before would otherwise let the
+# signal reach mpirun before it has started the ranks, and mpirun drops it then.
 stop_with() {
+  local before
+  before=$(grep -c loss run/metrics.jsonl 2>/dev/null)
   python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
     "$launcher" --ranks-per-node 2 train --config run.yaml >"$3" 2>&1 &
   local pid=$! rc
-  for _ in $(seq 300); do [ "$(grep -c loss run/metrics.jsonl 2>/dev/null)" -ge "$2" ] 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 300); do [ "$(grep -c loss run/metrics.jsonl 2>/dev/null)" -ge $((before + $2)) ] 2>/dev/null && break; sleep 0.1; done
   kill -"$1" "$pid"
   wait "$pid"
   rc=$?
@@ -56,8 +60,37 @@ stop_with() {
     bad "SIG$1: rc=$rc checkpoint='$stopped': $(tail -3 "$3")"
   fi
 }
+# A stop while the launcher looks for GPUs (a slow nvidia-smi here) ends it before mpirun starts.
+mkdir -p slow-gpu-query
+printf '#!/bin/sh\ntouch %s/queried\nsleep 2\n' "$work" >slow-gpu-query/nvidia-smi
+chmod +x slow-gpu-query/nvidia-smi
+PATH=$work/slow-gpu-query:$PATH "$launcher" train --config run.yaml --set run.output_dir="$work/early" >early.txt 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ -e queried ] && break; sleep 0.05; done
+kill -USR1 "$pid"
+wait "$pid"
+rc=$?
+if [ "$rc" -eq 75 ] && grep -q "stopped before mpirun started" early.txt && ! grep -q "^+ mpirun" early.txt && [ ! -e early ]; then
+  pass "a stop before mpirun starts: nothing started, exit 75"
+else
+  bad "stop before mpirun: rc=$rc: $(tail -3 early.txt)"
+fi
+# A stop the moment mpirun starts, before it has ranks (it drops the signal then) or while they
+# load libtorch, still ends the job with exit 75 and no final model.
+"$launcher" --ranks-per-node 2 train --config run.yaml --set run.output_dir="$work/starting" >starting.txt 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q "^+ mpirun" starting.txt && break; sleep 0.01; done
+kill -USR1 "$pid"
+wait "$pid"
+rc=$?
+if [ "$rc" -eq 75 ] && [ ! -e starting/final ]; then
+  pass "a stop while mpirun starts the ranks: exit 75, no final model"
+else
+  bad "stop while starting: rc=$rc: $(grep -v -- --- starting.txt | tail -3)"
+fi
+
 stop_with USR1 20 first.txt
-stop_with INT 40 interrupted.txt
+stop_with INT 20 interrupted.txt
 grep -q "resuming from" interrupted.txt || bad "the interrupted run did not resume: $(head -5 interrupted.txt)"
 if "$launcher" --ranks-per-node 2 train --config run.yaml >second.txt 2>&1 && grep -q "resuming from .*step-$stopped" second.txt \
    && [ "$(grep -c loss run/metrics.jsonl)" -eq "$steps" ]; then

@@ -10,6 +10,14 @@ namespace dpo {
 // EX_TEMPFAIL from sysexits.h: "try again later". Job scripts requeue on it.
 constexpr int kPreemptedExitCode = 75;
 
+// The dpo executable calls this before any shared library's initialisers run (libtorch's take
+// about a second): SIGTERM, SIGUSR1 and SIGINT are blocked, so one that arrives then waits for
+// main instead of killing a rank that mpirun has just started. The mask survives exec (the
+// thread-environment re-exec).
+void defer_stop_signals();
+// Unblocks what defer_stop_signals blocked: a signal kept meanwhile is delivered now, to the
+// handler where install_stop_signal_handlers ran first, else with its default action.
+void release_deferred_stop_signals();
 void install_stop_signal_handlers();
 bool stop_requested();
 void clear_stop_request();  // for tests
