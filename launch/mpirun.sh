@@ -22,23 +22,15 @@ set -euo pipefail
 # script) and the first Ctrl-C, SIGTERM or SIGUSR1 here becomes SIGUSR1 for it; a second, SIGTERM.
 # The trap is set first: a signal while this script looks for GPUs (bash lets a running child
 # outlive an untrapped SIGINT and carries on) or before mpirun starts must not be lost.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/stop_signal.sh"
 stops=0
 stop_job() {
   stops=$((stops + 1))
   [ -n "${job:-}" ] || return 0  # mpirun has not started: the lines around its start look at $stops
   if [ "$stops" -eq 1 ]; then
     echo "launch/mpirun.sh: stopping: every rank saves a checkpoint and exits 75 (again: kill the job)" >&2
-    kill -USR1 "$job" 2>/dev/null || true
-    # mpirun drops a signal that comes before it has started the ranks (seconds on many nodes), so
-    # it is sent again while the job runs; dpo takes a repeat as the same request.
-    (
-      trap 'kill "$pause_pid" 2>/dev/null; exit 0' TERM
-      for pause in 1 2 4 8 16 32; do
-        sleep "$pause" & pause_pid=$!
-        wait "$pause_pid" && kill -USR1 "$job" 2>/dev/null || exit 0
-      done
-    ) &
-    resender=$!
+    send_stop "$job"
   else
     kill -TERM "$job" 2>/dev/null || true
   fi
@@ -57,7 +49,6 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || usage
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/dpo_binary.sh"
 dpo=$(dpo_binary "$here/..") || exit 2
 
@@ -109,15 +100,8 @@ while :; do
   rc=$?
   kill -0 "$job" 2>/dev/null || break  # a trapped signal ends `wait` early while the job runs on
 done
-[ -z "${resender:-}" ] || kill "$resender" 2>/dev/null
 # When a signal ended the last `wait`, the job's own status is still to be collected.
 wait "$job" 2>/dev/null
 last=$?
 [ "$last" -ne 127 ] && rc=$last
-# A rank that had not reached dpo's own code yet (its first fifth of a second: loading libtorch)
-# dies of the SIGUSR1 it was sent; it had done nothing, so this is a stop like any other.
-if [ "$stops" -gt 0 ] && [ "$rc" -eq $((128 + 10)) ]; then
-  echo "launch/mpirun.sh: the ranks were still starting when stopped: nothing ran (exit 75; rerun to start)" >&2
-  rc=75
-fi
-exit "$rc"
+stopped_status launch/mpirun.sh "$rc"

@@ -23,6 +23,19 @@ else
   config=${DPO_CONFIG:-run.yaml}
 fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/../stop_signal.sh"
+# Slurm signals this shell (sbatch --signal=B:USR1@SECONDS, scancel --batch) or every process of the
+# job (preemption, scontrol requeue: SIGTERM). Either way the launcher gets USR1, which srun and
+# mpirun pass on to the ranks; they finish the current step, checkpoint and exit 75. Not TERM:
+# srun answers TERM by killing the ranks at once. The traps come first: a signal before the launcher
+# starts keeps it from starting, and the job is requeued as stopped.
+launcher="" stopped_by=""
+forward() {
+  echo "== $(date -Is) got SIG$1: asking dpo to checkpoint and stop"
+  if [ -n "$launcher" ]; then send_stop "$launcher"; else stopped_by=$1; fi
+}
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
 source "$here/../dpo_binary.sh"
 dpo=$(dpo_binary "$here/../..") || exit 2
 
@@ -32,47 +45,47 @@ for var in SLURM_JOB_NODELIST SLURM_NNODES SLURM_NTASKS SLURM_NTASKS_PER_NODE SL
   [ -n "${!var:-}" ] && echo "   $var=${!var}"
 done
 
-case ${DPO_LAUNCHER:-srun} in
-  srun)
-    args=(--mpi=pmix)
-    # Slurm 22.05's srun no longer takes --cpus-per-task from the allocation; pass it on explicitly.
-    [ -n "${SLURM_CPUS_PER_TASK:-}" ] && args+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
-    # shellcheck disable=SC2086  # DPO_SRUN_ARGS is a list of words
-    srun "${args[@]}" ${DPO_SRUN_ARGS:-} "$dpo" "$command" --config "$config" "$@" &
-    ;;
-  mpirun)
-    # Open MPI reads the allocation from Slurm (one rank per task) and starts its daemons with srun.
-    # On SIGTERM Open MPI kills the ranks 1 s after signalling them, too soon for a checkpoint.
-    args=(--mca odls_base_sigkill_timeout 30)
-    if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then
-      args+=(--map-by "slot:PE=$SLURM_CPUS_PER_TASK" --bind-to core)
-    else
-      args+=(--bind-to none)
-    fi
-    [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
-    # shellcheck disable=SC2086
-    mpirun "${args[@]}" ${DPO_MPIRUN_ARGS:-} "$dpo" "$command" --config "$config" "$@" &
-    ;;
-  *)
-    echo "job.sh: error: DPO_LAUNCHER=$DPO_LAUNCHER: expected srun or mpirun" >&2
-    exit 2
-    ;;
-esac
-launcher=$!
-
-# Slurm signals this shell (sbatch --signal=B:USR1@SECONDS, scancel --batch) or every process of the
-# job (preemption, scontrol requeue: SIGTERM). Either way the launcher gets USR1, which srun and
-# mpirun pass on to the ranks; they finish the current step, checkpoint and exit 75. Not TERM:
-# srun answers TERM by killing the ranks at once.
-forward() {
-  echo "== $(date -Is) got SIG$1: asking dpo to checkpoint and stop"
-  kill -s USR1 "$launcher" 2>/dev/null
+start_launcher() {
+  case ${DPO_LAUNCHER:-srun} in
+    srun)
+      args=(--mpi=pmix)
+      # Slurm 22.05's srun no longer takes --cpus-per-task from the allocation; pass it on explicitly.
+      [ -n "${SLURM_CPUS_PER_TASK:-}" ] && args+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+      # shellcheck disable=SC2086  # DPO_SRUN_ARGS is a list of words
+      srun "${args[@]}" ${DPO_SRUN_ARGS:-} "$dpo" "$command" --config "$config" "$@" &
+      ;;
+    mpirun)
+      # Open MPI reads the allocation from Slurm (one rank per task) and starts its daemons with srun.
+      # On SIGTERM Open MPI kills the ranks 1 s after signalling them, too soon for a checkpoint.
+      args=(--mca odls_base_sigkill_timeout 30)
+      if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then
+        args+=(--map-by "slot:PE=$SLURM_CPUS_PER_TASK" --bind-to core)
+      else
+        args+=(--bind-to none)
+      fi
+      [ "$(id -u)" -eq 0 ] && args+=(--allow-run-as-root)
+      # shellcheck disable=SC2086
+      mpirun "${args[@]}" ${DPO_MPIRUN_ARGS:-} "$dpo" "$command" --config "$config" "$@" &
+      ;;
+    *)
+      echo "job.sh: error: DPO_LAUNCHER=$DPO_LAUNCHER: expected srun or mpirun" >&2
+      exit 2
+      ;;
+  esac
+  launcher=$!
 }
-trap 'forward USR1' USR1
-trap 'forward TERM' TERM
-while kill -0 "$launcher" 2>/dev/null; do wait "$launcher"; done  # a trapped signal interrupts wait
-wait "$launcher"
-rc=$?
+
+if [ -n "$stopped_by" ]; then
+  echo "== $(date -Is) stopped by SIG$stopped_by before dpo started: nothing ran"
+  rc=75
+else
+  start_launcher "$@"
+  [ -z "$stopped_by" ] || send_stop "$launcher"  # a stop between the check and the start
+  while kill -0 "$launcher" 2>/dev/null; do wait "$launcher"; done  # a trapped signal interrupts wait
+  wait "$launcher"
+  stopped_status job.sh $?
+  rc=$?
+fi
 
 if [ "$rc" -eq 75 ]; then
   echo "== $(date -Is) dpo $command was preempted and saved its progress; requeueing job ${SLURM_JOB_ID:-?}"

@@ -2,6 +2,8 @@
 # launch/mpirun.sh on this node: 2 ranks with and without a hostfile; SIGUSR1 and SIGINT (Ctrl-C) to
 # the launcher (it passes SIGUSR1 to mpirun, which passes it to the ranks) end every rank after a
 # checkpoint with exit code 75, and the same command resumes and finishes with one metrics line per step.
+# A stop at the start counts too: before mpirun starts, while it starts the ranks, and through
+# launch/slurm/job.sh (which shares launch/stop_signal.sh).
 # Usage: launch_mpirun.sh DPO_BINARY SOURCE_DIR
 set -uo pipefail
 DPO_BIN=$(realpath "$1")
@@ -87,6 +89,20 @@ if [ "$rc" -eq 75 ] && [ ! -e starting/final ]; then
   pass "a stop while mpirun starts the ranks: exit 75, no final model"
 else
   bad "stop while starting: rc=$rc: $(grep -v -- --- starting.txt | tail -3)"
+fi
+# launch/slurm/job.sh shares the launcher's stop (outside Slurm, with mpirun): a stop as it starts
+# ends it with 75, its requeue status.
+OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 DPO_LAUNCHER=mpirun \
+  bash "$source_dir/launch/slurm/job.sh" train run.yaml --set run.output_dir="$work/job" >job.txt 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q "^== .* dpo train --config" job.txt && break; sleep 0.01; done
+kill -USR1 "$pid"
+wait "$pid"
+rc=$?
+if [ "$rc" -eq 75 ] && grep -q "got SIGUSR1" job.txt && [ ! -e job/final ]; then
+  pass "slurm/job.sh: a stop as it starts: exit 75, no final model"
+else
+  bad "job.sh stop: rc=$rc: $(grep -v -- --- job.txt | tail -3)"
 fi
 
 stop_with USR1 20 first.txt
