@@ -95,13 +95,5 @@ setsid "$@" &
 job=$!
 if [ "$stops" -gt 0 ]; then stops=0 && stop_job; fi  # a stop between the check and the start
 set +e
-while :; do
-  wait "$job"
-  rc=$?
-  kill -0 "$job" 2>/dev/null || break  # a trapped signal ends `wait` early while the job runs on
-done
-# When a signal ended the last `wait`, the job's own status is still to be collected.
-wait "$job" 2>/dev/null
-last=$?
-[ "$last" -ne 127 ] && rc=$last
-stopped_status launch/mpirun.sh "$rc"
+wait_for_job "$job"
+stopped_status launch/mpirun.sh $?

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Sourced by the launchers (mpirun.sh, slurm/job.sh), which pass a stop on to the job they started
-# as SIGUSR1: on it every dpo rank saves a checkpoint and exits 75.
+# Sourced by the launchers (mpirun.sh, slurm/job.sh), which wait for the job they started and pass
+# a stop on to it as SIGUSR1: on it every dpo rank saves a checkpoint and exits 75.
 
 # send_stop PID: SIGUSR1 to PID now, and again after 1, 2, 4, ... 32 s while it runs. mpirun drops
 # a signal that comes before it has started the ranks (seconds on many nodes); dpo takes a repeat
@@ -17,6 +17,22 @@ send_stop() {
     done
   ) &
   stop_repeater=$!
+}
+
+# wait_for_job PID: waits for the job the launcher started and returns its exit status. A trapped
+# signal ends `wait` early while the job runs on, so it waits again; when a signal ended the last
+# `wait`, the job's own status is still to be collected.
+wait_for_job() {
+  local rc last
+  while :; do
+    wait "$1"
+    rc=$?
+    kill -0 "$1" 2>/dev/null || break
+  done
+  wait "$1" 2>/dev/null
+  last=$?
+  [ "$last" -ne 127 ] && rc=$last
+  return "$rc"
 }
 
 # stopped_status WHO RC: the launcher's exit status for a job that ended with RC, returned. After

@@ -81,8 +81,7 @@ if [ -n "$stopped_by" ]; then
 else
   start_launcher "$@"
   [ -z "$stopped_by" ] || send_stop "$launcher"  # a stop between the check and the start
-  while kill -0 "$launcher" 2>/dev/null; do wait "$launcher"; done  # a trapped signal interrupts wait
-  wait "$launcher"
+  wait_for_job "$launcher"
   stopped_status job.sh $?
   rc=$?
 fi
