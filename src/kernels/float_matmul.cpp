@@ -1,5 +1,7 @@
 #include "dpo/kernels/float_matmul.h"
 
+#include "dpo/kernels/bfloat16_matmul_primitive.h"
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -85,6 +87,21 @@ int bfloat16_gemm_unscaled(char transa, char transb, int64_t M, int64_t N, int64
   const int status = bfloat16_gemm(transa, transb, M, N, K, 1.0F, A, lda, B, ldb, beta == 0.0F ? 0.0F : 1.0F, C, ldc);
   if (status == 0 && alpha != 1.0F) scale_rows(C, M, N, ldc, alpha);
   return status;
+}
+
+// A whole product (not a tile's, see gemm_rows) with bfloat16 operands: the rows oneDNN's AMX
+// matmul primitive takes (bfloat16_matmul_primitive.cpp: alpha 1, beta 0 or 1), the rest through
+// the GEMM function. DPO_BF16_MATMUL=gemm keeps all of it on the GEMM function, for comparisons.
+bool primitive_allowed = false;
+int bfloat16_product(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const at::BFloat16* A,
+                     int64_t lda, const at::BFloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  int64_t done = 0;
+  if (primitive_allowed && alpha == 1.0F && (beta == 0.0F || beta == 1.0F))
+    done = bfloat16_matmul_primitive_rows(transa, transb, M, N, K, A, lda, B, ldb, beta == 1.0F, C, ldc);
+  if (done == M) return 0;
+  // The rows after the first `done` (some only where A is read untransposed: its stored rows).
+  return bfloat16_gemm_unscaled(transa, transb, M - done, N, K, alpha, A + done * lda, lda, B, ldb, beta,
+                                C + done * ldc, ldc);
 }
 
 // A 2-D float32 operand as GEMM reads it: row-major ('N', leading dimension = row stride) or its
@@ -229,6 +246,8 @@ std::string install() {
     float product = 0;
     if (bfloat16_gemm && bfloat16_gemm('N', 'N', 1, 1, 1, 1.0F, &one, 1, &one, 1, 0.0F, &product, 1) != 0)
       bfloat16_gemm = nullptr;
+    primitive_allowed = bfloat16_gemm && !(bf16_choice && std::strcmp(bf16_choice, "gemm") == 0) &&
+                        load_bfloat16_matmul_primitive();
   }
   QuietWarnings quiet;
   const WarningHandlerGuard guard(&quiet);
@@ -275,11 +294,16 @@ bool bfloat16_products_in_float32() {
   return bfloat16_gemm != nullptr;
 }
 
+std::string bfloat16_primitive_implementation() {
+  return primitive_allowed ? bfloat16_matmul_primitive_implementation() : "";
+}
+int64_t bfloat16_primitive_products() { return primitive_allowed ? bfloat16_matmul_primitive_products() : 0; }
+
 at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b) {
   if (!takes_bfloat16(a, b)) return at::mm(a, b).to(at::kFloat);
   const ProductTimer timer;
   at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().dtype(at::kFloat));
-  gemm_into<at::BFloat16>(bfloat16_gemm_unscaled, a, b, 0.0F, 1.0F, out.data_ptr<float>(), b.size(1));
+  gemm_into<at::BFloat16>(bfloat16_product, a, b, 0.0F, 1.0F, out.data_ptr<float>(), b.size(1));
   return out;
 }
 
@@ -288,7 +312,7 @@ void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tens
               "add_product_in_float32: out must be float32 [", a.size(0), ", ", b.size(1), "]");
   if (!takes_bfloat16(a, b) || !row_major(out)) return add_scaled(out, at::mm(a, b).to(at::kFloat), beta, 1.0F);
   const ProductTimer timer;
-  gemm_into<at::BFloat16>(bfloat16_gemm_unscaled, a, b, beta, 1.0F, out.data_ptr<float>(), row_stride(out));
+  gemm_into<at::BFloat16>(bfloat16_product, a, b, beta, 1.0F, out.data_ptr<float>(), row_stride(out));
 }
 
 bool float32_gemm_loaded() {

@@ -123,9 +123,11 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   for (int64_t i = 0; i < options.warmup_steps; ++i) step();
   synchronize(device);
   reset_peak_memory(device);  // the peak reported is that of the timed steps
+  const int64_t primitive_products_before = bfloat16_primitive_products();
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < options.timed_steps; ++i) step();
   synchronize(device);
+  const int64_t primitive_products = bfloat16_primitive_products() - primitive_products_before;
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double peak_memory = peak_memory_mib(device);  // before the matmul gauge below allocates
   // One more step with the matmul clock running (CPU only: on CUDA the CPU sees launches).
@@ -144,6 +146,9 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   result.float_matmuls = route_float_matmuls();
   result.bfloat16_into_float32 = device != "cuda" && precision.matmul == at::kBFloat16 &&
                                  precision.weights == at::kFloat && bfloat16_products_in_float32();
+  result.bfloat16_primitive = bfloat16_primitive_implementation();
+  result.bfloat16_primitive_products =
+      primitive_products / std::max<int64_t>(options.timed_steps, 1);
   result.huge_page_heap = heap_on_huge_pages();
   result.model_path = config.model.policy;
   result.architecture = architecture_name(spec);
@@ -233,9 +238,13 @@ std::string format_bench(const BenchResult& r) {
          "       so no reference forward is timed)\n";
   out += fmt::format("model        {} ({}), {:.3f} M parameters\n", r.model_path, r.architecture,
                      static_cast<double>(r.parameters) / 1e6);
-  out += fmt::format("device       {}, {}, {} intra-op threads{}{}\n", r.device, r.dtype, r.threads,
+  out += fmt::format("device       {}, {}, {} intra-op threads{}{}{}\n", r.device, r.dtype, r.threads,
                      r.device == "cuda" ? "" : fmt::format(", float32 products on {}", r.float_matmuls),
-                     r.bfloat16_into_float32 ? ", bfloat16 products with float32 results on oneDNN" : "");
+                     r.bfloat16_into_float32 ? ", bfloat16 products with float32 results on oneDNN" : "",
+                     r.bfloat16_primitive.empty() || r.bfloat16_primitive_products == 0
+                         ? ""
+                         : fmt::format(" ({} of a step's on its matmul primitive {})", r.bfloat16_primitive_products,
+                                       r.bfloat16_primitive));
   out += fmt::format("batch        {} pairs x {} micro-steps = {} pairs, prompt {} + response {} tokens{}: {} tokens/step\n",
                      r.micro_batch_size, r.accumulation_steps, r.micro_batch_size * r.accumulation_steps, r.prompt_len,
                      r.seq_len - r.prompt_len,

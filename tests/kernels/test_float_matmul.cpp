@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <string>
 #include <limits>
 #include <tuple>
 
@@ -183,4 +185,59 @@ TEST_CASE("raw-pointer bfloat16 GEMMs with alpha and beta leave columns past N a
                  wide.data_ptr<float>(), ldc);
   CHECK(relative_error(wide.narrow(1, 0, N), 0.25 * ab + 3.0 * before.narrow(1, 0, N).to(at::kDouble)) < 1e-5);
   CHECK(at::equal(wide.narrow(1, N, ldc - N), before.narrow(1, N, ldc - N)));
+}
+
+namespace {
+// Whether this CPU reports AMX's bfloat16 tiles (Linux's flag in /proc/cpuinfo).
+bool cpu_has_amx_bf16() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line))
+    if (line.rfind("flags", 0) == 0) return line.find(" amx_bf16") != std::string::npos;
+  return false;
+}
+}  // namespace
+
+TEST_CASE("whole bfloat16 products on oneDNN's AMX matmul primitive equal a float64 product, rows past a multiple of 64 included", "[runtime]") {
+  if (!dpo::bfloat16_products_in_float32()) return;
+  // Where the primitive must be taken: an AMX CPU, oneDNN 2.x's primitive interface loaded (as
+  // with Debian 12's libtorch), and no DPO_BF16_MATMUL choice (the second-kernel pass sets one).
+  const bool expected = cpu_has_amx_bf16() && dlsym(RTLD_DEFAULT, "dnnl_matmul_desc_init") != nullptr &&
+                        std::getenv("DPO_BF16_MATMUL") == nullptr;
+  INFO("primitive expected: " << expected);
+  at::manual_seed(13);
+  // {M, K, N, taken}: multiples of 64 rows and not, the largest inner size it takes and one more
+  // (the GEMM function alone), few rows (none of them taken).
+  for (const auto& [M, K, N, taken] : {std::tuple<int64_t, int64_t, int64_t, bool>{64, 256, 64, true},
+                                       {130, 768, 300, true}, {200, 1024, 16, true}, {128, 1025, 64, false},
+                                       {63, 256, 64, false}}) {
+    INFO(M << " x " << K << " x " << N);
+    const at::Tensor a = randn({M, K}).to(at::kBFloat16), b = randn({K, N}).to(at::kBFloat16);
+    const at::Tensor ab = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+    const int64_t before_count = dpo::bfloat16_primitive_products();
+    CHECK(relative_error(dpo::product_in_float32(a, b), ab) < 1e-5);
+    // Transposed operands (the layers' backward), accumulated into a dense float32 tensor.
+    const at::Tensor at_ = a.t().contiguous().t(), bt = b.t().contiguous().t();
+    at::Tensor dense = randn({M, N});
+    const at::Tensor held = dense.to(at::kDouble);
+    dpo::add_product_in_float32(dense, at_, bt, 1.0F);
+    CHECK(relative_error(dense, ab + held) < 1e-5);
+    // Rows of a wider tensor: oneDNN's AMX kernel writes dense rows only, so these stay on the
+    // GEMM function; what out held is ignored (NaN), the columns around it are left alone.
+    at::Tensor wide = randn({M, N + 5});
+    at::Tensor out = wide.narrow(1, 2, N);
+    const at::Tensor left = wide.narrow(1, 0, 2).clone(), right = wide.narrow(1, N + 2, 3).clone();
+    out.fill_(std::numeric_limits<float>::quiet_NaN());
+    dpo::add_product_in_float32(out, at_, b, 0.0F);
+    CHECK(relative_error(out, ab) < 1e-5);
+    CHECK(at::equal(wide.narrow(1, 0, 2), left));
+    CHECK(at::equal(wide.narrow(1, N + 2, 3), right));
+    // Taken for the plain product at least (whether oneDNN's AMX kernel takes the transposed and
+    // accumulated one depends on its strides: it declined 128 of 130 columns read transposed), or
+    // for none.
+    const int64_t count = dpo::bfloat16_primitive_products() - before_count;
+    CHECK(count <= 2);
+    CHECK((count > 0) == (expected && taken));
+  }
+  if (expected) CHECK_THAT(dpo::bfloat16_primitive_implementation(), Catch::Contains("amx"));
 }

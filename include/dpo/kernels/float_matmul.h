@@ -26,7 +26,8 @@ namespace dpo {
 std::string route_float_matmuls();
 
 // Products of bfloat16 matrices with float32 results, on CPUs through oneDNN's
-// dnnl_gemm_bf16bf16f32 where the loaded libraries export it (bfloat16_products_in_float32()).
+// dnnl_gemm_bf16bf16f32 where the loaded libraries export it (bfloat16_products_in_float32()), and
+// on AMX CPUs through oneDNN's matmul primitive where that is faster (see the functions below).
 // Mixed precision takes its products' results in float32 from there: on 2 Zen 5 cores they ran at
 // 600-780 GFLOP/s where libtorch's bfloat16 mm (bfloat16 results) ran at 290-690, slowest on the
 // narrow models' inner size of 256, and the float32 result needs no cast back for the float32
@@ -37,6 +38,12 @@ bool bfloat16_products_in_float32();
 at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b);
 // out = a @ b + beta out, out float32 [M, N] (row-major rows are written in place).
 void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta);
+// These two (not gemm_rows) take oneDNN's AMX matmul primitive for the rows and shapes where it is
+// faster (kernels/bfloat16_matmul_primitive.cpp), unless DPO_BF16_MATMUL=gemm keeps them on the
+// GEMM function. The primitive's implementation ("" while it has taken no product) and how many
+// products it has taken, for `dpo bench` and tests:
+std::string bfloat16_primitive_implementation();
+int64_t bfloat16_primitive_products();
 
 // For kernels that run many small products per tile inside their own parallel region (the tiled
 // attention): row-major C [M, N] (row stride ldc) = alpha op(A) op(B) + beta C on raw pointers,

@@ -29,6 +29,8 @@ struct BenchResult {
   std::string device, dtype;
   std::string float_matmuls;  // what float32 products run on (kernels/float_matmul.h)
   bool bfloat16_into_float32 = false;  // bf16-mixed's layers on oneDNN's float32-result GEMM
+  std::string bfloat16_primitive;        // and its AMX matmul primitive's implementation, if taken
+  int64_t bfloat16_primitive_products = 0;  // per timed step
   bool huge_page_heap = false;  // the heap on transparent huge pages (runtime/runtime.h)
   // What was measured, for the report.
   std::string model_path, architecture;
