@@ -1,7 +1,5 @@
 #include "dpo/kernels/float_matmul.h"
 
-#include "dpo/kernels/bfloat16_matmul_primitive.h"
-
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -19,6 +17,8 @@
 #include <fmt/format.h>
 #include <torch/library.h>
 #include <torch/version.h>
+
+#include "dpo/kernels/bfloat16_matmul_primitive.h"
 
 namespace dpo {
 namespace {

@@ -16,9 +16,10 @@ bool load_bfloat16_matmul_primitive();
 
 // Row-major C [M, N] (row stride ldc) = op(A) op(B) (+ C where `accumulate`), op 'N' or 'T' as in
 // BLAS (A is M x K after op, B K x N), float32 results. Takes the largest multiple of 64 of the
-// rows (all of them or none where A is transposed), and only where the inner size K is at most 1024 and oneDNN's implementation for the shape
-// uses AMX; returns how many rows it wrote (from the first), 0 where it declined. The caller
-// computes the other rows.
+// rows (all of them or none where A is transposed), and only where the inner size K is at most
+// 1024, N at least 16, C's rows dense (ldc = N) and oneDNN's implementation for the shape uses
+// AMX; returns how many rows it wrote (from the first), 0 where it declined. The caller computes
+// the other rows.
 int64_t bfloat16_matmul_primitive_rows(char transa, char transb, int64_t M, int64_t N, int64_t K,
                                        const c10::BFloat16* A, int64_t lda, const c10::BFloat16* B, int64_t ldb,
                                        bool accumulate, float* C, int64_t ldc);
