@@ -9,6 +9,8 @@
 // with an inner size of at most 1024 take the primitive where its implementation for the shape
 // is AMX's, and everything else stays on the GEMM function: a choice that depends on the shape and
 // the CPU only, so that a run and its resumption, or two ranks, compute the same rows the same way.
+// The primitive also adds a layer's bias (GPT-2's) as it writes the results, where the GEMM
+// function's product starts from a copy of the bias in every row.
 //
 // A primitive is made for one shape (oneDNN's AMX kernel takes no run-time sizes: with them the
 // primitive falls back to the GEMM function's kernel) in ~0.3-2 ms, so primitives are cached by
@@ -44,7 +46,7 @@ struct ExecArg {                       // dnnl_exec_arg_t
 };
 // dnnl_types.h (2.x): engine kind, data types, the query for the implementation's name, arguments.
 constexpr int kCpu = 1, kBFloat16 = 2, kFloat32 = 3, kImplementationName = 8;
-constexpr int kArgSource = 1, kArgWeights = 33, kArgDestination = 17;
+constexpr int kArgSource = 1, kArgWeights = 33, kArgBias = 41, kArgDestination = 17;
 constexpr unsigned kStreamDefault = 1;
 
 struct Api {
@@ -86,17 +88,17 @@ struct alignas(64) OperationDescriptor {
 struct Shape {
   char transa, transb;
   int64_t M, N, K, lda, ldb, ldc;
-  bool accumulate;
+  bool accumulate, bias;
   bool operator<(const Shape& o) const {
-    return std::tie(transa, transb, M, N, K, lda, ldb, ldc, accumulate) <
-           std::tie(o.transa, o.transb, o.M, o.N, o.K, o.lda, o.ldb, o.ldc, o.accumulate);
+    return std::tie(transa, transb, M, N, K, lda, ldb, ldc, accumulate, bias) <
+           std::tie(o.transa, o.transb, o.M, o.N, o.K, o.lda, o.ldb, o.ldc, o.accumulate, o.bias);
   }
 };
 // A shape's primitive (null: declined, the GEMM function computes it) and the descriptors its
 // memory objects are made from.
 struct Entry {
   Handle primitive = nullptr;
-  Descriptor a, b, c;
+  Descriptor a, b, c, bias;
 };
 
 constexpr int64_t kRowMultiple = 64;
@@ -150,10 +152,12 @@ Entry make_entry(State& s, const Shape& shape) {
   Entry e;
   if (!describe(api, e.a, shape.M, shape.K, shape.transa, shape.lda, kBFloat16) ||
       !describe(api, e.b, shape.K, shape.N, shape.transb, shape.ldb, kBFloat16) ||
-      !describe(api, e.c, shape.M, shape.N, 'N', shape.ldc, kFloat32))
+      !describe(api, e.c, shape.M, shape.N, 'N', shape.ldc, kFloat32) ||
+      (shape.bias && !describe(api, e.bias, 1, shape.N, 'N', shape.N, kFloat32)))
     return e;
   OperationDescriptor op;
-  if (api.matmul_desc_init(op.bytes, e.a.bytes, e.b.bytes, nullptr, e.c.bytes) != 0) return e;
+  if (api.matmul_desc_init(op.bytes, e.a.bytes, e.b.bytes, shape.bias ? e.bias.bytes : nullptr, e.c.bytes) != 0)
+    return e;
   Handle attr = nullptr, post_ops = nullptr, desc = nullptr;
   if (api.primitive_attr_create(&attr) != 0) return e;
   bool ok = true;
@@ -185,19 +189,20 @@ void clear(State& s) {
 
 // The product of `e` on these pointers: false where its memory objects could not be made (nothing
 // was written); a failed execution throws, as C may then be partly written.
-bool run(State& s, const Entry& e, const c10::BFloat16* A, const c10::BFloat16* B, float* C) {
+bool run(State& s, const Entry& e, const c10::BFloat16* A, const c10::BFloat16* B, const float* bias, float* C) {
   const Api& api = s.api;
-  Handle a = nullptr, b = nullptr, c = nullptr;
+  Handle a = nullptr, b = nullptr, c = nullptr, d = nullptr;
   const bool made = api.memory_create(&a, e.a.bytes, s.engine, const_cast<c10::BFloat16*>(A)) == 0 &&
                     api.memory_create(&b, e.b.bytes, s.engine, const_cast<c10::BFloat16*>(B)) == 0 &&
-                    api.memory_create(&c, e.c.bytes, s.engine, C) == 0;
+                    api.memory_create(&c, e.c.bytes, s.engine, C) == 0 &&
+                    (!bias || api.memory_create(&d, e.bias.bytes, s.engine, const_cast<float*>(bias)) == 0);
   int status = 0;
   if (made) {
-    const ExecArg args[] = {{kArgSource, a}, {kArgWeights, b}, {kArgDestination, c}};
-    status = api.primitive_execute(e.primitive, s.stream, 3, args);
+    const ExecArg args[] = {{kArgSource, a}, {kArgWeights, b}, {kArgDestination, c}, {kArgBias, d}};
+    status = api.primitive_execute(e.primitive, s.stream, bias ? 4 : 3, args);
     if (status == 0) status = api.stream_wait(s.stream);
   }
-  for (Handle m : {a, b, c})
+  for (Handle m : {a, b, c, d})
     if (m) api.memory_destroy(m);
   TORCH_CHECK(status == 0, "oneDNN's bfloat16 matmul primitive failed with status ", status);
   return made;
@@ -212,21 +217,21 @@ bool load_bfloat16_matmul_primitive() {
 
 int64_t bfloat16_matmul_primitive_rows(char transa, char transb, int64_t M, int64_t N, int64_t K,
                                        const c10::BFloat16* A, int64_t lda, const c10::BFloat16* B, int64_t ldb,
-                                       bool accumulate, float* C, int64_t ldc) {
+                                       bool accumulate, const float* bias, float* C, int64_t ldc) {
   const int64_t rows = M / kRowMultiple * kRowMultiple;
   // A transposed A's first rows are columns of a wider stored matrix, which oneDNN's AMX kernel
   // does not read (it declined them): such products are taken whole or not at all.
-  if (rows == 0 || (transa != 'N' && rows != M) || K > kLargestInner || N < 16 || !load_bfloat16_matmul_primitive()) return 0;
+  if (rows == 0 || (transa != 'N' && rows != M) || (accumulate && bias) || K > kLargestInner || N < 16 || !load_bfloat16_matmul_primitive()) return 0;
   State& s = state();
   const std::lock_guard<std::mutex> lock(s.mutex);
-  const Shape shape{transa, transb, rows, N, K, lda, ldb, ldc, accumulate};
+  const Shape shape{transa, transb, rows, N, K, lda, ldb, ldc, accumulate, bias != nullptr};
   auto found = s.cache.find(shape);
   if (found == s.cache.end()) {
     if (s.cache.size() >= kMostPrimitives) clear(s);
     found = s.cache.emplace(shape, make_entry(s, shape)).first;
   }
   const Entry& e = found->second;
-  if (!e.primitive || !run(s, e, A, B, C)) return 0;
+  if (!e.primitive || !run(s, e, A, B, bias, C)) return 0;
   ++s.products;
   return rows;
 }

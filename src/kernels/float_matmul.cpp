@@ -97,7 +97,7 @@ int bfloat16_product(char transa, char transb, int64_t M, int64_t N, int64_t K, 
                      int64_t lda, const at::BFloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   int64_t done = 0;
   if (primitive_allowed && alpha == 1.0F && (beta == 0.0F || beta == 1.0F))
-    done = bfloat16_matmul_primitive_rows(transa, transb, M, N, K, A, lda, B, ldb, beta == 1.0F, C, ldc);
+    done = bfloat16_matmul_primitive_rows(transa, transb, M, N, K, A, lda, B, ldb, beta == 1.0F, nullptr, C, ldc);
   if (done == M) return 0;
   // The rows after the first `done` (some only where A is read untransposed: its stored rows).
   return bfloat16_gemm_unscaled(transa, transb, M - done, N, K, alpha, A + done * lda, lda, B, ldb, beta,
@@ -304,6 +304,29 @@ at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b) {
   const ProductTimer timer;
   at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().dtype(at::kFloat));
   gemm_into<at::BFloat16>(bfloat16_product, a, b, 0.0F, 1.0F, out.data_ptr<float>(), b.size(1));
+  return out;
+}
+
+at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias) {
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == b.size(1), "product_in_float32: a bias of ", b.size(1), " was expected");
+  const int64_t M = a.size(0), N = b.size(1);
+  at::Tensor out = at::empty({M, N}, a.options().dtype(at::kFloat));
+  int64_t done = 0;
+  // The primitive adds the bias in its own pass over the results (no copy of it into every row
+  // first, for a product to add to).
+  if (primitive_allowed && takes_bfloat16(a, b) && bias.scalar_type() == at::kFloat && bias.is_contiguous() &&
+      bias.is_cpu()) {
+    const ProductTimer timer;
+    const Operand A = operand(a), B = operand(b);
+    done = bfloat16_matmul_primitive_rows(A.trans, B.trans, M, N, a.size(1), A.tensor.data_ptr<at::BFloat16>(), A.ld,
+                                          B.tensor.data_ptr<at::BFloat16>(), B.ld, false, bias.data_ptr<float>(),
+                                          out.data_ptr<float>(), N);
+  }
+  if (done < M) {
+    at::Tensor rest = out.narrow(0, done, M - done);
+    rest.copy_(bias.expand_as(rest));
+    add_product_in_float32(rest, a.narrow(0, done, M - done), b, 1.0F);
+  }
   return out;
 }
 

@@ -21,10 +21,8 @@ struct LinearInFloat32 : torch::autograd::Function<LinearInFloat32> {
                             const at::Tensor& bias, bool in_out) {
     const at::Tensor xb = x.to(at::kBFloat16), wb = weight.to(at::kBFloat16);
     const at::Tensor w_kn = in_out ? wb : wb.t();
-    at::Tensor y = at::empty({x.size(0), w_kn.size(1)}, x.options().dtype(at::kFloat));
     const bool has_bias = bias.numel() > 0;
-    if (has_bias) y.copy_(bias.expand_as(y));
-    add_product_in_float32(y, xb, w_kn, has_bias ? 1.0F : 0.0F);
+    const at::Tensor y = has_bias ? product_in_float32(xb, w_kn, bias) : product_in_float32(xb, w_kn);
     ctx->save_for_backward({xb, wb});
     ctx->saved_data["in_out"] = in_out;
     ctx->saved_data["x_dtype"] = static_cast<int64_t>(x.scalar_type());

@@ -10,7 +10,10 @@
 // (causal). The tile's scores [rows, keys] stay in cache from product to softmax to product, and
 // masked tiles are never computed. Every product is a oneDNN GEMM on raw pointers (one thread
 // each, the (row, head) pairs spread over the threads), in float32 or bfloat16 with float32
-// results; the probabilities are kept in float32 for backward, only where a gradient is wanted.
+// results; the probabilities are kept for backward, only where a gradient is wanted, in the
+// products' dtype: bfloat16 probabilities are what the output's product took, and backward's
+// softmax gradient and the values' gradient read them as they are (half the memory of float32,
+// one store less per score in forward and in backward).
 #include "dpo/model/tiled_attention.h"
 
 #include <algorithm>
@@ -20,7 +23,6 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
-#include <utility>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -135,11 +137,11 @@ Plan make_plan(const at::Tensor& documents, const at::Tensor& branches, int64_t 
 // The row loops below work on 16 float32 lanes (kernels/float_lanes.h).
 using namespace lanes;
 
-// The softmax of a tile's scaled scores `scale` s, s [rows, keys] in place, row r (query
-// `first + r`) over its first keys - (last - 1 - query) keys (the rest are its own segment's later
-// tokens) and zero after; also rounded to bfloat16 into `rounded` (the product's operand) when Op
-// is bfloat16, in the same pass (separate rounding passes over the tiles, here and in backward,
-// took ~3% of a bf16-mixed step of `dpo bench`'s shape d). The scale is applied here rather than
+// The softmax of a tile's scaled scores `scale` s, s [rows, keys], row r (query `first + r`) over
+// its first keys - (last - 1 - query) keys (the rest are its own segment's later tokens) and zero
+// after: in place when Op is float32, else rounded to bfloat16 into `rounded` only (the product's
+// operand, and what backward keeps), in the same pass (separate rounding passes over the tiles,
+// here and in backward, took ~3% of a bf16-mixed step of `dpo bench`'s shape d). The scale is applied here rather than
 // as the product's alpha: oneDNN's bfloat16 GEMM takes an alpha other than 1 on a slow path
 // (kernels/float_matmul.cpp), and the scaling passes around it cost another ~1% of that step.
 template <typename Op>
@@ -166,14 +168,17 @@ __attribute__((always_inline)) inline void softmax_rows(float* s, int64_t rows, 
       store(row + j, v, seen - j);
     }
     const float inverse = 1.0F / sum(sums);
+    Op* out;
+    if constexpr (std::is_same_v<Op, float>)
+      out = row;
+    else
+      out = rounded + r * keys;
     for (int64_t j = 0; j < seen; j += kLanes) {
       load(v, row + j, seen - j, 0);
       v *= inverse;
-      store(row + j, v, seen - j);
-      if constexpr (!std::is_same_v<Op, float>) store(rounded + r * keys + j, v, seen - j);
+      store(out + j, v, seen - j);
     }
-    std::fill(row + seen, row + keys, 0.0F);
-    if constexpr (!std::is_same_v<Op, float>) std::fill(rounded + r * keys + seen, rounded + (r + 1) * keys, Op(0.0F));
+    std::fill(out + seen, out + keys, Op(0.0F));
   }
 }
 __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows_float(float* s, int64_t rows,
@@ -188,15 +193,14 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_rows_b
   softmax_rows<at::BFloat16>(s, rows, keys, first, last, scale, rounded);
 }
 
-// The unscaled scores' gradient from the probabilities p and their gradient d [rows, keys]:
-// `scale` p (d - sum_j p d) row by row, in place of d (Op float32), or rounded to bfloat16 into ds
-// together with p into p_out (Op bfloat16: the two operands of the tile's products, in the same
-// pass).
+// The unscaled scores' gradient from the probabilities p (as forward kept them, in Op) and their
+// gradient d [rows, keys]: `scale` p (d - sum_j p d) row by row, in place of d (Op float32), or
+// rounded to bfloat16 into ds (Op bfloat16: the operand of the tile's products).
 template <typename Op>
-__attribute__((always_inline)) inline void softmax_gradient_rows(const float* p, float* d, int64_t rows, int64_t keys,
-                                                                 float scale, Op* p_out, Op* ds) {
+__attribute__((always_inline)) inline void softmax_gradient_rows(const Op* p, float* d, int64_t rows, int64_t keys,
+                                                                 float scale, Op* ds) {
   for (int64_t r = 0; r < rows; ++r) {
-    const float* pr = p + r * keys;
+    const Op* pr = p + r * keys;
     float* dr = d + r * keys;
     Floats dots{}, pv{}, dv{};
     for (int64_t j = 0; j < keys; j += kLanes) {
@@ -209,12 +213,10 @@ __attribute__((always_inline)) inline void softmax_gradient_rows(const float* p,
       load(pv, pr + j, keys - j, 0);
       load(dv, dr + j, keys - j, 0);
       const Floats gradient = pv * (dv - dot) * scale;
-      if constexpr (std::is_same_v<Op, float>) {
+      if constexpr (std::is_same_v<Op, float>)
         store(dr + j, gradient, keys - j);
-      } else {
+      else
         store(ds + r * keys + j, gradient, keys - j);
-        store(p_out + r * keys + j, pv, keys - j);
-      }
     }
   }
 }
@@ -222,41 +224,40 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_gradie
                                                                                                 int64_t rows,
                                                                                                 int64_t keys,
                                                                                                 float scale) {
-  softmax_gradient_rows<float>(p, d, rows, keys, scale, nullptr, nullptr);
+  softmax_gradient_rows<float>(p, d, rows, keys, scale, nullptr);
 }
 __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_gradient_rows_bfloat16(
-    const float* p, float* d, int64_t rows, int64_t keys, float scale, at::BFloat16* p_out, at::BFloat16* ds) {
-  softmax_gradient_rows<at::BFloat16>(p, d, rows, keys, scale, p_out, ds);
+    const at::BFloat16* p, float* d, int64_t rows, int64_t keys, float scale, at::BFloat16* ds) {
+  softmax_gradient_rows<at::BFloat16>(p, d, rows, keys, scale, ds);
 }
 
-// The tile's softmax with its bfloat16 operand (Op bfloat16) written in the same pass; returns the
-// product's operand: s itself in float32, else `rounded`.
+// The tile's softmax, returning the product's operand: s itself in float32, else its bfloat16
+// rounding, written to `rounded`.
 template <typename Op>
 const Op* softmax_operand(float* s, int64_t rows, int64_t keys, int64_t first, int64_t last, float scale,
-                          std::vector<Op>& rounded) {
+                          Op* rounded) {
   if constexpr (std::is_same_v<Op, float>) {
     (void)rounded;
     softmax_rows_float(s, rows, keys, first, last, scale);
     return s;
   } else {
-    softmax_rows_bfloat16(s, rows, keys, first, last, scale, rounded.data());
-    return rounded.data();
+    softmax_rows_bfloat16(s, rows, keys, first, last, scale, rounded);
+    return rounded;
   }
 }
 
-// The scores' gradient of a tile and the operands of its products: (p, ds) as float32, or both
-// rounded to bfloat16 in the same pass.
+// The scores' gradient of a tile, the operand of its products: in place of ds as float32, or
+// rounded to bfloat16 into `rounded_ds`.
 template <typename Op>
-std::pair<const Op*, const Op*> softmax_gradient_operands(const float* p, float* ds, int64_t rows, int64_t keys,
-                                                          float scale, std::vector<Op>& rounded_p,
-                                                          std::vector<Op>& rounded_ds) {
+const Op* softmax_gradient_operand(const Op* p, float* ds, int64_t rows, int64_t keys, float scale,
+                                   std::vector<Op>& rounded_ds) {
   if constexpr (std::is_same_v<Op, float>) {
-    (void)rounded_p, (void)rounded_ds;
+    (void)rounded_ds;
     softmax_gradient_rows_float(p, ds, rows, keys, scale);
-    return {p, ds};
+    return ds;
   } else {
-    softmax_gradient_rows_bfloat16(p, ds, rows, keys, scale, rounded_p.data(), rounded_ds.data());
-    return {rounded_p.data(), rounded_ds.data()};
+    softmax_gradient_rows_bfloat16(p, ds, rows, keys, scale, rounded_ds.data());
+    return rounded_ds.data();
   }
 }
 
@@ -298,32 +299,37 @@ Heads<T> heads_of(const at::Tensor& t) {
   return {t.data_ptr<std::remove_const_t<T>>(), t.stride(0), t.stride(1), t.stride(2)};
 }
 
-// out [B, H, T, D] float32; probs (null: not kept) one block per (row, head) as Plan lays them out.
+// out [B, H, T, D] float32; probs (null: not kept) one block per (row, head) as Plan lays them out,
+// in the products' dtype Op: the probabilities as the output's product took them.
 template <typename Op>
 void forward(const Plan& plan, const Shape& x, Heads<const Op> q, Heads<const Op> k, Heads<const Op> v, Heads<float> out,
-             float* probs) {
+             Op* probs) {
   ProductTime time;
   const int64_t work = x.B * x.H;
   at::parallel_for(0, work, 1, [&](int64_t begin, int64_t end) {
+    // Float32 scores are computed in place of kept float32 probabilities, else in cache-sized
+    // scratch; bfloat16 probabilities are written where they are kept, else to scratch too.
+    constexpr bool kFloat = std::is_same_v<Op, float>;
     const auto scratch_size = static_cast<size_t>(kTileRows * plan.widest);
-    std::vector<float> scratch(probs ? 0 : scratch_size);
-    std::vector<Op> rounded(std::is_same_v<Op, float> ? 0 : scratch_size);
+    std::vector<float> scratch(kFloat && probs ? 0 : scratch_size);
+    std::vector<Op> rounded(kFloat || probs ? 0 : scratch_size);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / x.H, h = bh % x.H;
       const Op *qh = q.at(b, h), *kh = k.at(b, x.kv_head(h)), *vh = v.at(b, x.kv_head(h));
       float* oh = out.at(b, h);
-      float* head_probs = probs ? probs + x.H * plan.row_probs[b] + h * (plan.row_probs[b + 1] - plan.row_probs[b]) : nullptr;
+      Op* head_probs = probs ? probs + x.H * plan.row_probs[b] + h * (plan.row_probs[b + 1] - plan.row_probs[b]) : nullptr;
       for (size_t t = plan.row_tiles[b]; t < plan.row_tiles[b + 1]; ++t) {
         const Tile& tile = plan.tiles[t];
         const int64_t m = tile.end - tile.begin, n = tile.keys;
-        float* s = head_probs ? head_probs + tile.probs : scratch.data();
+        Op* kept = head_probs ? head_probs + tile.probs : nullptr;
+        float* s = kFloat && kept ? reinterpret_cast<float*>(kept) : scratch.data();
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool) {
             gemm_rows('N', 'T', m, keys, x.D, 1.0F, qh + tile.begin * q.row, q.row, kh + begin * k.row, k.row, 0.0F,
                       s + column, n);
           });
         });
-        const Op* p = softmax_operand(s, m, n, tile.begin, tile.end, x.scale(), rounded);
+        const Op* p = softmax_operand(s, m, n, tile.begin, tile.end, x.scale(), kept ? kept : rounded.data());
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool first) {
             gemm_rows('N', 'N', m, x.D, keys, 1.0F, p + column, n, vh + begin * v.row, v.row, first ? 0.0F : 1.0F,
@@ -340,39 +346,36 @@ void forward(const Plan& plan, const Shape& x, Heads<const Op> q, Heads<const Op
 // float32, from the output's gradient g.
 template <typename Op>
 void backward(const Plan& plan, const Shape& x, Heads<const Op> q, Heads<const Op> k, Heads<const Op> v,
-              const float* probs, Heads<const Op> g, Heads<float> dq, Heads<float> dk, Heads<float> dv) {
+              const Op* probs, Heads<const Op> g, Heads<float> dq, Heads<float> dk, Heads<float> dv) {
   ProductTime time;
   const int64_t work = x.B * x.H;
   at::parallel_for(0, work, 1, [&](int64_t begin, int64_t end) {
     const auto scratch_size = static_cast<size_t>(kTileRows * plan.widest);
     std::vector<float> ds(scratch_size);
-    std::vector<Op> rounded_p(std::is_same_v<Op, float> ? 0 : scratch_size), rounded_ds(rounded_p.size());
+    std::vector<Op> rounded_ds(std::is_same_v<Op, float> ? 0 : scratch_size);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / x.H, h = bh % x.H;
       const Op *qh = q.at(b, h), *kh = k.at(b, x.kv_head(h)), *vh = v.at(b, x.kv_head(h)), *gh = g.at(b, h);
       float *dqh = dq.at(b, h), *dkh = dk.at(b, h), *dvh = dv.at(b, h);
-      const float* head_probs = probs + x.H * plan.row_probs[b] + h * (plan.row_probs[b + 1] - plan.row_probs[b]);
+      const Op* head_probs = probs + x.H * plan.row_probs[b] + h * (plan.row_probs[b + 1] - plan.row_probs[b]);
       for (size_t t = plan.row_tiles[b]; t < plan.row_tiles[b + 1]; ++t) {
         const Tile& tile = plan.tiles[t];
         const int64_t m = tile.end - tile.begin, n = tile.keys;
-        const float* p = head_probs + tile.probs;
+        const Op* p = head_probs + tile.probs;
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool) {
             gemm_rows('N', 'T', m, keys, x.D, 1.0F, gh + tile.begin * g.row, g.row, vh + begin * v.row, v.row, 0.0F,
                       ds.data() + column, n);
           });
         });
-        // (Not a structured binding: C++17 lambdas cannot capture those.)
-        const std::pair<const Op*, const Op*> operands =
-            softmax_gradient_operands(p, ds.data(), m, n, x.scale(), rounded_p, rounded_ds);
-        const Op *p_op = operands.first, *ds_op = operands.second;
+        const Op* ds_op = softmax_gradient_operand(p, ds.data(), m, n, x.scale(), rounded_ds);
         time.run([&] {
           for_each_span(plan, tile, [&](int64_t begin, int64_t keys, int64_t column, bool first) {
             gemm_rows('N', 'N', m, x.D, keys, 1.0F, ds_op + column, n, kh + begin * k.row, k.row, first ? 0.0F : 1.0F,
                       dqh + tile.begin * dq.row, dq.row);
             gemm_rows('T', 'N', keys, x.D, m, 1.0F, ds_op + column, n, qh + tile.begin * q.row, q.row, 1.0F,
                       dkh + begin * dk.row, dk.row);
-            gemm_rows('T', 'N', keys, x.D, m, 1.0F, p_op + column, n, gh + tile.begin * g.row, g.row, 1.0F,
+            gemm_rows('T', 'N', keys, x.D, m, 1.0F, p + column, n, gh + tile.begin * g.row, g.row, 1.0F,
                       dvh + begin * dv.row, dv.row);
           });
         });
@@ -414,15 +417,17 @@ struct TiledAttention : torch::autograd::Function<TiledAttention> {
     const at::Tensor qc = operand(q, dtype), kc = operand(k, dtype), vc = operand(v, dtype);
     const Plan plan = make_plan(documents, branches, x.B, x.T);
     const bool keep = q.requires_grad() || k.requires_grad() || v.requires_grad();
-    at::Tensor probs = at::empty({keep ? x.H * plan.row_probs.back() : 0}, q.options().dtype(at::kFloat));
+    // The probabilities backward reads, in the products' dtype (bfloat16: half the memory, and
+    // already the operand of the values' gradient).
+    at::Tensor probs = at::empty({keep ? x.H * plan.row_probs.back() : 0}, q.options().dtype(dtype));
     const at::Tensor out = time_major(x, x.H, q.options().dtype(at::kFloat), false);
-    float* kept = keep ? probs.data_ptr<float>() : nullptr;
     if (dtype == at::kFloat)
       dpo::forward(plan, x, heads_of<const float>(qc), heads_of<const float>(kc), heads_of<const float>(vc),
-                   heads_of<float>(out), kept);
+                   heads_of<float>(out), keep ? probs.data_ptr<float>() : nullptr);
     else
       dpo::forward(plan, x, heads_of<const at::BFloat16>(qc), heads_of<const at::BFloat16>(kc),
-                   heads_of<const at::BFloat16>(vc), heads_of<float>(out), kept);
+                   heads_of<const at::BFloat16>(vc), heads_of<float>(out),
+                   keep ? probs.data_ptr<at::BFloat16>() : nullptr);
     ctx->save_for_backward({qc, kc, vc, probs, documents, branches});
     ctx->saved_data["dtypes"] = std::vector<int64_t>{static_cast<int64_t>(q.scalar_type()), static_cast<int64_t>(k.scalar_type()),
                                                      static_cast<int64_t>(v.scalar_type())};
@@ -446,7 +451,7 @@ struct TiledAttention : torch::autograd::Function<TiledAttention> {
                     heads_of<float>(dv));
     else
       dpo::backward(plan, x, heads_of<const at::BFloat16>(qc), heads_of<const at::BFloat16>(kc),
-                    heads_of<const at::BFloat16>(vc), probs.data_ptr<float>(), heads_of<const at::BFloat16>(g),
+                    heads_of<const at::BFloat16>(vc), probs.data_ptr<at::BFloat16>(), heads_of<const at::BFloat16>(g),
                     heads_of<float>(dq), heads_of<float>(dk), heads_of<float>(dv));
     auto as = [&](const at::Tensor& t, int64_t which) { return t.to(static_cast<at::ScalarType>(dtypes[which])); };
     return {as(dq, 0), as(per_key_value_head(dk, x), 1), as(per_key_value_head(dv, x), 2), at::Tensor(),

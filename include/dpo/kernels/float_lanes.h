@@ -42,6 +42,17 @@ inline void load(Floats& v, const float* p, int64_t count, float fill) {
   else
     for (int64_t i = 0; i < kLanes; ++i) v[i] = i < count ? p[i] : fill;
 }
+// v = lanes [0, count) from bfloat16 values at p (exactly: a bfloat16 is a float32's upper half),
+// the others `fill`.
+inline void load(Floats& v, const at::BFloat16* p, int64_t count, float fill) {
+  Halves h{};
+  if (count >= kLanes)
+    std::memcpy(&h, p, sizeof h);  // one vector load; a memcpy of a variable size is a call
+  else
+    std::memcpy(&h, p, sizeof(uint16_t) * static_cast<size_t>(count));
+  v = (Floats)(__builtin_convertvector(h, Words) << 16);
+  for (int64_t i = count; i < kLanes; ++i) v[i] = fill;
+}
 // Lanes [0, count) of v to p.
 inline void store(float* p, const Floats& v, int64_t count) {
   if (count >= kLanes)
@@ -56,7 +67,10 @@ inline void store(at::BFloat16* p, const Floats& v, int64_t count) {
   const Words rounded = (bits + 0x7FFFU + ((bits >> 16) & 1U)) >> 16;
   const Words nan = Words{} + 0x7FC0U;
   const Halves h = __builtin_convertvector(v != v ? nan : rounded, Halves);
-  std::memcpy(p, &h, sizeof(uint16_t) * static_cast<size_t>(std::min(kLanes, count)));
+  if (count >= kLanes)
+    std::memcpy(p, &h, sizeof h);
+  else
+    std::memcpy(p, &h, sizeof(uint16_t) * static_cast<size_t>(count));
 }
 // The sum of the lanes.
 inline float sum(const Floats& v) {

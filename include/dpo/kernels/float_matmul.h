@@ -36,9 +36,11 @@ std::string route_float_matmuls();
 bool bfloat16_products_in_float32();
 // a [M, K] @ b [K, N] (any strides) as a new float32 [M, N] tensor.
 at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b);
+// a @ b + bias, bias [N] broadcast over the rows.
+at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias);
 // out = a @ b + beta out, out float32 [M, N] (row-major rows are written in place).
 void add_product_in_float32(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, float beta);
-// These two (not gemm_rows) take oneDNN's AMX matmul primitive for the rows and shapes where it is
+// These (not gemm_rows) take oneDNN's AMX matmul primitive for the rows and shapes where it is
 // faster (kernels/bfloat16_matmul_primitive.cpp), unless DPO_BF16_MATMUL=gemm keeps them on the
 // GEMM function. The primitive's implementation ("" while it has taken no product) and how many
 // products it has taken, for `dpo bench` and tests:
