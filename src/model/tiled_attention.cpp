@@ -141,9 +141,10 @@ using namespace lanes;
 // its first keys - (last - 1 - query) keys (the rest are its own segment's later tokens) and zero
 // after: in place when Op is float32, else rounded to bfloat16 into `rounded` only (the product's
 // operand, and what backward keeps), in the same pass (separate rounding passes over the tiles,
-// here and in backward, took ~3% of a bf16-mixed step of `dpo bench`'s shape d). The scale is applied here rather than
-// as the product's alpha: oneDNN's bfloat16 GEMM takes an alpha other than 1 on a slow path
-// (kernels/float_matmul.cpp), and the scaling passes around it cost another ~1% of that step.
+// here and in backward, took ~3% of a bf16-mixed step of `dpo bench`'s shape d). The scale is
+// applied here rather than as the product's alpha: oneDNN's bfloat16 GEMM takes an alpha other
+// than 1 on a slow path (kernels/float_matmul.cpp), and the scaling passes around it cost another
+// ~1% of that step.
 template <typename Op>
 __attribute__((always_inline)) inline void softmax_rows(float* s, int64_t rows, int64_t keys, int64_t first,
                                                         int64_t last, float scale, Op* rounded) {
