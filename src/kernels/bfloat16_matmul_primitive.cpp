@@ -126,7 +126,8 @@ bool load(State& s) {
       look_up(a.matmul_desc_init, "dnnl_matmul_desc_init") &&
       look_up(a.primitive_attr_create, "dnnl_primitive_attr_create") &&
       look_up(a.primitive_attr_destroy, "dnnl_primitive_attr_destroy") &&
-      look_up(a.post_ops_create, "dnnl_post_ops_create") && look_up(a.post_ops_append_sum, "dnnl_post_ops_append_sum") &&
+      look_up(a.post_ops_create, "dnnl_post_ops_create") &&
+      look_up(a.post_ops_append_sum, "dnnl_post_ops_append_sum") &&
       look_up(a.post_ops_destroy, "dnnl_post_ops_destroy") &&
       look_up(a.primitive_attr_set_post_ops, "dnnl_primitive_attr_set_post_ops") &&
       look_up(a.primitive_desc_create, "dnnl_primitive_desc_create") &&
@@ -221,7 +222,9 @@ int64_t bfloat16_matmul_primitive_rows(char transa, char transb, int64_t M, int6
   const int64_t rows = M / kRowMultiple * kRowMultiple;
   // A transposed A's first rows are columns of a wider stored matrix, which oneDNN's AMX kernel
   // does not read (it declined them): such products are taken whole or not at all.
-  if (rows == 0 || (transa != 'N' && rows != M) || (accumulate && bias) || K > kLargestInner || N < 16 || !load_bfloat16_matmul_primitive()) return 0;
+  if (rows == 0 || (transa != 'N' && rows != M) || (accumulate && bias) || K > kLargestInner || N < 16 ||
+      !load_bfloat16_matmul_primitive())
+    return 0;
   State& s = state();
   const std::lock_guard<std::mutex> lock(s.mutex);
   const Shape shape{transa, transb, rows, N, K, lda, ldb, ldc, accumulate, bias != nullptr};

@@ -308,7 +308,8 @@ at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b) {
 }
 
 at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias) {
-  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == b.size(1), "product_in_float32: a bias of ", b.size(1), " was expected");
+  TORCH_CHECK(bias.dim() == 1 && bias.size(0) == b.size(1), "product_in_float32: a bias of ", b.size(1),
+              " was expected");
   const int64_t M = a.size(0), N = b.size(1);
   at::Tensor out = at::empty({M, N}, a.options().dtype(at::kFloat));
   int64_t done = 0;
