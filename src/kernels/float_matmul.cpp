@@ -13,6 +13,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/CPUFunctions.h>
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <fmt/format.h>
 #include <torch/library.h>
@@ -89,19 +90,32 @@ int bfloat16_gemm_unscaled(char transa, char transb, int64_t M, int64_t N, int64
   return status;
 }
 
-// A whole product (not a tile's, see gemm_rows) with bfloat16 operands: the rows oneDNN's AMX
-// matmul primitive takes (bfloat16_matmul_primitive.cpp: alpha 1, beta 0 or 1), the rest through
-// the GEMM function. DPO_BF16_MATMUL=gemm keeps all of it on the GEMM function, for comparisons.
+// A whole product (not a tile's, see gemm_rows) with bfloat16 operands, plus `bias` [N] on every
+// row where it is not null (then beta must be 0): the rows oneDNN's AMX matmul primitive takes
+// (bfloat16_matmul_primitive.cpp: alpha 1, beta 0 or 1; it adds the bias as it writes the results),
+// the rest through the GEMM function, starting from a copy of the bias. DPO_BF16_MATMUL=gemm keeps
+// all of it on the GEMM function, for comparisons.
 bool primitive_allowed = false;
-int bfloat16_product(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const at::BFloat16* A,
-                     int64_t lda, const at::BFloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+int bfloat16_product_plus_bias(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
+                               const at::BFloat16* A, int64_t lda, const at::BFloat16* B, int64_t ldb, float beta,
+                               const float* bias, float* C, int64_t ldc) {
   int64_t done = 0;
   if (primitive_allowed && alpha == 1.0F && (beta == 0.0F || beta == 1.0F))
-    done = bfloat16_matmul_primitive_rows(transa, transb, M, N, K, A, lda, B, ldb, beta == 1.0F, nullptr, C, ldc);
+    done = bfloat16_matmul_primitive_rows(transa, transb, M, N, K, A, lda, B, ldb, beta == 1.0F, bias, C, ldc);
   if (done == M) return 0;
+  if (bias != nullptr) {
+    at::parallel_for(done, M, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) std::copy(bias, bias + N, C + i * ldc);
+    });
+    beta = 1.0F;
+  }
   // The rows after the first `done` (some only where A is read untransposed: its stored rows).
   return bfloat16_gemm_unscaled(transa, transb, M - done, N, K, alpha, A + done * lda, lda, B, ldb, beta,
                                 C + done * ldc, ldc);
+}
+int bfloat16_product(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha, const at::BFloat16* A,
+                     int64_t lda, const at::BFloat16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  return bfloat16_product_plus_bias(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, nullptr, C, ldc);
 }
 
 // A 2-D float32 operand as GEMM reads it: row-major ('N', leading dimension = row stride) or its
@@ -310,24 +324,17 @@ at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b) {
 at::Tensor product_in_float32(const at::Tensor& a, const at::Tensor& b, const at::Tensor& bias) {
   TORCH_CHECK(bias.dim() == 1 && bias.size(0) == b.size(1), "product_in_float32: a bias of ", b.size(1),
               " was expected");
-  const int64_t M = a.size(0), N = b.size(1);
-  at::Tensor out = at::empty({M, N}, a.options().dtype(at::kFloat));
-  int64_t done = 0;
-  // The primitive adds the bias in its own pass over the results (no copy of it into every row
-  // first, for a product to add to).
-  if (primitive_allowed && takes_bfloat16(a, b) && bias.scalar_type() == at::kFloat && bias.is_contiguous() &&
-      bias.is_cpu()) {
-    const ProductTimer timer;
-    const Operand A = operand(a), B = operand(b);
-    done = bfloat16_matmul_primitive_rows(A.trans, B.trans, M, N, a.size(1), A.tensor.data_ptr<at::BFloat16>(), A.ld,
-                                          B.tensor.data_ptr<at::BFloat16>(), B.ld, false, bias.data_ptr<float>(),
-                                          out.data_ptr<float>(), N);
-  }
-  if (done < M) {
-    at::Tensor rest = out.narrow(0, done, M - done);
-    rest.copy_(bias.expand_as(rest));
-    add_product_in_float32(rest, a.narrow(0, done, M - done), b, 1.0F);
-  }
+  if (!takes_bfloat16(a, b)) return at::mm(a, b).to(at::kFloat).add_(bias);
+  const ProductTimer timer;
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().dtype(at::kFloat));
+  const at::Tensor bias32 = bias.to(at::kFloat).contiguous();
+  const float* bias_data = bias32.data_ptr<float>();
+  const auto with_bias = [bias_data](char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
+                                     const at::BFloat16* A, int64_t lda, const at::BFloat16* B, int64_t ldb,
+                                     float beta, float* C, int64_t ldc) {
+    return bfloat16_product_plus_bias(transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, bias_data, C, ldc);
+  };
+  gemm_into<at::BFloat16>(with_bias, a, b, 0.0F, 1.0F, out.data_ptr<float>(), b.size(1));
   return out;
 }
 
