@@ -58,6 +58,12 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void log_softmax_ro
   }
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default"))) void log_sum_exp_rows(const float* x, int64_t begin,
+                                                                                     int64_t end, int64_t vocab,
+                                                                                     float* lse) {
+  for (int64_t r = begin; r < end; ++r) lse[r] = log_sum_exp(x + r * vocab, vocab);
+}
+
 // out[r, v] = g[r] (1{v = targets[r]} - e^(x[r, v] - lse[r])), in Out's type (out may be x).
 template <typename Out>
 __attribute__((always_inline)) inline void gradient_rows(const float* x, int64_t begin, int64_t end, int64_t vocab,
@@ -120,6 +126,15 @@ void log_softmax_at_targets(const at::Tensor& logits, const at::Tensor& targets,
   float *l = lse.data_ptr<float>(), *p = logps.data_ptr<float>();
   at::parallel_for(0, rows, grain(vocab),
                    [&](int64_t begin, int64_t end) { log_softmax_rows(x, begin, end, vocab, t, l, p); });
+}
+
+void log_sum_exp_rows(const at::Tensor& logits, const at::Tensor& lse) {
+  if (!takes_logit_rows(logits)) fail("log_sum_exp_rows: logits {} are not float32 CPU rows", shape_text(logits.sizes()));
+  const int64_t rows = logits.size(0), vocab = logits.size(1);
+  check_rows(lse, rows, "lse");
+  const float* x = logits.data_ptr<float>();
+  float* l = lse.data_ptr<float>();
+  at::parallel_for(0, rows, grain(vocab), [&](int64_t begin, int64_t end) { log_sum_exp_rows(x, begin, end, vocab, l); });
 }
 
 at::Tensor logp_gradient(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,

@@ -1,5 +1,5 @@
-// The head's row kernels (log-softmax at targets, its gradient) against float64 libtorch on the
-// same float32 logits.
+// The head's row kernels (log-softmax at targets, the log-sum-exp alone, the gradient) against
+// float64 libtorch on the same float32 logits.
 #include <ATen/ATen.h>
 #include "catch2_api.h"
 
@@ -31,6 +31,10 @@ void check_against_float64(int64_t rows, int64_t vocab) {
   // float32 values of magnitude <= ~50: a few ulps (4e-6 at 32) of the float64 value.
   CHECK((lse.to(at::kDouble) - want_lse).abs().max().item<double>() < 1e-5);
   CHECK((logps.to(at::kDouble) - want_logps).abs().max().item<double>() < 1e-5);
+  // The log-sum-exp alone (the head's vocabulary blocks) is the same rounding of the same sum.
+  at::Tensor lse_alone = at::empty({rows});
+  dpo::log_sum_exp_rows(r.logits, lse_alone);
+  CHECK(at::equal(lse_alone, lse));
 
   // g (1{v = target} - softmax) against float64, element by element relative to |g|.
   const at::Tensor x64 = r.logits.to(at::kDouble);
@@ -65,6 +69,11 @@ TEST_CASE("logit rows: a NaN logit makes its own row NaN and no other", "[kernel
   CHECK(at::isnan(lse[2]).item<bool>());
   CHECK(at::isnan(logps[2]).item<bool>());
   CHECK(at::isfinite(lse.index_select(0, at::tensor({0, 1, 3}, at::kLong))).all().item<bool>());
+  at::Tensor lse_alone = at::empty({4});
+  dpo::log_sum_exp_rows(r.logits, lse_alone);
+  CHECK(at::isnan(lse_alone[2]).item<bool>());
+  CHECK(at::equal(lse_alone.index_select(0, at::tensor({0, 1, 3}, at::kLong)),
+                  lse.index_select(0, at::tensor({0, 1, 3}, at::kLong))));
   const at::Tensor grad = dpo::logp_gradient(r.logits.clone(), r.targets, lse, r.g, at::kFloat);
   CHECK(at::isnan(grad[2]).all().item<bool>());
   CHECK(at::isfinite(grad.index_select(0, at::tensor({0, 1, 3}, at::kLong))).all().item<bool>());
@@ -80,6 +89,8 @@ TEST_CASE("logit rows: taken for contiguous float32 CPU rows only, and bad compa
                     Catch::Contains("targets"));
   CHECK_THROWS_WITH(dpo::log_softmax_at_targets(at::zeros({3, 5}), at::zeros({3}, at::kLong), at::empty({2}), logps),
                     Catch::Contains("lse"));
+  CHECK_THROWS_WITH(dpo::log_sum_exp_rows(at::zeros({3, 5}), at::empty({3}, at::kDouble)), Catch::Contains("lse"));
+  CHECK_THROWS_WITH(dpo::log_sum_exp_rows(at::zeros({5, 3}).t(), lse), Catch::Contains("float32 CPU rows"));
   CHECK_THROWS_WITH(dpo::logp_gradient(at::zeros({3, 5}), at::zeros({3}, at::kLong), lse, at::zeros({3}, at::kDouble),
                                        at::kFloat),
                     Catch::Contains("gradient"));

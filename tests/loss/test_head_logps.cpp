@@ -63,8 +63,9 @@ void check_head_against_float64(const at::Tensor& h, const at::Tensor& w, double
 TEST_CASE("head log-probs and their gradients equal plain autograd over the full logits, in float64 and float32",
           "[logps]") {
   at::manual_seed(3);
-  // 400000 classes at hidden 4 (chunks of 2^22 logits): five product chunks of 9 rows forward, five
-  // blocks of 80000 columns backward, and many softmax chunks, so that chunk edges are on the path.
+  // 400000 classes at hidden 4 (chunks of 2^22 logits): all 45 rows in five blocks of 80000 columns,
+  // forward (each row's log-sum-exp joined over the blocks) and backward, so that block edges are on
+  // the path.
   const at::Tensor h = at::randn({45, 4}, at::kDouble), w = at::randn({400000, 4}, at::kDouble);
   SECTION("float64") { check_head_against_float64(h, w, 1e-12); }
   // float32: on CPUs the log-softmax and its gradient are kernels/logit_rows' (float32 rounding of
@@ -72,9 +73,9 @@ TEST_CASE("head log-probs and their gradients equal plain autograd over the full
   SECTION("float32") { check_head_against_float64(h.to(at::kFloat), w.to(at::kFloat), 1e-5); }
 }
 
-TEST_CASE("head log-prob gradients over more rows than one backward tile holds equal plain autograd", "[logps]") {
+TEST_CASE("head log-probs and gradients over more rows than one tile holds equal plain autograd", "[logps]") {
   at::manual_seed(5);
-  // Backward tiles at hidden 3 hold 2^22 logits and at least 1024 vocabulary columns, so at most
+  // The head's tiles at hidden 3 hold 2^22 logits and at least 1024 vocabulary columns, so at most
   // 4096 rows: 4100 rows are two row tiles of 2050, each in two blocks of 1050 columns; the
   // weight's gradient is summed over the row tiles.
   const at::Tensor h = at::randn({4100, 3}, at::kDouble), w = at::randn({2100, 3}, at::kDouble);

@@ -23,6 +23,9 @@ bool takes_logit_rows(const at::Tensor& logits);
 void log_softmax_at_targets(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
                             const at::Tensor& logps);
 
+// lse[r] = log sum_v e^logits[r, v] (float32 [n], contiguous), as log_softmax_at_targets.
+void log_sum_exp_rows(const at::Tensor& logits, const at::Tensor& lse);
+
 // The gradient of sum_r g[r] logps[r] with respect to the logits, from the forward's lse:
 // g[r] (1{v = targets[r]} - e^(logits[r, v] - lse[r])); a target outside [0, V) adds no 1 (the
 // logits are a block of the vocabulary's columns that does not hold it). As `dtype`: float32
