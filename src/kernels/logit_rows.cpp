@@ -58,9 +58,9 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void log_softmax_ro
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) void log_sum_exp_rows(const float* x, int64_t begin,
-                                                                                     int64_t end, int64_t vocab,
-                                                                                     float* lse) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) void log_norm_rows(const float* x, int64_t begin,
+                                                                                  int64_t end, int64_t vocab,
+                                                                                  float* lse) {
   for (int64_t r = begin; r < end; ++r) lse[r] = log_sum_exp(x + r * vocab, vocab);
 }
 
@@ -134,7 +134,7 @@ void log_sum_exp_rows(const at::Tensor& logits, const at::Tensor& lse) {
   check_rows(lse, rows, "lse");
   const float* x = logits.data_ptr<float>();
   float* l = lse.data_ptr<float>();
-  at::parallel_for(0, rows, grain(vocab), [&](int64_t begin, int64_t end) { log_sum_exp_rows(x, begin, end, vocab, l); });
+  at::parallel_for(0, rows, grain(vocab), [&](int64_t begin, int64_t end) { log_norm_rows(x, begin, end, vocab, l); });
 }
 
 at::Tensor logp_gradient(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse,
