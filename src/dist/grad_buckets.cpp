@@ -216,12 +216,6 @@ void GradientBuckets::zero() {
   for (auto& bucket : state_->buckets) bucket.flat.zero_();
 }
 
-void GradientBuckets::start_step(const Communicator& communicator) {
-  if (communicator.world_size() > 1) return zero();
-  for (size_t i = 0; i < state_->parameters.size(); ++i)
-    if (state_->place[i].first != SIZE_MAX) state_->parameters[i].mutable_grad() = at::Tensor();
-}
-
 int64_t GradientBuckets::restore_views() {
   int64_t restored = 0;
   for (size_t i = 0; i < state_->parameters.size(); ++i)
@@ -249,8 +243,7 @@ void GradientBuckets::all_reduce_sum(Communicator& communicator) {
     fail("gradient buckets: all_reduce_sum on a different communicator than prepare_for_backward");
   s.armed = nullptr;
   if (communicator.world_size() == 1) {
-    for (size_t i = 0; i < s.parameters.size(); ++i)
-      if (s.place[i].first != SIZE_MAX && !s.parameters[i].grad().defined()) s.restore(i);
+    restore_views();
     return;
   }
   // Buckets started during backward are a prefix; the rest follow in order, so the sequence of

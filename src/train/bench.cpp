@@ -106,7 +106,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   GradientBuckets buckets(parameters, BucketLimits{int64_t{1} << 20, config.dist.bucket_mb << 20});
 
   auto step = [&] {
-    buckets.start_step(*single);
+    buckets.zero();
     for (int64_t micro = 0; micro < accumulation; ++micro) {
       const PairLogps policy = pair_logps(*model, batch);
       const PreferenceLogps logps{policy.chosen,        policy.rejected,       reference,

@@ -242,7 +242,7 @@ void Trainer::plan_steps() {
 // them: the step is then abandoned, and the parameters and the optimizer are still those of the
 // last completed step, which is what gets saved.
 std::optional<MetricSums> Trainer::micro_steps(const std::vector<int64_t>& global) {
-  buckets_->start_step(comm_);
+  buckets_->zero();
   // fp16-mixed multiplies the loss by the loss scale (unscaled after the gradient sum).
   const double scale = loss_scaler_.scale() / objective_->loss_denominator(global);
   // Examples of similar length share a micro-batch: less padding, the same gradient.

@@ -246,52 +246,29 @@ TEST_CASE("zeroing keeps the grads as views, and a replaced grad is copied back"
   REQUIRE(at::equal(net.params[0].grad(), expected));
 }
 
-TEST_CASE("start_step hands the first backward's gradients over on one rank and zeroes the buckets across ranks",
+TEST_CASE("on one rank the gradients accumulate in their buckets, equal bit for bit to autograd's own",
           "[mpi][buckets]") {
   auto comm = world();
   const auto single = dpo::make_single_process_communicator();
-  // Two micro-batches each, started with zero() (the reference) and with start_step().
-  const auto accumulate = [&](TinyNet& net, dpo::GradientBuckets& buckets, dpo::Communicator& over, bool start_step) {
-    net.loss(input_of(comm->rank(), at::kFloat)).backward();  // a stale gradient from a previous step
-    if (start_step)
-      buckets.start_step(over);
-    else
-      buckets.zero();
+  // A step as the trainer runs it on one rank (a stale gradient, zero(), two micro-batches),
+  // against the same micro-batches on a net without buckets, whose grads are autograd's tensors.
+  const auto micro_batches = [&](TinyNet& net) {
     const at::Tensor x = input_of(comm->rank() + 1, at::kFloat);
     net.loss(x.narrow(0, 0, 1)).backward();
     net.loss(x.narrow(0, 1, 2)).backward();
   };
-  TinyNet zeroed(at::kFloat), started(at::kFloat);
-  dpo::GradientBuckets zeroed_buckets(zeroed.params, {100, 300}, zeroed.names);
-  dpo::GradientBuckets started_buckets(started.params, {100, 300}, started.names);
-
-  SECTION("one rank: the gradients stay autograd's own tensors, equal bit for bit") {
-    accumulate(zeroed, zeroed_buckets, *single, false);
-    accumulate(started, started_buckets, *single, true);
-    // w2 gets no gradient in the step: it must still read zero, as after zero().
-    started.params[2].mutable_grad() = at::Tensor();
-    zeroed.params[2].grad().zero_();
-    zeroed_buckets.all_reduce_sum(*single);
-    started_buckets.all_reduce_sum(*single);
-    for (size_t i = 0; i < 4; ++i) {
-      INFO(started.names[i]);
-      REQUIRE(started.params[i].grad().defined());
-      REQUIRE(at::equal(started.params[i].grad(), zeroed.params[i].grad()));
-      // Handed over (not copied into a bucket), except w2's zero, which is its bucket view again.
-      CHECK((bucket_holding(started_buckets, started.params[i].grad()) != nullptr) == (i == 2));
-    }
-  }
-  SECTION("across ranks: as zero(), the gradients accumulate in their buckets and are summed") {
-    accumulate(zeroed, zeroed_buckets, *comm, false);
-    accumulate(started, started_buckets, *comm, true);
-    for (size_t i = 0; i < 4; ++i)
-      CHECK((bucket_holding(started_buckets, started.params[i].grad()) != nullptr) == (comm->world_size() > 1));
-    zeroed_buckets.all_reduce_sum(*comm);
-    started_buckets.all_reduce_sum(*comm);
-    for (size_t i = 0; i < 4; ++i) {
-      INFO(started.names[i]);
-      REQUIRE(at::equal(started.params[i].grad(), zeroed.params[i].grad()));
-    }
+  TinyNet bucketed(at::kFloat), plain(at::kFloat);
+  dpo::GradientBuckets buckets(bucketed.params, {100, 300}, bucketed.names);
+  bucketed.loss(input_of(comm->rank(), at::kFloat)).backward();
+  buckets.zero();
+  micro_batches(bucketed);
+  micro_batches(plain);
+  buckets.all_reduce_sum(*single);
+  for (size_t i = 0; i < 4; ++i) {
+    INFO(bucketed.names[i]);
+    // Still the bucket's memory: the step allocated no gradient of its own.
+    CHECK(bucket_holding(buckets, bucketed.params[i].grad()) != nullptr);
+    REQUIRE(at::equal(bucketed.params[i].grad(), plain.params[i].grad()));
   }
 }
 

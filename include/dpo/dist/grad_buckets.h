@@ -2,12 +2,12 @@
 // require grad live in a few flat tensors, filled in REVERSE parameter order (backward produces
 // the last layers' gradients first), so summing gradients across ranks is one collective per
 // bucket, issued in the same order on every rank. Each parameter's .grad is a view into its
-// bucket (except on one rank after start_step: see there); a parameter is never split across
-// buckets. Owns neither the parameters nor the optimizer; does not scale (the loss is already
+// bucket (unless user code assigned it a tensor: see restore_views); a parameter is never split
+// across buckets. Owns neither the parameters nor the optimizer; does not scale (the loss is already
 // divided by the global batch, so a SUM across ranks gives the global mean gradient).
 //
 // Call order in the trainer, per optimizer step:
-//   buckets.start_step(communicator);     // or zero(), or zero_grad_in_place(optimizer)
+//   buckets.zero();                       // or zero_grad_in_place(optimizer)
 //   for each micro-batch:
 //     if (last micro-batch) buckets.prepare_for_backward(communicator);  // arms overlap, if on
 //     loss.backward();
@@ -47,15 +47,13 @@ class GradientBuckets {
   // Indices into `parameters` of the bucket's members, in the order they sit in the bucket.
   const std::vector<size_t>& bucket_members(size_t index) const;
 
-  // Zeroes every bucket in place (the grads stay views).
+  // Zeroes every bucket in place (the grads stay views). A step starts with it on one rank too,
+  // where nothing is reduced: handing autograd's own gradient tensors to the parameters instead
+  // (grads set to none) saves a zero fill and an add over every gradient, but those tensors are
+  // fresh heap blocks every step, and on the AMD Zen 5 VMs measured (THP heap) the whole step
+  // then ran 10-15% slower at `dpo bench`'s shape c (forward, backward and the optimizer's pass
+  // alike), where kept buckets are memory the process touched once.
   void zero();
-  // Starts a step's accumulation. Across ranks: zero(), so that the gradients accumulate in their
-  // buckets with no second copy of them. On one rank, where nothing is reduced, no zeroing either:
-  // every bucketed grad is set to none, so the step's first backward hands autograd's own gradient
-  // tensors to the parameters (AccumulateGrad takes them over) and later micro-batches add into
-  // those. That saves a zero fill and an add over every gradient: ~3.5% of a bf16-mixed step of
-  // `dpo bench`'s shape c.
-  void start_step(const Communicator& communicator);
 
   // Arms the backward hooks for this backward only: as each bucket's last gradient is
   // accumulated, its reduction starts (non-blocking), strictly in bucket order. Does nothing when
@@ -63,8 +61,7 @@ class GradientBuckets {
   void prepare_for_backward(Communicator& communicator);
   // Sums every bucket across ranks, in bucket order: waits for those started during backward and
   // reduces the rest. First restores any grad that autograd replaced (copying it into its view).
-  // A world of one rank reduces nothing: only a parameter whose grad is none gets its (zeroed)
-  // view back, the others keep the tensors backward left them.
+  // A world of one rank reduces nothing; it only restores.
   void all_reduce_sum(Communicator& communicator);
 
   // Makes every parameter's grad a view into its bucket again, copying a grad that autograd
