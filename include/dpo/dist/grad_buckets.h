@@ -3,8 +3,8 @@
 // the last layers' gradients first), so summing gradients across ranks is one collective per
 // bucket, issued in the same order on every rank. Each parameter's .grad is a view into its
 // bucket (unless user code assigned it a tensor: see restore_views); a parameter is never split
-// across buckets. Owns neither the parameters nor the optimizer; does not scale (the loss is already
-// divided by the global batch, so a SUM across ranks gives the global mean gradient).
+// across buckets. Owns neither the parameters nor the optimizer; does not scale (the loss is
+// already divided by the global batch, so a SUM across ranks gives the global mean gradient).
 //
 // Call order in the trainer, per optimizer step:
 //   buckets.zero();                       // or zero_grad_in_place(optimizer)
