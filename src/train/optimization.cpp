@@ -14,6 +14,7 @@
 
 #include "dpo/error.h"
 #include "dpo/kernels/rmsprop_update.h"
+#include "dpo/kernels/sum_of_squares.h"
 
 namespace dpo {
 
@@ -177,14 +178,24 @@ void zero_grad_in_place(torch::optim::Optimizer& optimizer) {
 }
 
 double clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm) {
-  // Each tensor's norm is reduced in float32 at least (without a float64 copy of every gradient,
-  // which cost ~3% of a small model's step) and the squares are summed in float64 over tensors; a
-  // norm that overflows float32 (above ~1.8e19 per tensor) is redone in float64. One host sync.
+  // Float32 CPU gradients (every gradient of a CPU run): squares summed in float64 in one pass
+  // each (kernels/sum_of_squares). Others: each tensor's norm reduced in float32 at least (without
+  // a float64 copy of every gradient, which cost ~3% of a small model's step) and its square
+  // added in float64; a norm that overflows float32 (above ~1.8e19 per tensor) is redone in
+  // float64. One host sync for those.
+  double squared = 0;
+  std::vector<at::Tensor> others;
+  for (const at::Tensor& parameter : parameters) {
+    const at::Tensor& grad = parameter.grad();
+    if (!grad.defined()) continue;
+    if (takes_sum_of_squares(grad))
+      squared += sum_of_squares(grad);
+    else
+      others.push_back(grad);
+  }
   const auto squared_norms = [&](bool in_float64) {
     at::Tensor squared_sum;
-    for (const at::Tensor& parameter : parameters) {
-      const at::Tensor& grad = parameter.grad();
-      if (!grad.defined()) continue;
+    for (const at::Tensor& grad : others) {
       const bool low = grad.scalar_type() == at::kBFloat16 || grad.scalar_type() == at::kHalf;
       const c10::optional<at::ScalarType> reduce_in =
           in_float64 ? c10::optional<at::ScalarType>(at::kDouble) : low ? c10::optional<at::ScalarType>(at::kFloat) : c10::nullopt;
@@ -194,10 +205,11 @@ double clip_grad_norm(const std::vector<at::Tensor>& parameters, double max_norm
     }
     return squared_sum;
   };
-  const at::Tensor squared_sum = squared_norms(false);
-  if (!squared_sum.defined()) return 0.0;
-  double squared = squared_sum.item<double>();
-  if (std::isinf(squared)) squared = squared_norms(true).item<double>();
+  if (!others.empty()) {
+    double others_squared = squared_norms(false).item<double>();
+    if (std::isinf(others_squared)) others_squared = squared_norms(true).item<double>();
+    squared += others_squared;
+  }
   const double total_norm = std::sqrt(squared);
   if (!std::isfinite(total_norm)) return total_norm;  // the caller decides; scaling by NaN helps no one
   // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), applied when below 1.
