@@ -1,6 +1,7 @@
 #include "dpo/loss/head_logps.h"
 
 #include <algorithm>
+#include <vector>
 
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -83,6 +84,30 @@ void row_log_norms(const at::Tensor& logits, const at::Tensor& lse) {
     lse.copy_(at::logsumexp(logits, -1));
 }
 
+// Of logits [n, V] (whole rows): each row's log-sum-exp into lse and its target's log-prob into logps.
+void whole_row_logps(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& lse, const at::Tensor& logps) {
+  if (takes_logit_rows(logits)) {
+    log_softmax_at_targets(logits, targets, lse, logps);
+  } else {
+    lse.copy_(at::logsumexp(logits, -1));
+    logps.copy_(logits.gather(1, targets.unsqueeze(1)).squeeze(1) - lse);
+  }
+}
+
+// The gradient of sum_n g[n] logps[n] with respect to a block of logits [n, m] (recomputed or
+// kept, overwritten where it can be), from the rows' log-sum-exp: g (1{v = target} - softmax), in
+// `dtype` for the head's products. local_targets: the block's own column of each target, outside
+// [0, m) where the target is elsewhere.
+at::Tensor logits_gradient(at::Tensor d, const at::Tensor& local_targets, const at::Tensor& lse, const at::Tensor& g,
+                           at::ScalarType dtype) {
+  if (takes_logit_rows(d)) return logp_gradient(d, local_targets, lse, g, dtype);
+  const int64_t m = d.size(1);
+  d.sub_(lse.unsqueeze(1)).exp_().mul_(g.neg().unsqueeze(1));
+  const at::Tensor inside = local_targets.ge(0).logical_and(local_targets.lt(m));
+  d.scatter_add_(1, local_targets.clamp(0, m - 1).unsqueeze(1), (g * inside).unsqueeze(1));
+  return d.to(dtype);
+}
+
 // log softmax(h @ w^T)[n, targets[n]] into out [n], tile by tile (head_tiles), and each row's
 // log-sum-exp into log_norm when it is defined (what backward recomputes the softmax from). Over
 // several vocabulary blocks, a row's log-sum-exp is the logaddexp of its blocks' own, and its
@@ -96,13 +121,7 @@ void chunked_logps(const at::Tensor& h, const at::Tensor& w, const at::Tensor& t
     const at::Tensor h_rows = h.narrow(0, r, n), targets_rows = targets.narrow(0, r, n), logps = out.narrow(0, r, n);
     const at::Tensor lse = log_norm.defined() ? log_norm.narrow(0, r, n) : at::empty({n}, out.options());
     if (tiles.columns >= vocab) {  // whole rows
-      const at::Tensor logits = chunk_logits(h_rows, w, out.scalar_type());
-      if (takes_logit_rows(logits)) {
-        log_softmax_at_targets(logits, targets_rows, lse, logps);
-      } else {
-        lse.copy_(at::logsumexp(logits, -1));
-        logps.copy_(logits.gather(1, targets_rows.unsqueeze(1)).squeeze(1) - lse);
-      }
+      whole_row_logps(chunk_logits(h_rows, w, out.scalar_type()), targets_rows, lse, logps);
       continue;
     }
     at::Tensor target_logits = at::zeros({n}, out.options()), block_lse = at::empty({n}, out.options());
@@ -162,17 +181,9 @@ struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
       for (int64_t v = 0; v < vocab; v += tiles.columns) {
         const int64_t m = std::min(tiles.columns, vocab - v);
         const at::Tensor w_block = w.narrow(0, v, m);
-        // The block's own column of each target; outside [0, m) where the target is elsewhere.
         const at::Tensor local_targets = v == 0 ? targets_rows : targets_rows - v;
-        at::Tensor d = chunk_logits(h_rows, w_block, log_norm.scalar_type());
-        if (takes_logit_rows(d)) {
-          d = logp_gradient(d, local_targets, lse, g, w.scalar_type());
-        } else {
-          d.sub_(lse.unsqueeze(1)).exp_().mul_(g.neg().unsqueeze(1));
-          const at::Tensor inside = local_targets.ge(0).logical_and(local_targets.lt(m));
-          d.scatter_add_(1, local_targets.clamp(0, m - 1).unsqueeze(1), (g * inside).unsqueeze(1));
-          d = d.to(w.scalar_type());
-        }
+        const at::Tensor d = logits_gradient(chunk_logits(h_rows, w_block, log_norm.scalar_type()), local_targets, lse,
+                                             g, w.scalar_type());
         add_product(grad_hidden.narrow(0, r, n), d, w_block, v == 0 ? 0.0F : 1.0F);
         add_product(grad_weight.narrow(0, v, m), d.t(), h_rows, r == 0 ? 0.0F : 1.0F);
       }
@@ -183,13 +194,36 @@ struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
 
 }  // namespace
 
-at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
-                            at::ScalarType matmul_dtype) {
+namespace {
+
+// Gradients computed ahead (head_logps_with_gradient's), handed to hidden and weight by backward,
+// times the gradient that reaches the output: a scalar of value 0 that ties them into the graph.
+struct AheadGradients : torch::autograd::Function<AheadGradients> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& /*hidden*/,
+                            const at::Tensor& /*weight*/, const at::Tensor& grad_hidden, const at::Tensor& grad_weight) {
+    ctx->saved_data["grad_hidden"] = grad_hidden;
+    ctx->saved_data["grad_weight"] = grad_weight;
+    return at::zeros({}, grad_hidden.options().dtype(at::kFloat));
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const at::Tensor& go = grad_outputs.at(0);
+    // The usual caller's output gradient is 1: the gradients pass as they are, with no copy.
+    const bool one = go.numel() == 1 && go.item<double>() == 1.0;
+    const auto scaled = [&](const char* name) {
+      const at::Tensor t = ctx->saved_data[name].toTensor();
+      return one ? t : t * go.to(t.scalar_type());
+    };
+    return {scaled("grad_hidden"), scaled("grad_weight"), at::Tensor(), at::Tensor()};
+  }
+};
+
+// targets as int64, contiguous, checked against hidden, weight and the vocabulary.
+at::Tensor checked_targets(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets) {
   if (hidden.dim() != 2 || weight.dim() != 2 || hidden.size(1) != weight.size(1))
     fail("head log-probs: hidden {} and head weight {} do not match", shape_text(hidden.sizes()), shape_text(weight.sizes()));
   if (targets.dim() != 1 || targets.size(0) != hidden.size(0))
     fail("head log-probs: targets {} for {} rows", shape_text(targets.sizes()), hidden.size(0));
-  const at::ScalarType dtype = matmul_dtype == at::ScalarType::Undefined ? weight.scalar_type() : matmul_dtype;
   const at::Tensor t = targets.to(at::kLong).contiguous();
   // Checked here, where it costs two reductions, rather than per logit row (the CPU kernels read
   // row[target] unchecked); on CUDA the gather's own device-side check stays.
@@ -198,12 +232,70 @@ at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, 
     if (low < 0 || high >= weight.size(0))
       fail("head log-probs: target token {} is outside the head's vocabulary of {}", low < 0 ? low : high, weight.size(0));
   }
+  return t;
+}
+
+}  // namespace
+
+at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
+                            at::ScalarType matmul_dtype) {
+  const at::Tensor t = checked_targets(hidden, weight, targets);
+  const at::ScalarType dtype = matmul_dtype == at::ScalarType::Undefined ? weight.scalar_type() : matmul_dtype;
   if (at::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad()))
     return HeadTokenLogps::apply(hidden, weight, t, static_cast<int64_t>(dtype));
   // No gradients: the same chunks, nothing kept.
   at::Tensor out = at::empty({hidden.size(0)}, hidden.options().dtype(float_type_of(dtype)));
   chunked_logps(hidden.to(dtype), weight.to(dtype), t, out, at::Tensor());
   return out;
+}
+
+HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const at::Tensor& weight,
+                                                const at::Tensor& targets, at::ScalarType matmul_dtype,
+                                                const std::vector<int64_t>& chunk_ends,
+                                                const TokenGradient& token_gradient) {
+  const at::Tensor t = checked_targets(hidden, weight, targets);
+  const int64_t rows = hidden.size(0);
+  if (chunk_ends.empty() || chunk_ends.back() != rows || !std::is_sorted(chunk_ends.begin(), chunk_ends.end()) ||
+      chunk_ends.front() <= 0)
+    fail("head log-probs: chunk ends must rise to the {} rows", rows);
+  const at::ScalarType dtype = matmul_dtype == at::ScalarType::Undefined ? weight.scalar_type() : matmul_dtype;
+  const auto hidden_dtype = hidden.scalar_type(), weight_dtype = weight.scalar_type();
+  at::Tensor logps, grad_hidden, grad_weight;
+  {
+    at::NoGradGuard no_grad;
+    const at::Tensor h = hidden.detach().to(dtype), w = weight.detach().to(dtype);
+    const auto options = h.options().dtype(float_type_of(dtype));
+    logps = at::empty({rows}, options);
+    const at::Tensor lse = at::empty({rows}, options);
+    grad_hidden = at::empty(h.sizes(), h.options().dtype(hidden_dtype == at::kDouble ? at::kDouble : at::kFloat));
+    grad_weight = at::empty(w.sizes(), w.options().dtype(weight_dtype));
+    int64_t begin = 0;
+    for (const int64_t end : chunk_ends) {
+      const int64_t n = end - begin;
+      const at::Tensor h_rows = h.narrow(0, begin, n), targets_rows = t.narrow(0, begin, n);
+      const at::Tensor lse_rows = lse.narrow(0, begin, n), logps_rows = logps.narrow(0, begin, n);
+      // The chunk's logits, kept (not recomputed) until the loss has said how much each row weighs.
+      const at::Tensor logits = chunk_logits(h_rows, w, options.dtype().toScalarType());
+      whole_row_logps(logits, targets_rows, lse_rows, logps_rows);
+      at::Tensor g;
+      {
+        at::AutoGradMode with_grad(true);
+        g = token_gradient(begin, logps_rows.clone());
+      }
+      if (!g.defined() || g.dim() != 1 || g.size(0) != n)
+        fail("head log-probs: the loss's gradient has {} values for a chunk of {} rows",
+             g.defined() ? g.numel() : 0, n);
+      const at::Tensor d = logits_gradient(logits, targets_rows, lse_rows, g.detach().to(lse.scalar_type()).contiguous(),
+                                           w.scalar_type());
+      add_product(grad_hidden.narrow(0, begin, n), d, w, 0.0F);
+      add_product(grad_weight, d.t(), h_rows, begin == 0 ? 0.0F : 1.0F);
+      begin = end;
+    }
+  }
+  at::Tensor anchor;
+  if (hidden.requires_grad() || weight.requires_grad())
+    anchor = AheadGradients::apply(hidden, weight, grad_hidden.to(hidden_dtype), grad_weight);
+  return {logps, anchor};
 }
 
 at::Tensor head_log_sum_squared_probs(const at::Tensor& hidden, const at::Tensor& weight, at::ScalarType matmul_dtype) {

@@ -5,6 +5,8 @@
 #include <functional>
 #include <vector>
 
+#include <torch/autograd.h>
+
 #include "dpo/error.h"
 #include "dpo/loss/head_logps.h"
 
@@ -103,6 +105,14 @@ ScoredLists scored_lists_of_mask(const at::Tensor& input_ids, const at::Tensor& 
   return {source, input_ids.to(at::kLong).reshape({-1}).index_select(0, source + 1), row};
 }
 
+// The scored tokens of a batch whose input_ids are on the model's device.
+ScoredLists scored_lists_of_batch(const PairBatch& batch, const at::Tensor& input_ids) {
+  const at::Device device = input_ids.device();
+  return batch.scored_source.defined()
+             ? ScoredLists{batch.scored_source.to(device), batch.scored_target.to(device), batch.scored_sequence.to(device)}
+             : scored_lists_of_mask(input_ids, batch.response_mask.to(device));
+}
+
 // Log-probs summed per sequence over the scored tokens of `lists` (grouped by sequence, in order),
 // from one forward of `model` over input_ids with `layout`.
 SequenceLogps scored_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const TokenLayout& layout,
@@ -169,10 +179,7 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const Response
   if (input_ids.size(0) == 0 || input_ids.size(1) < 2) {
     all = no_scored_tokens(sequences, input_ids.options().dtype(float_type_of(model.head_weight().scalar_type())), input_ids);
   } else {
-    const ScoredLists lists =
-        batch.scored_source.defined()
-            ? ScoredLists{batch.scored_source.to(device), batch.scored_target.to(device), batch.scored_sequence.to(device)}
-            : scored_lists_of_mask(input_ids, batch.response_mask.to(device));
+    const ScoredLists lists = scored_lists_of_batch(batch, input_ids);
     at::Tensor full_weight_tokens;
     if (scoring.ld_alpha != 1.0) {
       // LD-DPO: both responses of a pair count their first min(chosen, rejected) scored tokens fully.
@@ -203,6 +210,134 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const Response
     out.more_tokens = pick(all.token_counts);
   }
   return out;
+}
+
+PairLogps pairs_of(const PairLogps& logps, int64_t first, int64_t count) {
+  const auto part = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, first, count) : t; };
+  PairLogps out;
+  for (auto [to, from] : {std::pair{&out.chosen, &logps.chosen}, std::pair{&out.rejected, &logps.rejected},
+                          std::pair{&out.chosen_tokens, &logps.chosen_tokens},
+                          std::pair{&out.rejected_tokens, &logps.rejected_tokens},
+                          std::pair{&out.rejected_unlikelihood, &logps.rejected_unlikelihood},
+                          std::pair{&out.chosen_weight_logps, &logps.chosen_weight_logps},
+                          std::pair{&out.rejected_weight_logps, &logps.rejected_weight_logps},
+                          std::pair{&out.more, &logps.more}, std::pair{&out.more_tokens, &logps.more_tokens}})
+    *to = part(*from);
+  return out;
+}
+
+namespace {
+
+// Whole pairs, consecutive in the pair-major order of the scored tokens, whose tokens
+// [rows_begin, rows_end) of that order form one chunk of the head.
+struct PairChunk {
+  int64_t first_pair, end_pair, rows_begin, rows_end;
+};
+
+// The pairs cut into chunks of at most `most_rows` scored tokens; empty when a pair alone has more
+// (or no pair has any).
+std::vector<PairChunk> pair_chunks(const std::vector<int64_t>& rows_of_pair, int64_t most_rows) {
+  std::vector<PairChunk> chunks;
+  PairChunk open{0, 0, 0, 0};
+  for (int64_t i = 0; i < static_cast<int64_t>(rows_of_pair.size()); ++i) {
+    const int64_t rows = rows_of_pair[static_cast<size_t>(i)];
+    if (rows > most_rows) return {};
+    if (open.rows_end > open.rows_begin && open.rows_end - open.rows_begin + rows > most_rows) {
+      open.end_pair = i;
+      chunks.push_back(open);
+      open = {i, i, open.rows_end, open.rows_end};
+    }
+    open.rows_end += rows;
+  }
+  open.end_pair = static_cast<int64_t>(rows_of_pair.size());
+  if (open.rows_end > open.rows_begin)
+    chunks.push_back(open);
+  else if (!chunks.empty())
+    chunks.back().end_pair = open.end_pair;  // trailing pairs with no scored token
+  return chunks;
+}
+
+PairLossStep detached_step(const PairLogps& policy, const at::Tensor& losses) {
+  PairLogps out = policy;
+  for (at::Tensor* t : {&out.chosen, &out.rejected, &out.rejected_unlikelihood, &out.chosen_weight_logps,
+                        &out.rejected_weight_logps, &out.more})
+    if (t->defined()) *t = t->detach();
+  return {out, losses.detach()};
+}
+
+}  // namespace
+
+PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, const ResponseScoring& scoring,
+                                const PairLosses& losses, double scale, int64_t chunk_logits) {
+  const int64_t pairs = batch.num_pairs;
+  const auto plain = [&] {
+    const PairLogps policy = pair_logps(model, batch, scoring);
+    const at::Tensor l = losses(policy, 0, pairs);
+    (l.sum() * scale).backward();
+    return detached_step(policy, l);
+  };
+  // The gradient formed in forward needs each pair's loss from that pair's log-probs as the plain
+  // sums give them: no LD-DPO weighting, unlikelihood or WPO weights, no ranked responses.
+  const bool plain_sums = scoring.ld_alpha == 1.0 && !scoring.unlikelihood && !scoring.wpo_weights;
+  const bool ranked = batch.more_rows.defined() && batch.more_rows.numel() > 0;
+  if (!plain_sums || ranked || pairs == 0 || batch.input_ids.dim() != 2 || batch.input_ids.size(1) < 2 ||
+      (!batch.layout.defined() && batch.input_ids.size(0) != 2 * pairs))
+    return plain();
+  const at::Tensor input_ids = batch.input_ids.to(model.device());
+  const ScoredLists lists = scored_lists_of_batch(batch, input_ids);
+  const int64_t vocab = model.head_weight().size(0);
+  // Pair-major order: pair i's chosen tokens, then its rejected ones, each in their own order.
+  const at::Tensor sequence = lists.sequence.to(at::kCPU, at::kLong);
+  const at::Tensor counts = at::bincount(sequence, {}, 2 * pairs);
+  std::vector<int64_t> rows_of_pair(static_cast<size_t>(pairs));
+  const auto* count = counts.data_ptr<int64_t>();
+  for (int64_t i = 0; i < pairs; ++i) rows_of_pair[static_cast<size_t>(i)] = count[i] + count[pairs + i];
+  const std::vector<PairChunk> chunks = pair_chunks(rows_of_pair, chunk_logits / vocab);
+  if (chunks.empty()) return plain();
+  const at::Tensor key = sequence.remainder(pairs) * 2 + sequence.ge(pairs).to(at::kLong);
+  const at::Tensor order =
+      std::get<1>(at::sort(key, c10::optional<bool>(true), /*dim=*/0, /*descending=*/false)).to(lists.source.device());
+  const at::Tensor source = lists.source.index_select(0, order), target = lists.target.index_select(0, order);
+  const at::Tensor sequence_in_order = sequence.index_select(0, order.cpu());
+
+  const at::Tensor hidden = model.hidden_states(input_ids, batch.layout, source);
+  const auto float_options = hidden.options().dtype(float_type_of(hidden.scalar_type()));
+  std::vector<at::Tensor> chosen(chunks.size()), rejected(chunks.size()), chunk_losses(chunks.size());
+  size_t next = 0;
+  const TokenGradient token_gradient = [&](int64_t first_row, const at::Tensor& token_logps) {
+    const PairChunk& c = chunks.at(next);
+    if (first_row != c.rows_begin) fail("pair log-probs: chunk at row {} where {} was expected", first_row, c.rows_begin);
+    const int64_t k = c.end_pair - c.first_pair, n = c.rows_end - c.rows_begin;
+    const at::Tensor leaf = token_logps.detach().requires_grad_(true);
+    // The chunk's slots: chosen of its pairs, then rejected.
+    const at::Tensor s = sequence_in_order.narrow(0, c.rows_begin, n).to(leaf.device());
+    const at::Tensor slot = at::where(s.lt(pairs), s - c.first_pair, s - pairs - c.first_pair + k);
+    const at::Tensor sums = at::zeros({2 * k}, leaf.options()).index_add(0, slot, leaf);
+    PairLogps policy;
+    policy.chosen = sums.narrow(0, 0, k);
+    policy.rejected = sums.narrow(0, k, k);
+    policy.chosen_tokens = counts.narrow(0, c.first_pair, k).to(leaf.device());
+    policy.rejected_tokens = counts.narrow(0, pairs + c.first_pair, k).to(leaf.device());
+    const at::Tensor l = losses(policy, c.first_pair, k);
+    const at::Tensor g = torch::autograd::grad({l.sum() * scale}, {leaf}, {}, /*retain_graph=*/false,
+                                               /*create_graph=*/false, /*allow_unused=*/true)[0];
+    chosen[next] = policy.chosen.detach();
+    rejected[next] = policy.rejected.detach();
+    chunk_losses[next] = l.detach();
+    ++next;
+    return g.defined() ? g : at::zeros_like(token_logps);
+  };
+  std::vector<int64_t> chunk_ends;
+  for (const PairChunk& c : chunks) chunk_ends.push_back(c.rows_end);
+  const HeadLogpsWithGradient head = head_logps_with_gradient(hidden, model.head_weight(), target, model.matmul_dtype(),
+                                                              chunk_ends, token_gradient);
+  if (head.anchor.defined()) head.anchor.backward();
+  PairLogps policy;
+  policy.chosen = at::cat(chosen).to(float_options);
+  policy.rejected = at::cat(rejected).to(float_options);
+  policy.chosen_tokens = counts.narrow(0, 0, pairs).to(input_ids.device());
+  policy.rejected_tokens = counts.narrow(0, pairs, pairs).to(input_ids.device());
+  return {policy, at::cat(chunk_losses), /*head_gradient_in_forward=*/true};
 }
 
 }  // namespace dpo

@@ -102,18 +102,30 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   // a constant (zeros here), so no reference forward is timed. The gradients are handled as the
   // trainer handles them on one rank.
   const at::Tensor reference = at::zeros({train.micro_batch_size}, at::kFloat);
+  BatchTotals totals{static_cast<double>(train.global_batch_size), 0.0};
+  for (const int64_t i : indices)
+    totals.chosen_tokens += static_cast<double>(accumulation) *
+                            static_cast<double>(scored_token_count(pairs[static_cast<size_t>(i)].prompt.size(),
+                                                                   pairs[static_cast<size_t>(i)].chosen.size()));
+  const auto losses_of = [&](const PairLogps& policy, int64_t first, int64_t count) {
+    const at::Tensor zeros = reference.narrow(0, first, count);
+    const PreferenceLogps logps{policy.chosen, policy.rejected,       zeros,
+                                zeros,         policy.chosen_tokens, policy.rejected_tokens};
+    return preference_losses(logps, config.loss, totals);
+  };
   const std::unique_ptr<Communicator> single = make_single_process_communicator();
   GradientBuckets buckets(parameters, BucketLimits{int64_t{1} << 20, config.dist.bucket_mb << 20});
 
+  // A loss that couples the pairs (aot's sorts) reads the micro-batch's at once: no pair chunks.
+  const int64_t chunk_logits = couples_pairs(config.loss) ? 0 : kPairChunkLogits;
+  bool head_recomputed = false;
   auto step = [&] {
     buckets.zero();
     for (int64_t micro = 0; micro < accumulation; ++micro) {
-      const PairLogps policy = pair_logps(*model, batch);
-      const PreferenceLogps logps{policy.chosen,        policy.rejected,       reference,
-                                  reference,            policy.chosen_tokens,  policy.rejected_tokens};
       // Mean over the global batch, as in training.
-      const at::Tensor loss = preference_losses(logps, config.loss).sum() / static_cast<double>(train.global_batch_size);
-      loss.backward();
+      head_recomputed = !pair_loss_backward(*model, batch, ResponseScoring{}, losses_of,
+                                            1.0 / static_cast<double>(train.global_batch_size), chunk_logits)
+                             .head_gradient_in_forward;
     }
     buckets.all_reduce_sum(*single);
     clip_grad_norm(parameters, train.max_grad_norm);
@@ -185,8 +197,8 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   // FLOPs the step executes: every row slot (padding included) through the blocks (the last
   // block's MLP on scored tokens only), attention over the scores it computes (tiled attention:
   // the key spans each query tile reads; else whole rows, the scores' full square), the head on
-  // scored tokens only, and its recomputation in backward (plus the blocks' with activation
-  // checkpointing).
+  // scored tokens only, and its recomputation in backward where the step does not form its
+  // gradient in forward (plus the blocks' with activation checkpointing).
   const double head = 2.0 * static_cast<double>(spec.hidden_size) * static_cast<double>(spec.vocab_size);
   const double blocks = model->forward_flops_per_token(0) - head;
   const auto rows = batch.input_ids.size(0), width = batch.input_ids.size(1);
@@ -200,7 +212,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   // The last block's MLP runs on the scored positions only (CausalLMImpl::hidden_states' keep).
   const double last_mlp = model->mlp_flops_per_token();
   const double block_pass = slots * blocks - (slots - scored) * last_mlp + scores * attention_per_score;
-  const double executed = 3.0 * (block_pass + scored * head) + scored * head +
+  const double executed = 3.0 * (block_pass + scored * head) + (head_recomputed ? scored * head : 0.0) +
                           (train.gradient_checkpointing ? block_pass : 0.0);
   result.executed_flops = static_cast<double>(accumulation) * executed / result.step_seconds;
   result.executed_mfu = result.executed_flops / result.peak_flops;
@@ -259,7 +271,7 @@ std::string format_bench(const BenchResult& r) {
   out += fmt::format("throughput   {:.1f} tokens/s\n", r.tokens_per_s);
   out += fmt::format("compute      {:.2f} GFLOP/s achieved (model FLOPs: 3 x forward of the counted tokens) of {:.2f} GFLOP/s matmul peak: MFU {:.3f}\n",
                      r.achieved_flops / 1e9, r.peak_flops / 1e9, r.mfu);
-  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, the attention scores computed, last MLP and head on scored tokens, the head's recomputation): {:.3f} of the peak\n",
+  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, the attention scores computed, last MLP and head on scored tokens, the head's recomputation where it runs): {:.3f} of the peak\n",
                      r.executed_flops / 1e9, r.executed_mfu);
   if (r.outside_matmul_share >= 0)
     out += fmt::format("outside      {:.1f}% of one more step is outside matrix products (aten mm/addmm/bmm/baddbmm, timed in their kernels)\n",

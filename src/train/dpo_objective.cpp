@@ -202,14 +202,16 @@ MetricSums DpoObjective::coupled_micro_step(const PairBatch& batch, double scale
 MetricSums DpoObjective::micro_step(const std::vector<int64_t>& indices, double scale) {
   const PairBatch batch = collate_pairs(*train_, indices, layout_);
   if (coupled_.gathered) return coupled_micro_step(batch, scale);
-  const PairLogps pol = pair_logps(*policy_, batch, scoring_);
   std::optional<PairLogps> ref;
   if (with_reference_) ref = reference_logps(batch);
-  const PreferenceLogps logps = preference_logps(pol, ref ? &*ref : nullptr);
-  const at::Tensor losses = preference_losses(logps, config_.loss, totals_);
-  (losses.sum() * scale).backward();
+  // Each pair's loss reads that pair's values only (couples_pairs' losses went above).
+  const auto losses_of = [&](const PairLogps& policy, int64_t first, int64_t count) {
+    const PairLogps reference = ref ? pairs_of(*ref, first, count) : PairLogps{};
+    return preference_losses(preference_logps(policy, ref ? &reference : nullptr), config_.loss, totals_);
+  };
+  const PairLossStep step = pair_loss_backward(*policy_, batch, scoring_, losses_of, scale);
   MetricSums sums;
-  sums.add(pair_metrics(logps, losses, config_.loss));
+  sums.add(pair_metrics(preference_logps(step.policy, ref ? &*ref : nullptr), step.losses, config_.loss));
   add_padding(sums, batch);
   return sums;
 }

@@ -2,6 +2,8 @@
 // own backward) against plain autograd through the full logits, and model_sequence_logps against
 // sequence_logps(model.forward(...)) on both architectures and in both precisions.
 #include <map>
+#include <utility>
+#include <vector>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -109,6 +111,71 @@ TEST_CASE("head log-probs in a bfloat16 matmul are float32 and keep float32 grad
   // Mine rounds the logits' gradient to bfloat16 before the two products (8 bits: ~4e-3).
   CHECK(float_rounding::normwise_relative_difference(mine.hidden, plain.hidden) < 1e-2);
   CHECK(float_rounding::normwise_relative_difference(mine.weight, plain.weight) < 1e-2);
+}
+
+namespace {
+
+// Values and gradients of a loss that couples the rows of each chunk (rows [ends[i-1], ends[i])):
+// the log-sigmoid of a weighted sum of the chunk's log-probs. Plain: head_token_logps, the loss,
+// backward(). Ahead: head_logps_with_gradient, the anchor's backward() taken 3 times over (its
+// gradients scale with the anchor's), divided back.
+Grads chunked_loss_grads(const at::Tensor& h0, const at::Tensor& w0, const at::Tensor& targets,
+                         const std::vector<int64_t>& ends, bool ahead) {
+  const auto chunk_loss = [](const at::Tensor& logps, int64_t first) {
+    const at::Tensor weights = at::linspace(0.5, 1.5, logps.size(0), logps.options());
+    return -at::log_sigmoid((logps * weights).sum() * 0.1 + static_cast<double>(first) * 0.01);
+  };
+  const at::Tensor h = h0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+  if (!ahead) {
+    const at::Tensor value = dpo::head_token_logps(h, w, targets, at::ScalarType::Undefined);
+    at::Tensor total = at::zeros({}, value.options());
+    int64_t begin = 0;
+    for (const int64_t end : ends) {
+      total = total + chunk_loss(value.narrow(0, begin, end - begin), begin);
+      begin = end;
+    }
+    total.backward();
+    return {value.detach(), h.grad(), w.grad()};
+  }
+  size_t chunk = 0;
+  const dpo::TokenGradient gradient = [&](int64_t first, const at::Tensor& logps) {
+    CHECK(first == (chunk == 0 ? 0 : ends[chunk - 1]));
+    CHECK(logps.size(0) == ends[chunk] - first);
+    ++chunk;
+    const at::Tensor leaf = logps.detach().requires_grad_(true);
+    return torch::autograd::grad({chunk_loss(leaf, first)}, {leaf})[0];
+  };
+  const dpo::HeadLogpsWithGradient out =
+      dpo::head_logps_with_gradient(h, w, targets, at::ScalarType::Undefined, ends, gradient);
+  CHECK(chunk == ends.size());
+  CHECK(!out.logps.requires_grad());
+  CHECK(out.anchor.item<double>() == 0.0);
+  (out.anchor * 3.0).backward();
+  return {out.logps, h.grad() / 3.0, w.grad() / 3.0};
+}
+
+}  // namespace
+
+TEST_CASE("head log-probs with the loss's gradient formed in forward equal plain autograd, chunk by chunk", "[logps]") {
+  at::manual_seed(6);
+  const at::Tensor h = at::randn({30, 8}, at::kDouble), w = at::randn({50, 8}, at::kDouble);
+  const at::Tensor targets = at::randint(0, 50, {30}, at::kLong);
+  const std::vector<int64_t> ends = {7, 19, 30};
+  for (const auto& [dtype, tolerance] : {std::pair{at::kDouble, 1e-12}, std::pair{at::kFloat, 1e-5}}) {
+    INFO(dtype);
+    const Grads plain = chunked_loss_grads(h.to(dtype), w.to(dtype), targets, ends, false);
+    const Grads ahead = chunked_loss_grads(h.to(dtype), w.to(dtype), targets, ends, true);
+    CHECK(ahead.hidden.scalar_type() == dtype);
+    CHECK(ahead.weight.scalar_type() == dtype);
+    CHECK((ahead.value - plain.value).abs().max().item<double>() < tolerance);
+    CHECK(float_rounding::normwise_relative_difference(ahead.hidden.to(at::kDouble), plain.hidden.to(at::kDouble)) < tolerance);
+    CHECK(float_rounding::normwise_relative_difference(ahead.weight.to(at::kDouble), plain.weight.to(at::kDouble)) < tolerance);
+  }
+  const auto none = [](int64_t, const at::Tensor& logps) { return at::zeros({logps.size(0) + 1}); };
+  CHECK_THROWS_WITH(dpo::head_logps_with_gradient(h, w, targets, at::ScalarType::Undefined, {7, 29}, none),
+                    Catch::Contains("30 rows"));
+  CHECK_THROWS_WITH(dpo::head_logps_with_gradient(h, w, targets, at::ScalarType::Undefined, {30}, none),
+                    Catch::Contains("31 values for a chunk of 30 rows"));
 }
 
 TEST_CASE("head log-probs refuse mismatched shapes, naming them", "[logps]") {

@@ -13,6 +13,7 @@
 #include "dpo/data/collate.h"
 #include "dpo/data/token_layout.h"
 #include "dpo/loss/logps.h"
+#include "dpo/loss/loss.h"
 #include "float_rounding.h"
 #include "tiny_llama.h"
 
@@ -183,4 +184,104 @@ TEST_CASE("a packed row longer than n_positions is accepted when its sequences f
   const dpo::PairLogps got = dpo::pair_logps(*model, shared);
   const dpo::PairLogps want = dpo::pair_logps(*model, dpo::collate_pairs(data, {0}));
   CHECK(at::allclose(got.chosen, want.chosen, 1e-5, 1e-5));
+}
+
+namespace {
+
+// Every parameter's gradient after `step` (from zero).
+template <typename F>
+std::map<std::string, at::Tensor> grads_after(dpo::CausalLMImpl& model, F step) {
+  model.zero_grad();
+  step();
+  std::map<std::string, at::Tensor> grads;
+  for (const auto& p : model.named_parameters()) grads[p.key()] = p.value().grad().clone();
+  return grads;
+}
+
+// pair_loss_backward on `batch` against the plain way (pair_logps, the same per-pair losses,
+// backward()): log-probs, losses and every gradient, and whether the head's gradient was formed in
+// forward.
+void check_gradient_in_forward(dpo::CausalLMImpl& model, const dpo::PairBatch& batch, const dpo::LossOptions& loss,
+                               double tolerance, int64_t chunk_logits, bool in_forward) {
+  const int64_t pairs = batch.num_pairs;
+  dpo::PairLogps reference;
+  reference.chosen = at::linspace(-30.0, -10.0, pairs, at::kFloat);
+  reference.rejected = at::linspace(-12.0, -28.0, pairs, at::kFloat);
+  const dpo::BatchTotals totals{static_cast<double>(pairs), 17.0};
+  const auto losses_of = [&](const dpo::PairLogps& policy, int64_t first, int64_t count) {
+    const dpo::PairLogps ref = dpo::pairs_of(reference, first, count);
+    return dpo::preference_losses(dpo::preference_logps(policy, &ref), loss, totals);
+  };
+  const double scale = 0.25;
+  dpo::PairLogps want;
+  at::Tensor want_losses;
+  const auto want_grads = grads_after(model, [&] {
+    want = dpo::pair_logps(model, batch);
+    want_losses = losses_of(want, 0, pairs);
+    (want_losses.sum() * scale).backward();
+  });
+  dpo::PairLossStep got;
+  const auto got_grads = grads_after(model, [&] { got = dpo::pair_loss_backward(model, batch, {}, losses_of, scale, chunk_logits); });
+  CHECK(got.head_gradient_in_forward == in_forward);
+  CHECK(at::equal(got.policy.chosen_tokens, want.chosen_tokens));
+  CHECK(at::equal(got.policy.rejected_tokens, want.rejected_tokens));
+  const auto close = [&](const at::Tensor& a, const at::Tensor& b) {
+    INFO(a << "\nagainst\n" << b);
+    CHECK(!a.requires_grad());
+    CHECK(at::allclose(a.to(at::kDouble), b.to(at::kDouble), tolerance, tolerance));
+  };
+  close(got.policy.chosen, want.chosen);
+  close(got.policy.rejected, want.rejected);
+  close(got.losses, want_losses);
+  for (const auto& [name, grad] : want_grads) {
+    INFO(name);
+    CHECK(float_rounding::normwise_relative_difference(got_grads.at(name), grad) < 10 * tolerance);
+  }
+}
+
+dpo::LossOptions loss_of(const std::string& type, double rpo_alpha = 0.0) {
+  dpo::LossOptions loss;
+  loss.type = type;
+  loss.beta = 0.5;
+  loss.rpo_alpha = rpo_alpha;
+  return loss;
+}
+
+}  // namespace
+
+TEST_CASE("the head's gradient formed in forward, pair chunk by pair chunk, equals the plain backward's",
+          "[logps][prefix]") {
+  const dpo::PreferenceDataset data = varied_pairs(false);
+  const std::vector<int64_t> indices = {4, 1, 0, 3, 5, 2};
+  const double fp32 = float_rounding::kForwardRelative;
+  // chunk_logits: the most logits per chunk of whole pairs; at vocab 32, 2^25 holds every pair in
+  // one chunk, 32 x 25 holds the largest pair (12 prompt tokens, responses of 8 and 11: 19 scored)
+  // and then a new chunk for nearly every pair, 32 x 10 holds no pair of 19 (the plain way runs).
+  const int64_t one = int64_t{1} << 25, several = 32 * 25, too_few = 32 * 10;
+  SECTION("gpt2 fp32, shared prefixes, sigmoid with an sft term, one chunk and several") {
+    auto model = tiny_gpt2(6);
+    const dpo::PairBatch batch = dpo::collate_pairs(data, indices, dpo::PairLayout::SharedPrefix);
+    check_gradient_in_forward(*model, batch, loss_of("sigmoid", 0.7), fp32, one, true);
+    check_gradient_in_forward(*model, batch, loss_of("sigmoid", 0.7), fp32, several, true);
+    check_gradient_in_forward(*model, batch, loss_of("sigmoid", 0.7), fp32, too_few, false);
+  }
+  SECTION("llama fp32, padded rows, ipo (per-token means) and hinge") {
+    auto model = tiny_llama(6);
+    const dpo::PairBatch batch = dpo::collate_pairs(data, indices, dpo::PairLayout::Padded);
+    check_gradient_in_forward(*model, batch, loss_of("ipo"), fp32, several, true);
+    check_gradient_in_forward(*model, batch, loss_of("sigmoid,hinge"), fp32, one, true);
+  }
+  SECTION("llama and gpt2 bf16-mixed, shared prefixes") {
+    for (auto model : {tiny_llama(7), tiny_gpt2(7)}) {
+      model->set_matmul_dtype(at::kBFloat16);
+      const dpo::PairBatch batch = dpo::collate_pairs(data, indices, dpo::PairLayout::SharedPrefix);
+      check_gradient_in_forward(*model, batch, loss_of("sigmoid"), 2e-2, several, true);
+    }
+  }
+  SECTION("float64 gpt2: the two ways agree to float64 rounding") {
+    auto model = tiny_gpt2(8);
+    model->to(at::kDouble);
+    const dpo::PairBatch batch = dpo::collate_pairs(data, indices, dpo::PairLayout::SharedPrefix);
+    check_gradient_in_forward(*model, batch, loss_of("sigmoid", 0.3), 1e-10, several, true);
+  }
 }

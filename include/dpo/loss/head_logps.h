@@ -1,6 +1,9 @@
 // Log-probs of target tokens straight from hidden states and the LM head, chunk by chunk of rows,
 // so that only the positions that are scored pay for the head and the vocabulary-sized softmax.
 #pragma once
+#include <functional>
+#include <vector>
+
 #include <ATen/ATen.h>
 
 namespace dpo {
@@ -18,6 +21,25 @@ inline at::ScalarType float_type_of(at::ScalarType t) { return t == at::kDouble 
 
 at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& targets,
                             at::ScalarType matmul_dtype);
+
+// The head's log-probs and, in the same pass, the gradient of a loss of them, for a loss that adds
+// up over chunks of rows (DPO's pairs: each chunk holds whole pairs). Chunk by chunk
+// (rows [chunk_ends[i-1], chunk_ends[i]), the first from 0), the logits are formed once, the
+// chunk's log-probs are handed to token_gradient(first row, logps [n]), which returns
+// d loss / d logps [n] (with autograd enabled, for it to take that derivative), and the head's two
+// gradient products are taken from the logits still at hand. Backward then recomputes nothing,
+// and no vocabulary-sized tensor outlives its chunk; a chunk's logits are [n, V] float32, so the
+// caller bounds n. Returns the log-probs [N] (float32, float64 for float64; no gradient) and
+// `anchor`, a scalar of value 0 whose backward hands the gradients (times the anchor's own) to
+// hidden and weight, in their dtypes; undefined when neither requires a gradient.
+using TokenGradient = std::function<at::Tensor(int64_t first_row, const at::Tensor& logps)>;
+struct HeadLogpsWithGradient {
+  at::Tensor logps, anchor;
+};
+HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const at::Tensor& weight,
+                                                const at::Tensor& targets, at::ScalarType matmul_dtype,
+                                                const std::vector<int64_t>& chunk_ends,
+                                                const TokenGradient& token_gradient);
 
 // log sum_v softmax(hidden @ weight^T)[n, v]^2 for each row n, i.e. logsumexp(2z) - 2 logsumexp(z)
 // of the logits z (WPO's normaliser), float32, chunk by chunk; never differentiable.

@@ -1,6 +1,8 @@
 // Log-probs of responses from logits: log-softmax in float32, gathered at the next token, summed
 // over response tokens with prompt and padding masked (the paper code's `_get_batch_logps`).
 #pragma once
+#include <functional>
+
 #include <ATen/ATen.h>
 
 #include "dpo/data/collate.h"
@@ -50,5 +52,28 @@ struct PairLogps {
   at::Tensor more, more_tokens;
 };
 PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const ResponseScoring& scoring = {});
+
+// Pairs [first, first + count) of `logps` (every defined field narrowed).
+PairLogps pairs_of(const PairLogps& logps, int64_t first, int64_t count);
+
+// The loss of pairs [first, first + count) of a batch, [count], from the policy's log-probs of those
+// pairs (differentiable). A pair's loss must depend on that pair's values only.
+using PairLosses = std::function<at::Tensor(const PairLogps& policy, int64_t first, int64_t count)>;
+struct PairLossStep {
+  PairLogps policy;   // the batch's log-probs, no gradient
+  at::Tensor losses;  // [B], no gradient
+  bool head_gradient_in_forward = false;  // false: the plain way, the head recomputed in backward
+};
+// One micro-batch of training: the policy's forward over `batch` and the backward of
+// scale * sum of `losses`, the gradients added into the parameters' as backward() does. The LM
+// head's gradient is formed in forward, chunk by chunk of whole pairs, from logits computed once
+// (head_logps_with_gradient) and not recomputed in backward; where that does not apply (LD-DPO,
+// unlikelihood, WPO, ranked responses, a pair with more than `chunk_logits` logits: 128 MiB of
+// float32, a pair of 640 scored tokens at GPT-2's vocabulary) it is pair_logps, `losses` and
+// backward(), as it is for any pair with chunk_logits 0. Both give the same gradients to float
+// rounding.
+constexpr int64_t kPairChunkLogits = int64_t{1} << 25;
+PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, const ResponseScoring& scoring,
+                                const PairLosses& losses, double scale, int64_t chunk_logits = kPairChunkLogits);
 
 }  // namespace dpo
