@@ -170,7 +170,7 @@ struct HeadTokenLogps : torch::autograd::Function<HeadTokenLogps> {
     const auto weight_dtype = static_cast<at::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
     const at::Tensor grad = grad_outputs.at(0).to(log_norm.scalar_type()).contiguous();
     const int64_t rows = h.size(0), vocab = w.size(0);
-    const auto sum_dtype = hidden_dtype == at::kDouble ? at::kDouble : at::kFloat;
+    const auto sum_dtype = float_type_of(hidden_dtype);
     at::Tensor grad_hidden = at::empty(h.sizes(), h.options().dtype(sum_dtype));
     at::Tensor grad_weight = at::empty(w.sizes(), w.options().dtype(weight_dtype));
     const Tiles tiles = head_tiles(rows, vocab, h.size(1));
@@ -267,7 +267,7 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
     const auto options = h.options().dtype(float_type_of(dtype));
     logps = at::empty({rows}, options);
     const at::Tensor lse = at::empty({rows}, options);
-    grad_hidden = at::empty(h.sizes(), h.options().dtype(hidden_dtype == at::kDouble ? at::kDouble : at::kFloat));
+    grad_hidden = at::empty(h.sizes(), h.options().dtype(float_type_of(hidden_dtype)));
     grad_weight = at::empty(w.sizes(), w.options().dtype(weight_dtype));
     int64_t begin = 0;
     for (const int64_t end : chunk_ends) {
@@ -275,7 +275,7 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
       const at::Tensor h_rows = h.narrow(0, begin, n), targets_rows = t.narrow(0, begin, n);
       const at::Tensor lse_rows = lse.narrow(0, begin, n), logps_rows = logps.narrow(0, begin, n);
       // The chunk's logits, kept (not recomputed) until the loss has said how much each row weighs.
-      const at::Tensor logits = chunk_logits(h_rows, w, options.dtype().toScalarType());
+      const at::Tensor logits = chunk_logits(h_rows, w, float_type_of(dtype));
       whole_row_logps(logits, targets_rows, lse_rows, logps_rows);
       at::Tensor g;
       {
