@@ -199,10 +199,12 @@ namespace {
 // Gradients computed ahead (head_logps_with_gradient's), handed to hidden and weight by backward,
 // times the gradient that reaches the output: a scalar of value 0 that ties them into the graph.
 struct AheadGradients : torch::autograd::Function<AheadGradients> {
+  // No grad_weight: the weight's gradient went into a sum of the caller's (weight_gradient_sum).
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& /*hidden*/,
-                            const at::Tensor& /*weight*/, const at::Tensor& grad_hidden, const at::Tensor& grad_weight) {
+                            const at::Tensor& /*weight*/, const at::Tensor& grad_hidden,
+                            const c10::optional<at::Tensor>& grad_weight) {
     ctx->saved_data["grad_hidden"] = grad_hidden;
-    ctx->saved_data["grad_weight"] = grad_weight;
+    ctx->saved_data["grad_weight"] = grad_weight ? c10::IValue(*grad_weight) : c10::IValue();
     return at::zeros({}, grad_hidden.options().dtype(at::kFloat));
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -211,7 +213,9 @@ struct AheadGradients : torch::autograd::Function<AheadGradients> {
     // The usual caller's output gradient is 1: the gradients pass as they are, with no copy.
     const bool one = go.numel() == 1 && go.item<double>() == 1.0;
     const auto scaled = [&](const char* name) {
-      const at::Tensor t = ctx->saved_data[name].toTensor();
+      const c10::IValue& saved = ctx->saved_data[name];
+      if (saved.isNone()) return at::Tensor();
+      const at::Tensor t = saved.toTensor();
       return one ? t : t * go.to(t.scalar_type());
     };
     return {scaled("grad_hidden"), scaled("grad_weight"), at::Tensor(), at::Tensor()};
@@ -249,11 +253,21 @@ at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, 
   return out;
 }
 
+bool takes_weight_gradient_sum(const at::Tensor& weight, const at::Tensor& sum) {
+  return sum.defined() && sum.layout() == at::kStrided && sum.sizes() == weight.sizes() &&
+         sum.scalar_type() == weight.scalar_type() && sum.device() == weight.device() && sum.is_contiguous();
+}
+
 HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const at::Tensor& weight,
                                                 const at::Tensor& targets, at::ScalarType matmul_dtype,
                                                 const std::vector<int64_t>& chunk_ends,
-                                                const TokenGradient& token_gradient) {
+                                                const TokenGradient& token_gradient,
+                                                const at::Tensor& weight_gradient_sum) {
   const at::Tensor t = checked_targets(hidden, weight, targets);
+  const bool into_sum = weight_gradient_sum.defined();
+  if (into_sum && !takes_weight_gradient_sum(weight, weight_gradient_sum))
+    fail("head log-probs: the weight's gradient sum must be a contiguous {} tensor of the weight's dtype and device",
+         shape_text(weight.sizes()));
   const int64_t rows = hidden.size(0);
   if (chunk_ends.empty() || chunk_ends.back() != rows || !std::is_sorted(chunk_ends.begin(), chunk_ends.end()) ||
       chunk_ends.front() <= 0)
@@ -268,7 +282,7 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
     logps = at::empty({rows}, options);
     const at::Tensor lse = at::empty({rows}, options);
     grad_hidden = at::empty(h.sizes(), h.options().dtype(float_type_of(hidden_dtype)));
-    grad_weight = at::empty(w.sizes(), w.options().dtype(weight_dtype));
+    if (!into_sum) grad_weight = at::empty(w.sizes(), w.options().dtype(weight_dtype));
     int64_t begin = 0;
     for (const int64_t end : chunk_ends) {
       const int64_t n = end - begin;
@@ -288,13 +302,17 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
       const at::Tensor d = logits_gradient(logits, targets_rows, lse_rows, g.detach().to(lse.scalar_type()).contiguous(),
                                            w.scalar_type());
       add_product(grad_hidden.narrow(0, begin, n), d, w, 0.0F);
-      add_product(grad_weight, d.t(), h_rows, begin == 0 ? 0.0F : 1.0F);
+      if (into_sum)
+        add_product(weight_gradient_sum, d.t(), h_rows, 1.0F);
+      else
+        add_product(grad_weight, d.t(), h_rows, begin == 0 ? 0.0F : 1.0F);
       begin = end;
     }
   }
   at::Tensor anchor;
   if (hidden.requires_grad() || weight.requires_grad())
-    anchor = AheadGradients::apply(hidden, weight, grad_hidden.to(hidden_dtype), grad_weight);
+    anchor = AheadGradients::apply(hidden, weight, grad_hidden.to(hidden_dtype),
+                                   into_sum ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(grad_weight));
   return {logps, anchor};
 }
 

@@ -329,8 +329,12 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
   };
   std::vector<int64_t> chunk_ends;
   for (const PairChunk& c : chunks) chunk_ends.push_back(c.rows_end);
-  const HeadLogpsWithGradient head = head_logps_with_gradient(hidden, model.head_weight(), target, model.matmul_dtype(),
-                                                              chunk_ends, token_gradient);
+  // The head weight's gradient goes straight into its .grad (the trainer's gradient bucket) where
+  // there is one to add to: the backward() below runs with gradient 1, as that requires.
+  const at::Tensor& weight = model.head_weight();
+  const bool into_grad = weight.is_leaf() && weight.requires_grad() && takes_weight_gradient_sum(weight, weight.grad());
+  const HeadLogpsWithGradient head = head_logps_with_gradient(hidden, weight, target, model.matmul_dtype(), chunk_ends,
+                                                              token_gradient, into_grad ? weight.grad() : at::Tensor());
   if (head.anchor.defined()) head.anchor.backward();
   PairLogps policy;
   policy.chosen = at::cat(chosen).to(float_options);

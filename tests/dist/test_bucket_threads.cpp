@@ -12,6 +12,7 @@
 
 #include "dpo/dist/dist.h"
 #include "dpo/dist/grad_buckets.h"
+#include "dpo/loss/head_logps.h"
 
 namespace {
 
@@ -81,4 +82,36 @@ TEST_CASE("CPU buckets start no reduction during backward unless overlap is set"
   CHECK(buckets.buckets_started_in_backward() == 0);
   buckets.all_reduce_sum(communicator);
   CHECK(communicator.blocking == 1);
+}
+
+// head_logps_with_gradient adds the head weight's gradient straight into its .grad (the bucket) and
+// hands autograd none for it: the weight's AccumulateGrad still runs, with an undefined gradient,
+// so its bucket counts as ready and starts during backward like any other.
+TEST_CASE("a head weight whose gradient went straight into its bucket starts its reduction in backward",
+          "[dist][buckets][logps]") {
+  at::manual_seed(3);
+  std::vector<at::Tensor> parameters = {at::randn({6, 4}).requires_grad_(), at::randn({10, 4}).requires_grad_()};
+  const at::Tensor targets = at::randint(0, 10, {6}, at::kLong);
+  const auto loss_gradient = [](int64_t, const at::Tensor& logps) { return at::full_like(logps, -0.5); };
+  at::Tensor want;
+  {
+    const at::Tensor w = parameters[1].detach().requires_grad_();
+    (-0.5 * dpo::head_token_logps(parameters[0].detach(), w, targets, at::ScalarType::Undefined)).sum().backward();
+    want = w.grad();
+  }
+  dpo::GradientBuckets buckets(parameters, dpo::BucketLimits{96, 160});
+  REQUIRE(buckets.bucket_count() == 2);
+  buckets.set_overlap(true);
+  buckets.zero();
+  CountingCommunicator communicator(/*any_thread=*/true);
+  buckets.prepare_for_backward(communicator);
+  const at::Tensor& weight = parameters[1];
+  REQUIRE(dpo::takes_weight_gradient_sum(weight, weight.grad()));
+  const dpo::HeadLogpsWithGradient head = dpo::head_logps_with_gradient(
+      parameters[0] * 1.0, weight, targets, at::ScalarType::Undefined, {2, 6}, loss_gradient, weight.grad());
+  head.anchor.backward();
+  CHECK(buckets.buckets_started_in_backward() == 2);
+  buckets.all_reduce_sum(communicator);
+  CHECK(communicator.started == 2);
+  CHECK(at::allclose(weight.grad(), want, 1e-5, 1e-6));
 }

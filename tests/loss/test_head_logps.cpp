@@ -176,6 +176,13 @@ TEST_CASE("head log-probs with the loss's gradient formed in forward equal plain
                     Catch::Contains("30 rows"));
   CHECK_THROWS_WITH(dpo::head_logps_with_gradient(h, w, targets, at::ScalarType::Undefined, {30}, none),
                     Catch::Contains("31 values for a chunk of 30 rows"));
+  for (const at::Tensor& sum : {at::zeros({50, 7}, at::kDouble), at::zeros({50, 8}, at::kFloat),
+                                at::zeros({8, 50}, at::kDouble).t()}) {
+    CHECK_FALSE(dpo::takes_weight_gradient_sum(w, sum));
+    CHECK_THROWS_WITH(dpo::head_logps_with_gradient(h, w, targets, at::ScalarType::Undefined, {30}, none, sum),
+                      Catch::Contains("the weight's gradient sum must be a contiguous [50, 8] tensor"));
+  }
+  CHECK(dpo::takes_weight_gradient_sum(w, at::zeros({50, 8}, at::kDouble)));
 }
 
 TEST_CASE("head log-probs refuse mismatched shapes, naming them", "[logps]") {

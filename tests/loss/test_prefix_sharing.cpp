@@ -188,19 +188,29 @@ TEST_CASE("a packed row longer than n_positions is accepted when its sequences f
 
 namespace {
 
-// Every parameter's gradient after `step` (from zero).
+// Every parameter's gradient that `step` adds: from none, or (`onto_held`) onto random values
+// already in every .grad, as the trainer's gradient buckets hold them.
 template <typename F>
-std::map<std::string, at::Tensor> grads_after(dpo::CausalLMImpl& model, F step) {
+std::map<std::string, at::Tensor> grads_after(dpo::CausalLMImpl& model, F step, bool onto_held = false) {
   model.zero_grad();
+  std::map<std::string, at::Tensor> held;
+  if (onto_held) {
+    for (const auto& p : model.named_parameters()) {
+      held[p.key()] = 0.1 * at::randn_like(p.value());
+      p.value().mutable_grad() = held[p.key()].clone();
+    }
+  }
   step();
   std::map<std::string, at::Tensor> grads;
-  for (const auto& p : model.named_parameters()) grads[p.key()] = p.value().grad().clone();
+  for (const auto& p : model.named_parameters())
+    grads[p.key()] = onto_held ? p.value().grad() - held[p.key()] : p.value().grad().clone();
   return grads;
 }
 
 // pair_loss_backward on `batch` against the plain way (pair_logps, the same per-pair losses,
 // backward()): log-probs, losses and every gradient, and whether the head's gradient was formed in
-// forward.
+// forward. The gradients twice: from none, and added onto gradients already held (then the head
+// weight's goes straight into its .grad, and a tied embedding's sparse one is added there too).
 void check_gradient_in_forward(dpo::CausalLMImpl& model, const dpo::PairBatch& batch, const dpo::LossOptions& loss,
                                double tolerance, int64_t chunk_logits, bool in_forward) {
   const int64_t pairs = batch.num_pairs;
@@ -233,9 +243,12 @@ void check_gradient_in_forward(dpo::CausalLMImpl& model, const dpo::PairBatch& b
   close(got.policy.chosen, want.chosen);
   close(got.policy.rejected, want.rejected);
   close(got.losses, want_losses);
+  const auto added_grads = grads_after(
+      model, [&] { dpo::pair_loss_backward(model, batch, {}, losses_of, scale, chunk_logits); }, true);
   for (const auto& [name, grad] : want_grads) {
     INFO(name);
     CHECK(float_rounding::normwise_relative_difference(got_grads.at(name), grad) < 10 * tolerance);
+    CHECK(float_rounding::normwise_relative_difference(added_grads.at(name), grad) < 10 * tolerance);
   }
 }
 
