@@ -128,7 +128,7 @@ preempted_run() {
 }
 
 # preempted_run, once more when the first run did not resume from a checkpoint of the signal. Once
-# in about a hundred requeues on CI (not reproduced in 30 here), the srun job held on for Slurm's
+# in about a hundred requeues on CI (not reproduced in 24 here), the srun job held on for Slurm's
 # 30 s KillWait and restarted from scratch; the first run's log and process snapshot are printed
 # above the retry, so that the next occurrence says where it stood.
 preempted_run_or_retry() {
