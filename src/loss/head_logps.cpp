@@ -274,7 +274,8 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
     fail("head log-probs: chunk ends must rise to the {} rows", rows);
   const at::ScalarType dtype = matmul_dtype == at::ScalarType::Undefined ? weight.scalar_type() : matmul_dtype;
   const auto hidden_dtype = hidden.scalar_type(), weight_dtype = weight.scalar_type();
-  at::Tensor logps, grad_hidden, grad_weight;
+  at::Tensor logps, grad_hidden;
+  c10::optional<at::Tensor> grad_weight;  // for the anchor to hand autograd, without the caller's sum
   {
     at::NoGradGuard no_grad;
     const at::Tensor h = hidden.detach().to(dtype), w = weight.detach().to(dtype);
@@ -282,7 +283,8 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
     logps = at::empty({rows}, options);
     const at::Tensor lse = at::empty({rows}, options);
     grad_hidden = at::empty(h.sizes(), h.options().dtype(float_type_of(hidden_dtype)));
-    if (!into_sum) grad_weight = at::empty(w.sizes(), w.options().dtype(weight_dtype));
+    // The caller's sum, added to; else one of our own, written from the first chunk.
+    const at::Tensor weight_sum = into_sum ? weight_gradient_sum : at::empty(w.sizes(), w.options().dtype(weight_dtype));
     int64_t begin = 0;
     for (const int64_t end : chunk_ends) {
       const int64_t n = end - begin;
@@ -302,17 +304,14 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
       const at::Tensor d = logits_gradient(logits, targets_rows, lse_rows, g.detach().to(lse.scalar_type()).contiguous(),
                                            w.scalar_type());
       add_product(grad_hidden.narrow(0, begin, n), d, w, 0.0F);
-      if (into_sum)
-        add_product(weight_gradient_sum, d.t(), h_rows, 1.0F);
-      else
-        add_product(grad_weight, d.t(), h_rows, begin == 0 ? 0.0F : 1.0F);
+      add_product(weight_sum, d.t(), h_rows, into_sum || begin > 0 ? 1.0F : 0.0F);
       begin = end;
     }
+    if (!into_sum) grad_weight = weight_sum;
   }
   at::Tensor anchor;
   if (hidden.requires_grad() || weight.requires_grad())
-    anchor = AheadGradients::apply(hidden, weight, grad_hidden.to(hidden_dtype),
-                                   into_sum ? c10::optional<at::Tensor>() : c10::optional<at::Tensor>(grad_weight));
+    anchor = AheadGradients::apply(hidden, weight, grad_hidden.to(hidden_dtype), grad_weight);
   return {logps, anchor};
 }
 
