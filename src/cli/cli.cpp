@@ -3,6 +3,7 @@
 // work (MPI, communicators, threads, stdout) is the Session's (dist/session.h).
 #include "dpo/cli/cli.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -271,10 +272,12 @@ int run_cli(int argc, char** argv) {
   const std::vector<Command> cmds = commands();
   const std::vector<std::string> args(argv + 1, argv + argc);
   // Commands that save their progress on SIGTERM/SIGUSR1 take those signals from the start: a
-  // preemption while MPI starts or the model loads must not end them before the handler exists.
-  for (const Command& c : cmds)
-    if (!args.empty() && c.name == args[0] && c.saves_progress_on_stop) install_stop_signal_handlers();
-  release_deferred_stop_signals();
+  // preemption while MPI starts or the model loads must not end them before the watcher exists.
+  const bool saves_on_stop = std::any_of(cmds.begin(), cmds.end(), [&](const Command& c) {
+    return !args.empty() && c.name == args[0] && c.saves_progress_on_stop;
+  });
+  if (saves_on_stop) watch_stop_signals();
+  else release_deferred_stop_signals();
   // Under mpirun/srun every rank runs this; MPI is initialised only when a launcher started us.
   Session session;
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {

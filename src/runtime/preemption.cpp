@@ -1,19 +1,25 @@
 #include "dpo/runtime/preemption.h"
 
+#include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
+#include <mutex>
+#include <thread>
 
 namespace dpo {
 namespace {
 
-volatile std::sig_atomic_t g_stop = 0;
-volatile std::sig_atomic_t g_interrupts = 0;
+std::atomic<bool> g_stop{false};
+std::atomic<int> g_interrupts{0};
+static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
+              "the fallback handler below touches them: they must be lock-free to be async-signal-safe");
 
-// Only async-signal-safe work here (write, _exit): the loop notices the flag at the next
-// micro-batch or step.
-extern "C" void on_stop_signal(int signal) {
-  g_stop = 1;
+// Only async-signal-safe work here (write, _exit): the fallback handler calls it too. The loop
+// notices the flag at the next micro-batch or step.
+void note_stop_signal(int signal) {
+  g_stop = true;
   if (signal != SIGINT) return;
   // Ctrl-C: the first stops like SIGTERM (a checkpoint, exit 75); a second one means "now".
   if (++g_interrupts == 1) {
@@ -27,6 +33,11 @@ extern "C" void on_stop_signal(int signal) {
   [[maybe_unused]] const ssize_t n = write(STDERR_FILENO, kSecond, sizeof kSecond - 1);
   _exit(128 + SIGINT);
 }
+
+// For a thread that does not block the stop signals, so that the signal's default action (the
+// end of the process) never applies: threads a test program started before watch_stop_signals,
+// or a library's thread that unblocks signals itself.
+extern "C" void on_stop_signal(int signal) { note_stop_signal(signal); }
 
 sigset_t stop_signals() {
   sigset_t set;
@@ -49,20 +60,37 @@ void release_deferred_stop_signals() {
   sigprocmask(SIG_UNBLOCK, &set, nullptr);
 }
 
-void install_stop_signal_handlers() {
-  struct sigaction action {};
-  action.sa_handler = on_stop_signal;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;  // a signal must not fail an MPI call or a file write with EINTR
-  sigaction(SIGTERM, &action, nullptr);
-  sigaction(SIGUSR1, &action, nullptr);
-  sigaction(SIGINT, &action, nullptr);
+// A handler interrupting a computing thread writes the kernel's signal frame (~3 KiB with the
+// AVX-512 state) just below that thread's stack pointer. oneDNN 2.6's JIT sgemm (Debian 12's
+// libdnnl2, which dpo's float32 products call) keeps data there, beyond the 128 bytes the x86-64
+// ABI reserves: a stop signal that landed in one of its products corrupted the heap ("corrupted
+// size vs. prev_size", in 3 of 7 stops of a one-thread rank here; a crash or a hang). dnnl_sgemm
+// under a 300 us timer signal crashed alone, and ran clean with the handler on an alternate
+// stack. So no computing thread takes the signals: they stay blocked in this thread, hence in
+// every thread it starts from now on, and one thread of ours takes them with sigwait.
+void watch_stop_signals() {
+  static std::once_flag started;
+  std::call_once(started, [] {
+    const sigset_t set = stop_signals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;  // a signal must not fail an MPI call or a file write with EINTR
+    sigaction(SIGTERM, &action, nullptr);
+    sigaction(SIGUSR1, &action, nullptr);
+    sigaction(SIGINT, &action, nullptr);
+    std::thread([set] {
+      for (int signal = 0;;)
+        if (sigwait(&set, &signal) == 0) note_stop_signal(signal);
+    }).detach();
+  });
 }
 
-bool stop_requested() { return g_stop != 0; }
+bool stop_requested() { return g_stop; }
 
 void clear_stop_request() {
-  g_stop = 0;
+  g_stop = false;
   g_interrupts = 0;
 }
 

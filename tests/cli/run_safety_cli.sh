@@ -28,6 +28,18 @@ wait_lines run 10
 if "$dpo" train --config run.yaml >second.txt 2>&1; then bad "a second run on a directory in use was accepted"
 else grep -q "in use by dpo train (pid $pid on $(hostname)" second.txt && pass "a second run on a directory in use is refused naming the first's pid and host" \
   || bad "second run: $(cat second.txt)"; fi
+# Every thread blocks the stop signals (SIGINT, SIGUSR1, SIGTERM: 0x4202 in SigBlk), so none lands
+# in a computing thread; the one that takes them is dpo's watcher, waiting in sigwait (the kernel
+# lifts its mask while it waits there: do_sigtimedwait).
+unblocked="" watchers=0
+for t in /proc/"$pid"/task/*; do
+  mask=$(sed -n 's/^SigBlk:\s*//p' "$t/status" 2>/dev/null)  # empty: the thread has just ended
+  [ -z "$mask" ] || [ $((0x$mask & 0x4202)) -eq $((0x4202)) ] && continue
+  if [[ $(cat "$t/wchan" 2>/dev/null) == *sigtimedwait* ]]; then watchers=$((watchers + 1)); else unblocked+=" ${t##*/}"; fi
+done
+threads=$(ls /proc/"$pid"/task | wc -l)
+[ -z "$unblocked" ] && [ "$watchers" -eq 1 ] && pass "$((threads - 1)) threads of a running train block the stop signals, one waits for them" \
+  || bad "threads that may take a stop signal in a handler:${unblocked:- none}; in sigwait: $watchers (of $threads)"
 kill -INT "$pid"
 wait "$pid"
 rc=$?

@@ -28,6 +28,7 @@
 #include "dpo/runtime/preemption.h"
 #include "dpo/train/trainer.h"
 #include "mpi_world.h"
+#include "stop_signal.h"
 #include "tiny_llama.h"
 
 namespace fs = std::filesystem;
@@ -140,7 +141,7 @@ TEST_CASE("a stop signal on one rank between micro-batches stops every rank with
       dpo::run_training(config("a", {"train.save_every=1", "train.keep_checkpoints=0"}), dpo::Objective::Dpo, *comm, at::kCPU);
 
   // Only the last rank gets the signal, after micro-batch 0 of step 2.
-  dpo::install_stop_signal_handlers();
+  dpo::watch_stop_signals();
   const bool receiver = comm->rank() == comm->world_size() - 1;
   int64_t micro_batches_after_signal = 0;
   bool signalled = false;
@@ -148,7 +149,7 @@ TEST_CASE("a stop signal on one rank between micro-batches stops every rank with
       dpo::run_training(config("b", {}), dpo::Objective::Dpo, *comm, at::kCPU, [&](int64_t step, int64_t micro) {
         if (signalled) ++micro_batches_after_signal;
         if (receiver && step == 2 && micro == 0) {
-          std::raise(SIGUSR1);
+          send_stop_signal(SIGUSR1);
           signalled = true;
         }
       });
@@ -191,8 +192,8 @@ TEST_CASE("a stop signal on one rank ends precompute-ref on every rank after the
   dpo::precompute_reference(config("fresh.h5"), *comm, at::kCPU);
 
   // One pair per batch: rounds of several batches; only the last rank gets the signal.
-  dpo::install_stop_signal_handlers();
-  if (comm->rank() == comm->world_size() - 1) std::raise(SIGUSR1);
+  dpo::watch_stop_signals();
+  if (comm->rank() == comm->world_size() - 1) send_stop_signal(SIGUSR1);
   const dpo::PrecomputeSummary stopped = dpo::precompute_reference(config("ref.h5"), *comm, at::kCPU);
   dpo::clear_stop_request();
   CHECK(stopped.preempted);

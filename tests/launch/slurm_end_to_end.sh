@@ -91,8 +91,8 @@ snapshot_processes() {
 }
 
 # Submits a training job into OUTPUT_DIR, lets it run a while, preempts it with PREEMPT (a command
-# run with the job id appended), and checks that it requeued, resumed and matched run 1. Returns 1
-# when it did not resume from a checkpoint written on the signal, printing the job's whole log.
+# run with the job id appended), and checks that it requeued, resumed and matched run 1. When it
+# did not resume from a checkpoint written on the signal, prints the job's whole log.
 preempted_run() {
   local name=$1 preempt=$2 job state
   shift 2
@@ -116,7 +116,8 @@ preempted_run() {
     echo "$name: restarts=$restarts resumed='$resumed'; the job's log without its step lines:"
     grep -vE '^(\{|step [0-9]+/)' "$name.out" | sed 's/^/  | /'
     [ -s "$work/$name.stuck" ] && sed 's/^/  stuck | /' "$work/$name.stuck"
-    return 1
+    bad "$name: not resumed from a checkpoint written on the signal"
+    return
   fi
   if diff <(metrics_sans_timing plain) <(metrics_sans_timing "$name") >/dev/null; then
     pass "$name: metrics.jsonl equals the unpreempted run's ($(metric_lines "$name") steps)"
@@ -127,26 +128,15 @@ preempted_run() {
     && pass "$name: final model bit-identical to the unpreempted run's" || bad "$name: final model differs"
 }
 
-# preempted_run, once more when the first run did not resume from a checkpoint of the signal. Once
-# in about a hundred requeues on CI (not reproduced in 24 here), the srun job held on for Slurm's
-# 30 s KillWait and restarted from scratch; the first run's log and process snapshot are printed
-# above the retry, so that the next occurrence says where it stood.
-preempted_run_or_retry() {
-  local name=$1
-  shift
-  preempted_run "$name" "$@" && return
-  echo "$name: not resumed from a checkpoint of the signal; running it once more"
-  preempted_run "$name-again" "$@" || bad "$name: twice not resumed from a checkpoint written on the signal"
-}
 preempt_batch_shell() { scancel --batch --signal=USR1 "$1"; }
 preempt_requeue() { scontrol requeue "$1"; }
 
 # 2. The time-limit path: the batch shell gets USR1 and passes it on through srun.
-preempted_run_or_retry signalled preempt_batch_shell
+preempted_run signalled preempt_batch_shell
 # 3. The preemption path (SIGTERM to every process of the job, Slurm requeues), with srun and with
 #    mpirun inside the allocation.
-preempted_run_or_retry requeued preempt_requeue
-preempted_run_or_retry requeued-mpirun preempt_requeue DPO_LAUNCHER=mpirun
+preempted_run requeued preempt_requeue
+preempted_run requeued-mpirun preempt_requeue DPO_LAUNCHER=mpirun
 
 # 4. Reference log-probs as their own job, then training from the file.
 job=$(sbatch --parsable --ntasks-per-node=2 --output="$work/ref.out" "$launch/precompute-ref.sbatch" "$work/run.yaml" \

@@ -41,6 +41,7 @@
 #include "dpo/train/trainer.h"
 #include "float_rounding.h"
 #include "scratch_dir.h"
+#include "stop_signal.h"
 #include "tiny_llama.h"
 
 namespace fs = std::filesystem;
@@ -324,8 +325,8 @@ TEST_CASE("a stop signal ends precompute-ref after a saved round, and rerunning 
   fs::remove(toy.logps);
 
   // The signal arrives during the first round: that round is saved, no further one is computed.
-  dpo::install_stop_signal_handlers();
-  std::raise(SIGUSR1);
+  dpo::watch_stop_signals();
+  send_stop_signal(SIGUSR1);
   const dpo::PrecomputeSummary stopped = precompute(config);
   dpo::clear_stop_request();
   CHECK(stopped.preempted);
@@ -463,8 +464,8 @@ TEST_CASE("a stop signal ends precompute-ref after the batch in progress, saving
   const Toy toy("stop-batch");
   // One pair per batch: 24 train batches make rounds of 3 batches.
   const dpo::Config config = toy.config("out", {"reference.batch_size=1"});
-  dpo::install_stop_signal_handlers();
-  std::raise(SIGUSR1);
+  dpo::watch_stop_signals();
+  send_stop_signal(SIGUSR1);
   const dpo::PrecomputeSummary stopped = precompute(config);
   dpo::clear_stop_request();
   CHECK(stopped.preempted);

@@ -1,17 +1,22 @@
-// Process set-up: how many threads a rank takes from its node, freed memory kept in the heap; the
-// console: when progress may be redrawn and how its ETA reads.
+// Process set-up: how many threads a rank takes from its node, freed memory kept in the heap, who
+// takes the stop signals; the console: when progress may be redrawn and how its ETA reads.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
+#include <thread>
 #include <vector>
 
 #include <malloc.h>
+#include <pthread.h>
 
 #include "catch2_api.h"
 
 #include "dpo/runtime/console.h"
 #include "dpo/runtime/memory.h"
+#include "dpo/runtime/preemption.h"
 #include "dpo/runtime/runtime.h"
+#include "stop_signal.h"
 
 TEST_CASE("a rank's cores: bound ranks keep their own, unbound ranks split the node", "[runtime]") {
   // 4 CPUs, 2 ranks on the node.
@@ -63,4 +68,33 @@ TEST_CASE("with freed memory kept in the heap, a 64 MiB block is not mmapped and
   CHECK(mallinfo2().hblkhd == mmapped_before);  // from the heap, not a mapping of its own
   std::free(block);
   CHECK(mallinfo2().fordblks >= kBytes);  // free in the heap, for the next tensor
+}
+
+namespace {
+bool blocks_stop_signals() {
+  sigset_t mask;
+  pthread_sigmask(SIG_BLOCK, nullptr, &mask);
+  return sigismember(&mask, SIGTERM) == 1 && sigismember(&mask, SIGUSR1) == 1 && sigismember(&mask, SIGINT) == 1;
+}
+}  // namespace
+
+TEST_CASE("a stop signal to the process sets the flag without interrupting the thread that watches for it, or any "
+          "thread it starts later",
+          "[runtime][preemption]") {
+  dpo::watch_stop_signals();
+  CHECK(blocks_stop_signals());
+  bool started_thread_blocks = false;
+  std::thread([&] { started_thread_blocks = blocks_stop_signals(); }).join();
+  CHECK(started_thread_blocks);
+  // A handler run on this thread would cut its sleep short (EINTR, whatever SA_RESTART says).
+  std::thread sender([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    kill(getpid(), SIGTERM);
+  });
+  timespec pause{0, 300 * 1000 * 1000};
+  const int slept = nanosleep(&pause, nullptr);
+  sender.join();
+  CHECK(slept == 0);
+  CHECK(stop_request_arrives());
+  dpo::clear_stop_request();
 }

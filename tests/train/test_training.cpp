@@ -34,6 +34,7 @@
 #include "dpo/train/trainer.h"
 #include "float_rounding.h"
 #include "scratch_dir.h"
+#include "stop_signal.h"
 #include "tiny_llama.h"
 #include "toy_run.h"
 
@@ -344,9 +345,8 @@ TEST_CASE("a stop signal ends the run after a complete checkpoint, and rerunning
   REQUIRE(uninterrupted.steps == 4);
 
   // The signal arrives during step 1: the loop finishes that step, saves it and stops.
-  dpo::install_stop_signal_handlers();
-  std::raise(SIGUSR1);
-  REQUIRE(dpo::stop_requested());
+  dpo::watch_stop_signals();
+  send_stop_signal(SIGUSR1);
   const dpo::TrainSummary stopped = dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo);
   dpo::clear_stop_request();
   CHECK(stopped.preempted);
@@ -374,13 +374,13 @@ TEST_CASE("a stop signal between micro-batches abandons that step: the checkpoin
   REQUIRE(uninterrupted.steps == 4);
 
   // The signal arrives after micro-batch 1 of step 3: micro-batches 2 and 3 never run.
-  dpo::install_stop_signal_handlers();
+  dpo::watch_stop_signals();
   std::vector<std::pair<int64_t, int64_t>> ran;
   const auto alone = dpo::make_single_process_communicator();
   const dpo::TrainSummary stopped =
       dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo, *alone, at::kCPU, [&](int64_t step, int64_t micro) {
         ran.emplace_back(step, micro);
-        if (step == 3 && micro == 1) std::raise(SIGUSR1);
+        if (step == 3 && micro == 1) send_stop_signal(SIGUSR1);
       });
   dpo::clear_stop_request();
   CHECK(stopped.preempted);
@@ -408,11 +408,11 @@ TEST_CASE("a stop signal between micro-batches abandons that step: the checkpoin
 TEST_CASE("a stop signal in the first step saves nothing and the rerun starts afresh", "[training][preemption]") {
   const ToyRun toy("preempt-first", 24);
   const std::vector<std::string> overrides = {"train.micro_batch_size=2", "train.max_steps=2"};
-  dpo::install_stop_signal_handlers();
+  dpo::watch_stop_signals();
   const auto alone = dpo::make_single_process_communicator();
   const dpo::TrainSummary stopped =
       dpo::run_training(toy.config("b", overrides), dpo::Objective::Dpo, *alone, at::kCPU, [&](int64_t, int64_t micro) {
-        if (micro == 0) std::raise(SIGUSR1);
+        if (micro == 0) send_stop_signal(SIGUSR1);
       });
   dpo::clear_stop_request();
   CHECK(stopped.preempted);
