@@ -60,14 +60,14 @@ void release_deferred_stop_signals() {
   sigprocmask(SIG_UNBLOCK, &set, nullptr);
 }
 
-// A handler interrupting a computing thread writes the kernel's signal frame (~3 KiB with the
-// AVX-512 state) just below that thread's stack pointer. oneDNN 2.6's JIT sgemm (Debian 12's
-// libdnnl2, which dpo's float32 products call) keeps data there, beyond the 128 bytes the x86-64
-// ABI reserves: a stop signal that landed in one of its products corrupted the heap ("corrupted
-// size vs. prev_size", in 3 of 7 stops of a one-thread rank here; a crash or a hang). dnnl_sgemm
-// under a 300 us timer signal crashed alone, and ran clean with the handler on an alternate
-// stack. So no computing thread takes the signals: they stay blocked in this thread, hence in
-// every thread it starts from now on, and one thread of ours takes them with sigwait.
+// A handler interrupting a computing thread gets its frame (~3 KiB with the AVX-512 state) written
+// below that thread's stack pointer. oneDNN's generated f32 GEMM kernels (AVX2 and AVX-512; Debian
+// 12's libdnnl2 2.6, which dpo's float32 products call) point rsp at a workspace in the heap while
+// they run, so the frame lands in the heap (oneDNN issue #4845, fixed in 2026 by PR #4855). A stop
+// signal that came during a one-thread rank's product corrupted it ("corrupted size vs.
+// prev_size", then an abort) in 5 of 12 stops here. So no computing thread takes the signals: they
+// stay blocked in this thread, hence in every thread it starts from now on, and one thread of ours
+// takes them with sigwait.
 void watch_stop_signals() {
   static std::once_flag started;
   std::call_once(started, [] {
