@@ -22,8 +22,9 @@ void release_deferred_stop_signals();
 // For a command that saves on a stop: the stop signals stay blocked in the calling thread and in
 // every thread started after it, and a thread of dpo's own waits for them (sigwait) and sets the
 // flag, so no signal ever interrupts a computing thread (see the .cpp: oneDNN's GEMM kernels put
-// the stack pointer in the heap, where a handler's frame corrupts it). Signals sent to the process (kill, Slurm, mpirun) reach it; one sent
-// to a single blocking thread (raise, pthread_kill) waits there unseen. Idempotent.
+// the stack pointer in the heap, where a handler's frame corrupts it). Signals sent to the process
+// (kill, Slurm, mpirun) reach it; one sent to a single blocking thread (raise, pthread_kill) waits
+// there unseen. Idempotent.
 void watch_stop_signals();
 bool stop_requested();
 void clear_stop_request();  // for tests
