@@ -81,6 +81,7 @@ void watch_stop_signals() {
     sigaction(SIGUSR1, &action, nullptr);
     sigaction(SIGINT, &action, nullptr);
     std::thread([set] {
+      pthread_setname_np(pthread_self(), "dpo-signals");  // for top, gdb and the tests to tell it apart
       for (int signal = 0;;)
         if (sigwait(&set, &signal) == 0) note_stop_signal(signal);
     }).detach();
