@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the numerics-sensitive tests (ctest labels unit and mpi) once more under a second OpenBLAS
+# Runs the numerics-sensitive tests (ctest labels unit and numerics) once more under a second OpenBLAS
 # kernel, so that a test which holds only by luck of one kernel's rounding fails here and not on
 # the next machine (docs/numerics.md). Run after scripts/test.sh, which builds build/.
 #
@@ -77,10 +77,10 @@ if [ "$alone" != "$second" ] || [ "$under_mpi" != "$second " ]; then
   echo "test_blas_kernels: asked OpenBLAS for $second but it runs '$alone' (under mpirun: '$under_mpi')" >&2
   exit 1
 fi
-echo "test_blas_kernels: first kernel $first; now the unit and mpi tests under OpenBLAS $second (checked alone and under mpirun), float32 products on OpenBLAS too (DPO_FLOAT_MATMUL=blas), bfloat16 products on libtorch's kernels (DPO_BF16_MATMUL=libtorch)"
+echo "test_blas_kernels: first kernel $first; now the unit and numerics tests under OpenBLAS $second (checked alone and under mpirun), float32 products on OpenBLAS too (DPO_FLOAT_MATMUL=blas), bfloat16 products on libtorch's kernels (DPO_BF16_MATMUL=libtorch)"
 start=$SECONDS
 cd build
 status=0
-ctest --output-on-failure -L 'unit|mpi' "$@" || status=$?
-echo "test_blas_kernels: unit and mpi tests under $second took $((SECONDS - start)) s"
+ctest --output-on-failure -L 'unit|numerics' "$@" || status=$?
+echo "test_blas_kernels: unit and numerics tests under $second took $((SECONDS - start)) s"
 exit $status
