@@ -77,12 +77,15 @@ if "$dpo" bench --config "$work/run.yaml" --set run.output_dir="$work/bench" --s
 else
   bad "dpo bench: $(tail -20 "$work/bench.txt")"
 fi
-# What the process set up for itself: float32 products on oneDNN (Debian's libtorch links it), and
+# What the process set up for itself: float32 products on oneDNN (Debian's libtorch links it), or
+# on libtorch's BLAS where DPO_FLOAT_MATMUL=blas asks (scripts/test_blas_kernels.sh's pass), and
 # the heap on transparent huge pages where the kernel offers them (GLIBC_TUNABLES unset here).
-if grep -q "float32 products on oneDNN" "$work/bench.txt"; then
-  pass "dpo bench: float32 products run on oneDNN"
+expected_products="float32 products on oneDNN"
+[ "${DPO_FLOAT_MATMUL:-}" = blas ] && expected_products="float32 products on libtorch's BLAS (DPO_FLOAT_MATMUL=blas)"
+if grep -qF "$expected_products" "$work/bench.txt"; then
+  pass "dpo bench: $expected_products"
 else
-  bad "dpo bench: float32 products not on oneDNN: $(grep '^device' "$work/bench.txt")"
+  bad "dpo bench: not $expected_products: $(grep '^device' "$work/bench.txt")"
 fi
 if grep -qE '\[(madvise|always)\]' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null && [ -z "${GLIBC_TUNABLES:-}" ]; then
   if grep -q "^heap .*transparent huge pages" "$work/bench.txt"; then
