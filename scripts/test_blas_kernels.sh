@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the numerics-sensitive tests (ctest labels unit and numerics) once more under a second OpenBLAS
-# kernel, so that a test which holds only by luck of one kernel's rounding fails here and not on
-# the next machine (docs/numerics.md). Run after scripts/test.sh, which builds build/.
+# Runs the numerics-sensitive tests (ctest labels unit and numerics) once more under a second
+# OpenBLAS kernel, so that a test which holds only by luck of one kernel's rounding fails here and
+# not on the next machine (docs/numerics.md). Run after scripts/test.sh, which builds build/.
 #
 # The first kernel is OPENBLAS_CORETYPE when set, else what OpenBLAS picks for this CPU. The
 # second is the first of SkylakeX, Haswell, Sandybridge, Nehalem that this CPU supports (flags in
