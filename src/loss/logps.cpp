@@ -276,11 +276,11 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
     (l.sum() * scale).backward();
     return detached_step(policy, l);
   };
-  // The gradient formed in forward needs each pair's loss from that pair's log-probs as the plain
-  // sums give them: no LD-DPO weighting, unlikelihood or WPO weights, no ranked responses.
-  const bool plain_sums = scoring.ld_alpha == 1.0 && !scoring.unlikelihood && !scoring.wpo_weights;
+  // The gradient formed in forward needs each pair's loss from that pair's own token log-probs:
+  // LD-DPO's weighting and unlikelihood's sums are functions of them, WPO's weights read the whole
+  // softmax (another pass over the head), and ranked responses are not pairs.
   const bool ranked = batch.more_rows.defined() && batch.more_rows.numel() > 0;
-  if (!plain_sums || ranked || pairs == 0 || batch.input_ids.dim() != 2 || batch.input_ids.size(1) < 2 ||
+  if (scoring.wpo_weights || ranked || pairs == 0 || batch.input_ids.dim() != 2 || batch.input_ids.size(1) < 2 ||
       (!batch.layout.defined() && batch.input_ids.size(0) != 2 * pairs))
     return plain();
   const at::Tensor input_ids = batch.input_ids.to(model.device());
@@ -299,10 +299,22 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
       std::get<1>(at::sort(key, c10::optional<bool>(true), /*dim=*/0, /*descending=*/false)).to(lists.source.device());
   const at::Tensor source = lists.source.index_select(0, order), target = lists.target.index_select(0, order);
   const at::Tensor sequence_in_order = sequence.index_select(0, order.cpu());
+  // LD-DPO: whether each token counts fully in its sequence's sum, in the pair-major order: the
+  // first min(chosen, rejected) scored tokens of its pair do, those past them count ld_alpha times
+  // (pair_logps' rule). Within a sequence `order` kept the lists' order (the sort is stable).
+  at::Tensor ld_full;
+  if (scoring.ld_alpha != 1.0) {
+    const at::Tensor starts = counts.cumsum(0) - counts;  // each sequence's first token in the lists
+    const at::Tensor rank = at::arange(sequence.numel(), sequence.options()) - starts.index_select(0, sequence);
+    const at::Tensor pair = sequence_in_order.remainder(pairs);
+    const at::Tensor shared = at::minimum(counts.index_select(0, pair), counts.index_select(0, pair + pairs));
+    ld_full = rank.index_select(0, order.cpu()).lt(shared);
+  }
 
   const at::Tensor hidden = model.hidden_states(input_ids, batch.layout, source);
   const auto float_options = hidden.options().dtype(float_type_of(hidden.scalar_type()));
-  std::vector<at::Tensor> chosen(chunks.size()), rejected(chunks.size()), chunk_losses(chunks.size());
+  std::vector<at::Tensor> chosen(chunks.size()), rejected(chunks.size()), rejected_unlikelihood(chunks.size()),
+      chunk_losses(chunks.size());
   size_t next = 0;
   const TokenGradient token_gradient = [&](int64_t first_row, const at::Tensor& token_logps) {
     const PairChunk& c = chunks.at(next);
@@ -312,10 +324,16 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
     // The chunk's slots: chosen of its pairs, then rejected.
     const at::Tensor s = sequence_in_order.narrow(0, c.rows_begin, n).to(leaf.device());
     const at::Tensor slot = at::where(s.lt(pairs), s - c.first_pair, s - pairs - c.first_pair + k);
-    const at::Tensor sums = at::zeros({2 * k}, leaf.options()).index_add(0, slot, leaf);
+    const at::Tensor zero = at::zeros({2 * k}, leaf.options());
+    at::Tensor weighted = leaf;
+    if (ld_full.defined())
+      weighted = at::where(ld_full.narrow(0, c.rows_begin, n).to(leaf.device()), leaf, leaf * scoring.ld_alpha);
+    const at::Tensor sums = zero.index_add(0, slot, weighted);
     PairLogps policy;
     policy.chosen = sums.narrow(0, 0, k);
     policy.rejected = sums.narrow(0, k, k);
+    if (scoring.unlikelihood)
+      policy.rejected_unlikelihood = zero.index_add(0, slot, log_one_minus_prob(leaf)).narrow(0, k, k);
     policy.chosen_tokens = counts.narrow(0, c.first_pair, k).to(leaf.device());
     policy.rejected_tokens = counts.narrow(0, pairs + c.first_pair, k).to(leaf.device());
     const at::Tensor l = losses(policy, c.first_pair, k);
@@ -323,6 +341,7 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
                                                /*create_graph=*/false, /*allow_unused=*/true)[0];
     chosen[next] = policy.chosen.detach();
     rejected[next] = policy.rejected.detach();
+    if (scoring.unlikelihood) rejected_unlikelihood[next] = policy.rejected_unlikelihood.detach();
     chunk_losses[next] = l.detach();
     ++next;
     return g.defined() ? g : at::zeros_like(token_logps);
@@ -339,6 +358,7 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
   PairLogps policy;
   policy.chosen = at::cat(chosen).to(float_options);
   policy.rejected = at::cat(rejected).to(float_options);
+  if (scoring.unlikelihood) policy.rejected_unlikelihood = at::cat(rejected_unlikelihood).to(float_options);
   policy.chosen_tokens = counts.narrow(0, 0, pairs).to(input_ids.device());
   policy.rejected_tokens = counts.narrow(0, pairs, pairs).to(input_ids.device());
   return {policy, at::cat(chunk_losses), /*head_gradient_in_forward=*/true};

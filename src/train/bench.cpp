@@ -99,19 +99,19 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   std::iota(indices.begin(), indices.end(), int64_t{0});
   const PairBatch batch = collate_pairs(pairs, indices, pair_layout_of(train));
   // The policy step only, as in training with precomputed reference log-probs: the reference is
-  // a constant (zeros here), so no reference forward is timed. The gradients are handled as the
-  // trainer handles them on one rank.
-  const at::Tensor reference = at::zeros({train.micro_batch_size}, at::kFloat);
+  // a constant (zeros here), so no reference forward is timed. The loss's scoring (LD-DPO's
+  // weighting, unlikelihood's sums, WPO's weights) and the gradients are the trainer's on one rank.
+  const ResponseScoring scoring = response_scoring(config.loss);
+  PairLogps reference;
+  reference.chosen = reference.rejected = at::zeros({train.micro_batch_size}, at::kFloat);
   BatchTotals totals{static_cast<double>(train.global_batch_size), 0.0};
   for (const int64_t i : indices)
     totals.chosen_tokens += static_cast<double>(accumulation) *
                             static_cast<double>(scored_token_count(pairs[static_cast<size_t>(i)].prompt.size(),
                                                                    pairs[static_cast<size_t>(i)].chosen.size()));
   const auto losses_of = [&](const PairLogps& policy, int64_t first, int64_t count) {
-    const at::Tensor zeros = reference.narrow(0, first, count);
-    const PreferenceLogps logps{policy.chosen, policy.rejected,       zeros,
-                                zeros,         policy.chosen_tokens, policy.rejected_tokens};
-    return preference_losses(logps, config.loss, totals);
+    const PairLogps zeros = pairs_of(reference, first, count);
+    return preference_losses(preference_logps(policy, &zeros), config.loss, totals);
   };
   const std::unique_ptr<Communicator> single = make_single_process_communicator();
   GradientBuckets buckets(parameters, BucketLimits{int64_t{1} << 20, config.dist.bucket_mb << 20});
@@ -123,7 +123,7 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
     buckets.zero();
     for (int64_t micro = 0; micro < accumulation; ++micro) {
       // Mean over the global batch, as in training.
-      head_recomputed = !pair_loss_backward(*model, batch, ResponseScoring{}, losses_of,
+      head_recomputed = !pair_loss_backward(*model, batch, scoring, losses_of,
                                             1.0 / static_cast<double>(train.global_batch_size), chunk_logits)
                              .head_gradient_in_forward;
     }
@@ -212,7 +212,9 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   // The last block's MLP runs on the scored positions only (CausalLMImpl::hidden_states' keep).
   const double last_mlp = model->mlp_flops_per_token();
   const double block_pass = slots * blocks - (slots - scored) * last_mlp + scores * attention_per_score;
-  const double executed = 3.0 * (block_pass + scored * head) + (head_recomputed ? scored * head : 0.0) +
+  // WPO's weights take one more forward product of the head over the scored tokens.
+  const double head_passes = (head_recomputed ? 1.0 : 0.0) + (scoring.wpo_weights ? 1.0 : 0.0);
+  const double executed = 3.0 * (block_pass + scored * head) + head_passes * scored * head +
                           (train.gradient_checkpointing ? block_pass : 0.0);
   result.executed_flops = static_cast<double>(accumulation) * executed / result.step_seconds;
   result.executed_mfu = result.executed_flops / result.peak_flops;
@@ -271,7 +273,7 @@ std::string format_bench(const BenchResult& r) {
   out += fmt::format("throughput   {:.1f} tokens/s\n", r.tokens_per_s);
   out += fmt::format("compute      {:.2f} GFLOP/s achieved (model FLOPs: 3 x forward of the counted tokens) of {:.2f} GFLOP/s matmul peak: MFU {:.3f}\n",
                      r.achieved_flops / 1e9, r.peak_flops / 1e9, r.mfu);
-  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, the attention scores computed, last MLP and head on scored tokens, the head's recomputation where it runs): {:.3f} of the peak\n",
+  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, the attention scores computed, last MLP and head on scored tokens, the head's recomputation and WPO's head pass where they run): {:.3f} of the peak\n",
                      r.executed_flops / 1e9, r.executed_mfu);
   if (r.outside_matmul_share >= 0)
     out += fmt::format("outside      {:.1f}% of one more step is outside matrix products (aten mm/addmm/bmm/baddbmm, timed in their kernels)\n",

@@ -77,6 +77,15 @@ if "$dpo" bench --config "$work/run.yaml" --set run.output_dir="$work/bench" --s
 else
   bad "dpo bench: $(tail -20 "$work/bench.txt")"
 fi
+# dpo bench scores responses as the configured loss does in training: LD-DPO's weighting,
+# unlikelihood's sums and WPO's weights (it once gave the loss plain sums, so these failed).
+if "$dpo" bench --config "$work/run.yaml" --set run.output_dir="$work/bench" --seq-len 24 --prompt-len 8 \
+  --warmup 0 --steps 1 --set loss.type=sigmoid,unlikelihood --set loss.ld_alpha=0.5 --set loss.use_weighting=true \
+  >"$work/bench-scoring.txt" 2>&1 && grep -q "^executed " "$work/bench-scoring.txt"; then
+  pass "dpo bench runs LD-DPO, unlikelihood and WPO's scoring"
+else
+  bad "dpo bench with the loss's scoring: $(tail -5 "$work/bench-scoring.txt")"
+fi
 # What the process set up for itself: float32 products on oneDNN (Debian's libtorch links it), or
 # on libtorch's BLAS where DPO_FLOAT_MATMUL=blas asks (scripts/test_blas_kernels.sh's pass), and
 # the heap on transparent huge pages where the kernel offers them (GLIBC_TUNABLES unset here).

@@ -225,13 +225,15 @@ void check_gradient_in_forward(dpo::CausalLMImpl& model, const dpo::PairBatch& b
   const double scale = 0.25;
   dpo::PairLogps want;
   at::Tensor want_losses;
+  const dpo::ResponseScoring scoring = dpo::response_scoring(loss);
   const auto want_grads = grads_after(model, [&] {
-    want = dpo::pair_logps(model, batch);
+    want = dpo::pair_logps(model, batch, scoring);
     want_losses = losses_of(want, 0, pairs);
     (want_losses.sum() * scale).backward();
   });
   dpo::PairLossStep got;
-  const auto got_grads = grads_after(model, [&] { got = dpo::pair_loss_backward(model, batch, {}, losses_of, scale, chunk_logits); });
+  const auto got_grads =
+      grads_after(model, [&] { got = dpo::pair_loss_backward(model, batch, scoring, losses_of, scale, chunk_logits); });
   CHECK(got.head_gradient_in_forward == in_forward);
   CHECK(at::equal(got.policy.chosen_tokens, want.chosen_tokens));
   CHECK(at::equal(got.policy.rejected_tokens, want.rejected_tokens));
@@ -243,8 +245,10 @@ void check_gradient_in_forward(dpo::CausalLMImpl& model, const dpo::PairBatch& b
   close(got.policy.chosen, want.chosen);
   close(got.policy.rejected, want.rejected);
   close(got.losses, want_losses);
+  CHECK(got.policy.rejected_unlikelihood.defined() == scoring.unlikelihood);
+  if (scoring.unlikelihood) close(got.policy.rejected_unlikelihood, want.rejected_unlikelihood);
   const auto added_grads = grads_after(
-      model, [&] { dpo::pair_loss_backward(model, batch, {}, losses_of, scale, chunk_logits); }, true);
+      model, [&] { dpo::pair_loss_backward(model, batch, scoring, losses_of, scale, chunk_logits); }, true);
   for (const auto& [name, grad] : want_grads) {
     INFO(name);
     CHECK(float_rounding::normwise_relative_difference(got_grads.at(name), grad) < 10 * tolerance);
@@ -252,11 +256,12 @@ void check_gradient_in_forward(dpo::CausalLMImpl& model, const dpo::PairBatch& b
   }
 }
 
-dpo::LossOptions loss_of(const std::string& type, double rpo_alpha = 0.0) {
+dpo::LossOptions loss_of(const std::string& type, double rpo_alpha = 0.0, double ld_alpha = 1.0) {
   dpo::LossOptions loss;
   loss.type = type;
   loss.beta = 0.5;
   loss.rpo_alpha = rpo_alpha;
+  loss.ld_alpha = ld_alpha;
   return loss;
 }
 
@@ -283,6 +288,17 @@ TEST_CASE("the head's gradient formed in forward, pair chunk by pair chunk, equa
     const dpo::PairBatch batch = dpo::collate_pairs(data, indices, dpo::PairLayout::Padded);
     check_gradient_in_forward(*model, batch, loss_of("ipo"), fp32, several, true);
     check_gradient_in_forward(*model, batch, loss_of("sigmoid,hinge"), fp32, one, true);
+  }
+  SECTION("LD-DPO's weighting and unlikelihood's sums are formed in forward too; WPO's weights are not") {
+    auto model = tiny_llama(6);
+    for (const auto layout : {dpo::PairLayout::SharedPrefix, dpo::PairLayout::Padded}) {
+      const dpo::PairBatch batch = dpo::collate_pairs(data, indices, layout);
+      check_gradient_in_forward(*model, batch, loss_of("sigmoid", 0.0, 0.4), fp32, several, true);
+      check_gradient_in_forward(*model, batch, loss_of("sigmoid,unlikelihood", 0.0, 0.4), fp32, one, true);
+      dpo::LossOptions wpo = loss_of("sigmoid");
+      wpo.use_weighting = true;
+      check_gradient_in_forward(*model, batch, wpo, fp32, several, false);
+    }
   }
   SECTION("llama and gpt2 bf16-mixed, shared prefixes") {
     for (auto model : {tiny_llama(7), tiny_gpt2(7)}) {
