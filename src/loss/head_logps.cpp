@@ -108,6 +108,17 @@ at::Tensor logits_gradient(at::Tensor d, const at::Tensor& local_targets, const 
   return d.to(dtype);
 }
 
+// Each row's log sum_v softmax[r, v]^2 = logsumexp(2 logits[r]) - 2 lse[r] into out, from whole
+// rows of logits [n, V] and their log-sum-exp, in blocks of kSoftmaxChunk (the doubled logits are
+// a temporary).
+void log_sum_squared_rows(const at::Tensor& logits, const at::Tensor& lse, const at::Tensor& out) {
+  const int64_t rows = logits.size(0), step = even_split(kSoftmaxChunk, logits.size(1), rows);
+  for (int64_t r = 0; r < rows; r += step) {
+    const int64_t n = std::min(step, rows - r);
+    out.narrow(0, r, n).copy_(at::logsumexp(2.0 * logits.narrow(0, r, n), -1) - 2.0 * lse.narrow(0, r, n));
+  }
+}
+
 // log softmax(h @ w^T)[n, targets[n]] into out [n], tile by tile (head_tiles), and each row's
 // log-sum-exp into log_norm when it is defined (what backward recomputes the softmax from). Over
 // several vocabulary blocks, a row's log-sum-exp is the logaddexp of its blocks' own, and its
@@ -262,7 +273,8 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
                                                 const at::Tensor& targets, at::ScalarType matmul_dtype,
                                                 const std::vector<int64_t>& chunk_ends,
                                                 const TokenGradient& token_gradient,
-                                                const at::Tensor& weight_gradient_sum) {
+                                                const at::Tensor& weight_gradient_sum,
+                                                const at::Tensor& log_sum_squared) {
   const at::Tensor t = checked_targets(hidden, weight, targets);
   const bool into_sum = weight_gradient_sum.defined();
   if (into_sum && !takes_weight_gradient_sum(weight, weight_gradient_sum))
@@ -273,6 +285,9 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
       chunk_ends.front() <= 0)
     fail("head log-probs: chunk ends must rise to the {} rows", rows);
   const at::ScalarType dtype = matmul_dtype == at::ScalarType::Undefined ? weight.scalar_type() : matmul_dtype;
+  if (log_sum_squared.defined() && (log_sum_squared.dim() != 1 || log_sum_squared.size(0) != rows ||
+                                    log_sum_squared.scalar_type() != float_type_of(dtype)))
+    fail("head log-probs: the log-sum-squared output must be [{}] of the log-probs' dtype", rows);
   const auto hidden_dtype = hidden.scalar_type(), weight_dtype = weight.scalar_type();
   at::Tensor logps, grad_hidden;
   c10::optional<at::Tensor> grad_weight;  // for the anchor to hand autograd, without the caller's sum
@@ -293,6 +308,7 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
       // The chunk's logits, kept (not recomputed) until the loss has said how much each row weighs.
       const at::Tensor logits = chunk_logits(h_rows, w, float_type_of(dtype));
       whole_row_logps(logits, targets_rows, lse_rows, logps_rows);
+      if (log_sum_squared.defined()) log_sum_squared_rows(logits, lse_rows, log_sum_squared.narrow(0, begin, n));
       at::Tensor g;
       {
         at::AutoGradMode with_grad(true);
@@ -321,11 +337,15 @@ at::Tensor head_log_sum_squared_probs(const at::Tensor& hidden, const at::Tensor
   const at::Tensor h = hidden.to(dtype), w = weight.to(dtype);
   const int64_t rows = h.size(0);
   at::Tensor out = at::empty({rows}, h.options().dtype(float_type_of(dtype)));
-  const int64_t step = even_split(kSoftmaxChunk, w.size(0), rows);
+  // Rows of a product chunk, as the log-probs' chunks (of a softmax chunk: 20 rows of GPT-2's
+  // vocabulary, the products ran slowly); log_sum_squared_rows bounds its temporaries itself.
+  const int64_t step = even_split(product_chunk(h.size(1)), w.size(0), rows);
   for (int64_t r = 0; r < rows; r += step) {
     const int64_t n = std::min(step, rows - r);
-    const at::Tensor logits = at::mm(h.narrow(0, r, n), w.t()).to(out.scalar_type());
-    out.narrow(0, r, n).copy_(at::logsumexp(2.0 * logits, -1) - 2.0 * at::logsumexp(logits, -1));
+    const at::Tensor logits = chunk_logits(h.narrow(0, r, n), w, out.scalar_type());
+    const at::Tensor lse = at::empty({n}, out.options());
+    row_log_norms(logits, lse);
+    log_sum_squared_rows(logits, lse, out.narrow(0, r, n));
   }
   return out;
 }

@@ -276,11 +276,11 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
     (l.sum() * scale).backward();
     return detached_step(policy, l);
   };
-  // The gradient formed in forward needs each pair's loss from that pair's own token log-probs:
-  // LD-DPO's weighting and unlikelihood's sums are functions of them, WPO's weights read the whole
-  // softmax (another pass over the head), and ranked responses are not pairs.
+  // The gradient formed in forward needs each pair's loss from that pair's own tokens: their
+  // log-probs (LD-DPO's weighting and unlikelihood's sums are functions of them) and WPO's
+  // normaliser, read from the same logits. Ranked responses are not pairs.
   const bool ranked = batch.more_rows.defined() && batch.more_rows.numel() > 0;
-  if (scoring.wpo_weights || ranked || pairs == 0 || batch.input_ids.dim() != 2 || batch.input_ids.size(1) < 2 ||
+  if (ranked || pairs == 0 || batch.input_ids.dim() != 2 || batch.input_ids.size(1) < 2 ||
       (!batch.layout.defined() && batch.input_ids.size(0) != 2 * pairs))
     return plain();
   const at::Tensor input_ids = batch.input_ids.to(model.device());
@@ -314,7 +314,12 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
   const at::Tensor hidden = model.hidden_states(input_ids, batch.layout, source);
   const auto float_options = hidden.options().dtype(float_type_of(hidden.scalar_type()));
   std::vector<at::Tensor> chosen(chunks.size()), rejected(chunks.size()), rejected_unlikelihood(chunks.size()),
-      chunk_losses(chunks.size());
+      chosen_weight_logps(chunks.size()), rejected_weight_logps(chunks.size()), chunk_losses(chunks.size());
+  // WPO: each token's log sum_v p_v^2, written chunk by chunk before the chunk's losses read it.
+  const at::ScalarType product_dtype =
+      model.matmul_dtype() == at::ScalarType::Undefined ? model.head_weight().scalar_type() : model.matmul_dtype();
+  const at::Tensor log_sum_squared =
+      scoring.wpo_weights ? at::empty({source.numel()}, hidden.options().dtype(float_type_of(product_dtype))) : at::Tensor();
   size_t next = 0;
   const TokenGradient token_gradient = [&](int64_t first_row, const at::Tensor& token_logps) {
     const PairChunk& c = chunks.at(next);
@@ -334,6 +339,13 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
     policy.rejected = sums.narrow(0, k, k);
     if (scoring.unlikelihood)
       policy.rejected_unlikelihood = zero.index_add(0, slot, log_one_minus_prob(leaf)).narrow(0, k, k);
+    if (scoring.wpo_weights) {  // add_scoring_extras' weights: a sequence's mean aligned log-prob
+      const at::Tensor aligned = leaf.detach() - log_sum_squared.narrow(0, c.rows_begin, n);
+      const at::Tensor tokens = at::cat({counts.narrow(0, c.first_pair, k), counts.narrow(0, pairs + c.first_pair, k)});
+      const at::Tensor means = zero.index_add(0, slot, aligned) / tokens.to(leaf.device(), leaf.scalar_type()).clamp_min(1);
+      policy.chosen_weight_logps = means.narrow(0, 0, k);
+      policy.rejected_weight_logps = means.narrow(0, k, k);
+    }
     policy.chosen_tokens = counts.narrow(0, c.first_pair, k).to(leaf.device());
     policy.rejected_tokens = counts.narrow(0, pairs + c.first_pair, k).to(leaf.device());
     const at::Tensor l = losses(policy, c.first_pair, k);
@@ -342,6 +354,10 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
     chosen[next] = policy.chosen.detach();
     rejected[next] = policy.rejected.detach();
     if (scoring.unlikelihood) rejected_unlikelihood[next] = policy.rejected_unlikelihood.detach();
+    if (scoring.wpo_weights) {
+      chosen_weight_logps[next] = policy.chosen_weight_logps;
+      rejected_weight_logps[next] = policy.rejected_weight_logps;
+    }
     chunk_losses[next] = l.detach();
     ++next;
     return g.defined() ? g : at::zeros_like(token_logps);
@@ -353,12 +369,17 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
   const at::Tensor& weight = model.head_weight();
   const bool into_grad = weight.is_leaf() && weight.requires_grad() && takes_weight_gradient_sum(weight, weight.grad());
   const HeadLogpsWithGradient head = head_logps_with_gradient(hidden, weight, target, model.matmul_dtype(), chunk_ends,
-                                                              token_gradient, into_grad ? weight.grad() : at::Tensor());
+                                                              token_gradient, into_grad ? weight.grad() : at::Tensor(),
+                                                              log_sum_squared);
   if (head.anchor.defined()) head.anchor.backward();
   PairLogps policy;
   policy.chosen = at::cat(chosen).to(float_options);
   policy.rejected = at::cat(rejected).to(float_options);
   if (scoring.unlikelihood) policy.rejected_unlikelihood = at::cat(rejected_unlikelihood).to(float_options);
+  if (scoring.wpo_weights) {
+    policy.chosen_weight_logps = at::cat(chosen_weight_logps).to(float_options);
+    policy.rejected_weight_logps = at::cat(rejected_weight_logps).to(float_options);
+  }
   policy.chosen_tokens = counts.narrow(0, 0, pairs).to(input_ids.device());
   policy.rejected_tokens = counts.narrow(0, pairs, pairs).to(input_ids.device());
   return {policy, at::cat(chunk_losses), /*head_gradient_in_forward=*/true};

@@ -212,8 +212,9 @@ BenchResult run_bench(const Config& config, const BenchOptions& options, at::Dev
   // The last block's MLP runs on the scored positions only (CausalLMImpl::hidden_states' keep).
   const double last_mlp = model->mlp_flops_per_token();
   const double block_pass = slots * blocks - (slots - scored) * last_mlp + scores * attention_per_score;
-  // WPO's weights take one more forward product of the head over the scored tokens.
-  const double head_passes = (head_recomputed ? 1.0 : 0.0) + (scoring.wpo_weights ? 1.0 : 0.0);
+  // Where the head is recomputed, WPO's weights take one more forward product of it too (formed in
+  // forward, they come from the logits at hand).
+  const double head_passes = head_recomputed ? (scoring.wpo_weights ? 2.0 : 1.0) : 0.0;
   const double executed = 3.0 * (block_pass + scored * head) + head_passes * scored * head +
                           (train.gradient_checkpointing ? block_pass : 0.0);
   result.executed_flops = static_cast<double>(accumulation) * executed / result.step_seconds;
@@ -273,7 +274,7 @@ std::string format_bench(const BenchResult& r) {
   out += fmt::format("throughput   {:.1f} tokens/s\n", r.tokens_per_s);
   out += fmt::format("compute      {:.2f} GFLOP/s achieved (model FLOPs: 3 x forward of the counted tokens) of {:.2f} GFLOP/s matmul peak: MFU {:.3f}\n",
                      r.achieved_flops / 1e9, r.peak_flops / 1e9, r.mfu);
-  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, the attention scores computed, last MLP and head on scored tokens, the head's recomputation and WPO's head pass where they run): {:.3f} of the peak\n",
+  out += fmt::format("executed     {:.2f} GFLOP/s (FLOPs actually run: row slots, the attention scores computed, last MLP and head on scored tokens, the head's recomputation and WPO's head pass where a step runs them): {:.3f} of the peak\n",
                      r.executed_flops / 1e9, r.executed_mfu);
   if (r.outside_matmul_share >= 0)
     out += fmt::format("outside      {:.1f}% of one more step is outside matrix products (aten mm/addmm/bmm/baddbmm, timed in their kernels)\n",

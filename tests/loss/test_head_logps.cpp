@@ -1,6 +1,7 @@
 // head_token_logps (the LM head and log-softmax on scored positions only, chunk by chunk, with its
 // own backward) against plain autograd through the full logits, and model_sequence_logps against
 // sequence_logps(model.forward(...)) on both architectures and in both precisions.
+#include <cmath>
 #include <map>
 #include <utility>
 #include <vector>
@@ -183,6 +184,20 @@ TEST_CASE("head log-probs with the loss's gradient formed in forward equal plain
                       Catch::Contains("the weight's gradient sum must be a contiguous [50, 8] tensor"));
   }
   CHECK(dpo::takes_weight_gradient_sum(w, at::zeros({50, 8}, at::kDouble)));
+  // WPO's normaliser from the chunks' logits, against the whole logits' in float64; written before
+  // the chunk's gradient is asked for.
+  const at::Tensor logits = at::mm(h, w.t());
+  const at::Tensor want = at::logsumexp(2 * logits, -1) - 2 * at::logsumexp(logits, -1);
+  const at::Tensor log_sum_squared = at::full({30}, std::nan(""), at::kDouble);
+  const auto seen = [&](int64_t first, const at::Tensor& logps) {
+    CHECK_FALSE(at::isnan(log_sum_squared.narrow(0, first, logps.size(0))).any().item<bool>());
+    return at::zeros_like(logps);
+  };
+  dpo::head_logps_with_gradient(h, w, targets, at::ScalarType::Undefined, ends, seen, at::Tensor(), log_sum_squared);
+  CHECK(at::allclose(log_sum_squared, want, 1e-12, 1e-12));
+  CHECK_THROWS_WITH(dpo::head_logps_with_gradient(h, w, targets, at::ScalarType::Undefined, ends, seen, at::Tensor(),
+                                                  at::zeros({30}, at::kFloat)),
+                    Catch::Contains("the log-sum-squared output must be [30] of the log-probs' dtype"));
 }
 
 TEST_CASE("head log-probs refuse mismatched shapes, naming them", "[logps]") {

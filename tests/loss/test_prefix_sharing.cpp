@@ -247,6 +247,11 @@ void check_gradient_in_forward(dpo::CausalLMImpl& model, const dpo::PairBatch& b
   close(got.losses, want_losses);
   CHECK(got.policy.rejected_unlikelihood.defined() == scoring.unlikelihood);
   if (scoring.unlikelihood) close(got.policy.rejected_unlikelihood, want.rejected_unlikelihood);
+  CHECK(got.policy.chosen_weight_logps.defined() == scoring.wpo_weights);
+  if (scoring.wpo_weights) {
+    close(got.policy.chosen_weight_logps, want.chosen_weight_logps);
+    close(got.policy.rejected_weight_logps, want.rejected_weight_logps);
+  }
   const auto added_grads = grads_after(
       model, [&] { dpo::pair_loss_backward(model, batch, scoring, losses_of, scale, chunk_logits); }, true);
   for (const auto& [name, grad] : want_grads) {
@@ -289,7 +294,7 @@ TEST_CASE("the head's gradient formed in forward, pair chunk by pair chunk, equa
     check_gradient_in_forward(*model, batch, loss_of("ipo"), fp32, several, true);
     check_gradient_in_forward(*model, batch, loss_of("sigmoid,hinge"), fp32, one, true);
   }
-  SECTION("LD-DPO's weighting and unlikelihood's sums are formed in forward too; WPO's weights are not") {
+  SECTION("LD-DPO's weighting, unlikelihood's sums and WPO's weights are formed in forward too") {
     auto model = tiny_llama(6);
     for (const auto layout : {dpo::PairLayout::SharedPrefix, dpo::PairLayout::Padded}) {
       const dpo::PairBatch batch = dpo::collate_pairs(data, indices, layout);
@@ -297,7 +302,9 @@ TEST_CASE("the head's gradient formed in forward, pair chunk by pair chunk, equa
       check_gradient_in_forward(*model, batch, loss_of("sigmoid,unlikelihood", 0.0, 0.4), fp32, one, true);
       dpo::LossOptions wpo = loss_of("sigmoid");
       wpo.use_weighting = true;
-      check_gradient_in_forward(*model, batch, wpo, fp32, several, false);
+      check_gradient_in_forward(*model, batch, wpo, fp32, several, true);
+      wpo.ld_alpha = 0.4;
+      check_gradient_in_forward(*model, batch, wpo, fp32, one, true);
     }
   }
   SECTION("llama and gpt2 bf16-mixed, shared prefixes") {
@@ -305,6 +312,9 @@ TEST_CASE("the head's gradient formed in forward, pair chunk by pair chunk, equa
       model->set_matmul_dtype(at::kBFloat16);
       const dpo::PairBatch batch = dpo::collate_pairs(data, indices, dpo::PairLayout::SharedPrefix);
       check_gradient_in_forward(*model, batch, loss_of("sigmoid"), 2e-2, several, true);
+      dpo::LossOptions wpo = loss_of("sigmoid,unlikelihood", 0.0, 0.4);
+      wpo.use_weighting = true;
+      check_gradient_in_forward(*model, batch, wpo, 2e-2, several, true);
     }
   }
   SECTION("float64 gpt2: the two ways agree to float64 rounding") {
@@ -312,5 +322,8 @@ TEST_CASE("the head's gradient formed in forward, pair chunk by pair chunk, equa
     model->to(at::kDouble);
     const dpo::PairBatch batch = dpo::collate_pairs(data, indices, dpo::PairLayout::SharedPrefix);
     check_gradient_in_forward(*model, batch, loss_of("sigmoid", 0.3), 1e-10, several, true);
+    dpo::LossOptions scored = loss_of("sigmoid,unlikelihood", 0.0, 0.4);
+    scored.use_weighting = true;
+    check_gradient_in_forward(*model, batch, scored, 1e-10, several, true);
   }
 }

@@ -37,6 +37,9 @@ at::Tensor head_token_logps(const at::Tensor& hidden, const at::Tensor& weight, 
 // gradient here, added to what it holds, and the anchor hands the weight none. Autograd's way
 // makes a second [V, d] tensor, and where the head is tied to a sparse-gradient embedding, sums
 // the two into a third before adding that into .grad (at GPT-2 small, 210-330 MiB more peak).
+// `log_sum_squared`, when defined ([N], the log-probs' dtype), receives each row's
+// log sum_v softmax[n, v]^2 (WPO's normaliser, as head_log_sum_squared_probs) from the chunk's
+// logits before token_gradient sees the chunk.
 using TokenGradient = std::function<at::Tensor(int64_t first_row, const at::Tensor& logps)>;
 struct HeadLogpsWithGradient {
   at::Tensor logps, anchor;
@@ -45,7 +48,8 @@ HeadLogpsWithGradient head_logps_with_gradient(const at::Tensor& hidden, const a
                                                 const at::Tensor& targets, at::ScalarType matmul_dtype,
                                                 const std::vector<int64_t>& chunk_ends,
                                                 const TokenGradient& token_gradient,
-                                                const at::Tensor& weight_gradient_sum = at::Tensor());
+                                                const at::Tensor& weight_gradient_sum = at::Tensor(),
+                                                const at::Tensor& log_sum_squared = at::Tensor());
 // Whether `sum` can be head_logps_with_gradient's weight_gradient_sum for `weight`.
 bool takes_weight_gradient_sum(const at::Tensor& weight, const at::Tensor& sum);
 

@@ -67,11 +67,11 @@ struct PairLossStep {
 // One micro-batch of training: the policy's forward over `batch` and the backward of
 // scale * sum of `losses`, the gradients added into the parameters' as backward() does. The LM
 // head's gradient is formed in forward, chunk by chunk of whole pairs, from logits computed once
-// (head_logps_with_gradient) and not recomputed in backward, LD-DPO's weighting and unlikelihood's
-// sums included; where that does not apply (WPO, ranked responses, a pair with more than
-// `chunk_logits` logits: 128 MiB of float32, a pair of 640 scored tokens at GPT-2's vocabulary) it
-// is pair_logps, `losses` and backward(), as it is for any pair with chunk_logits 0. Both give the
-// same gradients to float rounding.
+// (head_logps_with_gradient) and not recomputed in backward, LD-DPO's weighting, unlikelihood's
+// sums and WPO's weights included; where that does not apply (ranked responses, a pair with more
+// than `chunk_logits` logits: 128 MiB of float32, a pair of 640 scored tokens at GPT-2's
+// vocabulary) it is pair_logps, `losses` and backward(), as it is for any pair with chunk_logits 0.
+// Both give the same gradients to float rounding.
 constexpr int64_t kPairChunkLogits = int64_t{1} << 25;
 PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, const ResponseScoring& scoring,
                                 const PairLosses& losses, double scale, int64_t chunk_logits = kPairChunkLogits);
