@@ -385,4 +385,33 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
   return {policy, at::cat(chunk_losses), /*head_gradient_in_forward=*/true};
 }
 
+SequenceLogps nll_backward(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask,
+                           double scale, int64_t chunk_logits) {
+  if (input_ids.dim() != 2) fail("input_ids: expected [R, T], got {}", shape_text(input_ids.sizes()));
+  if (response_mask.sizes() != input_ids.sizes())
+    fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids.sizes()), shape_text(response_mask.sizes()));
+  const int64_t rows = input_ids.size(0);
+  const at::Tensor& weight = model.head_weight();
+  const auto float_options = input_ids.options().dtype(float_type_of(weight.scalar_type()));
+  if (input_ids.size(1) < 2 || rows == 0) return no_scored_tokens(rows, float_options, input_ids);
+  const ScoredLists lists = scored_lists_of_mask(input_ids, response_mask);
+  const int64_t tokens = lists.source.numel(), vocab = weight.size(0);
+  if (tokens == 0) return no_scored_tokens(rows, float_options, input_ids);  // nothing to learn from
+  if ((lists.target.lt(0) | lists.target.ge(vocab)).any().item<bool>())
+    fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
+  std::vector<int64_t> chunk_ends;
+  const int64_t step = std::max<int64_t>(chunk_logits / std::max<int64_t>(vocab, 1), 1);
+  for (int64_t end = step; end < tokens; end += step) chunk_ends.push_back(end);
+  chunk_ends.push_back(tokens);
+  const at::Tensor hidden = model.hidden_states(input_ids, {}, lists.source);
+  const TokenGradient minus_scale = [&](int64_t, const at::Tensor& logps) { return at::full_like(logps, -scale); };
+  const bool into_grad = weight.is_leaf() && weight.requires_grad() && takes_weight_gradient_sum(weight, weight.grad());
+  const HeadLogpsWithGradient head = head_logps_with_gradient(hidden, weight, lists.target, model.matmul_dtype(),
+                                                              chunk_ends, minus_scale,
+                                                              into_grad ? weight.grad() : at::Tensor());
+  if (head.anchor.defined()) head.anchor.backward();
+  const at::Tensor token_counts = at::bincount(lists.sequence, {}, rows);
+  return {at::zeros({rows}, head.logps.options()).index_add(0, lists.sequence, head.logps), token_counts, {}, {}};
+}
+
 }  // namespace dpo

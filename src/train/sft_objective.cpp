@@ -15,8 +15,8 @@
 namespace dpo {
 namespace {
 
-// The log-probs of the chosen responses of examples `indices` given their prompts: SFT's forward,
-// in training and in evaluation alike.
+// The log-probs of the chosen responses of examples `indices` given their prompts: SFT's forward
+// in evaluation (training's is nll_backward's, the same log-probs with the backward taken in it).
 SequenceLogps chosen_logps(CausalLMImpl& policy, const PreferenceDataset& data, const std::vector<int64_t>& indices) {
   const PairBatch batch = collate_chosen(data, indices);
   const at::Device device = policy.device();
@@ -68,9 +68,11 @@ double SftObjective::loss_denominator(const std::vector<int64_t>& global) const 
 }
 
 MetricSums SftObjective::micro_step(const std::vector<int64_t>& indices, double scale) {
-  const SequenceLogps s = chosen_logps(*policy_, *train_, indices);
+  // The forward and the backward of scale * nll in one, the head's gradient formed in forward.
+  const PairBatch batch = collate_chosen(*train_, indices);
+  const at::Device device = policy_->device();
+  const SequenceLogps s = nll_backward(*policy_, batch.input_ids.to(device), batch.response_mask.to(device), scale);
   const at::Tensor nll = -s.logps.sum();
-  (nll * scale).backward();
   MetricSums sums;
   sums.add("nll", nll.item<double>());
   sums.add("scored_tokens", static_cast<double>(s.token_counts.sum().item<int64_t>()));

@@ -327,3 +327,62 @@ TEST_CASE("the head's gradient formed in forward, pair chunk by pair chunk, equa
     check_gradient_in_forward(*model, batch, scored, 1e-10, several, true);
   }
 }
+
+TEST_CASE("SFT's backward with the head's gradient formed in forward equals the plain backward", "[logps]") {
+  const dpo::PreferenceDataset data = varied_pairs(false);
+  const dpo::PairBatch batch = dpo::collate_chosen(data, {4, 1, 0, 3, 5, 2});
+  const double scale = 0.3;
+  // nll_backward against model_sequence_logps and backward() of scale * -(sum of log-probs):
+  // sums, counts, and every gradient from none and onto gradients already held. At vocabulary 32,
+  // 32 x 7 logits per chunk cut the scored tokens into chunks of 7, across rows.
+  const auto check = [&](dpo::CausalLMImpl& model, double tolerance, int64_t chunk_logits) {
+    dpo::SequenceLogps want;
+    const auto want_grads = grads_after(model, [&] {
+      want = dpo::model_sequence_logps(model, batch.input_ids, batch.response_mask);
+      (-want.logps.sum() * scale).backward();
+    });
+    dpo::SequenceLogps got;
+    const auto got_grads =
+        grads_after(model, [&] { got = dpo::nll_backward(model, batch.input_ids, batch.response_mask, scale, chunk_logits); });
+    CHECK(at::equal(got.token_counts, want.token_counts));
+    CHECK_FALSE(got.logps.requires_grad());
+    CHECK(at::allclose(got.logps.to(at::kDouble), want.logps.to(at::kDouble), tolerance, tolerance));
+    const auto added_grads = grads_after(
+        model, [&] { dpo::nll_backward(model, batch.input_ids, batch.response_mask, scale, chunk_logits); }, true);
+    for (const auto& [name, grad] : want_grads) {
+      INFO(name);
+      CHECK(float_rounding::normwise_relative_difference(got_grads.at(name), grad) < 10 * tolerance);
+      CHECK(float_rounding::normwise_relative_difference(added_grads.at(name), grad) < 10 * tolerance);
+    }
+  };
+  const int64_t one = int64_t{1} << 25, sevens = 32 * 7;
+  SECTION("gpt2 (tied head, sparse embedding gradient) and llama, fp32, one chunk and chunks across rows") {
+    for (auto model : {tiny_gpt2(6), tiny_llama(6)}) {
+      check(*model, float_rounding::kForwardRelative, one);
+      check(*model, float_rounding::kForwardRelative, sevens);
+    }
+  }
+  SECTION("bf16-mixed") {
+    for (auto model : {tiny_gpt2(7), tiny_llama(7)}) {
+      model->set_matmul_dtype(at::kBFloat16);
+      check(*model, 2e-2, sevens);
+    }
+  }
+  SECTION("float64: the two ways agree to float64 rounding") {
+    auto model = tiny_gpt2(8);
+    model->to(at::kDouble);
+    check(*model, 1e-10, sevens);
+  }
+  SECTION("rows with no scored token give zeros and no gradient") {
+    auto model = tiny_gpt2(6);
+    const at::Tensor none = at::zeros_like(batch.response_mask);
+    model->zero_grad();
+    const dpo::SequenceLogps s = dpo::nll_backward(*model, batch.input_ids, none, scale);
+    CHECK(at::equal(s.logps, at::zeros({6})));
+    CHECK(at::equal(s.token_counts, at::zeros({6}, at::kLong)));
+    for (const auto& p : model->named_parameters()) {
+      INFO(p.key());
+      CHECK_FALSE(p.value().grad().defined());
+    }
+  }
+}

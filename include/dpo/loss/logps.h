@@ -76,4 +76,13 @@ constexpr int64_t kPairChunkLogits = int64_t{1} << 25;
 PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, const ResponseScoring& scoring,
                                 const PairLosses& losses, double scale, int64_t chunk_logits = kPairChunkLogits);
 
+// One micro-batch of SFT: model_sequence_logps' forward and the backward of
+// scale * -(sum of the scored tokens' log-probs), the gradients added into the parameters' as
+// backward() does. A token's loss gradient is the constant -scale, so the LM head's gradient is
+// formed in forward (head_logps_with_gradient) in chunks of at most `chunk_logits` logits (whole
+// rows of the vocabulary; the head is not recomputed in backward). Returns the log-probs summed per
+// row and the rows' scored-token counts, without gradient.
+SequenceLogps nll_backward(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask,
+                           double scale, int64_t chunk_logits = kPairChunkLogits);
+
 }  // namespace dpo
