@@ -91,6 +91,19 @@ void add_scoring_extras(SequenceLogps& out, const ResponseScoring& scoring, cons
 
 namespace {
 
+// input_ids [R, T] and a response mask of the same shape, else a one-line refusal.
+void check_rows(const at::Tensor& input_ids, const at::Tensor& response_mask) {
+  if (input_ids.dim() != 2) fail("input_ids: expected [R, T], got {}", shape_text(input_ids.sizes()));
+  if (response_mask.sizes() != input_ids.sizes())
+    fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids.sizes()), shape_text(response_mask.sizes()));
+}
+
+// Scored tokens inside the head's vocabulary, else a refusal naming the input.
+void check_in_vocabulary(const at::Tensor& targets, int64_t vocab) {
+  if (targets.numel() > 0 && (targets.lt(0) | targets.ge(vocab)).any().item<bool>())
+    fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
+}
+
 // The scored tokens of right-padded rows, as PairBatch's lists: token t of row r (t >= 1, in the
 // response) is predicted by the hidden state at flat index r * T + t - 1; its sequence is r.
 struct ScoredLists {
@@ -124,9 +137,7 @@ SequenceLogps scored_sequence_logps(CausalLMImpl& model, const at::Tensor& input
   const at::Tensor sequences_zero = at::zeros({sequences}, float_options);
   const at::Tensor& sequence = lists.sequence;
   const at::Tensor token_counts = at::bincount(sequence, {}, sequences);
-  const int64_t vocab = model.head_weight().size(0);
-  if (lists.target.numel() > 0 && (lists.target.lt(0) | lists.target.ge(vocab)).any().item<bool>())
-    fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
+  check_in_vocabulary(lists.target, model.head_weight().size(0));
   const at::Tensor token_logps = head_token_logps(selected, model.head_weight(), lists.target, model.matmul_dtype());
   at::Tensor weighted = token_logps;
   if (scoring.ld_alpha != 1.0 && full_weight_tokens.defined()) {
@@ -152,9 +163,7 @@ SequenceLogps no_scored_tokens(int64_t sequences, const at::TensorOptions& float
 
 SequenceLogps model_sequence_logps(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask,
                                    const ResponseScoring& scoring, const at::Tensor& full_weight_tokens) {
-  if (input_ids.dim() != 2) fail("input_ids: expected [R, T], got {}", shape_text(input_ids.sizes()));
-  if (response_mask.sizes() != input_ids.sizes())
-    fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids.sizes()), shape_text(response_mask.sizes()));
+  check_rows(input_ids, response_mask);
   const int64_t rows = input_ids.size(0), steps = input_ids.size(1);
   if (steps < 2 || rows == 0) {
     const at::ScalarType weights = model.head_weight().scalar_type();
@@ -387,9 +396,7 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
 
 SequenceLogps nll_backward(CausalLMImpl& model, const at::Tensor& input_ids, const at::Tensor& response_mask,
                            double scale, int64_t chunk_logits) {
-  if (input_ids.dim() != 2) fail("input_ids: expected [R, T], got {}", shape_text(input_ids.sizes()));
-  if (response_mask.sizes() != input_ids.sizes())
-    fail("response_mask: expected {} like input_ids, got {}", shape_text(input_ids.sizes()), shape_text(response_mask.sizes()));
+  check_rows(input_ids, response_mask);
   const int64_t rows = input_ids.size(0);
   const at::Tensor& weight = model.head_weight();
   const auto float_options = input_ids.options().dtype(float_type_of(weight.scalar_type()));
@@ -397,8 +404,7 @@ SequenceLogps nll_backward(CausalLMImpl& model, const at::Tensor& input_ids, con
   const ScoredLists lists = scored_lists_of_mask(input_ids, response_mask);
   const int64_t tokens = lists.source.numel(), vocab = weight.size(0);
   if (tokens == 0) return no_scored_tokens(rows, float_options, input_ids);  // nothing to learn from
-  if ((lists.target.lt(0) | lists.target.ge(vocab)).any().item<bool>())
-    fail("input_ids: a token id is outside the vocabulary of the logits (size {})", vocab);
+  check_in_vocabulary(lists.target, vocab);
   std::vector<int64_t> chunk_ends;
   const int64_t step = std::max<int64_t>(chunk_logits / std::max<int64_t>(vocab, 1), 1);
   for (int64_t end = step; end < tokens; end += step) chunk_ends.push_back(end);

@@ -373,6 +373,17 @@ TEST_CASE("SFT's backward with the head's gradient formed in forward equals the 
     model->to(at::kDouble);
     check(*model, 1e-10, sevens);
   }
+  SECTION("bad input is refused, naming it") {
+    auto model = tiny_gpt2(6);
+    CHECK_THROWS_WITH(dpo::nll_backward(*model, batch.input_ids, batch.response_mask.narrow(1, 1, 3), scale),
+                      Catch::Contains("response_mask: expected"));
+    CHECK_THROWS_WITH(dpo::nll_backward(*model, batch.input_ids.reshape({-1}), batch.response_mask, scale),
+                      Catch::Contains("input_ids: expected [R, T]"));
+    const at::Tensor outside = batch.input_ids.clone();
+    outside.masked_fill_(batch.response_mask.to(at::kBool), 32);  // the tiny models' vocabulary is 32
+    CHECK_THROWS_WITH(dpo::nll_backward(*model, outside, batch.response_mask, scale),
+                      Catch::Contains("a token id is outside the vocabulary of the logits (size 32)"));
+  }
   SECTION("rows with no scored token give zeros and no gradient") {
     auto model = tiny_gpt2(6);
     const at::Tensor none = at::zeros_like(batch.response_mask);
