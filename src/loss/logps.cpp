@@ -76,6 +76,28 @@ at::Tensor log_one_minus_prob(const at::Tensor& logp) {
   return at::where(x.gt(-std::log(2.0)), at::log(-at::expm1(x)), at::log1p(-at::exp(x)));
 }
 
+// LD-DPO: whether each scored token counts fully in its sequence's sum, the lists being grouped by
+// sequence in order (`counts` tokens per sequence): the first full_weight_tokens[s] of sequence s do.
+at::Tensor ld_full_tokens(const at::Tensor& sequence, const at::Tensor& counts, const at::Tensor& full_weight_tokens) {
+  const at::Tensor first = counts.cumsum(0) - counts;
+  const at::Tensor rank = at::arange(sequence.numel(), sequence.options()) - first.index_select(0, sequence);
+  return rank.lt(full_weight_tokens.to(sequence.device(), at::kLong).index_select(0, sequence));
+}
+
+// LD-DPO's full-weight counts of the 2P sequences of P pairs (chosen, then rejected): both responses
+// of a pair count their first min(chosen, rejected) scored tokens fully.
+at::Tensor ld_full_weight_tokens(const at::Tensor& counts, int64_t pairs) {
+  const at::Tensor shared = at::minimum(counts.narrow(0, 0, pairs), counts.narrow(0, pairs, pairs));
+  return at::cat({shared, shared});
+}
+
+// The head weight's .grad where head_logps_with_gradient can add the weight's gradient straight
+// into it (the trainer's gradient bucket), else undefined.
+at::Tensor head_gradient_sum(const at::Tensor& weight) {
+  const bool into_grad = weight.is_leaf() && weight.requires_grad() && takes_weight_gradient_sum(weight, weight.grad());
+  return into_grad ? weight.grad() : at::Tensor();
+}
+
 // The extra per-row values of `scoring` from the scored tokens' log-probs (row-major order).
 void add_scoring_extras(SequenceLogps& out, const ResponseScoring& scoring, const at::Tensor& token_logps,
                         const at::Tensor& row, const at::Tensor& rows_zero, const std::function<at::Tensor()>& log_sq) {
@@ -140,13 +162,9 @@ SequenceLogps scored_sequence_logps(CausalLMImpl& model, const at::Tensor& input
   check_in_vocabulary(lists.target, model.head_weight().size(0));
   const at::Tensor token_logps = head_token_logps(selected, model.head_weight(), lists.target, model.matmul_dtype());
   at::Tensor weighted = token_logps;
-  if (scoring.ld_alpha != 1.0 && full_weight_tokens.defined()) {
-    // k: the token's 0-based rank among its sequence's scored tokens (the lists are grouped).
-    const at::Tensor first = token_counts.cumsum(0) - token_counts;
-    const at::Tensor k = at::arange(sequence.numel(), sequence.options()) - first.index_select(0, sequence);
-    const at::Tensor full = k.lt(full_weight_tokens.to(selected.device(), at::kLong).index_select(0, sequence));
-    weighted = at::where(full, token_logps, token_logps * scoring.ld_alpha);
-  }
+  if (scoring.ld_alpha != 1.0 && full_weight_tokens.defined())
+    weighted = at::where(ld_full_tokens(sequence, token_counts, full_weight_tokens), token_logps,
+                         token_logps * scoring.ld_alpha);
   SequenceLogps out{sequences_zero.index_add(0, sequence, weighted), token_counts, {}, {}};
   add_scoring_extras(out, scoring, token_logps, sequence, sequences_zero, [&] {
     return head_log_sum_squared_probs(selected.detach(), model.head_weight().detach(), model.matmul_dtype());
@@ -190,12 +208,8 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const Response
   } else {
     const ScoredLists lists = scored_lists_of_batch(batch, input_ids);
     at::Tensor full_weight_tokens;
-    if (scoring.ld_alpha != 1.0) {
-      // LD-DPO: both responses of a pair count their first min(chosen, rejected) scored tokens fully.
-      const at::Tensor counts = at::bincount(lists.sequence, {}, sequences);
-      const at::Tensor shared = at::minimum(counts.narrow(0, 0, pairs), counts.narrow(0, pairs, pairs));
-      full_weight_tokens = at::cat({shared, shared});
-    }
+    if (scoring.ld_alpha != 1.0)
+      full_weight_tokens = ld_full_weight_tokens(at::bincount(lists.sequence, {}, sequences), pairs);
     all = scored_sequence_logps(model, input_ids, batch.layout, lists, sequences, scoring, full_weight_tokens);
   }
   const auto chosen = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, 0, pairs) : t; };
@@ -308,17 +322,12 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
       std::get<1>(at::sort(key, c10::optional<bool>(true), /*dim=*/0, /*descending=*/false)).to(lists.source.device());
   const at::Tensor source = lists.source.index_select(0, order), target = lists.target.index_select(0, order);
   const at::Tensor sequence_in_order = sequence.index_select(0, order.cpu());
-  // LD-DPO: whether each token counts fully in its sequence's sum, in the pair-major order: the
-  // first min(chosen, rejected) scored tokens of its pair do, those past them count ld_alpha times
-  // (pair_logps' rule). Within a sequence `order` kept the lists' order (the sort is stable).
-  at::Tensor ld_full;
-  if (scoring.ld_alpha != 1.0) {
-    const at::Tensor starts = counts.cumsum(0) - counts;  // each sequence's first token in the lists
-    const at::Tensor rank = at::arange(sequence.numel(), sequence.options()) - starts.index_select(0, sequence);
-    const at::Tensor pair = sequence_in_order.remainder(pairs);
-    const at::Tensor shared = at::minimum(counts.index_select(0, pair), counts.index_select(0, pair + pairs));
-    ld_full = rank.index_select(0, order.cpu()).lt(shared);
-  }
+  // LD-DPO: whether each token counts fully in its sequence's sum (pair_logps' rule), moved to the
+  // pair-major order; within a sequence `order` kept the lists' order (the sort is stable).
+  const at::Tensor ld_full =
+      scoring.ld_alpha != 1.0
+          ? ld_full_tokens(sequence, counts, ld_full_weight_tokens(counts, pairs)).index_select(0, order.cpu())
+          : at::Tensor();
 
   const at::Tensor hidden = model.hidden_states(input_ids, batch.layout, source);
   const auto float_options = hidden.options().dtype(float_type_of(hidden.scalar_type()));
@@ -342,21 +351,23 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
     at::Tensor weighted = leaf;
     if (ld_full.defined())
       weighted = at::where(ld_full.narrow(0, c.rows_begin, n).to(leaf.device()), leaf, leaf * scoring.ld_alpha);
-    const at::Tensor sums = zero.index_add(0, slot, weighted);
+    // The chunk's slots as sequences: its sums, token counts and scoring's extras.
+    SequenceLogps slots{zero.index_add(0, slot, weighted),
+                        at::cat({counts.narrow(0, c.first_pair, k), counts.narrow(0, pairs + c.first_pair, k)})
+                            .to(leaf.device()),
+                        {},
+                        {}};
+    add_scoring_extras(slots, scoring, leaf, slot, zero, [&] { return log_sum_squared.narrow(0, c.rows_begin, n); });
+    const auto chosen_of = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, 0, k) : t; };
+    const auto rejected_of = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, k, k) : t; };
     PairLogps policy;
-    policy.chosen = sums.narrow(0, 0, k);
-    policy.rejected = sums.narrow(0, k, k);
-    if (scoring.unlikelihood)
-      policy.rejected_unlikelihood = zero.index_add(0, slot, log_one_minus_prob(leaf)).narrow(0, k, k);
-    if (scoring.wpo_weights) {  // add_scoring_extras' weights: a sequence's mean aligned log-prob
-      const at::Tensor aligned = leaf.detach() - log_sum_squared.narrow(0, c.rows_begin, n);
-      const at::Tensor tokens = at::cat({counts.narrow(0, c.first_pair, k), counts.narrow(0, pairs + c.first_pair, k)});
-      const at::Tensor means = zero.index_add(0, slot, aligned) / tokens.to(leaf.device(), leaf.scalar_type()).clamp_min(1);
-      policy.chosen_weight_logps = means.narrow(0, 0, k);
-      policy.rejected_weight_logps = means.narrow(0, k, k);
-    }
-    policy.chosen_tokens = counts.narrow(0, c.first_pair, k).to(leaf.device());
-    policy.rejected_tokens = counts.narrow(0, pairs + c.first_pair, k).to(leaf.device());
+    policy.chosen = chosen_of(slots.logps);
+    policy.rejected = rejected_of(slots.logps);
+    policy.chosen_tokens = chosen_of(slots.token_counts);
+    policy.rejected_tokens = rejected_of(slots.token_counts);
+    policy.rejected_unlikelihood = rejected_of(slots.unlikelihood);
+    policy.chosen_weight_logps = chosen_of(slots.weight_logps);
+    policy.rejected_weight_logps = rejected_of(slots.weight_logps);
     const at::Tensor l = losses(policy, c.first_pair, k);
     const at::Tensor g = torch::autograd::grad({l.sum() * scale}, {leaf}, {}, /*retain_graph=*/false,
                                                /*create_graph=*/false, /*allow_unused=*/true)[0];
@@ -376,10 +387,8 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
   // The head weight's gradient goes straight into its .grad (the trainer's gradient bucket) where
   // there is one to add to: the backward() below runs with gradient 1, as that requires.
   const at::Tensor& weight = model.head_weight();
-  const bool into_grad = weight.is_leaf() && weight.requires_grad() && takes_weight_gradient_sum(weight, weight.grad());
   const HeadLogpsWithGradient head = head_logps_with_gradient(hidden, weight, target, model.matmul_dtype(), chunk_ends,
-                                                              token_gradient, into_grad ? weight.grad() : at::Tensor(),
-                                                              log_sum_squared);
+                                                              token_gradient, head_gradient_sum(weight), log_sum_squared);
   if (head.anchor.defined()) head.anchor.backward();
   PairLogps policy;
   policy.chosen = at::cat(chosen).to(float_options);
@@ -411,10 +420,8 @@ SequenceLogps nll_backward(CausalLMImpl& model, const at::Tensor& input_ids, con
   chunk_ends.push_back(tokens);
   const at::Tensor hidden = model.hidden_states(input_ids, {}, lists.source);
   const TokenGradient minus_scale = [&](int64_t, const at::Tensor& logps) { return at::full_like(logps, -scale); };
-  const bool into_grad = weight.is_leaf() && weight.requires_grad() && takes_weight_gradient_sum(weight, weight.grad());
   const HeadLogpsWithGradient head = head_logps_with_gradient(hidden, weight, lists.target, model.matmul_dtype(),
-                                                              chunk_ends, minus_scale,
-                                                              into_grad ? weight.grad() : at::Tensor());
+                                                              chunk_ends, minus_scale, head_gradient_sum(weight));
   if (head.anchor.defined()) head.anchor.backward();
   const at::Tensor token_counts = at::bincount(lists.sequence, {}, rows);
   return {at::zeros({rows}, head.logps.options()).index_add(0, lists.sequence, head.logps), token_counts, {}, {}};
