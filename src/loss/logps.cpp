@@ -98,6 +98,21 @@ at::Tensor head_gradient_sum(const at::Tensor& weight) {
   return into_grad ? weight.grad() : at::Tensor();
 }
 
+// The 2P sequences of P pairs (chosen, then rejected) as the pairs' values.
+PairLogps pairs_of_sequences(const SequenceLogps& all, int64_t pairs) {
+  const auto chosen = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, 0, pairs) : t; };
+  const auto rejected = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, pairs, pairs) : t; };
+  PairLogps out;
+  out.chosen = chosen(all.logps);
+  out.rejected = rejected(all.logps);
+  out.chosen_tokens = chosen(all.token_counts);
+  out.rejected_tokens = rejected(all.token_counts);
+  out.rejected_unlikelihood = rejected(all.unlikelihood);
+  out.chosen_weight_logps = chosen(all.weight_logps);
+  out.rejected_weight_logps = rejected(all.weight_logps);
+  return out;
+}
+
 // The extra per-row values of `scoring` from the scored tokens' log-probs (row-major order).
 void add_scoring_extras(SequenceLogps& out, const ResponseScoring& scoring, const at::Tensor& token_logps,
                         const at::Tensor& row, const at::Tensor& rows_zero, const std::function<at::Tensor()>& log_sq) {
@@ -212,16 +227,7 @@ PairLogps pair_logps(CausalLMImpl& model, const PairBatch& batch, const Response
       full_weight_tokens = ld_full_weight_tokens(at::bincount(lists.sequence, {}, sequences), pairs);
     all = scored_sequence_logps(model, input_ids, batch.layout, lists, sequences, scoring, full_weight_tokens);
   }
-  const auto chosen = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, 0, pairs) : t; };
-  const auto rejected = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, pairs, pairs) : t; };
-  PairLogps out;
-  out.chosen = chosen(all.logps);
-  out.rejected = rejected(all.logps);
-  out.chosen_tokens = chosen(all.token_counts);
-  out.rejected_tokens = rejected(all.token_counts);
-  out.rejected_unlikelihood = rejected(all.unlikelihood);
-  out.chosen_weight_logps = chosen(all.weight_logps);
-  out.rejected_weight_logps = rejected(all.weight_logps);
+  PairLogps out = pairs_of_sequences(all, pairs);
   if (ranked) {
     // Sequence s of `all` at more_rows; a missing response reads the appended zero (logp 0, 0 tokens).
     const at::Tensor where = batch.more_rows.to(device);
@@ -358,16 +364,7 @@ PairLossStep pair_loss_backward(CausalLMImpl& model, const PairBatch& batch, con
                         {},
                         {}};
     add_scoring_extras(slots, scoring, leaf, slot, zero, [&] { return log_sum_squared.narrow(0, c.rows_begin, n); });
-    const auto chosen_of = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, 0, k) : t; };
-    const auto rejected_of = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, k, k) : t; };
-    PairLogps policy;
-    policy.chosen = chosen_of(slots.logps);
-    policy.rejected = rejected_of(slots.logps);
-    policy.chosen_tokens = chosen_of(slots.token_counts);
-    policy.rejected_tokens = rejected_of(slots.token_counts);
-    policy.rejected_unlikelihood = rejected_of(slots.unlikelihood);
-    policy.chosen_weight_logps = chosen_of(slots.weight_logps);
-    policy.rejected_weight_logps = rejected_of(slots.weight_logps);
+    const PairLogps policy = pairs_of_sequences(slots, k);
     const at::Tensor l = losses(policy, c.first_pair, k);
     const at::Tensor g = torch::autograd::grad({l.sum() * scale}, {leaf}, {}, /*retain_graph=*/false,
                                                /*create_graph=*/false, /*allow_unused=*/true)[0];
